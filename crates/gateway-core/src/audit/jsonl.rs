@@ -1,0 +1,1 @@
+//! Appends every audit event as one JSON line to a file.

@@ -1,0 +1,437 @@
+//! Gateway configuration: TOML with unknown keys refused, then `validate()`, which reports
+//! every problem with its path.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub gateway: GatewayConfig,
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+    #[serde(default)]
+    pub connections: Vec<ConnectionConfig>,
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// Directory the config file lives in; relative paths resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[gateway]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Embedded store, recordings and the built-in issuer's key.
+    pub state_dir: PathBuf,
+    /// Admin listener: health, metrics, built-in issuer discovery and JWKS, admin API.
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: String,
+    /// Cedar policy file.
+    pub policy: PathBuf,
+    /// URL the built-in issuer puts in `iss`; defaults to `http://<admin_listen>`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+/// `[identity]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
+    /// Longest lifetime of an access key minted by `token exchange`.
+    #[serde(default = "default_access_key_ttl")]
+    pub access_key_max_ttl: String,
+}
+
+fn default_access_key_ttl() -> String {
+    "1h".into()
+}
+
+/// One trusted token issuer (`[[identity.issuers]]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// Name used in principals (`Identity::"<name>/<subject>"`). `builtin` is the gateway's own.
+    pub name: String,
+    /// Issuer URL (`iss`); discovery at `<issuer>/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Accepted audiences (`aud`); a string or a list.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub audience: Vec<String>,
+    /// JWKS URL, when the issuer publishes no discovery document.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Claims that carry group or role names.
+    #[serde(default = "default_groups_claims")]
+    pub groups_claims: Vec<String>,
+    /// Claims copied into the identity for audit and policy (e.g. `repository`, `job`).
+    #[serde(default)]
+    pub keep_claims: Vec<String>,
+    /// Claim used as the subject; `sub` by default.
+    #[serde(default)]
+    pub subject_claim: Option<String>,
+    /// Allowed clock skew in seconds for `exp`/`nbf`/`iat`.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+}
+
+fn default_groups_claims() -> Vec<String> {
+    vec!["groups".into(), "roles".into()]
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// `[[listeners]]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub protocol: Protocol,
+    pub listen: String,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// Certificate and key files for a TLS listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Wire protocols the gateway speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Postgres,
+    Tds,
+    Ssh,
+    Kube,
+    Http,
+}
+
+impl Protocol {
+    /// Lower-case name as used in config and policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Postgres => "postgres",
+            Protocol::Tds => "tds",
+            Protocol::Ssh => "ssh",
+            Protocol::Kube => "kube",
+            Protocol::Http => "http",
+        }
+    }
+}
+
+/// `[[connections]]`: a target and the credential the gateway holds for it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// What clients name (a Postgres client's `dbname`).
+    pub name: String,
+    pub protocol: Protocol,
+    /// `host:port` of the target.
+    pub target: String,
+    /// Database on the target.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// User the gateway logs in as.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Environment variable holding the target password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the target password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// TLS to the target: `disable` (default), `prefer`, `require`.
+    #[serde(default)]
+    pub target_tls: TargetTls,
+    /// Extra startup parameters clients may pass through beyond the built-in allow-list.
+    #[serde(default)]
+    pub allow_startup_params: Vec<String>,
+    /// Pass the client's `options` startup parameter to the target.
+    #[serde(default)]
+    pub allow_options: bool,
+}
+
+/// TLS to the target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetTls {
+    #[default]
+    Disable,
+    Prefer,
+    Require,
+}
+
+impl ConnectionConfig {
+    /// Read the held password from its configured source.
+    pub fn password(&self, base: &Path) -> Result<Option<String>, String> {
+        if let Some(var) = &self.password_env {
+            return std::env::var(var)
+                .map(Some)
+                .map_err(|_| format!("environment variable {var} is not set"));
+        }
+        if let Some(file) = &self.password_file {
+            let path = base.join(file);
+            return std::fs::read_to_string(&path)
+                .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_string()))
+                .map_err(|e| format!("{}: {e}", path.display()));
+        }
+        Ok(None)
+    }
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// `process` (default): an event is committed before the command runs and survives the
+    /// gateway being killed. `fsync`: also flushed to disk, surviving power loss.
+    #[serde(default)]
+    pub durability: Durability,
+    /// Also append every event as one JSON line to this file.
+    #[serde(default)]
+    pub jsonl: Option<PathBuf>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            durability: Durability::Process,
+            jsonl: None,
+        }
+    }
+}
+
+/// How durable an audit event is before the command it records runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    #[default]
+    Process,
+    Fsync,
+}
+
+/// Parse a duration like `90s`, `15m`, `2h`, `1d`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{s}`: missing unit (s, m, h, d)"))?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}`: expected a number followed by s, m, h or d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use s, m, h or d)")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+impl Config {
+    /// Load and parse a config file (unknown keys are errors). Call `validate` next.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut cfg: Config =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        cfg.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Ok(cfg)
+    }
+
+    /// Resolve a path from the config against the config file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// The state directory, resolved.
+    pub fn state_dir(&self) -> PathBuf {
+        self.resolve(&self.gateway.state_dir)
+    }
+
+    /// The URL the built-in issuer signs as.
+    pub fn builtin_issuer_url(&self) -> String {
+        self.gateway
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.gateway.admin_listen))
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    /// Find a connection by the name a client uses.
+    pub fn connection(&self, name: &str) -> Option<&ConnectionConfig> {
+        self.connections.iter().find(|c| c.name == name)
+    }
+
+    /// Every problem in the configuration, each with its path. Empty means valid.
+    pub fn validate(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        if self.gateway.admin_listen.parse::<std::net::SocketAddr>().is_err() {
+            errs.push(format!(
+                "gateway.admin_listen: `{}` is not an address:port",
+                self.gateway.admin_listen
+            ));
+        }
+        if !self.resolve(&self.gateway.policy).is_file() {
+            errs.push(format!(
+                "gateway.policy: {} does not exist",
+                self.resolve(&self.gateway.policy).display()
+            ));
+        }
+        if let Err(e) = parse_duration(&self.identity.access_key_max_ttl) {
+            errs.push(format!("identity.access_key_max_ttl: {e}"));
+        }
+        let mut names = BTreeSet::new();
+        for (i, iss) in self.identity.issuers.iter().enumerate() {
+            let p = format!("identity.issuers[{i}]");
+            if !names.insert(iss.name.clone()) {
+                errs.push(format!("{p}.name: `{}` is defined twice", iss.name));
+            }
+            if iss.name.is_empty() || iss.name.contains('/') {
+                errs.push(format!("{p}.name: must be non-empty and contain no `/`"));
+            }
+            if iss.name == "builtin" {
+                if iss.issuer.is_some() || iss.jwks_uri.is_some() {
+                    errs.push(format!(
+                        "{p}: the builtin issuer takes no `issuer` or `jwks_uri`"
+                    ));
+                }
+                continue;
+            }
+            match &iss.issuer {
+                None => errs.push(format!("{p}.issuer: required for an external issuer")),
+                Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) => {
+                    errs.push(format!("{p}.issuer: `{u}` is not an http(s) URL"))
+                }
+                _ => {}
+            }
+            if iss.audience.is_empty() {
+                errs.push(format!(
+                    "{p}.audience: required (tokens for other audiences must not be accepted)"
+                ));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            let p = format!("listeners[{i}]");
+            if l.listen.parse::<std::net::SocketAddr>().is_err() {
+                errs.push(format!("{p}.listen: `{}` is not an address:port", l.listen));
+            }
+            if !seen.insert(l.listen.clone()) {
+                errs.push(format!("{p}.listen: `{}` is used twice", l.listen));
+            }
+            if l.protocol != Protocol::Postgres {
+                errs.push(format!(
+                    "{p}.protocol: `{}` is not supported by this build yet",
+                    l.protocol.as_str()
+                ));
+            }
+            if let Some(tls) = &l.tls {
+                for (k, f) in [("cert", &tls.cert), ("key", &tls.key)] {
+                    if !self.resolve(f).is_file() {
+                        errs.push(format!(
+                            "{p}.tls.{k}: {} does not exist",
+                            self.resolve(f).display()
+                        ));
+                    }
+                }
+            }
+        }
+        let mut conns = BTreeSet::new();
+        for (i, c) in self.connections.iter().enumerate() {
+            let p = format!("connections[{i}]");
+            if !conns.insert(c.name.clone()) {
+                errs.push(format!("{p}.name: `{}` is defined twice", c.name));
+            }
+            if c.name.is_empty() {
+                errs.push(format!("{p}.name: must not be empty"));
+            }
+            if c.target.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).is_none()
+            {
+                errs.push(format!("{p}.target: `{}` is not host:port", c.target));
+            }
+            if c.protocol == Protocol::Postgres && c.user.is_none() {
+                errs.push(format!("{p}.user: required for a postgres connection"));
+            }
+            if c.password_env.is_some() && c.password_file.is_some() {
+                errs.push(format!(
+                    "{p}: set one of password_env and password_file, not both"
+                ));
+            }
+            if let Err(e) = c.password(&self.base_dir) {
+                errs.push(format!("{p}: {e}"));
+            }
+            for param in &c.allow_startup_params {
+                if matches!(param.as_str(), "user" | "database" | "replication") {
+                    errs.push(format!(
+                        "{p}.allow_startup_params: `{param}` is set by the gateway and cannot be passed through"
+                    ));
+                }
+            }
+        }
+        errs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_reject_bad_units() {
+        assert_eq!(parse_duration("15m").ok(), Some(std::time::Duration::from_secs(900)));
+        assert_eq!(parse_duration("2h").ok(), Some(std::time::Duration::from_secs(7200)));
+        assert!(parse_duration("15").is_err());
+        assert!(parse_duration("15y").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let text = "[gateway]\nstate_dir='s'\npolicy='p'\nbogus=1\n";
+        let err = toml::from_str::<Config>(text).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("bogus")));
+    }
+}

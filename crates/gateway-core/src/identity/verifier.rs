@@ -1,0 +1,2 @@
+//! Verifies presented credentials into identities.
+pub struct Verifier;

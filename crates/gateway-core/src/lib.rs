@@ -1,0 +1,18 @@
+//! Protocol-neutral core of the Portcullis gateway: who is calling (identity), what they
+//! are doing (actions and SQL classification), whether they may (policy), and the durable
+//! record of it (audit and store). Nothing here knows a wire protocol.
+#![forbid(unsafe_code)]
+
+pub mod action;
+pub mod audit;
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod policy;
+pub mod sql;
+pub mod store;
+pub mod util;
+
+pub use action::{Action, SqlKind, SqlStatement};
+pub use error::{Error, Side};
+pub use identity::Identity;

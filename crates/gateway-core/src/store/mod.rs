@@ -1,0 +1,56 @@
+//! Durable state behind one trait: audit events (hash-chained), access keys, sessions.
+//! SQLite is the embedded default; a PostgreSQL store for many replicas implements the same
+//! trait.
+
+pub mod sqlite;
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::event::{AuditEvent, EventFilter};
+use crate::error::Result;
+use crate::audit::event::IdentityRecord;
+
+pub use sqlite::SqliteStore;
+
+/// A stored access key (the secret itself is never stored, only its SHA-256).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccessKeyRecord {
+    /// Public id, shown in listings and audit (`ak_...`).
+    pub id: String,
+    /// Hex SHA-256 of the secret key string.
+    pub secret_hash: String,
+    /// The identity the key stands for, as verified when it was minted.
+    pub identity: IdentityRecord,
+    pub created_us: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+    pub revoked: bool,
+}
+
+/// Result of checking the audit hash chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainReport {
+    /// Events checked.
+    pub events: u64,
+    /// First problem found, if any: the seq and what is wrong.
+    pub problem: Option<(u64, String)>,
+}
+
+/// The gateway's durable state.
+pub trait Store: Send + Sync + 'static {
+    /// Append events atomically, in order: assigns each its `seq`, `prev_hash` and `hash`
+    /// (continuing the chain from the last stored event). When `fsync` is true the data is on
+    /// disk before this returns; otherwise it is committed (survives the process being
+    /// killed, not power loss).
+    fn append_events(&self, events: &mut [AuditEvent], fsync: bool) -> Result<()>;
+    /// Events matching `filter`, in chain order.
+    fn query_events(&self, filter: &EventFilter) -> Result<Vec<AuditEvent>>;
+    /// Recompute the whole chain and report the first edited, deleted or reordered event.
+    fn verify_chain(&self) -> Result<ChainReport>;
+    /// Store a new access key.
+    fn put_access_key(&self, key: &AccessKeyRecord) -> Result<()>;
+    /// Look an access key up by the hash of its secret.
+    fn access_key_by_hash(&self, secret_hash: &str) -> Result<Option<AccessKeyRecord>>;
+    /// Revoke an access key by id; false if there was none.
+    fn revoke_access_key(&self, id: &str) -> Result<bool>;
+}

@@ -1,0 +1,2 @@
+//! The embedded SQLite store.
+pub struct SqliteStore;
