@@ -172,25 +172,12 @@ pub struct ConnectionConfig {
     /// File holding the target password.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
-    /// TLS to the target: `disable` (default), `prefer`, `require`.
-    #[serde(default)]
-    pub target_tls: TargetTls,
     /// Extra startup parameters clients may pass through beyond the built-in allow-list.
     #[serde(default)]
     pub allow_startup_params: Vec<String>,
     /// Pass the client's `options` startup parameter to the target.
     #[serde(default)]
     pub allow_options: bool,
-}
-
-/// TLS to the target.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TargetTls {
-    #[default]
-    Disable,
-    Prefer,
-    Require,
 }
 
 impl ConnectionConfig {

@@ -29,3 +29,8 @@ pub fn random_hex(n: usize) -> String {
 pub fn new_session_id() -> String {
     format!("s{:x}-{}", now_micros(), random_hex(4))
 }
+
+/// Fill `buf` from the system CSPRNG.
+pub fn fill_random(buf: &mut [u8]) -> Result<(), crate::Error> {
+    aws_lc_rs::rand::fill(buf).map_err(|_| crate::Error::Config("system random number generator unavailable".into()))
+}

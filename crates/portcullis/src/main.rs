@@ -1,1 +1,124 @@
-fn main() {}
+//! `portcullis`: the gateway binary and its command line.
+#![forbid(unsafe_code)]
+
+mod admin;
+mod cli_audit;
+mod cli_policy;
+mod cli_token;
+mod serve;
+mod timefmt;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Identity-aware access gateway for databases, hosts, clusters and APIs.
+#[derive(Parser)]
+#[command(name = "portcullis", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the listeners, admin API and audit sinks the config names.
+    Serve {
+        #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Mint and exchange tokens.
+    Token {
+        #[command(subcommand)]
+        command: cli_token::TokenCommand,
+    },
+    /// Read and verify the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: cli_audit::AuditCommand,
+    },
+    /// Recorded sessions.
+    Sessions {
+        #[command(subcommand)]
+        command: cli_audit::SessionsCommand,
+    },
+    /// Replay a recorded session as a transcript with its timing.
+    Replay(cli_audit::ReplayArgs),
+    /// Policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: cli_policy::PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the config and its policy; print every problem with its path.
+    Check {
+        #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config } => serve::run(&config),
+        Command::Config { command: ConfigCommand::Check { config } } => config_check(&config),
+        Command::Token { command } => cli_token::run(command),
+        Command::Audit { command } => cli_audit::run_audit(command),
+        Command::Sessions { command } => cli_audit::run_sessions(command),
+        Command::Replay(args) => cli_audit::run_replay(args),
+        Command::Policy { command } => cli_policy::run(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("portcullis: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Load a config and fail with every problem listed.
+pub(crate) fn load_config(path: &std::path::Path) -> anyhow::Result<gateway_core::config::Config> {
+    let cfg = gateway_core::config::Config::load(path).map_err(anyhow::Error::msg)?;
+    let problems = cfg.validate();
+    if !problems.is_empty() {
+        anyhow::bail!("{}: invalid configuration:\n  {}", path.display(), problems.join("\n  "));
+    }
+    Ok(cfg)
+}
+
+fn config_check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let cfg = match gateway_core::config::Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut problems = cfg.validate();
+    let policy_path = cfg.resolve(&cfg.gateway.policy);
+    if policy_path.is_file() {
+        if let Err(errs) = gateway_core::policy::PolicyHandle::load(&policy_path) {
+            problems.extend(errs.into_iter().map(|e| format!("gateway.policy: {e}")));
+        }
+    }
+    if problems.is_empty() {
+        println!("{}: ok", path.display());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        eprintln!("{} problem(s) in {}", problems.len(), path.display());
+        Ok(ExitCode::FAILURE)
+    }
+}

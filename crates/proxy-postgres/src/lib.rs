@@ -1,1 +1,17 @@
+//! PostgreSQL v3 wire-protocol proxy: clients log in with a token as their password, every
+//! statement is decided by policy and audited before it reaches the target, and the target
+//! is reached with a credential the client never sees.
 #![forbid(unsafe_code)]
+
+mod cancel;
+pub mod codec;
+mod error;
+mod front;
+mod relay;
+mod server;
+mod session;
+mod stream;
+mod target;
+
+pub use error::PgError;
+pub use server::PgProxy;

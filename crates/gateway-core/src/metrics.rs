@@ -1,0 +1,146 @@
+//! Prometheus metrics, kept as atomics so the hot path never takes a lock to count.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5, 10.0,
+];
+
+/// A fixed-bucket latency histogram.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    overflow: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Count one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
+        match BUCKETS.iter().position(|b| secs <= *b) {
+            Some(i) => self.counts[i].fetch_add(1, Relaxed),
+            None => self.overflow.fetch_add(1, Relaxed),
+        };
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += self.counts[i].load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
+        }
+        cumulative += self.overflow.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_us.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+    }
+}
+
+/// Every counter the gateway exports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub sessions_total: AtomicU64,
+    pub sessions_active: AtomicU64,
+    pub auth_failures_total: AtomicU64,
+    pub statements_allowed: AtomicU64,
+    pub statements_denied: AtomicU64,
+    pub statements_review: AtomicU64,
+    pub target_errors_total: AtomicU64,
+    pub audit_failures_total: AtomicU64,
+    pub policy_reloads_total: AtomicU64,
+    pub policy_reload_failures_total: AtomicU64,
+    /// Time from receiving a command to forwarding it (classify + decide + audit).
+    pub decision_latency: Histogram,
+    /// Time from forwarding a command to its completion at the target.
+    pub statement_latency: Histogram,
+}
+
+impl Metrics {
+    /// Render in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let c = |out: &mut String, name: &str, help: &str, kind: &str, v: &AtomicU64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {}", v.load(Relaxed));
+        };
+        c(&mut out, "portcullis_sessions_total", "Sessions opened.", "counter", &self.sessions_total);
+        c(&mut out, "portcullis_sessions_active", "Sessions open now.", "gauge", &self.sessions_active);
+        c(
+            &mut out,
+            "portcullis_auth_failures_total",
+            "Connection attempts refused at authentication or connect policy.",
+            "counter",
+            &self.auth_failures_total,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_statements_total Commands decided, by verdict.\n# TYPE portcullis_statements_total counter"
+        );
+        for (v, n) in [
+            ("allow", &self.statements_allowed),
+            ("deny", &self.statements_denied),
+            ("review", &self.statements_review),
+        ] {
+            let _ = writeln!(out, "portcullis_statements_total{{verdict=\"{v}\"}} {}", n.load(Relaxed));
+        }
+        c(
+            &mut out,
+            "portcullis_target_errors_total",
+            "Targets unreachable or failing.",
+            "counter",
+            &self.target_errors_total,
+        );
+        c(
+            &mut out,
+            "portcullis_audit_failures_total",
+            "Commands refused because their audit event could not be recorded.",
+            "counter",
+            &self.audit_failures_total,
+        );
+        c(&mut out, "portcullis_policy_reloads_total", "Policy reloads applied.", "counter", &self.policy_reloads_total);
+        c(
+            &mut out,
+            "portcullis_policy_reload_failures_total",
+            "Policy reloads refused.",
+            "counter",
+            &self.policy_reload_failures_total,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_decision_seconds Classify, decide and audit time per command.\n# TYPE portcullis_decision_seconds histogram"
+        );
+        self.decision_latency.render(&mut out, "portcullis_decision_seconds", "");
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_statement_seconds Target time per command.\n# TYPE portcullis_statement_seconds histogram"
+        );
+        self.statement_latency.render(&mut out, "portcullis_statement_seconds", "");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative_and_counts_overflow() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(50));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(60));
+        let mut s = String::new();
+        h.render(&mut s, "x", "");
+        assert!(s.contains("x_bucket{le=\"0.0001\"} 1"), "{s}");
+        assert!(s.contains("x_bucket{le=\"0.005\"} 2"), "{s}");
+        assert!(s.contains("x_bucket{le=\"+Inf\"} 3"), "{s}");
+        assert!(s.contains("x_count{} 3"), "{s}");
+    }
+}

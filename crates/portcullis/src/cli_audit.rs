@@ -1,0 +1,301 @@
+//! `portcullis audit tail|query|verify`, `sessions list` and `replay`: read the store directly.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use gateway_core::audit::{AuditEvent, EventFilter, EventKind, Verdict};
+
+use crate::timefmt::rfc3339_micros;
+
+#[derive(Args, Clone)]
+pub struct Filters {
+    #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+    config: PathBuf,
+    /// Only this session.
+    #[arg(long)]
+    session: Option<String>,
+    /// Only this identity (`issuer/subject` or subject).
+    #[arg(long)]
+    identity: Option<String>,
+    /// Only this connection.
+    #[arg(long)]
+    connection: Option<String>,
+    /// Only events of this approval.
+    #[arg(long)]
+    approval: Option<String>,
+    /// Only this kind (session_start, session_end, auth_failed, command, command_end, access_key, policy).
+    #[arg(long)]
+    kind: Option<String>,
+    /// At most this many (the newest).
+    #[arg(long, short = 'n')]
+    limit: Option<usize>,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Print the newest events and, with --follow, new ones as they arrive.
+    Tail {
+        #[command(flatten)]
+        filters: Filters,
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Print the events matching the filters.
+    Query {
+        #[command(flatten)]
+        filters: Filters,
+    },
+    /// Check the hash chain end to end; exit 1 on the first edited, deleted or reordered event.
+    Verify {
+        #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SessionsCommand {
+    /// List recorded sessions, newest last.
+    List {
+        #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        identity: Option<String>,
+        #[arg(long)]
+        connection: Option<String>,
+        #[arg(long, short = 'n')]
+        limit: Option<usize>,
+    },
+}
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+    config: PathBuf,
+    /// Session id (from `sessions list`).
+    session: String,
+    /// Replay in real time scaled by this factor (2 = twice as fast); 0 prints at once.
+    #[arg(long, default_value_t = 0.0)]
+    speed: f64,
+}
+
+fn parse_kind(s: &str) -> anyhow::Result<EventKind> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| anyhow::anyhow!("unknown event kind `{s}`"))
+}
+
+fn filter_of(f: &Filters) -> anyhow::Result<EventFilter> {
+    Ok(EventFilter {
+        session: f.session.clone(),
+        identity: f.identity.clone(),
+        connection: f.connection.clone(),
+        kind: f.kind.as_deref().map(parse_kind).transpose()?,
+        approval: f.approval.clone(),
+        limit: f.limit,
+        ..Default::default()
+    })
+}
+
+pub fn run_audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AuditCommand::Query { filters } => {
+            let store = open(&filters.config)?;
+            for ev in store.query_events(&filter_of(&filters)?)? {
+                print_event(&ev, filters.json);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Tail { filters, follow } => {
+            let store = open(&filters.config)?;
+            let mut filter = filter_of(&filters)?;
+            filter.limit = Some(filters.limit.unwrap_or(20));
+            let mut last = 0;
+            loop {
+                for ev in store.query_events(&filter)? {
+                    last = last.max(ev.seq);
+                    print_event(&ev, filters.json);
+                }
+                if !follow {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                filter.after_seq = Some(last);
+                filter.limit = None;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+        AuditCommand::Verify { config } => {
+            let store = open(&config)?;
+            let report = store.verify_chain()?;
+            match report.problem {
+                None => {
+                    println!("audit chain intact: {} events verified", report.events);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some((seq, what)) => {
+                    eprintln!("audit chain BROKEN at event {seq}: {what}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
+
+fn open(config: &std::path::Path) -> anyhow::Result<std::sync::Arc<dyn gateway_core::store::Store>> {
+    let cfg = crate::load_config(config)?;
+    crate::serve::open_store(&cfg)
+}
+
+fn verdict_str(v: Option<Verdict>) -> &'static str {
+    match v {
+        Some(Verdict::Allow) => "allow",
+        Some(Verdict::Deny) => "DENY",
+        Some(Verdict::Review) => "REVIEW",
+        None => "-",
+    }
+}
+
+fn print_event(ev: &AuditEvent, json: bool) {
+    if json {
+        if let Ok(s) = serde_json::to_string(ev) {
+            println!("{s}");
+        }
+        return;
+    }
+    let who = ev.identity.as_ref().map(|i| i.principal.as_str()).unwrap_or("-");
+    let mut line = format!(
+        "{:>6} {} {:<13} {}",
+        ev.seq,
+        rfc3339_micros(ev.time_us),
+        ev.kind.as_str(),
+        if ev.session.is_empty() { "-" } else { &ev.session }
+    );
+    match ev.kind {
+        EventKind::Command => {
+            line.push_str(&format!(
+                " #{} {} {} {}",
+                ev.command.unwrap_or(0),
+                verdict_str(ev.verdict),
+                ev.action.as_deref().unwrap_or("-"),
+                ev.statement.as_deref().unwrap_or("").replace('\n', " ")
+            ));
+            if !ev.policies.is_empty() {
+                line.push_str(&format!(" [{}]", ev.policies.join(",")));
+            }
+        }
+        EventKind::CommandEnd => {
+            line.push_str(&format!(" #{}", ev.command.unwrap_or(0)));
+            if let Some(r) = ev.rows {
+                line.push_str(&format!(" rows={r}"));
+            }
+            if let Some(d) = ev.duration_us {
+                line.push_str(&format!(" {:.3}ms", d as f64 / 1000.0));
+            }
+        }
+        _ => {
+            line.push_str(&format!(" {who} {}", ev.connection.as_deref().unwrap_or("-")));
+            if let Some(v) = ev.verdict {
+                line.push_str(&format!(" {}", verdict_str(Some(v))));
+            }
+        }
+    }
+    if let Some(r) = &ev.reason {
+        line.push_str(&format!(" reason=\"{r}\""));
+    }
+    if let Some(e) = &ev.error {
+        line.push_str(&format!(" error=\"{e}\""));
+    }
+    println!("{line}");
+}
+
+pub fn run_sessions(cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
+    let SessionsCommand::List { config, identity, connection, limit } = cmd;
+    let store = open(&config)?;
+    let starts = store.query_events(&EventFilter {
+        kind: Some(EventKind::SessionStart),
+        identity,
+        connection,
+        limit,
+        ..Default::default()
+    })?;
+    println!("{:<28} {:<24} {:<28} {:<12} client", "session", "started", "identity", "connection");
+    for ev in starts {
+        println!(
+            "{:<28} {:<24} {:<28} {:<12} {}",
+            ev.session,
+            rfc3339_micros(ev.time_us),
+            ev.identity.as_ref().map(|i| i.principal.as_str()).unwrap_or("-"),
+            ev.connection.as_deref().unwrap_or("-"),
+            ev.client.as_deref().unwrap_or("-"),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let store = open(&args.config)?;
+    let events = store.query_events(&EventFilter {
+        session: Some(args.session.clone()),
+        ..Default::default()
+    })?;
+    let start = events
+        .iter()
+        .find(|e| e.kind == EventKind::SessionStart)
+        .with_context(|| format!("no recorded session `{}`", args.session))?;
+    let t0 = start.time_us;
+    let conn = start.connection.clone().unwrap_or_default();
+    println!(
+        "-- session {} by {} on {} from {} at {}",
+        start.session,
+        start.identity.as_ref().map(|i| i.principal.as_str()).unwrap_or("-"),
+        conn,
+        start.client.as_deref().unwrap_or("-"),
+        rfc3339_micros(t0)
+    );
+    let mut prev = t0;
+    for ev in &events {
+        if args.speed > 0.0 && ev.time_us > prev {
+            std::thread::sleep(Duration::from_micros(((ev.time_us - prev) as f64 / args.speed) as u64));
+        }
+        prev = ev.time_us;
+        let at = (ev.time_us - t0) as f64 / 1e6;
+        match ev.kind {
+            EventKind::Command => {
+                println!("[+{at:>9.3}s] {conn}=> {}", ev.statement.as_deref().unwrap_or(""));
+                if ev.verdict != Some(Verdict::Allow) {
+                    println!(
+                        "{:>14} {} by [{}]: {}",
+                        "--",
+                        verdict_str(ev.verdict),
+                        ev.policies.join(", "),
+                        ev.reason.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            EventKind::CommandEnd => {
+                let mut s = format!("{:>14} ", "--");
+                match (ev.rows, &ev.error) {
+                    (_, Some(e)) => s.push_str(&format!("ERROR {e}")),
+                    (Some(r), None) => s.push_str(&format!("{r} row{}", if r == 1 { "" } else { "s" })),
+                    (None, None) => s.push_str("ok"),
+                }
+                if let Some(d) = ev.duration_us {
+                    s.push_str(&format!(" ({:.3} ms)", d as f64 / 1000.0));
+                }
+                println!("{s}");
+            }
+            EventKind::SessionEnd => {
+                println!(
+                    "-- session ended at +{at:.3}s{}",
+                    ev.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,165 @@
+//! `portcullis serve`: build the shared services, start the listeners and the admin API,
+//! and run until SIGINT/SIGTERM.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use gateway_core::audit::AuditLog;
+use gateway_core::config::{Config, Protocol};
+use gateway_core::identity::builtin::BuiltinIssuer;
+use gateway_core::identity::Verifier;
+use gateway_core::metrics::Metrics;
+use gateway_core::policy::PolicyHandle;
+use gateway_core::services::Services;
+use gateway_core::sql::Classifier;
+use gateway_core::store::{SqliteStore, Store};
+use tokio::net::TcpListener;
+
+/// Capacity of the SQL classification cache (statement shapes).
+const CLASSIFIER_CACHE: usize = 10_000;
+
+pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
+    init_tracing();
+    let cfg = crate::load_config(config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(serve(cfg))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+/// Install the process-wide rustls crypto provider (several dependencies bring different
+/// ones; rustls refuses to guess).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// Open the store and services a config describes (also used by CLI commands that need them).
+pub fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let state = cfg.state_dir();
+    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    let fsync = cfg.audit.durability == gateway_core::config::Durability::Fsync;
+    let store = SqliteStore::open_with(&state.join("portcullis.db"), fsync)
+        .with_context(|| format!("opening the store in {}", state.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// The built-in issuer, if the config trusts it.
+pub fn builtin_issuer(cfg: &Config) -> anyhow::Result<Option<Arc<BuiltinIssuer>>> {
+    if !cfg.identity.issuers.iter().any(|i| i.name == "builtin") {
+        return Ok(None);
+    }
+    let issuer = BuiltinIssuer::load_or_create(&cfg.state_dir(), &cfg.builtin_issuer_url())
+        .context("loading the built-in issuer's key")?;
+    Ok(Some(Arc::new(issuer)))
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    install_crypto_provider();
+    let cfg = Arc::new(cfg);
+    let store = open_store(&cfg)?;
+    let audit = AuditLog::start(
+        store.clone(),
+        cfg.audit.durability,
+        cfg.audit.jsonl.as_ref().map(|p| cfg.resolve(p)),
+    )
+    .context("starting the audit writer")?;
+    let builtin = builtin_issuer(&cfg)?;
+    let verifier = Verifier::new(&cfg.identity, builtin.clone(), store.clone())
+        .context("setting up identity verification")?;
+    let policy_path = cfg.resolve(&cfg.gateway.policy);
+    let policy = Arc::new(PolicyHandle::load(&policy_path).map_err(|errs| {
+        anyhow::anyhow!("{}: invalid policy:\n  {}", policy_path.display(), errs.join("\n  "))
+    })?);
+    policy.spawn_watcher();
+    let metrics = Arc::new(Metrics::default());
+    let services = Arc::new(Services {
+        config: cfg.clone(),
+        verifier,
+        policy,
+        classifier: Classifier::new(CLASSIFIER_CACHE),
+        audit: audit.clone(),
+        store,
+        metrics,
+    });
+
+    for l in &cfg.listeners {
+        let listener = TcpListener::bind(&l.listen)
+            .await
+            .with_context(|| format!("binding {} listener on {}", l.protocol.as_str(), l.listen))?;
+        let tls = match &l.tls {
+            Some(t) => Some(load_tls(&cfg.resolve(&t.cert), &cfg.resolve(&t.key))?),
+            None => None,
+        };
+        match l.protocol {
+            Protocol::Postgres => {
+                let proxy = proxy_postgres::PgProxy::new(services.clone(), tls);
+                tracing::info!(listen = %l.listen, tls = l.tls.is_some(), "postgres listener ready");
+                tokio::spawn(async move {
+                    if let Err(e) = proxy.serve(listener).await {
+                        tracing::error!(error = %e, "postgres listener stopped");
+                    }
+                });
+            }
+            other => anyhow::bail!("{} listeners are not supported by this build", other.as_str()),
+        }
+    }
+
+    let admin = TcpListener::bind(&cfg.gateway.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin listener on {}", cfg.gateway.admin_listen))?;
+    tracing::info!(listen = %cfg.gateway.admin_listen, "admin listener ready");
+    let app = crate::admin::router(services.clone(), builtin);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(admin, app).await {
+            tracing::error!(error = %e, "admin listener stopped");
+        }
+    });
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: flushing audit");
+    audit.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+fn load_tls(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(cert).with_context(|| format!("opening {}", cert.display()))?,
+    ))
+    .collect::<Result<Vec<_>, _>>()
+    .with_context(|| format!("reading certificates from {}", cert.display()))?;
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        std::fs::File::open(key).with_context(|| format!("opening {}", key.display()))?,
+    ))
+    .with_context(|| format!("reading the private key from {}", key.display()))?
+    .with_context(|| format!("no private key in {}", key.display()))?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("building the TLS configuration")?;
+    Ok(Arc::new(config))
+}

@@ -1,0 +1,47 @@
+//! The Postgres listener: accepts connections and runs one session task each.
+
+use std::sync::Arc;
+
+use gateway_core::services::Services;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::cancel::CancelMap;
+use crate::codec::DEFAULT_MAX_MESSAGE;
+use crate::session;
+
+/// A Postgres front end for every `postgres` connection in the config.
+pub struct PgProxy {
+    pub(crate) services: Arc<Services>,
+    pub(crate) tls: Option<TlsAcceptor>,
+    pub(crate) cancels: Arc<CancelMap>,
+    pub(crate) max_message: usize,
+}
+
+impl PgProxy {
+    /// A proxy using `services`, offering TLS when `tls` is given.
+    pub fn new(services: Arc<Services>, tls: Option<Arc<rustls::ServerConfig>>) -> Arc<PgProxy> {
+        Arc::new(PgProxy {
+            services,
+            tls: tls.map(TlsAcceptor::from),
+            cancels: Arc::new(CancelMap::default()),
+            max_message: DEFAULT_MAX_MESSAGE,
+        })
+    }
+
+    /// Accept connections until the listener fails.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            tokio::spawn(session::handle(self.clone(), tcp, peer));
+        }
+    }
+}

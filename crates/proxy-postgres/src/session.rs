@@ -1,0 +1,191 @@
+//! One client connection from accept to close: startup, token, connect policy, target login,
+//! then the relay; audit events for each step.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use gateway_core::action::Action;
+use gateway_core::audit::{AuditEvent, EventKind, IdentityRecord};
+use gateway_core::config::ConnectionConfig;
+use gateway_core::policy::{ConnectionRef, Verdict};
+use gateway_core::services::Services;
+use gateway_core::Identity;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+use crate::cancel::TargetKey;
+use crate::codec;
+use crate::error::PgError;
+use crate::front::{self, Opening};
+use crate::server::PgProxy;
+use crate::{relay, target};
+
+/// What the relay needs to know about its session.
+pub(crate) struct SessionCtx {
+    pub session_id: String,
+    pub identity: Identity,
+    pub conn: ConnectionConfig,
+    pub services: Arc<Services>,
+    pub max_message: usize,
+}
+
+/// Serve one accepted connection to its end.
+pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let opening = tokio::time::timeout(
+        front::STARTUP_TIMEOUT,
+        front::open(tcp, proxy.tls.as_ref(), &proxy.cancels),
+    )
+    .await;
+    let (mut stream, mut buf, params) = match opening {
+        Ok(Ok(Opening::Session { stream, buf, params })) => (stream, buf, params),
+        Ok(Ok(Opening::Cancel)) => return,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "startup failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "startup timed out");
+            return;
+        }
+    };
+    let services = proxy.services.clone();
+    let session_id = gateway_core::util::new_session_id();
+    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let conn_name = param("database").or_else(|| param("user")).unwrap_or_default();
+
+    let refuse = |kind_reason: String, identity: Option<&Identity>| {
+        let mut ev = AuditEvent::new(EventKind::AuthFailed, &session_id);
+        ev.connection = Some(conn_name.clone());
+        ev.protocol = Some("postgres".into());
+        ev.client = Some(peer.to_string());
+        ev.identity = identity.map(IdentityRecord::from);
+        ev.reason = Some(kind_reason);
+        services.metrics.auth_failures_total.fetch_add(1, Relaxed);
+        ev
+    };
+
+    // The token arrives where the client puts its password.
+    let token = match tokio::time::timeout(front::STARTUP_TIMEOUT, front::read_token(&mut stream, &mut buf)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "no token");
+            return;
+        }
+        Err(_) => return,
+    };
+    let identity = match services.verifier.verify(&token).await {
+        Ok(id) => id,
+        Err(e) => {
+            let _ = services.audit.record_later(refuse(e.to_string(), None)).await;
+            front::fatal(&mut stream, "28P01", &format!("portcullis: {e}")).await;
+            return;
+        }
+    };
+    let Some(conn) = services.config.connection(&conn_name).cloned() else {
+        let msg = format!("connection \"{conn_name}\" is not configured on this gateway");
+        let _ = services.audit.record_later(refuse(msg.clone(), Some(&identity))).await;
+        front::fatal(&mut stream, "3D000", &format!("portcullis: {msg}")).await;
+        return;
+    };
+    let decision = services.policy.current().decide(
+        &identity,
+        &ConnectionRef { name: &conn.name, protocol: conn.protocol },
+        &Action::Connect,
+    );
+    if !matches!(decision.verdict, Verdict::Allow(_)) {
+        let reason = decision.reason.clone().unwrap_or_else(|| "denied by policy".into());
+        let mut ev = refuse(reason.clone(), Some(&identity));
+        ev.action = Some("connect".into());
+        ev.verdict = Some(decision.audit_verdict());
+        ev.policies = decision.policies.clone();
+        let _ = services.audit.record_later(ev).await;
+        front::fatal(&mut stream, "42501", &format!("portcullis: {reason}")).await;
+        return;
+    }
+
+    let span = tracing::info_span!("session", session_id = %session_id, identity = %identity.principal(), connection = %conn.name);
+    async move {
+        let password = match conn.password(&services.config.base_dir) {
+            Ok(p) => p,
+            Err(e) => {
+                front::fatal(&mut stream, "58000", &format!("portcullis: connection credential unavailable: {e}")).await;
+                return;
+            }
+        };
+        let passthrough = front::passthrough_params(&params, &conn);
+        let target = match target::connect(&conn, password.as_deref(), &passthrough).await {
+            Ok(t) => t,
+            Err(e) => {
+                services.metrics.target_errors_total.fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, "target login failed");
+                let code = if matches!(e, PgError::Gateway(_)) { "58000" } else { "08006" };
+                front::fatal(&mut stream, code, &format!("portcullis: {e}")).await;
+                return;
+            }
+        };
+
+        // The session starts only once its start is on record.
+        let mut start = AuditEvent::new(EventKind::SessionStart, &session_id);
+        start.identity = Some(IdentityRecord::from(&identity));
+        start.connection = Some(conn.name.clone());
+        start.protocol = Some("postgres".into());
+        start.client = Some(peer.to_string());
+        start.action = Some("connect".into());
+        start.verdict = Some(decision.audit_verdict());
+        start.policies = decision.policies.clone();
+        if let Err(e) = services.audit.record(start).await {
+            services.metrics.audit_failures_total.fetch_add(1, Relaxed);
+            front::fatal(&mut stream, "58000", &format!("portcullis: audit is unavailable: {e}")).await;
+            return;
+        }
+
+        let (pid, key) = proxy.cancels.register(TargetKey {
+            addr: conn.target.clone(),
+            pid: target.pid,
+            key: target.key.clone(),
+        });
+        let mut hello = BytesMut::with_capacity(512);
+        codec::put_auth_ok(&mut hello);
+        for (k, v) in &target.params {
+            codec::put_parameter_status(&mut hello, k, v);
+        }
+        codec::put_backend_key_data(&mut hello, pid, &key);
+        codec::put_ready_for_query(&mut hello, b'I');
+        if stream.write_all(&hello).await.is_err() {
+            proxy.cancels.remove(pid);
+            return;
+        }
+        services.metrics.sessions_total.fetch_add(1, Relaxed);
+        services.metrics.sessions_active.fetch_add(1, Relaxed);
+        tracing::info!("session opened");
+
+        let ctx = SessionCtx {
+            session_id: session_id.clone(),
+            identity,
+            conn,
+            services: services.clone(),
+            max_message: proxy.max_message,
+        };
+        let started = std::time::Instant::now();
+        let outcome = relay::run(&ctx, stream, buf, target.stream, target.leftover, &target.params).await;
+
+        proxy.cancels.remove(pid);
+        services.metrics.sessions_active.fetch_sub(1, Relaxed);
+        let mut end = AuditEvent::new(EventKind::SessionEnd, &session_id);
+        end.connection = Some(ctx.conn.name.clone());
+        end.duration_us = Some(started.elapsed().as_micros() as u64);
+        if let Err(e) = &outcome {
+            end.error = Some(e.to_string());
+            tracing::info!(error = %e, "session ended");
+        } else {
+            tracing::info!("session closed");
+        }
+        let _ = services.audit.record_later(end).await;
+    }
+    .instrument(span)
+    .await;
+}
