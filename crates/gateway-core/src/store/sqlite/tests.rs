@@ -1,0 +1,416 @@
+//! Tests of the SQLite store: the hash chain catches tampering done straight on the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::Connection;
+
+use super::*;
+use crate::audit::event::{EventKind, IdentityRecord};
+use crate::identity::AuthMethod;
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub(crate) struct TempDir(PathBuf);
+
+impl TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "portcullis-{tag}-{}-{}",
+            std::process::id(),
+            crate::util::random_hex(6)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A command event by `who` in `session` whose statement is `select {i}`.
+pub(crate) fn command_event(session: &str, who: &str, i: u64) -> AuditEvent {
+    let mut ev = AuditEvent::new(EventKind::Command, session);
+    ev.identity = Some(IdentityRecord {
+        principal: format!("entra/{who}"),
+        issuer: "entra".to_string(),
+        subject: who.to_string(),
+        display_name: None,
+        groups: vec!["dba".to_string()],
+        claims: BTreeMap::new(),
+        method: AuthMethod::Jwt,
+    });
+    ev.connection = Some("orders".to_string());
+    ev.statement = Some(format!("select {i}"));
+    ev
+}
+
+/// A file store in `dir` holding `n` events, appended in batches of 7.
+fn store_with(dir: &TempDir, n: u64) -> SqliteStore {
+    let store = SqliteStore::open(&dir.path().join("audit.db")).unwrap();
+    let mut events: Vec<AuditEvent> = (1..=n).map(|i| command_event("s1", "alice", i)).collect();
+    for chunk in events.chunks_mut(7) {
+        store.append_events(chunk, false).unwrap();
+    }
+    store
+}
+
+fn raw(store: &SqliteStore) -> Connection {
+    Connection::open(store.path().unwrap()).unwrap()
+}
+
+fn problem(store: &SqliteStore) -> (u64, String) {
+    store
+        .verify_chain()
+        .unwrap()
+        .problem
+        .expect("tampering not detected")
+}
+
+#[test]
+fn chain_of_100_verifies() {
+    let dir = TempDir::new("chain");
+    let store = store_with(&dir, 100);
+    assert_eq!(
+        store.verify_chain().unwrap(),
+        ChainReport {
+            events: 100,
+            problem: None
+        }
+    );
+    let all = store.query_events(&EventFilter::default()).unwrap();
+    assert_eq!(all.len(), 100);
+    assert_eq!(all[0].prev_hash, GENESIS_HASH);
+    for (i, ev) in all.iter().enumerate() {
+        assert_eq!(ev.seq, i as u64 + 1);
+        assert_eq!(
+            ev.statement.as_deref(),
+            Some(format!("select {}", i + 1).as_str())
+        );
+        assert_eq!(
+            ev.hash,
+            chain_hash(&ev.prev_hash, ev.seq, &canonical_body(ev).unwrap())
+        );
+        if i > 0 {
+            assert_eq!(ev.prev_hash, all[i - 1].hash);
+        }
+    }
+}
+
+#[test]
+fn empty_store_verifies() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    assert_eq!(
+        store.verify_chain().unwrap(),
+        ChainReport {
+            events: 0,
+            problem: None
+        }
+    );
+}
+
+#[test]
+fn append_assigns_chain_fields() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let mut evs = vec![command_event("s", "bob", 1), command_event("s", "bob", 2)];
+    store.append_events(&mut evs, false).unwrap();
+    assert_eq!((evs[0].seq, evs[1].seq), (1, 2));
+    assert_eq!(evs[0].prev_hash, GENESIS_HASH);
+    assert_eq!(evs[1].prev_hash, evs[0].hash);
+    assert_eq!(store.query_events(&EventFilter::default()).unwrap(), evs);
+}
+
+#[test]
+fn edited_body_is_detected() {
+    let dir = TempDir::new("edit");
+    let store = store_with(&dir, 20);
+    let n = raw(&store)
+        .execute(
+            "UPDATE events SET body = replace(body, '\"select 7\"', '\"select 8\"') WHERE seq = 7",
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    let (seq, msg) = problem(&store);
+    assert_eq!(seq, 7);
+    assert_eq!(msg, "event 7: content does not match its hash (edited)");
+}
+
+#[test]
+fn deleted_event_is_detected() {
+    let dir = TempDir::new("delete");
+    let store = store_with(&dir, 20);
+    raw(&store)
+        .execute("DELETE FROM events WHERE seq = 10", [])
+        .unwrap();
+    assert_eq!(
+        problem(&store),
+        (10, "event 10 is missing (deleted?)".to_string())
+    );
+}
+
+#[test]
+fn deleted_first_event_is_detected() {
+    let dir = TempDir::new("delete-first");
+    let store = store_with(&dir, 5);
+    raw(&store)
+        .execute("DELETE FROM events WHERE seq = 1", [])
+        .unwrap();
+    assert_eq!(problem(&store).0, 1);
+}
+
+#[test]
+fn swapped_bodies_are_detected() {
+    let dir = TempDir::new("swap-body");
+    let store = store_with(&dir, 20);
+    let conn = raw(&store);
+    conn.execute_batch(
+        "UPDATE events SET body = CASE seq
+             WHEN 5 THEN (SELECT body FROM events WHERE seq = 6)
+             ELSE (SELECT body FROM events WHERE seq = 5) END
+         WHERE seq IN (5, 6);",
+    )
+    .unwrap();
+    let (seq, msg) = problem(&store);
+    assert_eq!(seq, 5);
+    assert!(msg.contains("content does not match its hash"), "{msg}");
+}
+
+#[test]
+fn reordered_events_are_detected() {
+    let dir = TempDir::new("reorder");
+    let store = store_with(&dir, 20);
+    // Swap two whole events, hashes included, keeping only the sequence numbers.
+    raw(&store)
+        .execute_batch(
+            "CREATE TEMP TABLE t AS SELECT * FROM events WHERE seq IN (5, 6);
+             UPDATE events SET
+                 body = (SELECT body FROM t WHERE t.seq = 11 - events.seq),
+                 prev_hash = (SELECT prev_hash FROM t WHERE t.seq = 11 - events.seq),
+                 hash = (SELECT hash FROM t WHERE t.seq = 11 - events.seq)
+             WHERE seq IN (5, 6);",
+        )
+        .unwrap();
+    let (seq, msg) = problem(&store);
+    assert_eq!(seq, 5);
+    assert!(msg.contains("does not follow event 4"), "{msg}");
+}
+
+#[test]
+fn edited_hash_is_detected() {
+    let dir = TempDir::new("hash");
+    let store = store_with(&dir, 20);
+    raw(&store)
+        .execute(
+            "UPDATE events SET hash = ?1 WHERE seq = 8",
+            ["f".repeat(64)],
+        )
+        .unwrap();
+    assert_eq!(
+        problem(&store),
+        (8, "event 8: stored hash was altered (edited)".to_string())
+    );
+}
+
+#[test]
+fn edited_index_column_is_detected() {
+    let dir = TempDir::new("column");
+    let store = store_with(&dir, 20);
+    raw(&store)
+        .execute(
+            "UPDATE events SET principal = 'entra/mallory' WHERE seq = 3",
+            [],
+        )
+        .unwrap();
+    let (seq, msg) = problem(&store);
+    assert_eq!(seq, 3);
+    assert!(msg.contains("`principal`"), "{msg}");
+}
+
+#[test]
+fn reopen_continues_the_chain() {
+    let dir = TempDir::new("reopen");
+    let path = dir.path().join("nested/deeper/audit.db");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        let mut evs: Vec<_> = (1..=5).map(|i| command_event("a", "alice", i)).collect();
+        store.append_events(&mut evs, false).unwrap();
+    }
+    let store = SqliteStore::open_with(&path, true).unwrap();
+    let mut more: Vec<_> = (6..=10).map(|i| command_event("b", "bob", i)).collect();
+    store.append_events(&mut more, true).unwrap();
+    assert_eq!(more[0].seq, 6);
+    let all = store.query_events(&EventFilter::default()).unwrap();
+    assert_eq!(more[0].prev_hash, all[4].hash);
+    assert_eq!(store.verify_chain().unwrap().events, 10);
+    assert!(store.verify_chain().unwrap().problem.is_none());
+}
+
+#[test]
+fn fsync_batches_switch_to_full_sync() {
+    let dir = TempDir::new("sync");
+    let store = SqliteStore::open(&dir.path().join("audit.db")).unwrap();
+    let sync_level = |s: &SqliteStore| -> i64 {
+        lock(&s.writer)
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(sync_level(&store), 1, "NORMAL by default");
+    store
+        .append_events(&mut [command_event("s", "a", 1)], true)
+        .unwrap();
+    assert_eq!(sync_level(&store), 2, "FULL for an fsync batch");
+    store
+        .append_events(&mut [command_event("s", "a", 2)], false)
+        .unwrap();
+    assert_eq!(sync_level(&store), 1);
+    let journal: String = raw(&store)
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(journal, "wal");
+}
+
+#[test]
+fn query_filters() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let mut evs = Vec::new();
+    for i in 1..=10u64 {
+        let (session, who) = if i % 2 == 0 {
+            ("even", "alice")
+        } else {
+            ("odd", "bob")
+        };
+        let mut ev = command_event(session, who, i);
+        ev.time_us = 1_000 * i as i64;
+        if i == 4 {
+            ev.connection = Some("billing".to_string());
+            ev.approval = Some("ap-1".to_string());
+        }
+        if i == 9 {
+            ev.kind = EventKind::SessionEnd;
+        }
+        evs.push(ev);
+    }
+    store.append_events(&mut evs, false).unwrap();
+    let seqs = |f: EventFilter| -> Vec<u64> {
+        store
+            .query_events(&f)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect()
+    };
+    assert_eq!(
+        seqs(EventFilter {
+            session: Some("even".into()),
+            ..Default::default()
+        }),
+        [2, 4, 6, 8, 10]
+    );
+    assert_eq!(
+        seqs(EventFilter {
+            identity: Some("entra/bob".into()),
+            ..Default::default()
+        }),
+        [1, 3, 5, 7, 9]
+    );
+    assert_eq!(
+        seqs(EventFilter {
+            identity: Some("bob".into()),
+            after_seq: Some(5),
+            ..Default::default()
+        }),
+        [7, 9]
+    );
+    assert_eq!(
+        seqs(EventFilter {
+            connection: Some("billing".into()),
+            ..Default::default()
+        }),
+        [4]
+    );
+    assert_eq!(
+        seqs(EventFilter {
+            approval: Some("ap-1".into()),
+            ..Default::default()
+        }),
+        [4]
+    );
+    assert_eq!(
+        seqs(EventFilter {
+            kind: Some(EventKind::SessionEnd),
+            ..Default::default()
+        }),
+        [9]
+    );
+    assert_eq!(
+        seqs(EventFilter {
+            since_us: Some(8_000),
+            ..Default::default()
+        }),
+        [8, 9, 10]
+    );
+    assert_eq!(
+        seqs(EventFilter {
+            limit: Some(3),
+            ..Default::default()
+        }),
+        [8, 9, 10]
+    );
+    assert_eq!(
+        seqs(EventFilter {
+            session: Some("odd".into()),
+            limit: Some(2),
+            ..Default::default()
+        }),
+        [7, 9]
+    );
+    assert!(
+        seqs(EventFilter {
+            limit: Some(0),
+            ..Default::default()
+        })
+        .is_empty()
+    );
+    assert!(
+        seqs(EventFilter {
+            identity: Some("carol".into()),
+            ..Default::default()
+        })
+        .is_empty()
+    );
+}
+
+#[test]
+fn access_keys_put_get_revoke() {
+    let dir = TempDir::new("keys");
+    let store = SqliteStore::open(&dir.path().join("audit.db")).unwrap();
+    let identity = command_event("s", "alice", 0).identity.unwrap();
+    let key = AccessKeyRecord {
+        id: "ak_1".to_string(),
+        secret_hash: "ab".repeat(32),
+        identity,
+        created_us: 5,
+        expires_at: 1_000,
+        revoked: false,
+    };
+    store.put_access_key(&key).unwrap();
+    assert_eq!(
+        store.access_key_by_hash(&key.secret_hash).unwrap(),
+        Some(key.clone())
+    );
+    assert_eq!(store.access_key_by_hash(&"cd".repeat(32)).unwrap(), None);
+    assert!(store.put_access_key(&key).is_err(), "duplicate id accepted");
+    assert!(store.revoke_access_key("ak_1").unwrap());
+    assert!(!store.revoke_access_key("ak_missing").unwrap());
+    let got = store.access_key_by_hash(&key.secret_hash).unwrap().unwrap();
+    assert!(got.revoked);
+    assert_eq!(got.id, "ak_1");
+}
