@@ -57,7 +57,7 @@ async fn metrics(State(st): State<AdminState>) -> Response {
         "# HELP portcullis_audit_events_total Audit events committed.\n# TYPE portcullis_audit_events_total counter\nportcullis_audit_events_total {}\n\
          # HELP portcullis_audit_batches_total Audit commits (group commit batches).\n# TYPE portcullis_audit_batches_total counter\nportcullis_audit_batches_total {}\n\
          # HELP portcullis_audit_write_failures_total Audit batches that failed to commit.\n# TYPE portcullis_audit_write_failures_total counter\nportcullis_audit_write_failures_total {}\n",
-        a.events, a.batches, a.failures
+        a.events, a.batches, a.failed_batches
     ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
