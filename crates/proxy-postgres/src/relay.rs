@@ -447,7 +447,13 @@ impl Upstream<'_> {
                 if frame.tag == fe::QUERY || frame.tag == fe::FUNCTION_CALL {
                     codec::put_query(out, DENIED_SQL);
                 } else {
-                    codec::put_parse(out, DENIED_STATEMENT_NAME, DENIED_SQL);
+                    let parse = codec::Parse {
+                        name: DENIED_STATEMENT_NAME,
+                        query: DENIED_SQL,
+                        param_types: Vec::new(),
+                    };
+                    // A name and a query this short cannot exceed the encoder's limits.
+                    let _ = codec::put_parse(out, &parse);
                 }
             }
         }
@@ -495,14 +501,14 @@ where
                 .map_err(|err| PgError::Codec { side: Side::Target, err })?
             {
                 match frame.tag {
-                    be::ERROR_RESPONSE if is_substitute_error(frame.body()) => {
+                    be::ERROR if is_substitute_error(frame.body()) => {
                         match sh.substitutes.pop_front() {
                             Some(sub) => out.extend_from_slice(&sub.error),
                             None => out.extend_from_slice(&frame.raw),
                         }
                         continue;
                     }
-                    be::ERROR_RESPONSE => {
+                    be::ERROR => {
                         let msg = codec::parse_error_fields(frame.body())
                             .map(|f| format!("{}: {}", f.code, f.message))
                             .unwrap_or_else(|_| "error".into());
@@ -514,10 +520,10 @@ where
                             .and_then(codec::rows_from_tag);
                         complete(ctx, &mut sh, &mut ends, rows, None);
                     }
-                    be::EMPTY_QUERY_RESPONSE | be::PORTAL_SUSPENDED | be::FUNCTION_CALL_RESPONSE => {
+                    be::EMPTY_QUERY | be::PORTAL_SUSPENDED | be::FUNCTION_CALL_RESPONSE => {
                         complete(ctx, &mut sh, &mut ends, None, None);
                     }
-                    be::READY_FOR_QUERY => {
+                    be::READY => {
                         let done = sh.batches_done;
                         sh.batches_done += 1;
                         // Commands of this batch that never completed were skipped after an

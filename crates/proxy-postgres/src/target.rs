@@ -92,7 +92,7 @@ async fn login(
         let bad = |err| PgError::Codec { side: gateway_core::Side::Target, err };
         out.clear();
         match frame.tag {
-            be::AUTHENTICATION => match codec::parse_auth_request(frame.body()).map_err(bad)? {
+            be::AUTH => match codec::parse_auth_request(frame.body()).map_err(bad)? {
                 AuthRequest::Ok => {}
                 AuthRequest::CleartextPassword => {
                     codec::put_password(&mut out, need_password()?.as_bytes());
@@ -138,20 +138,20 @@ async fn login(
                 let (k, v) = codec::parse_parameter_status(frame.body()).map_err(bad)?;
                 result.params.push((k.to_string(), v.to_string()));
             }
-            be::BACKEND_KEY_DATA => {
+            be::BACKEND_KEY => {
                 let (pid, key) = codec::parse_backend_key_data(frame.body()).map_err(bad)?;
                 result.pid = pid;
                 result.key = key.to_vec();
             }
-            be::ERROR_RESPONSE => {
+            be::ERROR => {
                 let f = codec::parse_error_fields(frame.body()).map_err(bad)?;
                 return Err(PgError::Target(format!(
                     "target refused the gateway's login: {}",
                     f.message
                 )));
             }
-            be::NOTICE_RESPONSE | be::NEGOTIATE_PROTOCOL_VERSION => {}
-            be::READY_FOR_QUERY => {
+            be::NOTICE | be::NEGOTIATE_PROTOCOL_VERSION => {}
+            be::READY => {
                 result.leftover = buf;
                 return Ok(result);
             }
