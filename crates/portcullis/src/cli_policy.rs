@@ -44,21 +44,56 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     let path = cfg.resolve(&cfg.gateway.policy);
     let handle = gateway_core::policy::PolicyHandle::load(&path)
         .map_err(|errs| anyhow::anyhow!("{}: invalid policy:\n  {}", path.display(), errs.join("\n  ")))?;
-    let context = match context {
-        Some(c) => Some(serde_json::from_str::<serde_json::Value>(&c).map_err(|e| anyhow::anyhow!("--context: {e}"))?),
+    let mut context = match context {
+        Some(c) => Some(
+            serde_json::from_str::<serde_json::Value>(&c)
+                .map_err(|e| anyhow::anyhow!("--context: {e}"))?,
+        ),
         None => None,
     };
-    let explanation = gateway_core::policy::explain(
-        &handle.current(),
-        &issuer,
-        &who,
-        &groups,
-        conn,
-        &action,
-        sql.as_deref(),
-        context.as_ref(),
-    )
-    .map_err(anyhow::Error::msg)?;
+    let mut action = action;
+    if let Some(sql) = sql {
+        // Classify the statement as the proxy would and decide on its worst effect.
+        let statements = gateway_core::sql::classify_uncached(&sql, Default::default());
+        let worst = statements
+            .iter()
+            .max_by_key(|s| s.kind)
+            .ok_or_else(|| anyhow::anyhow!("--sql: no statement in `{sql}`"))?;
+        let mut tables: Vec<&str> = statements.iter().flat_map(|s| s.tables.iter().map(String::as_str)).collect();
+        tables.sort();
+        tables.dedup();
+        println!(
+            "statement classified as {} (tables: {}, unbounded: {})",
+            worst.kind.cedar_id(),
+            if tables.is_empty() { "none".to_string() } else { tables.join(", ") },
+            statements.iter().any(|s| s.unbounded)
+        );
+        action = worst.kind.cedar_id().to_string();
+        context = Some(serde_json::json!({
+            "tables": tables,
+            "unbounded": statements.iter().any(|s| s.unbounded),
+            "statement": worst.shape,
+        }));
+    }
+    let claims = std::collections::BTreeMap::new();
+    let who = gateway_core::policy::PrincipalRef {
+        issuer: &issuer,
+        subject: &who,
+        groups: &groups,
+        claims: &claims,
+    };
+    let conn_ref = gateway_core::policy::ConnectionRef {
+        name: &conn.name,
+        protocol: conn.protocol,
+    };
+    let explanation = handle
+        .current()
+        .explain(&who, &conn_ref, &action, context.as_ref())
+        .map_err(anyhow::Error::msg)?;
     println!("{explanation}");
-    Ok(if explanation.allowed() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if explanation.decision.is_allowed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
