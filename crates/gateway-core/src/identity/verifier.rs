@@ -401,3 +401,7 @@ fn scalar_string(v: &Value) -> Option<String> {
 #[cfg(test)]
 #[path = "verifier_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "verifier_http_tests.rs"]
+mod http_tests;
