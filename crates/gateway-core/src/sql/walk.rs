@@ -1,0 +1,282 @@
+//! Walks one parsed statement: worst effect, tables touched, unbounded UPDATE/DELETE.
+
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    CopySource, Expr, FromTable, ObjectName, ObjectType, Query, Select, SetExpr, Statement,
+    TableFactor, TableObject, TableWithJoins, Visit, Visitor,
+};
+
+use super::kinds::{
+    explain_runs, function_kind, pg_ident, pg_name_parts, statement_kind, table_names,
+};
+use crate::action::SqlKind;
+
+/// What one statement does.
+#[derive(Debug, Default)]
+pub(crate) struct Effects {
+    pub kind: Option<SqlKind>,
+    pub tables: Vec<String>,
+    pub unbounded: bool,
+}
+
+/// Classifies one statement, nested parts included.
+pub(crate) fn analyse(stmt: &Statement) -> Effects {
+    let mut w = Walk::default();
+    // The walk never breaks.
+    let _ = stmt.visit(&mut w);
+    let mut fx = w.fx;
+    fx.tables.sort();
+    fx.tables.dedup();
+    fx
+}
+
+/// CTE names introduced by one query, and how far its WITH list has been visited.
+#[derive(Debug, Default)]
+struct Frame {
+    names: Vec<String>,
+    recursive: bool,
+    /// CTE bodies fully visited so far; equals `names.len()` once the main body starts.
+    done: usize,
+    /// This query is a CTE body of the frame below it.
+    is_cte_body: bool,
+}
+
+impl Frame {
+    /// The CTE names a reference at this point can see: in a non-recursive WITH, a body sees
+    /// only the CTEs before it.
+    fn visible(&self) -> &[String] {
+        if self.recursive || self.done >= self.names.len() {
+            &self.names
+        } else {
+            &self.names[..self.done]
+        }
+    }
+}
+
+#[derive(Default)]
+struct Walk {
+    fx: Effects,
+    frames: Vec<Frame>,
+    /// Depth of EXPLAIN without ANALYZE: its statement is planned, not run.
+    plan_only: usize,
+    /// Table-function names, which the relation hook must not count as tables.
+    function_names: Vec<*const ObjectName>,
+}
+
+impl Walk {
+    fn raise(&mut self, k: SqlKind) {
+        self.fx.kind = Some(self.fx.kind.map_or(k, |old| old.max(k)));
+    }
+
+    fn add_table(&mut self, name: &ObjectName) {
+        let parts = match pg_name_parts(name) {
+            Some(p) => p,
+            None => vec![name.to_string()],
+        };
+        self.fx.tables.extend(table_names(&parts));
+    }
+
+    fn add_tables_with_joins(&mut self, twj: &[TableWithJoins]) {
+        for t in twj {
+            if let TableFactor::Table { name, .. } = &t.relation {
+                self.add_table(name);
+            }
+        }
+    }
+
+    /// A single-part name that resolves to a CTE in scope rather than a table.
+    fn is_cte(&self, name: &ObjectName) -> bool {
+        let [part] = name.0.as_slice() else {
+            return false;
+        };
+        let Some(ident) = part.as_ident() else {
+            return false;
+        };
+        let n = pg_ident(ident);
+        self.frames.iter().any(|f| f.visible().contains(&n))
+    }
+
+    /// `TABLE t` inside a query.
+    fn refuse_table_bodies(&mut self, body: &SetExpr) {
+        match body {
+            // sqlparser's `TABLE name` parser consumes two tokens past the name whatever
+            // they are, so a nested TABLE is not trusted; a top-level one is read by
+            // the scanner-based fallback instead.
+            SetExpr::Table(_) => self.raise(SqlKind::Unknown),
+            SetExpr::SetOperation { left, right, .. } => {
+                self.refuse_table_bodies(left);
+                self.refuse_table_bodies(right);
+            }
+            _ => {}
+        }
+    }
+
+    /// Targets of data-changing statements. They always name real tables (a CTE cannot be a
+    /// DML target), so they are recorded before CTE scoping can hide them.
+    fn add_targets(&mut self, stmt: &Statement) {
+        match stmt {
+            Statement::Insert(i) => {
+                if let TableObject::TableName(n) = &i.table {
+                    self.add_table(n);
+                }
+            }
+            Statement::Update(u) => self.add_tables_with_joins(std::slice::from_ref(&u.table)),
+            Statement::Delete(d) => {
+                for n in &d.tables {
+                    self.add_table(n);
+                }
+                match &d.from {
+                    FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => {
+                        self.add_tables_with_joins(t)
+                    }
+                }
+            }
+            Statement::Merge(m) => {
+                if let TableFactor::Table { name, .. } = &m.table {
+                    self.add_table(name);
+                }
+            }
+            Statement::Drop {
+                object_type:
+                    ObjectType::Table
+                    | ObjectType::View
+                    | ObjectType::MaterializedView
+                    | ObjectType::Sequence,
+                names,
+                ..
+            } => {
+                for n in names {
+                    self.add_table(n);
+                }
+            }
+            Statement::Comment { object_name, .. } => self.add_table(object_name),
+            Statement::Copy {
+                source: CopySource::Table { table_name, .. },
+                ..
+            } => self.add_table(table_name),
+            _ => {}
+        }
+    }
+}
+
+impl Visitor for Walk {
+    type Break = ();
+
+    fn pre_visit_statement(&mut self, stmt: &Statement) -> ControlFlow<()> {
+        self.add_targets(stmt);
+        if self.plan_only == 0 {
+            self.raise(statement_kind(stmt));
+            match stmt {
+                Statement::Update(u) if u.selection.is_none() => self.fx.unbounded = true,
+                Statement::Delete(d) if d.selection.is_none() => self.fx.unbounded = true,
+                _ => {}
+            }
+        }
+        if let Statement::Explain {
+            analyze, options, ..
+        } = stmt
+            && !explain_runs(*analyze, options.as_deref())
+        {
+            self.plan_only += 1;
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_statement(&mut self, stmt: &Statement) -> ControlFlow<()> {
+        if let Statement::Explain {
+            analyze, options, ..
+        } = stmt
+            && !explain_runs(*analyze, options.as_deref())
+        {
+            self.plan_only = self.plan_only.saturating_sub(1);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+        let is_cte_body = self
+            .frames
+            .last()
+            .is_some_and(|parent| parent.done < parent.names.len());
+        let mut frame = Frame {
+            is_cte_body,
+            ..Frame::default()
+        };
+        if let Some(with) = &q.with {
+            frame.recursive = with.recursive;
+            frame.names = with
+                .cte_tables
+                .iter()
+                .map(|c| pg_ident(&c.alias.name))
+                .collect();
+        }
+        self.frames.push(frame);
+        self.refuse_table_bodies(&q.body);
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _q: &Query) -> ControlFlow<()> {
+        if let Some(f) = self.frames.pop()
+            && f.is_cte_body
+            && let Some(parent) = self.frames.last_mut()
+        {
+            parent.done += 1;
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, s: &Select) -> ControlFlow<()> {
+        if let Some(into) = &s.into {
+            for target in &into.targets {
+                match target {
+                    Expr::Identifier(i) => self.add_table(&ObjectName::from(vec![i.clone()])),
+                    Expr::CompoundIdentifier(v) => self.add_table(&ObjectName::from(v.clone())),
+                    _ => self.raise(SqlKind::Unknown),
+                }
+            }
+            if self.plan_only == 0 {
+                self.raise(SqlKind::Write);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> ControlFlow<()> {
+        match tf {
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            } => {
+                self.function_names.push(name as *const ObjectName);
+                self.raise(function_kind(name));
+            }
+            TableFactor::Function { name, .. } => {
+                self.function_names.push(name as *const ObjectName);
+                self.raise(function_kind(name));
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<()> {
+        let me = name as *const ObjectName;
+        if self.function_names.contains(&me) {
+            return ControlFlow::Continue(());
+        }
+        if !self.is_cte(name) {
+            self.add_table(name);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = e {
+            // Functions are checked even under plain EXPLAIN: planning can evaluate them.
+            self.raise(function_kind(&f.name));
+        }
+        ControlFlow::Continue(())
+    }
+}
