@@ -184,11 +184,12 @@ where
                 }
                 ctx.services.metrics.decision_latency.observe(started.elapsed());
             }
-            let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
-            for (frame, decided) in pending.drain(..) {
-                up.forward(&mut sh, frame, decided, &mut out);
+            {
+                let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
+                for (frame, decided) in pending.drain(..) {
+                    up.forward(&mut sh, frame, decided, &mut out);
+                }
             }
-            drop(sh);
             target.write_all(&out).await.map_err(PgError::target_io)?;
             out.clear();
         }

@@ -121,7 +121,7 @@ async fn login(
                     codec::put_sasl_response(&mut out, s.message());
                 }
                 AuthRequest::SaslFinal(data) => {
-                    let s = scram
+                    let mut s = scram
                         .take()
                         .ok_or_else(|| PgError::Target("unexpected SASL final".into()))?;
                     s.finish(data).map_err(|e| {
