@@ -6,7 +6,7 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{pg, Gateway, GatewaySpec};
+use support::{Gateway, GatewaySpec, pg};
 
 #[test]
 fn allowed_read_returns_rows_and_is_audited() {
@@ -28,7 +28,12 @@ fn allowed_read_returns_rows_and_is_audited() {
     assert_eq!(starts[0]["identity"]["principal"], "builtin/pipeline-7");
     assert_eq!(starts[0]["identity"]["groups"][0], "ci");
     // The command's completion carries its row count.
-    let ends = gw.audit(&["--kind", "command_end", "--session", ev["session"].as_str().unwrap()]);
+    let ends = gw.audit(&[
+        "--kind",
+        "command_end",
+        "--session",
+        ev["session"].as_str().unwrap(),
+    ]);
     assert!(ends.iter().any(|e| e["rows"] == 1), "{ends:?}");
 }
 
@@ -40,14 +45,22 @@ fn denied_ddl_shows_reason_and_never_reaches_the_target() {
     let r = gw.psql(&token, "DROP TABLE scratch_ddl");
     assert!(!r.ok);
     assert!(
-        r.stderr.contains("ERROR:  portcullis: schema changes go through migrations, not ad-hoc sessions"),
+        r.stderr.contains(
+            "ERROR:  portcullis: schema changes go through migrations, not ad-hoc sessions"
+        ),
         "stderr: {}",
         r.stderr
     );
     assert!(r.stderr.contains("no-ddl"), "policy id shown: {}", r.stderr);
-    assert_eq!(pg().admin_sql("SELECT count(*) FROM pg_tables WHERE tablename = 'scratch_ddl'"), "1");
+    assert_eq!(
+        pg().admin_sql("SELECT count(*) FROM pg_tables WHERE tablename = 'scratch_ddl'"),
+        "1"
+    );
     let ev = gw.audit(&["--kind", "command"]);
-    let denied = ev.iter().find(|e| e["statement"] == "DROP TABLE scratch_ddl").expect("event");
+    let denied = ev
+        .iter()
+        .find(|e| e["statement"] == "DROP TABLE scratch_ddl")
+        .expect("event");
     assert_eq!(denied["verdict"], "deny");
     assert_eq!(denied["policies"][0], "no-ddl");
 }
@@ -78,17 +91,33 @@ fn session_goes_on_after_a_denied_statement_and_aborts_an_open_transaction() {
         .spawn()
         .and_then(|mut c| {
             use std::io::Write;
-            c.stdin.take().expect("stdin").write_all(script.as_bytes())?;
+            c.stdin
+                .take()
+                .expect("stdin")
+                .write_all(script.as_bytes())?;
             c.wait_with_output()
         })
         .expect("psql -f -");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stdout.contains("before") && stdout.contains("after"), "stdout: {stdout} stderr: {stderr}");
-    assert_eq!(stderr.matches("portcullis: schema changes").count(), 2, "stderr: {stderr}");
+    assert!(
+        stdout.contains("before") && stdout.contains("after"),
+        "stdout: {stdout} stderr: {stderr}"
+    );
+    assert_eq!(
+        stderr.matches("portcullis: schema changes").count(),
+        2,
+        "stderr: {stderr}"
+    );
     // As with any error in PostgreSQL, the transaction was aborted: the UPDATE did not commit.
-    assert!(stdout.trim_end().ends_with("new") || stdout.trim_end().ends_with("shipped"), "stdout: {stdout}");
-    assert_eq!(pg().admin_sql("SELECT count(*) FROM orders WHERE status = 'tx'"), "0");
+    assert!(
+        stdout.trim_end().ends_with("new") || stdout.trim_end().ends_with("shipped"),
+        "stdout: {stdout}"
+    );
+    assert_eq!(
+        pg().admin_sql("SELECT count(*) FROM orders WHERE status = 'tx'"),
+        "0"
+    );
 }
 
 #[test]
@@ -96,10 +125,17 @@ fn multi_statement_query_is_refused_whole_if_any_statement_is() {
     let gw = Gateway::start(GatewaySpec::default());
     let token = gw.token("pipeline-7", &["ci"]);
     pg().admin_sql("CREATE TABLE IF NOT EXISTS multi_t (x int); TRUNCATE multi_t");
-    let r = gw.psql(&token, "INSERT INTO multi_t VALUES (1); DROP TABLE multi_t; SELECT 1");
+    let r = gw.psql(
+        &token,
+        "INSERT INTO multi_t VALUES (1); DROP TABLE multi_t; SELECT 1",
+    );
     assert!(!r.ok);
     assert!(r.stderr.contains("schema changes"), "{}", r.stderr);
-    assert_eq!(pg().admin_sql("SELECT count(*) FROM multi_t"), "0", "the INSERT must not have run");
+    assert_eq!(
+        pg().admin_sql("SELECT count(*) FROM multi_t"),
+        "0",
+        "the INSERT must not have run"
+    );
 }
 
 #[test]
@@ -125,7 +161,10 @@ fn writes_hidden_in_ctes_and_unbounded_writes_are_refused_for_readers() {
     let r = gw.psql(&ci, "UPDATE orders SET status = status WHERE id = 3");
     assert!(r.ok, "bounded update allowed: {}", r.stderr);
     assert_eq!(pg().admin_sql("SELECT count(*) FROM orders"), before);
-    assert_eq!(pg().admin_sql("SELECT count(*) FROM orders WHERE status IN ('x','oops')"), "0");
+    assert_eq!(
+        pg().admin_sql("SELECT count(*) FROM orders WHERE status IN ('x','oops')"),
+        "0"
+    );
 }
 
 #[test]
@@ -133,10 +172,19 @@ fn admin_functions_and_unparseable_text_are_refused() {
     let gw = Gateway::start(GatewaySpec::default());
     let token = gw.token("pipeline-7", &["ci"]);
     for (sql, reason) in [
-        ("SELECT pg_read_file('/etc/passwd')", "server administration"),
+        (
+            "SELECT pg_read_file('/etc/passwd')",
+            "server administration",
+        ),
         ("SET ROLE postgres", "server administration"),
-        ("COPY orders TO PROGRAM 'cat > /tmp/x'", "server administration"),
-        ("DO $$ BEGIN EXECUTE 'DROP TABLE orders'; END $$", "server administration"),
+        (
+            "COPY orders TO PROGRAM 'cat > /tmp/x'",
+            "server administration",
+        ),
+        (
+            "DO $$ BEGIN EXECUTE 'DROP TABLE orders'; END $$",
+            "server administration",
+        ),
         ("SELEKT * FROM orders", "could not be classified"),
     ] {
         let r = gw.psql(&token, sql);
@@ -170,14 +218,37 @@ fn pgbench_simple_extended_and_prepared_protocols_pass_through() {
     )
     .unwrap();
     for mode in ["simple", "extended", "prepared"] {
-        let r = pgbench(&gw, &token, &["-n", "-c", "2", "-t", "50", "-M", mode, "-f", script.to_str().unwrap()]);
+        let r = pgbench(
+            &gw,
+            &token,
+            &[
+                "-n",
+                "-c",
+                "2",
+                "-t",
+                "50",
+                "-M",
+                mode,
+                "-f",
+                script.to_str().unwrap(),
+            ],
+        );
         assert!(r.ok, "pgbench -M {mode} failed: {}{}", r.stdout, r.stderr);
-        assert!(r.stdout.contains("number of transactions actually processed: 100/100"), "{mode}: {}", r.stdout);
+        assert!(
+            r.stdout
+                .contains("number of transactions actually processed: 100/100"),
+            "{mode}: {}",
+            r.stdout
+        );
     }
     let reads = gw
         .audit(&["--kind", "command"])
         .into_iter()
-        .filter(|e| e["statement"].as_str().is_some_and(|s| s.starts_with("SELECT id, amount")))
+        .filter(|e| {
+            e["statement"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("SELECT id, amount"))
+        })
         .count();
     assert_eq!(reads, 300, "every execution is a decided, audited command");
 }
@@ -190,11 +261,31 @@ fn extended_protocol_refusal_reports_the_reason_and_the_session_continues() {
     let script = dir.0.join("ddl.sql");
     std::fs::write(&script, "CREATE TABLE should_not_exist (x int);\n").unwrap();
     for mode in ["extended", "prepared"] {
-        let r = pgbench(&gw, &token, &["-n", "-c", "1", "-t", "1", "-M", mode, "-f", script.to_str().unwrap()]);
+        let r = pgbench(
+            &gw,
+            &token,
+            &[
+                "-n",
+                "-c",
+                "1",
+                "-t",
+                "1",
+                "-M",
+                mode,
+                "-f",
+                script.to_str().unwrap(),
+            ],
+        );
         let all = format!("{}{}", r.stdout, r.stderr);
-        assert!(all.contains("schema changes go through migrations"), "{mode}: {all}");
+        assert!(
+            all.contains("schema changes go through migrations"),
+            "{mode}: {all}"
+        );
     }
-    assert_eq!(pg().admin_sql("SELECT count(*) FROM pg_tables WHERE tablename = 'should_not_exist'"), "0");
+    assert_eq!(
+        pg().admin_sql("SELECT count(*) FROM pg_tables WHERE tablename = 'should_not_exist'"),
+        "0"
+    );
 }
 
 #[test]
@@ -217,27 +308,52 @@ fn cancel_request_reaches_the_target() {
         assert!(Instant::now() < deadline, "query never started");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("canceling statement due to user request"), "{stderr}");
+    assert!(
+        stderr.contains("canceling statement due to user request"),
+        "{stderr}"
+    );
     assert!(started.elapsed() < Duration::from_secs(20));
 }
 
 #[test]
 fn bad_tokens_are_refused_with_clear_messages() {
-    let gw = Gateway::start(GatewaySpec { builtin_leeway: 0, ..Default::default() });
+    let gw = Gateway::start(GatewaySpec {
+        builtin_leeway: 0,
+        ..Default::default()
+    });
     let good = gw.token("pipeline-7", &["ci"]);
     let parts: Vec<&str> = good.split('.').collect();
     assert_eq!(parts.len(), 3);
     use base64_url as b64;
     // Tampered: same signature, payload with a different subject.
-    let payload = String::from_utf8(b64::decode(parts[1])).unwrap().replace("pipeline-7", "pipeline-8");
-    let tampered = format!("{}.{}.{}", parts[0], b64::encode(payload.as_bytes()), parts[2]);
+    let payload = String::from_utf8(b64::decode(parts[1]))
+        .unwrap()
+        .replace("pipeline-7", "pipeline-8");
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64::encode(payload.as_bytes()),
+        parts[2]
+    );
     // alg:none: no signature at all.
-    let none = format!("{}.{}.", b64::encode(br#"{"alg":"none","typ":"JWT"}"#), parts[1]);
+    let none = format!(
+        "{}.{}.",
+        b64::encode(br#"{"alg":"none","typ":"JWT"}"#),
+        parts[1]
+    );
     // HS256 "signed" — an algorithm confusion attempt.
-    let hs = format!("{}.{}.{}", b64::encode(br#"{"alg":"HS256","typ":"JWT"}"#), parts[1], parts[2]);
+    let hs = format!(
+        "{}.{}.{}",
+        b64::encode(br#"{"alg":"HS256","typ":"JWT"}"#),
+        parts[1],
+        parts[2]
+    );
     let wrong_aud = gw.token_with("pipeline-7", &["ci"], &["--audience", "api://someone-else"]);
     let expired = gw.token_with("pipeline-7", &["ci"], &["--ttl", "1s"]);
     // Another gateway's built-in issuer: a different issuer URL and key.
@@ -256,7 +372,11 @@ fn bad_tokens_are_refused_with_clear_messages() {
     ] {
         let r = gw.psql(token, "SELECT 1");
         assert!(!r.ok);
-        assert!(r.stderr.contains(expect), "expected `{expect}`, got: {}", r.stderr);
+        assert!(
+            r.stderr.contains(expect),
+            "expected `{expect}`, got: {}",
+            r.stderr
+        );
     }
     let failed = gw.audit(&["--kind", "auth_failed"]);
     assert_eq!(failed.len(), 7, "{failed:?}");
@@ -278,13 +398,21 @@ fn unknown_connection_and_denied_connect_are_fatal_at_login() {
         .output()
         .unwrap()
         .into();
-    assert!(r.stderr.contains("connection \"payroll\" is not configured"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("connection \"payroll\" is not configured"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
 fn target_down_gives_a_clear_error_and_the_gateway_stays_up() {
     let dead = support::free_port();
-    let gw = Gateway::start(GatewaySpec { target: Some(format!("127.0.0.1:{dead}")), ..Default::default() });
+    let gw = Gateway::start(GatewaySpec {
+        target: Some(format!("127.0.0.1:{dead}")),
+        ..Default::default()
+    });
     let token = gw.token("pipeline-7", &["ci"]);
     for _ in 0..2 {
         let r = gw.psql(&token, "SELECT 1");
@@ -300,7 +428,14 @@ fn target_dying_mid_query_ends_only_that_session() {
     let child = Command::new("psql")
         .args(["-X", "-At", "-h", "127.0.0.1", "-p"])
         .arg(gw.pg_port.to_string())
-        .args(["-U", "ci", "-d", "orders", "-c", "SELECT pg_sleep(20), 'victim'"])
+        .args([
+            "-U",
+            "ci",
+            "-d",
+            "orders",
+            "-c",
+            "SELECT pg_sleep(20), 'victim'",
+        ])
         .env("PGPASSWORD", &token)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -340,7 +475,13 @@ fn audit_is_durable_before_forwarding_and_verify_detects_tampering() {
         "import sqlite3; c=sqlite3.connect('{}'); c.execute(\"UPDATE events SET body=replace(body,'SELECT 42','SELECT 41') WHERE body LIKE '%SELECT 42%'\"); c.commit()",
         db.display()
     );
-    assert!(Command::new("python3").args(["-c", &py]).status().unwrap().success());
+    assert!(
+        Command::new("python3")
+            .args(["-c", &py])
+            .status()
+            .unwrap()
+            .success()
+    );
     let v = gw.cli(&["audit", "verify"]);
     assert!(!v.ok, "tampering must be detected");
     assert!(v.stderr.contains("BROKEN"), "{}", v.stderr);
@@ -350,7 +491,13 @@ fn audit_is_durable_before_forwarding_and_verify_detects_tampering() {
         "import sqlite3; c=sqlite3.connect('{}'); c.execute('DELETE FROM events WHERE seq = 1'); c.commit()",
         db.display()
     );
-    assert!(Command::new("python3").args(["-c", &py]).status().unwrap().success());
+    assert!(
+        Command::new("python3")
+            .args(["-c", &py])
+            .status()
+            .unwrap()
+            .success()
+    );
     assert!(!gw.cli(&["audit", "verify"]).ok);
 }
 
@@ -372,10 +519,20 @@ fn sessions_are_listed_and_replayed_as_a_transcript() {
     assert!(list.stdout.contains("builtin/pipeline-7"));
     let first = gw.cli(&["replay", &ids[0]]);
     assert!(first.ok, "{}", first.stderr);
-    assert!(first.stdout.contains("orders=> SELECT count(*) FROM customers"), "{}", first.stdout);
+    assert!(
+        first
+            .stdout
+            .contains("orders=> SELECT count(*) FROM customers"),
+        "{}",
+        first.stdout
+    );
     assert!(first.stdout.contains("1 row"), "{}", first.stdout);
     let second = gw.cli(&["replay", &ids[1]]);
-    assert!(second.stdout.contains("DENY by [no-ddl]"), "{}", second.stdout);
+    assert!(
+        second.stdout.contains("DENY by [no-ddl]"),
+        "{}",
+        second.stdout
+    );
 }
 
 #[test]
@@ -383,19 +540,37 @@ fn token_exchange_gives_a_short_key_that_works_as_a_password() {
     let gw = Gateway::start(GatewaySpec::default());
     let token = gw.token("pipeline-7", &["ci"]);
     let out = Command::new(support::bin())
-        .args(["token", "exchange", "--gateway", &format!("http://127.0.0.1:{}", gw.admin_port), "--ttl", "5m"])
+        .args([
+            "token",
+            "exchange",
+            "--gateway",
+            &format!("http://127.0.0.1:{}", gw.admin_port),
+            "--ttl",
+            "5m",
+        ])
         .env("PORTCULLIS_TOKEN", &token)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert!(key.len() <= 64, "fits TDS's 128-character password: {key}");
     let r = gw.psql(&key, "SELECT current_user");
     assert!(r.ok, "{}", r.stderr);
-    assert_eq!(r.stdout.trim(), "app", "the target sees only the gateway's credential");
+    assert_eq!(
+        r.stdout.trim(),
+        "app",
+        "the target sees only the gateway's credential"
+    );
     let starts = gw.audit(&["--kind", "session_start"]);
     assert_eq!(starts.last().unwrap()["identity"]["method"], "access_key");
-    assert_eq!(starts.last().unwrap()["identity"]["principal"], "builtin/pipeline-7");
+    assert_eq!(
+        starts.last().unwrap()["identity"]["principal"],
+        "builtin/pipeline-7"
+    );
     // A garbage key is refused.
     let r = gw.psql("pcx_0000_doesnotexist", "SELECT 1");
     assert!(!r.ok && r.stderr.contains("access key"), "{}", r.stderr);
@@ -412,16 +587,27 @@ fn admin_listener_serves_health_metrics_and_the_builtin_issuer() {
             .args(["-fsS", &format!("http://127.0.0.1:{}{path}", gw.admin_port)])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{path}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     assert_eq!(get("/healthz").trim(), "ok");
     assert_eq!(get("/readyz").trim(), "ready");
     let m = get("/metrics");
-    assert!(m.contains("portcullis_statements_total{verdict=\"deny\"} 1"), "{m}");
+    assert!(
+        m.contains("portcullis_statements_total{verdict=\"deny\"} 1"),
+        "{m}"
+    );
     assert!(m.contains("portcullis_sessions_total 2"), "{m}");
-    let disc: serde_json::Value = serde_json::from_str(&get("/.well-known/openid-configuration")).unwrap();
-    assert_eq!(disc["issuer"], format!("http://127.0.0.1:{}", gw.admin_port));
+    let disc: serde_json::Value =
+        serde_json::from_str(&get("/.well-known/openid-configuration")).unwrap();
+    assert_eq!(
+        disc["issuer"],
+        format!("http://127.0.0.1:{}", gw.admin_port)
+    );
     let jwks: serde_json::Value = serde_json::from_str(&get("/.well-known/jwks.json")).unwrap();
     assert_eq!(jwks["keys"][0]["kty"], "EC");
 }
@@ -430,17 +616,33 @@ fn admin_listener_serves_health_metrics_and_the_builtin_issuer() {
 fn config_check_reports_every_problem_with_its_path() {
     let dir = support::Scratch::new("cfg");
     let cfg = dir.0.join("bad.toml");
-    std::fs::write(&cfg, "[gateway]\nstate_dir='s'\npolicy='p.cedar'\nbogus_key=1\n").unwrap();
-    let out = Command::new(support::bin()).args(["config", "check", "--config"]).arg(&cfg).output().unwrap();
+    std::fs::write(
+        &cfg,
+        "[gateway]\nstate_dir='s'\npolicy='p.cedar'\nbogus_key=1\n",
+    )
+    .unwrap();
+    let out = Command::new(support::bin())
+        .args(["config", "check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bogus_key"));
-    std::fs::write(dir.0.join("p.cedar"), "permit(principal, action == Action::\"nope\", resource);").unwrap();
+    std::fs::write(
+        dir.0.join("p.cedar"),
+        "permit(principal, action == Action::\"nope\", resource);",
+    )
+    .unwrap();
     std::fs::write(
         &cfg,
         "[gateway]\nstate_dir='s'\npolicy='p.cedar'\n[[listeners]]\nprotocol='postgres'\nlisten='nowhere'\n[[connections]]\nname='x'\nprotocol='postgres'\ntarget='db'\n",
     )
     .unwrap();
-    let out = Command::new(support::bin()).args(["config", "check", "--config"]).arg(&cfg).output().unwrap();
+    let out = Command::new(support::bin())
+        .args(["config", "check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("listeners[0].listen"), "{err}");
@@ -456,7 +658,11 @@ mod base64_url {
     pub fn encode(data: &[u8]) -> String {
         let mut out = String::new();
         for chunk in data.chunks(3) {
-            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
             let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
             for i in 0..=chunk.len() {
                 out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -466,7 +672,10 @@ mod base64_url {
     }
 
     pub fn decode(s: &str) -> Vec<u8> {
-        let vals: Vec<u32> = s.bytes().map(|c| A.iter().position(|&a| a == c).unwrap() as u32).collect();
+        let vals: Vec<u32> = s
+            .bytes()
+            .map(|c| A.iter().position(|&a| a == c).unwrap() as u32)
+            .collect();
         let mut out = Vec::new();
         for chunk in vals.chunks(4) {
             let mut n = 0u32;
@@ -495,7 +704,11 @@ fn tokens_from_a_real_oidc_provider_are_verified_through_discovery_and_jwks() {
         .arg(std::process::id().to_string())
         .output()
         .unwrap();
-    assert!(out.status.success(), "oidc provider: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "oidc provider: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let extra = format!(
         r#"
 [[identity.issuers]]
@@ -505,17 +718,33 @@ audience = "api://portcullis"
 keep_claims = ["repository"]
 "#
     );
-    let gw = Gateway::start(GatewaySpec { extra: &extra, ..Default::default() });
+    let gw = Gateway::start(GatewaySpec {
+        extra: &extra,
+        ..Default::default()
+    });
     let fetch = |client: &str, secret: &str, resource: &str| -> String {
         let out = Command::new("curl")
-            .args(["-fsS", "-u", &format!("{client}:{secret}"), "-d", "grant_type=client_credentials"])
+            .args([
+                "-fsS",
+                "-u",
+                &format!("{client}:{secret}"),
+                "-d",
+                "grant_type=client_credentials",
+            ])
             .args(["-d", &format!("resource={resource}")])
             .arg(format!("http://127.0.0.1:{port}/token"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "token endpoint: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "token endpoint: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["access_token"].as_str().expect("access_token").to_string()
+        v["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_string()
     };
     let token = fetch("ci-job", "ci-secret", "api://portcullis");
     let r = gw.psql(&token, "SELECT count(*) FROM customers");
@@ -523,12 +752,26 @@ keep_claims = ["repository"]
     assert_eq!(r.stdout.trim(), "3");
     let start = gw.audit(&["--kind", "session_start"]).pop().unwrap();
     assert_eq!(start["identity"]["principal"], "ci-idp/ci-job");
-    assert_eq!(start["identity"]["groups"], serde_json::json!(["ci", "deployers"]));
-    assert_eq!(start["identity"]["claims"]["repository"], "portcullis-gateway/portcullis");
+    assert_eq!(
+        start["identity"]["groups"],
+        serde_json::json!(["ci", "deployers"])
+    );
+    assert_eq!(
+        start["identity"]["claims"]["repository"],
+        "portcullis-gateway/portcullis"
+    );
 
     let other = fetch("other-aud", "secret", "api://other");
     let r = gw.psql(&other, "SELECT 1");
     assert!(!r.ok);
-    assert!(r.stderr.contains("audience is not accepted"), "{}", r.stderr);
-    let _ = Command::new("bash").arg(support::root().join("tests/scripts/oidc.sh")).arg("stop").arg(&dir.0).status();
+    assert!(
+        r.stderr.contains("audience is not accepted"),
+        "{}",
+        r.stderr
+    );
+    let _ = Command::new("bash")
+        .arg(support::root().join("tests/scripts/oidc.sh"))
+        .arg("stop")
+        .arg(&dir.0)
+        .status();
 }

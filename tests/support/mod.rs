@@ -6,13 +6,16 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Repository root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 /// The gateway binary under test.
@@ -22,7 +25,11 @@ pub fn bin() -> PathBuf {
 
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -67,10 +74,23 @@ impl Pg {
         let out = cmd
             .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(&self.dir)
-            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", "orders", "-c", sql])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "orders",
+                "-c",
+                sql,
+            ])
             .output()
             .expect("psql");
-        assert!(out.status.success(), "admin sql failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "admin sql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
@@ -106,7 +126,11 @@ pub fn pg() -> &'static Pg {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        Pg { port, dir, password }
+        Pg {
+            port,
+            dir,
+            password,
+        }
     })
 }
 
@@ -150,7 +174,12 @@ pub struct GatewaySpec<'a> {
 
 impl Default for GatewaySpec<'_> {
     fn default() -> Self {
-        GatewaySpec { policy: TEST_POLICY, extra: "", target: None, builtin_leeway: 5 }
+        GatewaySpec {
+            policy: TEST_POLICY,
+            extra: "",
+            target: None,
+            builtin_leeway: 5,
+        }
     }
 }
 
@@ -191,7 +220,9 @@ impl Gateway {
         let admin_port = free_port();
         std::fs::write(dir.join("policy.cedar"), spec.policy).expect("policy");
         std::fs::write(dir.join("orders.password"), &pg.password).expect("password file");
-        let target = spec.target.unwrap_or_else(|| format!("127.0.0.1:{}", pg.port));
+        let target = spec
+            .target
+            .unwrap_or_else(|| format!("127.0.0.1:{}", pg.port));
         let config = format!(
             r#"
 [gateway]
@@ -225,14 +256,25 @@ jsonl = "audit.jsonl"
         let config_path = dir.join("portcullis.toml");
         std::fs::write(&config_path, config).expect("config");
         let log = dir.join("gateway.log");
-        let mut gw = Gateway { child: None, scratch, config: config_path, pg_port, admin_port, log };
+        let mut gw = Gateway {
+            child: None,
+            scratch,
+            config: config_path,
+            pg_port,
+            admin_port,
+            log,
+        };
         gw.spawn();
         gw
     }
 
     /// Start (or restart) the gateway process and wait until it answers.
     pub fn spawn(&mut self) {
-        let logf = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
         let child = Command::new(bin())
             .args(["serve", "--config"])
             .arg(&self.config)
@@ -300,7 +342,15 @@ jsonl = "audit.jsonl"
 
     pub fn psql_args(&self, token: &str, args: &[&str]) -> Run {
         Command::new("psql")
-            .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p"])
+            .args([
+                "-X",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-p",
+            ])
             .arg(self.pg_port.to_string())
             .args(["-U", "ci", "-d", "orders"])
             .args(args)

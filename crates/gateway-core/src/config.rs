@@ -252,8 +252,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 impl Config {
     /// Load and parse a config file (unknown keys are errors). Call `validate` next.
     pub fn load(path: &Path) -> Result<Config, String> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut cfg: Config =
             toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         cfg.base_dir = path
@@ -295,7 +294,12 @@ impl Config {
     /// Every problem in the configuration, each with its path. Empty means valid.
     pub fn validate(&self) -> Vec<String> {
         let mut errs = Vec::new();
-        if self.gateway.admin_listen.parse::<std::net::SocketAddr>().is_err() {
+        if self
+            .gateway
+            .admin_listen
+            .parse::<std::net::SocketAddr>()
+            .is_err()
+        {
             errs.push(format!(
                 "gateway.admin_listen: `{}` is not an address:port",
                 self.gateway.admin_listen
@@ -375,7 +379,10 @@ impl Config {
             if c.name.is_empty() {
                 errs.push(format!("{p}.name: must not be empty"));
             }
-            if c.target.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).is_none()
+            if c.target
+                .rsplit_once(':')
+                .and_then(|(_, port)| port.parse::<u16>().ok())
+                .is_none()
             {
                 errs.push(format!("{p}.target: `{}` is not host:port", c.target));
             }
@@ -408,8 +415,14 @@ mod tests {
 
     #[test]
     fn durations_parse_and_reject_bad_units() {
-        assert_eq!(parse_duration("15m").ok(), Some(std::time::Duration::from_secs(900)));
-        assert_eq!(parse_duration("2h").ok(), Some(std::time::Duration::from_secs(7200)));
+        assert_eq!(
+            parse_duration("15m").ok(),
+            Some(std::time::Duration::from_secs(900))
+        );
+        assert_eq!(
+            parse_duration("2h").ok(),
+            Some(std::time::Duration::from_secs(7200))
+        );
         assert!(parse_duration("15").is_err());
         assert!(parse_duration("15y").is_err());
         assert!(parse_duration("m").is_err());

@@ -36,7 +36,10 @@ impl Histogram {
             let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
         }
         cumulative += self.overflow.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}"
+        );
         let sum = self.sum_us.load(Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
         let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
@@ -70,8 +73,20 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             let _ = writeln!(out, "{name} {}", v.load(Relaxed));
         };
-        c(&mut out, "portcullis_sessions_total", "Sessions opened.", "counter", &self.sessions_total);
-        c(&mut out, "portcullis_sessions_active", "Sessions open now.", "gauge", &self.sessions_active);
+        c(
+            &mut out,
+            "portcullis_sessions_total",
+            "Sessions opened.",
+            "counter",
+            &self.sessions_total,
+        );
+        c(
+            &mut out,
+            "portcullis_sessions_active",
+            "Sessions open now.",
+            "gauge",
+            &self.sessions_active,
+        );
         c(
             &mut out,
             "portcullis_auth_failures_total",
@@ -88,7 +103,11 @@ impl Metrics {
             ("deny", &self.statements_denied),
             ("review", &self.statements_review),
         ] {
-            let _ = writeln!(out, "portcullis_statements_total{{verdict=\"{v}\"}} {}", n.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "portcullis_statements_total{{verdict=\"{v}\"}} {}",
+                n.load(Relaxed)
+            );
         }
         c(
             &mut out,
@@ -104,7 +123,13 @@ impl Metrics {
             "counter",
             &self.audit_failures_total,
         );
-        c(&mut out, "portcullis_policy_reloads_total", "Policy reloads applied.", "counter", &self.policy_reloads_total);
+        c(
+            &mut out,
+            "portcullis_policy_reloads_total",
+            "Policy reloads applied.",
+            "counter",
+            &self.policy_reloads_total,
+        );
         c(
             &mut out,
             "portcullis_policy_reload_failures_total",
@@ -116,12 +141,14 @@ impl Metrics {
             out,
             "# HELP portcullis_decision_seconds Classify, decide and audit time per command.\n# TYPE portcullis_decision_seconds histogram"
         );
-        self.decision_latency.render(&mut out, "portcullis_decision_seconds", "");
+        self.decision_latency
+            .render(&mut out, "portcullis_decision_seconds", "");
         let _ = writeln!(
             out,
             "# HELP portcullis_statement_seconds Target time per command.\n# TYPE portcullis_statement_seconds histogram"
         );
-        self.statement_latency.render(&mut out, "portcullis_statement_seconds", "");
+        self.statement_latency
+            .render(&mut out, "portcullis_statement_seconds", "");
         out
     }
 }

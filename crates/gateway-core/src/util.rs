@@ -32,5 +32,6 @@ pub fn new_session_id() -> String {
 
 /// Fill `buf` from the system CSPRNG.
 pub fn fill_random(buf: &mut [u8]) -> Result<(), crate::Error> {
-    aws_lc_rs::rand::fill(buf).map_err(|_| crate::Error::Config("system random number generator unavailable".into()))
+    aws_lc_rs::rand::fill(buf)
+        .map_err(|_| crate::Error::Config("system random number generator unavailable".into()))
 }

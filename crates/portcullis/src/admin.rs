@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -65,14 +65,22 @@ async fn metrics(State(st): State<AdminState>) -> Response {
 async fn discovery(State(st): State<AdminState>) -> Response {
     match &st.builtin {
         Some(b) => Json(b.discovery_json()).into_response(),
-        None => (StatusCode::NOT_FOUND, "the built-in issuer is not enabled\n").into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "the built-in issuer is not enabled\n",
+        )
+            .into_response(),
     }
 }
 
 async fn jwks(State(st): State<AdminState>) -> Response {
     match &st.builtin {
         Some(b) => Json(b.jwks_json()).into_response(),
-        None => (StatusCode::NOT_FOUND, "the built-in issuer is not enabled\n").into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "the built-in issuer is not enabled\n",
+        )
+            .into_response(),
     }
 }
 
@@ -95,7 +103,10 @@ async fn exchange(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
     else {
-        return error(StatusCode::UNAUTHORIZED, "send the token as `Authorization: Bearer <token>`");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "send the token as `Authorization: Bearer <token>`",
+        );
     };
     let req = body.map(|Json(b)| b).unwrap_or_default();
     let cfg = &st.services.config;
@@ -118,7 +129,8 @@ async fn exchange(
     .await
     {
         Ok((key, record)) => {
-            let mut ev = gateway_core::audit::AuditEvent::new(gateway_core::audit::EventKind::AccessKey, "");
+            let mut ev =
+                gateway_core::audit::AuditEvent::new(gateway_core::audit::EventKind::AccessKey, "");
             ev.identity = Some(record.identity.clone());
             ev.detail = Some(json!({"minted": record.id, "expires_at": record.expires_at}));
             if st.services.audit.record(ev).await.is_err() {

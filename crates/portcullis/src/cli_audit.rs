@@ -145,7 +145,9 @@ pub fn run_audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn open(config: &std::path::Path) -> anyhow::Result<std::sync::Arc<dyn gateway_core::store::Store>> {
+fn open(
+    config: &std::path::Path,
+) -> anyhow::Result<std::sync::Arc<dyn gateway_core::store::Store>> {
     let cfg = crate::load_config(config)?;
     crate::serve::open_store(&cfg)
 }
@@ -166,13 +168,21 @@ fn print_event(ev: &AuditEvent, json: bool) {
         }
         return;
     }
-    let who = ev.identity.as_ref().map(|i| i.principal.as_str()).unwrap_or("-");
+    let who = ev
+        .identity
+        .as_ref()
+        .map(|i| i.principal.as_str())
+        .unwrap_or("-");
     let mut line = format!(
         "{:>6} {} {:<13} {}",
         ev.seq,
         rfc3339_micros(ev.time_us),
         ev.kind.as_str(),
-        if ev.session.is_empty() { "-" } else { &ev.session }
+        if ev.session.is_empty() {
+            "-"
+        } else {
+            &ev.session
+        }
     );
     match ev.kind {
         EventKind::Command => {
@@ -197,7 +207,10 @@ fn print_event(ev: &AuditEvent, json: bool) {
             }
         }
         _ => {
-            line.push_str(&format!(" {who} {}", ev.connection.as_deref().unwrap_or("-")));
+            line.push_str(&format!(
+                " {who} {}",
+                ev.connection.as_deref().unwrap_or("-")
+            ));
             if let Some(v) = ev.verdict {
                 line.push_str(&format!(" {}", verdict_str(Some(v))));
             }
@@ -213,7 +226,12 @@ fn print_event(ev: &AuditEvent, json: bool) {
 }
 
 pub fn run_sessions(cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
-    let SessionsCommand::List { config, identity, connection, limit } = cmd;
+    let SessionsCommand::List {
+        config,
+        identity,
+        connection,
+        limit,
+    } = cmd;
     let store = open(&config)?;
     let starts = store.query_events(&EventFilter {
         kind: Some(EventKind::SessionStart),
@@ -222,13 +240,19 @@ pub fn run_sessions(cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
         limit,
         ..Default::default()
     })?;
-    println!("{:<28} {:<24} {:<28} {:<12} client", "session", "started", "identity", "connection");
+    println!(
+        "{:<28} {:<24} {:<28} {:<12} client",
+        "session", "started", "identity", "connection"
+    );
     for ev in starts {
         println!(
             "{:<28} {:<24} {:<28} {:<12} {}",
             ev.session,
             rfc3339_micros(ev.time_us),
-            ev.identity.as_ref().map(|i| i.principal.as_str()).unwrap_or("-"),
+            ev.identity
+                .as_ref()
+                .map(|i| i.principal.as_str())
+                .unwrap_or("-"),
             ev.connection.as_deref().unwrap_or("-"),
             ev.client.as_deref().unwrap_or("-"),
         );
@@ -251,7 +275,11 @@ pub fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     println!(
         "-- session {} by {} on {} from {} at {}",
         start.session,
-        start.identity.as_ref().map(|i| i.principal.as_str()).unwrap_or("-"),
+        start
+            .identity
+            .as_ref()
+            .map(|i| i.principal.as_str())
+            .unwrap_or("-"),
         conn,
         start.client.as_deref().unwrap_or("-"),
         rfc3339_micros(t0)
@@ -259,13 +287,18 @@ pub fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let mut prev = t0;
     for ev in &events {
         if args.speed > 0.0 && ev.time_us > prev {
-            std::thread::sleep(Duration::from_micros(((ev.time_us - prev) as f64 / args.speed) as u64));
+            std::thread::sleep(Duration::from_micros(
+                ((ev.time_us - prev) as f64 / args.speed) as u64,
+            ));
         }
         prev = ev.time_us;
         let at = (ev.time_us - t0) as f64 / 1e6;
         match ev.kind {
             EventKind::Command => {
-                println!("[+{at:>9.3}s] {conn}=> {}", ev.statement.as_deref().unwrap_or(""));
+                println!(
+                    "[+{at:>9.3}s] {conn}=> {}",
+                    ev.statement.as_deref().unwrap_or("")
+                );
                 if ev.verdict != Some(Verdict::Allow) {
                     println!(
                         "{:>14} {} by [{}]: {}",
@@ -280,7 +313,9 @@ pub fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 let mut s = format!("{:>14} ", "--");
                 match (ev.rows, &ev.error) {
                     (_, Some(e)) => s.push_str(&format!("ERROR {e}")),
-                    (Some(r), None) => s.push_str(&format!("{r} row{}", if r == 1 { "" } else { "s" })),
+                    (Some(r), None) => {
+                        s.push_str(&format!("{r} row{}", if r == 1 { "" } else { "s" }))
+                    }
                     (None, None) => s.push_str("ok"),
                 }
                 if let Some(d) = ev.duration_us {
@@ -291,7 +326,10 @@ pub fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             EventKind::SessionEnd => {
                 println!(
                     "-- session ended at +{at:.3}s{}",
-                    ev.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                    ev.error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
                 );
             }
             _ => {}

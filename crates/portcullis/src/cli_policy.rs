@@ -36,14 +36,28 @@ pub enum PolicyCommand {
 }
 
 pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
-    let PolicyCommand::Test { config, who, issuer, groups, connection, action, sql, context } = cmd;
+    let PolicyCommand::Test {
+        config,
+        who,
+        issuer,
+        groups,
+        connection,
+        action,
+        sql,
+        context,
+    } = cmd;
     let cfg = crate::load_config(&config)?;
     let conn = cfg
         .connection(&connection)
         .ok_or_else(|| anyhow::anyhow!("connection `{connection}` is not in the config"))?;
     let path = cfg.resolve(&cfg.gateway.policy);
-    let handle = gateway_core::policy::PolicyHandle::load(&path)
-        .map_err(|errs| anyhow::anyhow!("{}: invalid policy:\n  {}", path.display(), errs.join("\n  ")))?;
+    let handle = gateway_core::policy::PolicyHandle::load(&path).map_err(|errs| {
+        anyhow::anyhow!(
+            "{}: invalid policy:\n  {}",
+            path.display(),
+            errs.join("\n  ")
+        )
+    })?;
     let mut context = match context {
         Some(c) => Some(
             serde_json::from_str::<serde_json::Value>(&c)
@@ -59,13 +73,20 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             .iter()
             .max_by_key(|s| s.kind)
             .ok_or_else(|| anyhow::anyhow!("--sql: no statement in `{sql}`"))?;
-        let mut tables: Vec<&str> = statements.iter().flat_map(|s| s.tables.iter().map(String::as_str)).collect();
+        let mut tables: Vec<&str> = statements
+            .iter()
+            .flat_map(|s| s.tables.iter().map(String::as_str))
+            .collect();
         tables.sort();
         tables.dedup();
         println!(
             "statement classified as {} (tables: {}, unbounded: {})",
             worst.kind.cedar_id(),
-            if tables.is_empty() { "none".to_string() } else { tables.join(", ") },
+            if tables.is_empty() {
+                "none".to_string()
+            } else {
+                tables.join(", ")
+            },
             statements.iter().any(|s| s.unbounded)
         );
         action = worst.kind.cedar_id().to_string();

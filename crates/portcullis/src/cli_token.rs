@@ -33,7 +33,11 @@ pub enum TokenCommand {
     /// Trade a JWT for a short opaque access key (for clients that cap password length).
     Exchange {
         /// Admin URL of the gateway.
-        #[arg(long, env = "PORTCULLIS_ADMIN_URL", default_value = "http://127.0.0.1:8080")]
+        #[arg(
+            long,
+            env = "PORTCULLIS_ADMIN_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
         gateway: String,
         /// The JWT; read from standard input when omitted.
         #[arg(long, env = "PORTCULLIS_TOKEN")]
@@ -52,7 +56,14 @@ pub enum TokenCommand {
 
 pub fn run(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        TokenCommand::Issue { config, sub, groups, claims, ttl, audience } => {
+        TokenCommand::Issue {
+            config,
+            sub,
+            groups,
+            claims,
+            ttl,
+            audience,
+        } => {
             let cfg = crate::load_config(&config)?;
             let issuer = crate::serve::builtin_issuer(&cfg)?.context(
                 "the built-in issuer is not enabled: add [[identity.issuers]] name = \"builtin\"",
@@ -66,21 +77,35 @@ pub fn run(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
             }
             let ttl = gateway_core::config::parse_duration(&ttl)
                 .map_err(|e| anyhow::anyhow!("--ttl {e}"))?;
-            let token = issuer.issue(&sub, &groups, &kept, ttl, audience.as_deref().unwrap_or("portcullis"))?;
+            let token = issuer.issue(
+                &sub,
+                &groups,
+                &kept,
+                ttl,
+                audience.as_deref().unwrap_or("portcullis"),
+            )?;
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
-        TokenCommand::Exchange { gateway, token, ttl } => {
+        TokenCommand::Exchange {
+            gateway,
+            token,
+            ttl,
+        } => {
             let token = match token {
                 Some(t) => t,
                 None => {
                     let mut s = String::new();
-                    std::io::stdin().read_to_string(&mut s).context("reading the token from stdin")?;
+                    std::io::stdin()
+                        .read_to_string(&mut s)
+                        .context("reading the token from stdin")?;
                     s
                 }
             };
             crate::serve::install_crypto_provider();
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             let url = format!("{}/v1/token/exchange", gateway.trim_end_matches('/'));
             let (status, body) = rt.block_on(async {
                 let client = reqwest::Client::new();
@@ -98,7 +123,9 @@ pub fn run(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
             if !status.is_success() {
                 anyhow::bail!(
                     "exchange refused ({status}): {}",
-                    body.get("error").and_then(|e| e.as_str()).unwrap_or("unknown error")
+                    body.get("error")
+                        .and_then(|e| e.as_str())
+                        .unwrap_or("unknown error")
                 );
             }
             let key = body

@@ -70,7 +70,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config } => serve::run(&config),
-        Command::Config { command: ConfigCommand::Check { config } } => config_check(&config),
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => config_check(&config),
         Command::Token { command } => cli_token::run(command),
         Command::Audit { command } => cli_audit::run_audit(command),
         Command::Sessions { command } => cli_audit::run_sessions(command),
@@ -91,7 +93,11 @@ pub(crate) fn load_config(path: &std::path::Path) -> anyhow::Result<gateway_core
     let cfg = gateway_core::config::Config::load(path).map_err(anyhow::Error::msg)?;
     let problems = cfg.validate();
     if !problems.is_empty() {
-        anyhow::bail!("{}: invalid configuration:\n  {}", path.display(), problems.join("\n  "));
+        anyhow::bail!(
+            "{}: invalid configuration:\n  {}",
+            path.display(),
+            problems.join("\n  ")
+        );
     }
     Ok(cfg)
 }
@@ -106,10 +112,10 @@ fn config_check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     };
     let mut problems = cfg.validate();
     let policy_path = cfg.resolve(&cfg.gateway.policy);
-    if policy_path.is_file() {
-        if let Err(errs) = gateway_core::policy::PolicyHandle::load(&policy_path) {
-            problems.extend(errs.into_iter().map(|e| format!("gateway.policy: {e}")));
-        }
+    if policy_path.is_file()
+        && let Err(errs) = gateway_core::policy::PolicyHandle::load(&policy_path)
+    {
+        problems.extend(errs.into_iter().map(|e| format!("gateway.policy: {e}")));
     }
     if problems.is_empty() {
         println!("{}: ok", path.display());

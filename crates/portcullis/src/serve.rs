@@ -8,8 +8,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use gateway_core::audit::AuditLog;
 use gateway_core::config::{Config, Protocol};
-use gateway_core::identity::builtin::BuiltinIssuer;
 use gateway_core::identity::Verifier;
+use gateway_core::identity::builtin::BuiltinIssuer;
 use gateway_core::metrics::Metrics;
 use gateway_core::policy::PolicyHandle;
 use gateway_core::services::Services;
@@ -34,7 +34,10 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
 }
 
 /// Install the process-wide rustls crypto provider (several dependencies bring different
@@ -78,7 +81,11 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .context("setting up identity verification")?;
     let policy_path = cfg.resolve(&cfg.gateway.policy);
     let policy = Arc::new(PolicyHandle::load(&policy_path).map_err(|errs| {
-        anyhow::anyhow!("{}: invalid policy:\n  {}", policy_path.display(), errs.join("\n  "))
+        anyhow::anyhow!(
+            "{}: invalid policy:\n  {}",
+            policy_path.display(),
+            errs.join("\n  ")
+        )
     })?);
     policy.spawn_watcher();
     let metrics = Arc::new(Metrics::default());
@@ -110,7 +117,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                     }
                 });
             }
-            other => anyhow::bail!("{} listeners are not supported by this build", other.as_str()),
+            other => anyhow::bail!(
+                "{} listeners are not supported by this build",
+                other.as_str()
+            ),
         }
     }
 

@@ -47,11 +47,17 @@ impl PgError {
     }
 
     pub(crate) fn client_io(err: std::io::Error) -> PgError {
-        PgError::Io { side: Side::Client, err }
+        PgError::Io {
+            side: Side::Client,
+            err,
+        }
     }
 
     pub(crate) fn target_io(err: std::io::Error) -> PgError {
-        PgError::Io { side: Side::Target, err }
+        PgError::Io {
+            side: Side::Target,
+            err,
+        }
     }
 }
 

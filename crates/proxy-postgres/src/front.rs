@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::cancel::CancelMap;
-use crate::codec::{self, tags::frontend as fe, StartupPacket};
+use crate::codec::{self, StartupPacket, tags::frontend as fe};
 use crate::error::{PgError, Result};
 use crate::stream::ClientStream;
 
@@ -48,9 +48,14 @@ pub(crate) async fn open(
             })? {
                 break p;
             }
-            let n = stream.read_buf(&mut buf).await.map_err(PgError::client_io)?;
+            let n = stream
+                .read_buf(&mut buf)
+                .await
+                .map_err(PgError::client_io)?;
             if n == 0 {
-                return Err(PgError::Client("client closed the connection during startup".into()));
+                return Err(PgError::Client(
+                    "client closed the connection during startup".into(),
+                ));
             }
         };
         match packet {
@@ -58,7 +63,9 @@ pub(crate) async fn open(
                 // Bytes sent after SSLRequest but before the handshake would be read as if
                 // they came over TLS (CVE-2021-23214): refuse them.
                 if !buf.is_empty() {
-                    return Err(PgError::Client("data received after SSLRequest before TLS".into()));
+                    return Err(PgError::Client(
+                        "data received after SSLRequest before TLS".into(),
+                    ));
                 }
                 match (tls, stream) {
                     (Some(acceptor), ClientStream::Plain(mut tcp)) => {
@@ -87,7 +94,11 @@ pub(crate) async fn open(
                 return Ok(Opening::Cancel);
             }
             StartupPacket::Startup { params, .. } => {
-                return Ok(Opening::Session { stream, buf, params });
+                return Ok(Opening::Session {
+                    stream,
+                    buf,
+                    params,
+                });
             }
         }
     }
@@ -99,15 +110,19 @@ pub(crate) async fn read_token(stream: &mut ClientStream, buf: &mut BytesMut) ->
     codec::put_auth_cleartext(&mut out);
     stream.write_all(&out).await.map_err(PgError::client_io)?;
     let frame = loop {
-        if let Some(f) = codec::next_frame(buf, MAX_PASSWORD_MESSAGE).map_err(|err| PgError::Codec {
-            side: gateway_core::Side::Client,
-            err,
-        })? {
+        if let Some(f) =
+            codec::next_frame(buf, MAX_PASSWORD_MESSAGE).map_err(|err| PgError::Codec {
+                side: gateway_core::Side::Client,
+                err,
+            })?
+        {
             break f;
         }
         let n = stream.read_buf(buf).await.map_err(PgError::client_io)?;
         if n == 0 {
-            return Err(PgError::Client("client closed the connection before sending a token".into()));
+            return Err(PgError::Client(
+                "client closed the connection before sending a token".into(),
+            ));
         }
     };
     if frame.tag != fe::PASSWORD {

@@ -17,14 +17,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use gateway_core::Side;
 use gateway_core::action::{Action, SqlKind, SqlStatement};
 use gateway_core::audit::{AuditEvent, EventKind};
 use gateway_core::policy::{ConnectionRef, Decision, Verdict};
 use gateway_core::sql::LexOptions;
-use gateway_core::Side;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::codec::{self, tags::backend as be, tags::frontend as fe, Frame};
+use crate::codec::{self, Frame, tags::backend as be, tags::frontend as fe};
 use crate::error::{PgError, Result};
 use crate::session::SessionCtx;
 
@@ -65,6 +65,36 @@ struct Shared {
     batches_done: u64,
     /// The target's `standard_conforming_strings`, which changes how SQL is lexed.
     standard_conforming_strings: bool,
+    /// The session's client encoding lets a multi-byte character end in a quote or
+    /// backslash byte (SJIS, BIG5, GBK...): no lexer that reads UTF-8 can split such text
+    /// the way the server does, so every statement is unknown.
+    unsafe_encoding: bool,
+}
+
+/// Client-only encodings whose multi-byte characters may contain ASCII quote bytes.
+const UNSAFE_CLIENT_ENCODINGS: &[&str] = &[
+    "SJIS",
+    "SHIFT_JIS_2004",
+    "BIG5",
+    "GBK",
+    "UHC",
+    "GB18030",
+    "JOHAB",
+];
+
+impl Shared {
+    /// Follow a ParameterStatus the target reported.
+    fn track_parameter(&mut self, name: &str, value: &str) {
+        match name {
+            "standard_conforming_strings" => self.standard_conforming_strings = value == "on",
+            "client_encoding" => {
+                self.unsafe_encoding = UNSAFE_CLIENT_ENCODINGS
+                    .iter()
+                    .any(|e| e.eq_ignore_ascii_case(value))
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Relay until either side closes. Returns the error that ended the session, if any.
@@ -80,14 +110,14 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let scs = target_params
-        .iter()
-        .find(|(k, _)| k == "standard_conforming_strings")
-        .is_none_or(|(_, v)| v == "on");
-    let shared = Mutex::new(Shared {
-        standard_conforming_strings: scs,
+    let mut initial = Shared {
+        standard_conforming_strings: true,
         ..Shared::default()
-    });
+    };
+    for (k, v) in target_params {
+        initial.track_parameter(k, v);
+    }
+    let shared = Mutex::new(initial);
     let (mut client_rd, mut client_wr) = tokio::io::split(client);
     let (mut target_rd, mut target_wr) = tokio::io::split(target);
     let outcome = {
@@ -103,7 +133,14 @@ where
         // Tell the client why its session ended, in its own protocol.
         if e.side() != Side::Client {
             let mut out = BytesMut::new();
-            codec::put_error(&mut out, "FATAL", e.sqlstate(), &format!("portcullis: {e}"), None, None);
+            codec::put_error(
+                &mut out,
+                "FATAL",
+                e.sqlstate(),
+                &format!("portcullis: {e}"),
+                None,
+                None,
+            );
             let _ = client_wr.write_all(&out).await;
         }
     }
@@ -149,9 +186,10 @@ where
         let mut terminate = false;
         let mut pending: Vec<(Frame, Option<Decided>)> = Vec::new();
         // Frame everything that is already here; decide each command.
-        while let Some(frame) = codec::next_frame(&mut buf, max)
-            .map_err(|err| PgError::Codec { side: Side::Client, err })?
-        {
+        while let Some(frame) = codec::next_frame(&mut buf, max).map_err(|err| PgError::Codec {
+            side: Side::Client,
+            err,
+        })? {
             if frame.tag == fe::TERMINATE {
                 terminate = true;
                 break;
@@ -173,7 +211,12 @@ where
             // Audit first: nothing is forwarded until its event is durable.
             if !events.is_empty() {
                 let started = Instant::now();
-                if let Err(e) = ctx.services.audit.record_all(std::mem::take(&mut events)).await {
+                if let Err(e) = ctx
+                    .services
+                    .audit
+                    .record_all(std::mem::take(&mut events))
+                    .await
+                {
                     ctx.services
                         .metrics
                         .audit_failures_total
@@ -182,7 +225,10 @@ where
                         "audit is unavailable, so no command can run: {e}"
                     )));
                 }
-                ctx.services.metrics.decision_latency.observe(started.elapsed());
+                ctx.services
+                    .metrics
+                    .decision_latency
+                    .observe(started.elapsed());
             }
             {
                 let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
@@ -202,7 +248,10 @@ where
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_CHUNK);
         }
-        let n = client.read_buf(&mut buf).await.map_err(PgError::client_io)?;
+        let n = client
+            .read_buf(&mut buf)
+            .await
+            .map_err(PgError::client_io)?;
         if n == 0 {
             return Ok(());
         }
@@ -228,17 +277,30 @@ impl Upstream<'_> {
         frame: &Frame,
         events: &mut Vec<AuditEvent>,
     ) -> Result<Option<Decided>> {
-        let bad = |err| PgError::Codec { side: Side::Client, err };
-        let opts = || LexOptions {
-            standard_conforming_strings: shared
-                .lock()
-                .map(|s| s.standard_conforming_strings)
-                .unwrap_or(false),
+        let bad = |err| PgError::Codec {
+            side: Side::Client,
+            err,
+        };
+        let (scs, unsafe_encoding) = {
+            let sh = shared.lock().unwrap_or_else(|e| e.into_inner());
+            (sh.standard_conforming_strings, sh.unsafe_encoding)
+        };
+        let classifier = &self.ctx.services.classifier;
+        let classify = |text: &str| -> Arc<[Arc<SqlStatement>]> {
+            if unsafe_encoding {
+                return Arc::from(vec![Arc::new(unknown_statement())]);
+            }
+            classifier.classify(
+                text,
+                LexOptions {
+                    standard_conforming_strings: scs,
+                },
+            )
         };
         match frame.tag {
             fe::QUERY => {
                 let text = codec::parse_query(frame.body()).map_err(bad)?;
-                let statements = self.ctx.services.classifier.classify(text, opts());
+                let statements = classify(text);
                 if statements.is_empty() {
                     return Ok(None); // empty query: the target answers EmptyQueryResponse
                 }
@@ -248,7 +310,7 @@ impl Upstream<'_> {
             }
             fe::PARSE => {
                 let p = codec::parse_parse(frame.body()).map_err(bad)?;
-                let statements = self.ctx.services.classifier.classify(p.query, opts());
+                let statements = classify(p.query);
                 let prepared = Arc::new(Prepared {
                     text: Arc::from(p.query),
                     statements: statements.clone(),
@@ -303,7 +365,8 @@ impl Upstream<'_> {
             fe::FUNCTION_CALL => {
                 // The fast-path interface runs server functions by OID (lo_import and
                 // friends use it): nothing to classify, so it is unknown.
-                let statements: Arc<[Arc<SqlStatement>]> = Arc::from(vec![Arc::new(unknown_statement())]);
+                let statements: Arc<[Arc<SqlStatement>]> =
+                    Arc::from(vec![Arc::new(unknown_statement())]);
                 let d = self.decide_statements("<fast-path function call>", &statements, events);
                 Ok(Some(d))
             }
@@ -352,7 +415,9 @@ impl Upstream<'_> {
             Decision {
                 verdict: Verdict::Deny,
                 policies: Vec::new(),
-                reason: Some("the session's token has expired; reconnect with a fresh token".into()),
+                reason: Some(
+                    "the session's token has expired; reconnect with a fresh token".into(),
+                ),
                 policy_version: 0,
             }
         } else {
@@ -371,12 +436,19 @@ impl Upstream<'_> {
     ) -> Decided {
         let command = self.next_command;
         self.next_command += 1;
-        let worst = statements.iter().map(|s| s.kind).max().unwrap_or(SqlKind::Unknown);
+        let worst = statements
+            .iter()
+            .map(|s| s.kind)
+            .max()
+            .unwrap_or(SqlKind::Unknown);
         let mut ev = AuditEvent::new(EventKind::Command, &self.ctx.session_id);
         ev.command = Some(command);
         ev.statement = Some(text.to_string());
         ev.action = Some(worst.cedar_id().to_string());
-        let mut tables: Vec<String> = statements.iter().flat_map(|s| s.tables.iter().cloned()).collect();
+        let mut tables: Vec<String> = statements
+            .iter()
+            .flat_map(|s| s.tables.iter().cloned())
+            .collect();
         tables.sort();
         tables.dedup();
         ev.tables = tables;
@@ -426,7 +498,13 @@ impl Upstream<'_> {
     }
 
     /// Append the frame (or its refusal substitute) to the target-bound batch.
-    fn forward(&mut self, sh: &mut Shared, frame: Frame, decided: Option<Decided>, out: &mut BytesMut) {
+    fn forward(
+        &mut self,
+        sh: &mut Shared,
+        frame: Frame,
+        decided: Option<Decided>,
+        out: &mut BytesMut,
+    ) {
         let batch = sh.batches_sent;
         match decided {
             None => out.extend_from_slice(&frame.raw),
@@ -498,8 +576,11 @@ where
     loop {
         {
             let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
-            while let Some(frame) = codec::next_frame(&mut buf, max)
-                .map_err(|err| PgError::Codec { side: Side::Target, err })?
+            while let Some(frame) =
+                codec::next_frame(&mut buf, max).map_err(|err| PgError::Codec {
+                    side: Side::Target,
+                    err,
+                })?
             {
                 match frame.tag {
                     be::ERROR if is_substitute_error(frame.body()) => {
@@ -538,9 +619,7 @@ where
                     }
                     be::PARAMETER_STATUS => {
                         if let Ok((k, v)) = codec::parse_parameter_status(frame.body()) {
-                            if k == "standard_conforming_strings" {
-                                sh.standard_conforming_strings = v == "on";
-                            }
+                            sh.track_parameter(k, v);
                         }
                     }
                     _ => {}
@@ -563,7 +642,10 @@ where
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_CHUNK);
         }
-        let n = target.read_buf(&mut buf).await.map_err(PgError::target_io)?;
+        let n = target
+            .read_buf(&mut buf)
+            .await
+            .map_err(PgError::target_io)?;
         if n == 0 {
             return Err(PgError::Target("the target closed the connection".into()));
         }

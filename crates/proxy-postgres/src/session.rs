@@ -2,16 +2,16 @@
 //! then the relay; audit events for each step.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::BytesMut;
+use gateway_core::Identity;
 use gateway_core::action::Action;
 use gateway_core::audit::{AuditEvent, EventKind, IdentityRecord};
 use gateway_core::config::ConnectionConfig;
 use gateway_core::policy::{ConnectionRef, Verdict};
 use gateway_core::services::Services;
-use gateway_core::Identity;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::Instrument;
@@ -41,7 +41,11 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
     )
     .await;
     let (mut stream, mut buf, params) = match opening {
-        Ok(Ok(Opening::Session { stream, buf, params })) => (stream, buf, params),
+        Ok(Ok(Opening::Session {
+            stream,
+            buf,
+            params,
+        })) => (stream, buf, params),
         Ok(Ok(Opening::Cancel)) => return,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "startup failed");
@@ -54,8 +58,15 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
     };
     let services = proxy.services.clone();
     let session_id = gateway_core::util::new_session_id();
-    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let conn_name = param("database").or_else(|| param("user")).unwrap_or_default();
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let conn_name = param("database")
+        .or_else(|| param("user"))
+        .unwrap_or_default();
 
     let refuse = |kind_reason: String, identity: Option<&Identity>| {
         let mut ev = AuditEvent::new(EventKind::AuthFailed, &session_id);
@@ -69,7 +80,12 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
     };
 
     // The token arrives where the client puts its password.
-    let token = match tokio::time::timeout(front::STARTUP_TIMEOUT, front::read_token(&mut stream, &mut buf)).await {
+    let token = match tokio::time::timeout(
+        front::STARTUP_TIMEOUT,
+        front::read_token(&mut stream, &mut buf),
+    )
+    .await
+    {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "no token");
@@ -80,24 +96,36 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
     let identity = match services.verifier.verify(&token).await {
         Ok(id) => id,
         Err(e) => {
-            let _ = services.audit.record_later(refuse(e.to_string(), None)).await;
+            let _ = services
+                .audit
+                .record_later(refuse(e.to_string(), None))
+                .await;
             front::fatal(&mut stream, "28P01", &format!("portcullis: {e}")).await;
             return;
         }
     };
     let Some(conn) = services.config.connection(&conn_name).cloned() else {
         let msg = format!("connection \"{conn_name}\" is not configured on this gateway");
-        let _ = services.audit.record_later(refuse(msg.clone(), Some(&identity))).await;
+        let _ = services
+            .audit
+            .record_later(refuse(msg.clone(), Some(&identity)))
+            .await;
         front::fatal(&mut stream, "3D000", &format!("portcullis: {msg}")).await;
         return;
     };
     let decision = services.policy.current().decide(
         &identity,
-        &ConnectionRef { name: &conn.name, protocol: conn.protocol },
+        &ConnectionRef {
+            name: &conn.name,
+            protocol: conn.protocol,
+        },
         &Action::Connect,
     );
     if !matches!(decision.verdict, Verdict::Allow(_)) {
-        let reason = decision.reason.clone().unwrap_or_else(|| "denied by policy".into());
+        let reason = decision
+            .reason
+            .clone()
+            .unwrap_or_else(|| "denied by policy".into());
         let mut ev = refuse(reason.clone(), Some(&identity));
         ev.action = Some("connect".into());
         ev.verdict = Some(decision.audit_verdict());
@@ -112,7 +140,12 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
         let password = match conn.password(&services.config.base_dir) {
             Ok(p) => p,
             Err(e) => {
-                front::fatal(&mut stream, "58000", &format!("portcullis: connection credential unavailable: {e}")).await;
+                front::fatal(
+                    &mut stream,
+                    "58000",
+                    &format!("portcullis: connection credential unavailable: {e}"),
+                )
+                .await;
                 return;
             }
         };
@@ -122,7 +155,11 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
             Err(e) => {
                 services.metrics.target_errors_total.fetch_add(1, Relaxed);
                 tracing::warn!(error = %e, "target login failed");
-                let code = if matches!(e, PgError::Gateway(_)) { "58000" } else { "08006" };
+                let code = if matches!(e, PgError::Gateway(_)) {
+                    "58000"
+                } else {
+                    "08006"
+                };
                 front::fatal(&mut stream, code, &format!("portcullis: {e}")).await;
                 return;
             }
@@ -139,7 +176,12 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
         start.policies = decision.policies.clone();
         if let Err(e) = services.audit.record(start).await {
             services.metrics.audit_failures_total.fetch_add(1, Relaxed);
-            front::fatal(&mut stream, "58000", &format!("portcullis: audit is unavailable: {e}")).await;
+            front::fatal(
+                &mut stream,
+                "58000",
+                &format!("portcullis: audit is unavailable: {e}"),
+            )
+            .await;
             return;
         }
 
@@ -171,7 +213,15 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
             max_message: proxy.max_message,
         };
         let started = std::time::Instant::now();
-        let outcome = relay::run(&ctx, stream, buf, target.stream, target.leftover, &target.params).await;
+        let outcome = relay::run(
+            &ctx,
+            stream,
+            buf,
+            target.stream,
+            target.leftover,
+            &target.params,
+        )
+        .await;
 
         proxy.cancels.remove(pid);
         services.metrics.sessions_active.fetch_sub(1, Relaxed);

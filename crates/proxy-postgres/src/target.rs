@@ -7,11 +7,11 @@ use std::time::Duration;
 use bytes::BytesMut;
 use gateway_core::config::ConnectionConfig;
 use postgres_protocol::authentication::md5_hash;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::codec::{self, tags::backend as be, AuthRequest};
+use crate::codec::{self, AuthRequest, tags::backend as be};
 use crate::error::{PgError, Result};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -43,7 +43,12 @@ pub(crate) async fn connect(
     let _ = stream.set_nodelay(true);
     tokio::time::timeout(LOGIN_TIMEOUT, login(stream, conn, password, params))
         .await
-        .map_err(|_| PgError::Target(format!("target {} did not complete login within 15 s", conn.target)))?
+        .map_err(|_| {
+            PgError::Target(format!(
+                "target {} did not complete login within 15 s",
+                conn.target
+            ))
+        })?
 }
 
 async fn login(
@@ -79,17 +84,29 @@ async fn login(
     };
     loop {
         let frame = loop {
-            if let Some(f) = codec::next_frame(&mut buf, MAX_LOGIN_MESSAGE)
-                .map_err(|err| PgError::Codec { side: gateway_core::Side::Target, err })?
+            if let Some(f) =
+                codec::next_frame(&mut buf, MAX_LOGIN_MESSAGE).map_err(|err| PgError::Codec {
+                    side: gateway_core::Side::Target,
+                    err,
+                })?
             {
                 break f;
             }
-            let n = result.stream.read_buf(&mut buf).await.map_err(PgError::target_io)?;
+            let n = result
+                .stream
+                .read_buf(&mut buf)
+                .await
+                .map_err(PgError::target_io)?;
             if n == 0 {
-                return Err(PgError::Target("target closed the connection during login".into()));
+                return Err(PgError::Target(
+                    "target closed the connection during login".into(),
+                ));
             }
         };
-        let bad = |err| PgError::Codec { side: gateway_core::Side::Target, err };
+        let bad = |err| PgError::Codec {
+            side: gateway_core::Side::Target,
+            err,
+        };
         out.clear();
         match frame.tag {
             be::AUTH => match codec::parse_auth_request(frame.body()).map_err(bad)? {
@@ -108,7 +125,10 @@ async fn login(
                             mechanisms.join(", ")
                         )));
                     }
-                    let s = ScramSha256::new(need_password()?.as_bytes(), ChannelBinding::unsupported());
+                    let s = ScramSha256::new(
+                        need_password()?.as_bytes(),
+                        ChannelBinding::unsupported(),
+                    );
                     codec::put_sasl_initial(&mut out, SCRAM_SHA_256, s.message());
                     scram = Some(s);
                 }
@@ -163,7 +183,11 @@ async fn login(
             }
         }
         if !out.is_empty() {
-            result.stream.write_all(&out).await.map_err(PgError::target_io)?;
+            result
+                .stream
+                .write_all(&out)
+                .await
+                .map_err(PgError::target_io)?;
         }
     }
 }

@@ -6,9 +6,9 @@ pub mod sqlite;
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::event::IdentityRecord;
 use crate::audit::event::{AuditEvent, EventFilter};
 use crate::error::Result;
-use crate::audit::event::IdentityRecord;
 
 pub use sqlite::SqliteStore;
 
