@@ -170,6 +170,8 @@ pub struct GatewaySpec<'a> {
     pub target: Option<String>,
     /// `[[identity.issuers]]` builtin leeway.
     pub builtin_leeway: u64,
+    /// Certificate and key (PEM) for a TLS listener.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for GatewaySpec<'_> {
@@ -237,6 +239,7 @@ leeway_secs = {leeway}
 [[listeners]]
 protocol = "postgres"
 listen = "127.0.0.1:{pg_port}"
+{tls}
 
 [[connections]]
 name = "orders"
@@ -305,6 +308,11 @@ jsonl = "audit.jsonl"
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Process id of the running gateway.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("gateway running")
     }
 
     pub fn log_text(&self) -> String {

@@ -58,7 +58,6 @@ pub struct Metrics {
     pub target_errors_total: AtomicU64,
     pub audit_failures_total: AtomicU64,
     pub policy_reloads_total: AtomicU64,
-    pub policy_reload_failures_total: AtomicU64,
     /// Time from receiving a command to forwarding it (classify + decide + audit).
     pub decision_latency: Histogram,
     /// Time from forwarding a command to its completion at the target.
@@ -129,13 +128,6 @@ impl Metrics {
             "Policy reloads applied.",
             "counter",
             &self.policy_reloads_total,
-        );
-        c(
-            &mut out,
-            "portcullis_policy_reload_failures_total",
-            "Policy reloads refused.",
-            "counter",
-            &self.policy_reload_failures_total,
         );
         let _ = writeln!(
             out,

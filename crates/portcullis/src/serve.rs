@@ -89,6 +89,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     })?);
     policy.spawn_watcher();
     let metrics = Arc::new(Metrics::default());
+    record_policy_changes(&policy, &audit, &metrics);
     let services = Arc::new(Services {
         config: cfg.clone(),
         verifier,
@@ -139,6 +140,29 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down: flushing audit");
     audit.shutdown().await;
     Ok(())
+}
+
+/// Each policy version that takes effect is counted and written to audit with its rule ids.
+fn record_policy_changes(policy: &Arc<PolicyHandle>, audit: &AuditLog, metrics: &Arc<Metrics>) {
+    let mut rx = policy.subscribe();
+    let audit = audit.clone();
+    let metrics = metrics.clone();
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let (version, ids) = {
+                let engine = rx.borrow_and_update();
+                (engine.version(), engine.policy_ids())
+            };
+            metrics
+                .policy_reloads_total
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut ev = gateway_core::audit::AuditEvent::new(gateway_core::audit::EventKind::Policy, "");
+            ev.detail = Some(serde_json::json!({ "version": version, "policies": ids }));
+            if let Err(e) = audit.record(ev).await {
+                tracing::error!(error = %e, "could not record the policy change in audit");
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {
