@@ -15,14 +15,28 @@ fn self_signed(dir: &Scratch) -> (std::path::PathBuf, std::path::PathBuf) {
     let cert = dir.0.join("gw-cert.pem");
     let key = dir.0.join("gw-key.pem");
     let ok = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
         .args(["-subj", "/CN=localhost", "-keyout"])
         .arg(&key)
         .arg("-out")
         .arg(&cert)
         .output()
         .unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     (cert, key)
 }
 
@@ -30,19 +44,53 @@ fn self_signed(dir: &Scratch) -> (std::path::PathBuf, std::path::PathBuf) {
 fn tls_listener_serves_sslmode_require_and_plain_listener_declines_ssl() {
     let dir = Scratch::new("tls");
     let (cert, key) = self_signed(&dir);
-    let gw = Gateway::start(GatewaySpec { tls: Some((cert, key)), ..Default::default() });
+    let gw = Gateway::start(GatewaySpec {
+        tls: Some((cert, key)),
+        ..Default::default()
+    });
     let token = gw.token("pipeline-7", &["ci"]);
-    let r = gw.psql_env(&token, "orders", &["-c", "SELECT 'over tls'"], &[("PGSSLMODE", "require")]);
+    let r = gw.psql_env(
+        &token,
+        "orders",
+        &["-c", "SELECT 'over tls'"],
+        &[("PGSSLMODE", "require")],
+    );
     assert!(r.ok, "{}", r.stderr);
     assert_eq!(r.stdout.trim(), "over tls");
-    // The client really is on TLS: sslmode=disable still works (TLS is offered, not forced)
-    // and a plain listener refuses sslmode=require the way PostgreSQL does.
-    let plain = Gateway::start(GatewaySpec::default());
-    let r = plain.psql_env(&token, "orders", &["-c", "SELECT 1"], &[("PGSSLMODE", "require")]);
+    // A TLS listener refuses clients that do not negotiate TLS: the token would cross in clear.
+    let r = gw.psql_env(
+        &token,
+        "orders",
+        &["-c", "SELECT 1"],
+        &[("PGSSLMODE", "disable")],
+    );
     assert!(!r.ok);
-    assert!(r.stderr.contains("server does not support SSL"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("this listener requires TLS"),
+        "{}",
+        r.stderr
+    );
+    // A plain listener declines sslmode=require the way PostgreSQL does.
+    let plain = Gateway::start(GatewaySpec::default());
+    let r = plain.psql_env(
+        &token,
+        "orders",
+        &["-c", "SELECT 1"],
+        &[("PGSSLMODE", "require")],
+    );
+    assert!(!r.ok);
+    assert!(
+        r.stderr.contains("server does not support SSL"),
+        "{}",
+        r.stderr
+    );
     let token = plain.token("pipeline-7", &["ci"]);
-    let r = plain.psql_env(&token, "orders", &["-c", "SELECT 1"], &[("PGSSLMODE", "prefer")]);
+    let r = plain.psql_env(
+        &token,
+        "orders",
+        &["-c", "SELECT 1"],
+        &[("PGSSLMODE", "prefer")],
+    );
     assert!(r.ok, "sslmode=prefer falls back to plain: {}", r.stderr);
 }
 
@@ -65,9 +113,16 @@ database = "orders"
 user = "app_trust"
 "#
     .replace("TARGET", &format!("127.0.0.1:{}", support::pg().port));
-    let gw = Gateway::start(GatewaySpec { extra: &extra, ..Default::default() });
+    let gw = Gateway::start(GatewaySpec {
+        extra: &extra,
+        ..Default::default()
+    });
     let token = gw.token("pipeline-7", &["ci"]);
-    for (db, user) in [("orders", "app"), ("orders_md5", "app_md5"), ("orders_trust", "app_trust")] {
+    for (db, user) in [
+        ("orders", "app"),
+        ("orders_md5", "app_md5"),
+        ("orders_trust", "app_trust"),
+    ] {
         let r = gw.psql_env(&token, db, &["-c", "SELECT current_user"], &[]);
         assert!(r.ok, "{db}: {}", r.stderr);
         assert_eq!(r.stdout.trim(), user);
@@ -81,13 +136,26 @@ fn startup_parameters_pass_only_through_the_allow_list() {
     let r = gw.psql_env(
         &token,
         "orders",
-        &["-c", "SHOW application_name", "-c", "SHOW search_path", "-c", "SHOW work_mem"],
-        &[("PGAPPNAME", "nightly-export"), ("PGOPTIONS", "-c search_path=pg_catalog -c work_mem=77MB")],
+        &[
+            "-c",
+            "SHOW application_name",
+            "-c",
+            "SHOW search_path",
+            "-c",
+            "SHOW work_mem",
+        ],
+        &[
+            ("PGAPPNAME", "nightly-export"),
+            ("PGOPTIONS", "-c search_path=pg_catalog -c work_mem=77MB"),
+        ],
     );
     assert!(r.ok, "{}", r.stderr);
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(lines[0], "nightly-export", "application_name passes");
-    assert_eq!(lines[1], "\"$user\", public", "options did not reach the target");
+    assert_eq!(
+        lines[1], "\"$user\", public",
+        "options did not reach the target"
+    );
     assert_ne!(lines[2], "77MB");
 }
 
@@ -104,7 +172,11 @@ fn raw_login(port: u16, token: &str) -> TcpStream {
     let mut auth = [0u8; 9];
     s.read_exact(&mut auth).unwrap();
     assert_eq!(auth[0], b'R');
-    assert_eq!(&auth[5..9], &3u32.to_be_bytes(), "cleartext password requested");
+    assert_eq!(
+        &auth[5..9],
+        &3u32.to_be_bytes(),
+        "cleartext password requested"
+    );
     let mut pw = vec![b'p'];
     pw.extend_from_slice(&((4 + token.len() + 1) as u32).to_be_bytes());
     pw.extend_from_slice(token.as_bytes());
@@ -116,7 +188,12 @@ fn raw_login(port: u16, token: &str) -> TcpStream {
         let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
         let mut body = vec![0u8; len - 4];
         s.read_exact(&mut body).unwrap();
-        assert_ne!(head[0], b'E', "login failed: {}", String::from_utf8_lossy(&body));
+        assert_ne!(
+            head[0],
+            b'E',
+            "login failed: {}",
+            String::from_utf8_lossy(&body)
+        );
         if head[0] == b'Z' {
             return s;
         }
@@ -165,7 +242,8 @@ fn oversized_and_malformed_frames_close_only_that_connection() {
 
     // A Parse whose query is not NUL-terminated.
     let mut s = raw_login(gw.pg_port, &token);
-    s.write_all(&[b'P', 0, 0, 0, 8, 0, b'S', b'E', b'L']).unwrap();
+    s.write_all(&[b'P', 0, 0, 0, 8, 0, b'S', b'E', b'L'])
+        .unwrap();
     assert!(closed(s));
 
     // The gateway is still up for everyone else.
@@ -184,30 +262,58 @@ fn policy_reloads_on_sighup_and_a_bad_policy_keeps_the_old_one() {
         support::TEST_POLICY
     );
     std::fs::write(&policy, &paused).unwrap();
-    Command::new("kill").args(["-HUP", &gw.pid().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let r = gw.psql(&token, "SELECT 1");
         if !r.ok && r.stderr.contains("reads are paused for maintenance") {
             break;
         }
-        assert!(Instant::now() < deadline, "new policy never took effect: {}", r.stderr);
+        assert!(
+            Instant::now() < deadline,
+            "new policy never took effect: {}",
+            r.stderr
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // A broken policy is refused; the one in force stays.
-    std::fs::write(&policy, "permit(principal, action, resource) when { nonsense };").unwrap();
-    Command::new("kill").args(["-HUP", &gw.pid().to_string()]).status().unwrap();
+    std::fs::write(
+        &policy,
+        "permit(principal, action, resource) when { nonsense };",
+    )
+    .unwrap();
+    Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !gw.log_text().contains("policy reload refused") {
-        assert!(Instant::now() < deadline, "no refusal logged: {}", gw.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "no refusal logged: {}",
+            gw.log_text()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let r = gw.psql(&token, "SELECT 1");
-    assert!(!r.ok && r.stderr.contains("reads are paused"), "old policy stays: {}", r.stderr);
+    assert!(
+        !r.ok && r.stderr.contains("reads are paused"),
+        "old policy stays: {}",
+        r.stderr
+    );
     let changes = gw.audit(&["--kind", "policy"]);
     assert_eq!(changes.len(), 1, "one new version took effect: {changes:?}");
     assert_eq!(changes[0]["detail"]["version"], 2);
-    assert!(changes[0]["detail"]["policies"].as_array().unwrap().iter().any(|p| p == "reads-paused"));
+    assert!(
+        changes[0]["detail"]["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "reads-paused")
+    );
 }
 
 #[test]
@@ -220,15 +326,54 @@ fn policy_test_explains_decisions() {
             .args(args)
             .output()
             .unwrap();
-        (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
     };
-    let (code, out) = run(&["--who", "pipeline-7", "--group", "ci", "--connection", "orders", "--action", "sql.ddl"]);
+    let (code, out) = run(&[
+        "--who",
+        "pipeline-7",
+        "--group",
+        "ci",
+        "--connection",
+        "orders",
+        "--action",
+        "sql.ddl",
+    ]);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("no-ddl"), "{out}");
-    let (code, out) = run(&["--who", "pipeline-7", "--group", "ci", "--connection", "orders", "--action", "sql.read"]);
+    let (code, out) = run(&[
+        "--who",
+        "pipeline-7",
+        "--group",
+        "ci",
+        "--connection",
+        "orders",
+        "--action",
+        "sql.read",
+    ]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("read"), "{out}");
-    let (code, out) = run(&["--who", "pipeline-7", "--group", "ci", "--connection", "orders", "--action", "sql", "--sql", "DELETE FROM orders"]);
+    let (code, out) = run(&[
+        "--who",
+        "pipeline-7",
+        "--group",
+        "ci",
+        "--connection",
+        "orders",
+        "--action",
+        "sql",
+        "--sql",
+        "DELETE FROM orders",
+    ]);
     assert_eq!(code, Some(2), "unbounded delete is not permitted: {out}");
-    assert!(out.contains("sql.write") && out.contains("unbounded: true"), "{out}");
+    assert!(
+        out.contains("sql.write") && out.contains("unbounded: true"),
+        "{out}"
+    );
 }

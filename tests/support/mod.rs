@@ -181,6 +181,7 @@ impl Default for GatewaySpec<'_> {
             extra: "",
             target: None,
             builtin_leeway: 5,
+            tls: None,
         }
     }
 }
@@ -225,6 +226,14 @@ impl Gateway {
         let target = spec
             .target
             .unwrap_or_else(|| format!("127.0.0.1:{}", pg.port));
+        let tls = match &spec.tls {
+            Some((cert, key)) => format!(
+                "tls = {{ cert = \"{}\", key = \"{}\" }}",
+                cert.display(),
+                key.display()
+            ),
+            None => String::new(),
+        };
         let config = format!(
             r#"
 [gateway]
@@ -312,7 +321,10 @@ jsonl = "audit.jsonl"
 
     /// Process id of the running gateway.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).expect("gateway running")
+        self.child
+            .as_ref()
+            .map(|c| c.id())
+            .expect("gateway running")
     }
 
     pub fn log_text(&self) -> String {
@@ -349,6 +361,11 @@ jsonl = "audit.jsonl"
     }
 
     pub fn psql_args(&self, token: &str, args: &[&str]) -> Run {
+        self.psql_env(token, "orders", args, &[])
+    }
+
+    /// psql through the gateway to connection `db`, with extra environment (PGSSLMODE...).
+    pub fn psql_env(&self, token: &str, db: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
         Command::new("psql")
             .args([
                 "-X",
@@ -360,7 +377,8 @@ jsonl = "audit.jsonl"
                 "-p",
             ])
             .arg(self.pg_port.to_string())
-            .args(["-U", "ci", "-d", "orders"])
+            .args(["-U", "ci", "-d", db])
+            .envs(env.iter().copied())
             .args(args)
             .env("PGPASSWORD", token)
             .env("PGCONNECT_TIMEOUT", "10")

@@ -125,6 +125,13 @@ pub struct ListenerConfig {
 pub struct TlsConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// Refuse clients that do not negotiate TLS (the token would cross the wire in clear).
+    #[serde(default = "default_true")]
+    pub required: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Wire protocols the gateway speaks.

@@ -37,6 +37,7 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_writer(std::io::stderr)
         .try_init();
 }
 
@@ -108,9 +109,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             Some(t) => Some(load_tls(&cfg.resolve(&t.cert), &cfg.resolve(&t.key))?),
             None => None,
         };
+        let tls_required = l.tls.as_ref().is_some_and(|t| t.required);
         match l.protocol {
             Protocol::Postgres => {
-                let proxy = proxy_postgres::PgProxy::new(services.clone(), tls);
+                let proxy = proxy_postgres::PgProxy::new(services.clone(), tls, tls_required);
                 tracing::info!(listen = %l.listen, tls = l.tls.is_some(), "postgres listener ready");
                 tokio::spawn(async move {
                     if let Err(e) = proxy.serve(listener).await {
@@ -156,7 +158,8 @@ fn record_policy_changes(policy: &Arc<PolicyHandle>, audit: &AuditLog, metrics: 
             metrics
                 .policy_reloads_total
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut ev = gateway_core::audit::AuditEvent::new(gateway_core::audit::EventKind::Policy, "");
+            let mut ev =
+                gateway_core::audit::AuditEvent::new(gateway_core::audit::EventKind::Policy, "");
             ev.detail = Some(serde_json::json!({ "version": version, "policies": ids }));
             if let Err(e) = audit.record(ev).await {
                 tracing::error!(error = %e, "could not record the policy change in audit");

@@ -25,22 +25,23 @@ pub(crate) struct CancelMap {
 }
 
 impl CancelMap {
-    /// Register a session; returns the (pid, key) to give the client.
-    pub fn register(&self, target: TargetKey) -> (i32, [u8; 4]) {
+    /// Register a session; returns the (pid, key) to give the client, or `None` if the
+    /// system random number generator fails.
+    pub fn register(&self, target: TargetKey) -> Option<(i32, [u8; 4])> {
         let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
+        // A handful of tries: a collision among live sessions is rare.
+        for _ in 0..16 {
             let mut raw = [0u8; 8];
-            if aws_random(&mut raw).is_err() {
-                continue;
-            }
+            gateway_core::util::fill_random(&mut raw).ok()?;
             let pid = i32::from_be_bytes([raw[0] & 0x7f, raw[1], raw[2], raw[3]]);
             if pid == 0 || map.contains_key(&pid) {
                 continue;
             }
             let key = [raw[4], raw[5], raw[6], raw[7]];
             map.insert(pid, (key, target));
-            return (pid, key);
+            return Some((pid, key));
         }
+        None
     }
 
     /// Forget a session's key.
@@ -72,10 +73,6 @@ impl CancelMap {
             Err(e) => tracing::warn!(error = %e, "connecting to target to cancel failed"),
         }
     }
-}
-
-fn aws_random(buf: &mut [u8]) -> Result<(), ()> {
-    gateway_core::util::fill_random(buf).map_err(|_| ())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

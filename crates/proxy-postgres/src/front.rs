@@ -25,6 +25,7 @@ pub(crate) enum Opening {
     Session {
         stream: ClientStream,
         buf: BytesMut,
+        version: u32,
         params: Vec<(String, String)>,
     },
     /// A cancel request, already handled.
@@ -35,6 +36,7 @@ pub(crate) enum Opening {
 pub(crate) async fn open(
     tcp: TcpStream,
     tls: Option<&TlsAcceptor>,
+    tls_required: bool,
     cancels: &Arc<CancelMap>,
 ) -> Result<Opening> {
     let mut stream = ClientStream::Plain(tcp);
@@ -93,10 +95,20 @@ pub(crate) async fn open(
                 cancels.cancel(pid, &key).await;
                 return Ok(Opening::Cancel);
             }
-            StartupPacket::Startup { params, .. } => {
+            StartupPacket::Startup { version, params } => {
+                if tls.is_some() && tls_required && !tls_done {
+                    fatal(
+                        &mut stream,
+                        "28000",
+                        "portcullis: this listener requires TLS; connect with sslmode=require",
+                    )
+                    .await;
+                    return Err(PgError::Client("client did not negotiate TLS".into()));
+                }
                 return Ok(Opening::Session {
                     stream,
                     buf,
+                    version,
                     params,
                 });
             }

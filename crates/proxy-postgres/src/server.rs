@@ -14,16 +14,23 @@ use crate::session;
 pub struct PgProxy {
     pub(crate) services: Arc<Services>,
     pub(crate) tls: Option<TlsAcceptor>,
+    pub(crate) tls_required: bool,
     pub(crate) cancels: Arc<CancelMap>,
     pub(crate) max_message: usize,
 }
 
 impl PgProxy {
-    /// A proxy using `services`, offering TLS when `tls` is given.
-    pub fn new(services: Arc<Services>, tls: Option<Arc<rustls::ServerConfig>>) -> Arc<PgProxy> {
+    /// A proxy using `services`, offering TLS when `tls` is given (and insisting on it when
+    /// `tls_required`).
+    pub fn new(
+        services: Arc<Services>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        tls_required: bool,
+    ) -> Arc<PgProxy> {
         Arc::new(PgProxy {
             services,
             tls: tls.map(TlsAcceptor::from),
+            tls_required,
             cancels: Arc::new(CancelMap::default()),
             max_message: DEFAULT_MAX_MESSAGE,
         })

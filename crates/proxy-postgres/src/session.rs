@@ -23,6 +23,9 @@ use crate::front::{self, Opening};
 use crate::server::PgProxy;
 use crate::{relay, target};
 
+/// Longest wait for token verification (issuer key fetches) or the session's first audit event.
+const VERIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What the relay needs to know about its session.
 pub(crate) struct SessionCtx {
     pub session_id: String,
@@ -35,17 +38,20 @@ pub(crate) struct SessionCtx {
 /// Serve one accepted connection to its end.
 pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
-    let opening = tokio::time::timeout(
-        front::STARTUP_TIMEOUT,
-        front::open(tcp, proxy.tls.as_ref(), &proxy.cancels),
+    // One deadline for everything before the token is verified.
+    let deadline = tokio::time::Instant::now() + front::STARTUP_TIMEOUT;
+    let opening = tokio::time::timeout_at(
+        deadline,
+        front::open(tcp, proxy.tls.as_ref(), proxy.tls_required, &proxy.cancels),
     )
     .await;
-    let (mut stream, mut buf, params) = match opening {
+    let (mut stream, mut buf, version, params) = match opening {
         Ok(Ok(Opening::Session {
             stream,
             buf,
+            version,
             params,
-        })) => (stream, buf, params),
+        })) => (stream, buf, version, params),
         Ok(Ok(Opening::Cancel)) => return,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "startup failed");
@@ -79,21 +85,39 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
         ev
     };
 
-    // The token arrives where the client puts its password.
-    let token = match tokio::time::timeout(
-        front::STARTUP_TIMEOUT,
-        front::read_token(&mut stream, &mut buf),
-    )
-    .await
-    {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "no token");
+    // This gateway speaks protocol 3.0 and no protocol extensions: say so, as PostgreSQL
+    // does, rather than let a newer client believe its requests took effect.
+    let extensions: Vec<&str> = params
+        .iter()
+        .filter(|(k, _)| k.starts_with("_pq_."))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if version != codec::PROTOCOL_3_0 || !extensions.is_empty() {
+        let mut out = BytesMut::with_capacity(64);
+        codec::put_negotiate_protocol_version(&mut out, codec::PROTOCOL_3_0, &extensions);
+        if stream.write_all(&out).await.is_err() {
             return;
         }
-        Err(_) => return,
-    };
-    let identity = match services.verifier.verify(&token).await {
+    }
+    // The token arrives where the client puts its password.
+    let token =
+        match tokio::time::timeout_at(deadline, front::read_token(&mut stream, &mut buf)).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "no token");
+                return;
+            }
+            Err(_) => return,
+        };
+    let verified = tokio::time::timeout(VERIFY_TIMEOUT, services.verifier.verify(&token))
+        .await
+        .unwrap_or_else(|_| {
+            Err(gateway_core::identity::IdentityError::IssuerUnavailable {
+                issuer: "token verification".into(),
+                reason: "timed out".into(),
+            })
+        });
+    let identity = match verified {
         Ok(id) => id,
         Err(e) => {
             let _ = services
@@ -174,7 +198,10 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
         start.action = Some("connect".into());
         start.verdict = Some(decision.audit_verdict());
         start.policies = decision.policies.clone();
-        if let Err(e) = services.audit.record(start).await {
+        let recorded = tokio::time::timeout(VERIFY_TIMEOUT, services.audit.record(start))
+            .await
+            .unwrap_or_else(|_| Err(gateway_core::Error::Audit("timed out".into())));
+        if let Err(e) = recorded {
             services.metrics.audit_failures_total.fetch_add(1, Relaxed);
             front::fatal(
                 &mut stream,
@@ -185,11 +212,19 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
             return;
         }
 
-        let (pid, key) = proxy.cancels.register(TargetKey {
+        let Some((pid, key)) = proxy.cancels.register(TargetKey {
             addr: conn.target.clone(),
             pid: target.pid,
             key: target.key.clone(),
-        });
+        }) else {
+            front::fatal(
+                &mut stream,
+                "58000",
+                "portcullis: no cancel key could be generated",
+            )
+            .await;
+            return;
+        };
         let mut hello = BytesMut::with_capacity(512);
         codec::put_auth_ok(&mut hello);
         for (k, v) in &target.params {

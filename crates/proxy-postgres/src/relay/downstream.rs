@@ -1,0 +1,157 @@
+//! Target → client: relay results in batches, swap the substitute's error for the
+//! refusal's, confirm prepared statements and portals, and record each command's end.
+
+use std::sync::Mutex;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::BytesMut;
+use gateway_core::Side;
+use gateway_core::audit::{AuditEvent, EventKind};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+use super::state::Shared;
+use super::{Fatal, MAX_TARGET_MESSAGE, READ_CHUNK};
+use crate::codec::{self, tags::backend as be};
+use crate::error::{PgError, Result};
+use crate::session::SessionCtx;
+
+pub(super) async fn run<R, W>(
+    ctx: &SessionCtx,
+    shared: &Mutex<Shared>,
+    target: &mut R,
+    mut buf: BytesMut,
+    client: &mut W,
+    mut fatal: oneshot::Receiver<Fatal>,
+) -> Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut out = BytesMut::with_capacity(READ_CHUNK);
+    let mut ends: Vec<AuditEvent> = Vec::new();
+    let mut fatal_open = true;
+    loop {
+        {
+            let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
+            while let Some(frame) =
+                codec::next_frame(&mut buf, MAX_TARGET_MESSAGE).map_err(|err| PgError::Codec {
+                    side: Side::Target,
+                    err,
+                })?
+            {
+                match frame.tag {
+                    be::ERROR => {
+                        let fields = codec::parse_error_fields(frame.body()).ok();
+                        let substitute = fields.as_ref().is_some_and(|f| {
+                            f.code == "42601" && f.message.contains(sh.marker.as_str())
+                        });
+                        if substitute && let Some(sub) = sh.substitutes.pop_front() {
+                            out.extend_from_slice(&sub.error);
+                            continue;
+                        }
+                        let msg = fields
+                            .map(|f| format!("{}: {}", f.code, f.message))
+                            .unwrap_or_else(|| "error".into());
+                        complete(ctx, &mut sh, &mut ends, None, Some(msg));
+                    }
+                    be::COMMAND_COMPLETE => {
+                        let rows = codec::parse_command_complete(frame.body())
+                            .ok()
+                            .and_then(codec::rows_from_tag);
+                        complete(ctx, &mut sh, &mut ends, rows, None);
+                    }
+                    be::EMPTY_QUERY | be::PORTAL_SUSPENDED | be::FUNCTION_CALL_RESPONSE => {
+                        complete(ctx, &mut sh, &mut ends, None, None);
+                    }
+                    be::PARSE_COMPLETE | be::BIND_COMPLETE | be::CLOSE_COMPLETE => {
+                        sh.confirm(frame.tag)
+                    }
+                    be::READY => {
+                        let status = codec::parse_ready_for_query(frame.body()).unwrap_or(b'I');
+                        let done = sh.batches_done;
+                        // Commands of this batch that never completed were skipped after an error.
+                        while sh.inflight.front().is_some_and(|f| f.batch <= done) {
+                            complete(ctx, &mut sh, &mut ends, None, Some("not executed".into()));
+                        }
+                        sh.batch_done(status);
+                    }
+                    be::PARAMETER_STATUS => {
+                        if let Ok((k, v)) = codec::parse_parameter_status(frame.body()) {
+                            sh.track_parameter(k, v);
+                        }
+                    }
+                    _ => {}
+                }
+                out.extend_from_slice(&frame.raw);
+            }
+        }
+        // Completions are on record before the client sees them, and survive a client that
+        // has gone away.
+        for ev in ends.drain(..) {
+            if ctx.services.audit.record_later(ev).await.is_err() {
+                ctx.services
+                    .metrics
+                    .audit_failures_total
+                    .fetch_add(1, Relaxed);
+            }
+        }
+        if !out.is_empty() {
+            client.write_all(&out).await.map_err(PgError::client_io)?;
+            out.clear();
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            read = target.read_buf(&mut buf) => {
+                if read.map_err(PgError::target_io)? == 0 {
+                    return Err(PgError::Target("the target closed the connection".into()));
+                }
+            }
+            // The other half ended the session: tell the client why, at a message boundary.
+            f = &mut fatal, if fatal_open => {
+                fatal_open = false;
+                if let Ok(f) = f {
+                    let mut msg = BytesMut::new();
+                    codec::put_error(&mut msg, "FATAL", f.code, &f.message, None, None);
+                    let _ = client.write_all(&msg).await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Record the completion of the oldest in-flight command of the batch being answered.
+fn complete(
+    ctx: &SessionCtx,
+    sh: &mut Shared,
+    ends: &mut Vec<AuditEvent>,
+    rows: Option<u64>,
+    error: Option<String>,
+) {
+    // A completion for something not tracked (an error at Sync, say) is not attributed to
+    // a command of a later batch.
+    if !sh
+        .inflight
+        .front()
+        .is_some_and(|f| f.batch <= sh.batches_done)
+    {
+        return;
+    }
+    let Some(f) = sh.inflight.pop_front() else {
+        return;
+    };
+    if f.command == 0 {
+        return;
+    }
+    let elapsed = f.started.elapsed();
+    ctx.services.metrics.statement_latency.observe(elapsed);
+    let mut ev = AuditEvent::new(EventKind::CommandEnd, &ctx.session_id);
+    ev.command = Some(f.command);
+    ev.duration_us = Some(elapsed.as_micros() as u64);
+    ev.rows = rows;
+    ev.error = error;
+    ends.push(ev);
+}
