@@ -54,6 +54,9 @@ pub fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let fsync = cfg.audit.durability == gateway_core::config::Durability::Fsync;
     let store = SqliteStore::open_with(&state.join("portcullis.db"), fsync)
         .with_context(|| format!("opening the store in {}", state.display()))?;
+    // Events a gateway journaled just before it stopped are stored before anyone reads.
+    gateway_core::audit::recover_journal(&store, &gateway_core::audit::journal_dir(&state))
+        .context("storing audit events from the journal")?;
     Ok(Arc::new(store))
 }
 
@@ -74,6 +77,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let audit = AuditLog::start(
         store.clone(),
         cfg.audit.durability,
+        gateway_core::audit::journal_dir(&cfg.state_dir()),
         cfg.audit.jsonl.as_ref().map(|p| cfg.resolve(p)),
     )
     .context("starting the audit writer")?;

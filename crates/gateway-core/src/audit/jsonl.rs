@@ -44,6 +44,19 @@ impl JsonlSink {
         &self.path
     }
 
+    /// Append lines already formatted (each ending in a newline) with one write.
+    pub fn write_lines(&mut self, lines: &[u8]) -> Result<()> {
+        let written = if self.torn {
+            self.file
+                .write_all(b"\n")
+                .and_then(|()| self.file.write_all(lines))
+        } else {
+            self.file.write_all(lines)
+        };
+        self.torn = written.is_err();
+        Ok(written?)
+    }
+
     /// Append `events`, one line each, in one write.
     pub fn write_batch(&mut self, events: &[AuditEvent]) -> Result<()> {
         self.buf.clear();

@@ -1,10 +1,14 @@
-//! Audit: typed events, a single group-committing writer, the hash chain, and sinks.
+//! Audit: typed events, a single group-committing writer, the journal in front of the store,
+//! the hash chain, and sinks.
 //! Audit is not logging: if an event cannot be recorded, the command it records does not run.
 
 pub mod chain;
 pub mod event;
+mod indexer;
+pub mod journal;
 pub mod jsonl;
 pub mod writer;
 
 pub use event::{AuditEvent, EventFilter, EventKind, IdentityRecord, Verdict};
+pub use journal::{journal_dir, recover_journal};
 pub use writer::{AuditLog, AuditStats};

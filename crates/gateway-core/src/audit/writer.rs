@@ -1,43 +1,58 @@
-//! The single audit writer: batches events from all sessions into one commit.
+//! The single audit writer: batches events from all sessions into one journal write.
 //!
 //! Sessions send events over a bounded channel to one dedicated thread. The thread blocks for
-//! the first job, drains whatever else is queued, appends it all with one store call (group
-//! commit) and only then tells each waiting session that its event is recorded. An event that
-//! cannot be stored is reported to its waiter as an error, so the command it records does not
-//! run: audit fails closed.
+//! the first job, drains whatever else is queued, chains the batch and appends it to the
+//! journal with one write (group commit), and only then tells each waiting session that its
+//! event is recorded. An event that cannot be journaled is reported to its waiter as an error,
+//! so the command it records does not run: audit fails closed. The indexer thread copies
+//! journaled events into the store behind the writer (see [`crate::audit::journal`]).
 
+use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::audit::chain::{canonical_body, chain_hash};
 use crate::audit::event::AuditEvent;
+use crate::audit::indexer::{INDEX_QUEUE, IndexMsg, Indexer};
+use crate::audit::journal::{self, JournalWriter, SEGMENT_BYTES};
 use crate::audit::jsonl::JsonlSink;
 use crate::config::Durability;
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::store::{ChainedEvent, Store};
 
 /// Jobs the channel holds before senders wait.
 pub const QUEUE_CAPACITY: usize = 8192;
-/// Events the writer gathers into one commit, at most (one large `record_all` may exceed it).
+/// Events the writer gathers into one journal write, at most (one large `record_all` may
+/// exceed it).
 pub const MAX_BATCH: usize = 1024;
+/// The write buffer is released after a batch larger than this rather than kept.
+const KEEP_BUFFER: usize = 4 << 20;
 
 /// Counters for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AuditStats {
-    /// Events committed to the store.
+    /// Events recorded (durable in the journal).
     pub events: u64,
-    /// Commits (each holds one or more events).
+    /// Journal writes (each holds one or more events).
     pub batches: u64,
-    /// Commits that failed; every event in them was reported as not recorded.
+    /// Journal writes that failed; every event in them was reported as not recorded.
     pub failed_batches: u64,
-    /// Events in failed commits.
+    /// Events in failed journal writes.
     pub failed_events: u64,
     /// Batches the JSON-lines file could not take.
     pub jsonl_failures: u64,
+    /// Events copied into the store by this writer's indexer.
+    pub indexed: u64,
+    /// Store transactions that failed (their events stay in the journal and are retried).
+    pub index_failures: u64,
+    /// Events recorded but not yet in the store.
+    pub journal_lag: u64,
     /// Jobs waiting in the channel now.
     pub queued: usize,
 }
@@ -55,13 +70,36 @@ struct Shared {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// Counters shared by the writer, the indexer and [`AuditLog::stats`].
 #[derive(Debug, Default)]
-struct Counters {
-    events: AtomicU64,
-    batches: AtomicU64,
-    failed_batches: AtomicU64,
-    failed_events: AtomicU64,
-    jsonl_failures: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) events: AtomicU64,
+    pub(crate) batches: AtomicU64,
+    pub(crate) failed_batches: AtomicU64,
+    pub(crate) failed_events: AtomicU64,
+    pub(crate) jsonl_failures: AtomicU64,
+    pub(crate) indexed: AtomicU64,
+    pub(crate) index_failures: AtomicU64,
+    /// Seq of the last journaled event.
+    pub(crate) journal_seq: AtomicU64,
+    /// Seq of the last event in the store.
+    pub(crate) indexed_seq: AtomicU64,
+}
+
+/// Knobs for tests; [`AuditLog::start`] uses the defaults.
+pub(crate) struct Options {
+    pub(crate) segment_bytes: u64,
+    /// The writer thread waits for this before taking its first job.
+    pub(crate) start_gate: Option<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            segment_bytes: SEGMENT_BYTES,
+            start_gate: None,
+        }
+    }
 }
 
 /// The seq of a job's last event, or why it was not recorded.
@@ -75,6 +113,9 @@ enum Job {
     One(AuditEvent, Option<Reply>),
     Many(Vec<AuditEvent>, Reply),
     Shutdown(oneshot::Sender<()>),
+    /// Stop at once, storing nothing more: what a crash leaves behind (tests).
+    #[cfg(test)]
+    Abandon,
 }
 
 fn stopped() -> Error {
@@ -82,24 +123,66 @@ fn stopped() -> Error {
 }
 
 impl AuditLog {
-    /// Start the writer thread appending to `store`, and to `jsonl` after each commit.
+    /// Recover the journal in `journal_dir` into `store` (see
+    /// [`journal_dir`](crate::audit::journal::journal_dir)), then start the writer thread
+    /// appending to the journal and the indexer thread copying journaled events into `store`
+    /// and to `jsonl`. Fails if another process holds the journal.
     pub fn start(
         store: Arc<dyn Store>,
         durability: Durability,
+        journal_dir: PathBuf,
         jsonl: Option<PathBuf>,
     ) -> Result<AuditLog> {
+        AuditLog::start_with(store, durability, journal_dir, jsonl, Options::default())
+    }
+
+    pub(crate) fn start_with(
+        store: Arc<dyn Store>,
+        durability: Durability,
+        journal_dir: PathBuf,
+        jsonl: Option<PathBuf>,
+        options: Options,
+    ) -> Result<AuditLog> {
+        std::fs::create_dir_all(&journal_dir)?;
+        let lock = journal::lock_dir(&journal_dir, true)?.ok_or_else(|| {
+            Error::Audit(format!(
+                "the audit journal {} is in use by another process",
+                journal_dir.display()
+            ))
+        })?;
+        let lock = Arc::new(lock);
+        let head = journal::recover(store.as_ref(), &journal_dir)?.head;
         let sink = jsonl.as_deref().map(JsonlSink::open).transpose()?;
-        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let counters = Arc::new(Counters::default());
+        counters.journal_seq.store(head.seq, Ordering::Relaxed);
+        counters.indexed_seq.store(head.seq, Ordering::Relaxed);
+        let (index_tx, index_rx) = sync_channel(INDEX_QUEUE);
+        let indexer = Indexer::new(store, sink, counters.clone(), head.seq, lock.clone());
+        let indexer = std::thread::Builder::new()
+            .name("audit-indexer".to_string())
+            .spawn(move || indexer.run(index_rx))?;
+        let fsync = durability == Durability::Fsync;
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let writer = Writer {
-            store,
-            fsync: durability == Durability::Fsync,
-            sink,
+            journal: JournalWriter::new(&journal_dir, options.segment_bytes, fsync),
+            seq: head.seq,
+            prev: head.hash,
+            jsonl: jsonl.is_some(),
+            buf: Vec::new(),
             counters: counters.clone(),
+            index_tx,
+            indexer: Some(indexer),
+            _lock: lock,
         };
+        let gate = options.start_gate;
         let thread = std::thread::Builder::new()
             .name("audit-writer".to_string())
-            .spawn(move || writer.run(rx))?;
+            .spawn(move || {
+                if let Some(gate) = gate {
+                    let _ = gate.recv();
+                }
+                writer.run(rx)
+            })?;
         Ok(AuditLog {
             inner: Arc::new(Shared {
                 tx,
@@ -109,8 +192,8 @@ impl AuditLog {
         })
     }
 
-    /// Append and wait until committed (and fsynced in Fsync mode). An Err means the event is
-    /// NOT recorded and the caller must not run the command (fail closed).
+    /// Append and wait until durable in the journal (and fsynced in Fsync mode). An Err means
+    /// the event is NOT recorded and the caller must not run the command (fail closed).
     pub async fn record(&self, ev: AuditEvent) -> Result<u64> {
         let (reply, done) = oneshot::channel();
         self.send(Job::One(ev, Some(reply))).await?;
@@ -127,17 +210,29 @@ impl AuditLog {
         wait(done).await.map(|_| ())
     }
 
-    /// Queue without waiting for the commit (order is kept). Waits only for channel capacity.
+    /// Queue without waiting for the write (order is kept). Waits only for channel capacity.
     pub async fn record_later(&self, ev: AuditEvent) -> Result<()> {
         self.send(Job::One(ev, None)).await
     }
 
-    /// Flush everything queued and stop the writer thread. Later records fail.
+    /// Journal everything queued, store what the store takes, and stop both threads. Later
+    /// records fail.
     pub async fn shutdown(&self) {
         let (ack, acked) = oneshot::channel();
         if self.inner.tx.send(Job::Shutdown(ack)).await.is_ok() {
             let _ = acked.await;
         }
+        self.join().await;
+    }
+
+    /// Stop without storing anything more, leaving the journal as a crash would (tests).
+    #[cfg(test)]
+    pub(crate) async fn abandon(&self) {
+        let _ = self.inner.tx.send(Job::Abandon).await;
+        self.join().await;
+    }
+
+    async fn join(&self) {
         let handle = self
             .inner
             .thread
@@ -152,15 +247,19 @@ impl AuditLog {
         }
     }
 
-    /// Counters for metrics: events written, batches, failures.
+    /// Counters for metrics: events recorded, batches, failures, indexing progress.
     pub fn stats(&self) -> AuditStats {
         let c = &self.inner.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         AuditStats {
-            events: c.events.load(Ordering::Relaxed),
-            batches: c.batches.load(Ordering::Relaxed),
-            failed_batches: c.failed_batches.load(Ordering::Relaxed),
-            failed_events: c.failed_events.load(Ordering::Relaxed),
-            jsonl_failures: c.jsonl_failures.load(Ordering::Relaxed),
+            events: load(&c.events),
+            batches: load(&c.batches),
+            failed_batches: load(&c.failed_batches),
+            failed_events: load(&c.failed_events),
+            jsonl_failures: load(&c.jsonl_failures),
+            indexed: load(&c.indexed),
+            index_failures: load(&c.index_failures),
+            journal_lag: load(&c.journal_seq).saturating_sub(load(&c.indexed_seq)),
             queued: QUEUE_CAPACITY.saturating_sub(self.inner.tx.capacity()),
         }
     }
@@ -174,20 +273,28 @@ async fn wait(done: oneshot::Receiver<Result<u64, String>>) -> Result<u64> {
     match done.await {
         Ok(Ok(seq)) => Ok(seq),
         Ok(Err(msg)) => Err(Error::Audit(msg)),
-        // The writer went away without answering: the event may not be stored.
+        // The writer went away without answering: the event may not be recorded.
         Err(_) => Err(stopped()),
     }
 }
 
 /// State owned by the writer thread.
 struct Writer {
-    store: Arc<dyn Store>,
-    fsync: bool,
-    sink: Option<JsonlSink>,
+    journal: JournalWriter,
+    /// The chain's head: seq and hash of the last journaled event.
+    seq: u64,
+    prev: String,
+    /// Hand the formatted lines to the indexer for the JSON-lines file.
+    jsonl: bool,
+    buf: Vec<u8>,
     counters: Arc<Counters>,
+    index_tx: SyncSender<IndexMsg>,
+    indexer: Option<JoinHandle<()>>,
+    /// Held while the writer runs: no other process recovers or appends meanwhile.
+    _lock: Arc<File>,
 }
 
-/// Events of one commit and who waits for them.
+/// Events of one journal write and who waits for them.
 #[derive(Default)]
 struct Batch {
     events: Vec<AuditEvent>,
@@ -221,6 +328,12 @@ impl Writer {
                         rx.close();
                         acks.push(ack);
                     }
+                    #[cfg(test)]
+                    Job::Abandon => {
+                        let _ = self.index_tx.send(IndexMsg::Abandon);
+                        self.join_indexer();
+                        return;
+                    }
                 }
                 if batch.events.len() < MAX_BATCH {
                     next = rx.try_recv().ok();
@@ -228,14 +341,36 @@ impl Writer {
             }
             self.commit(batch);
         }
+        if let Some(sealed) = self.journal.seal() {
+            self.to_indexer(IndexMsg::Sealed(sealed));
+        }
+        self.to_indexer(IndexMsg::Stop);
+        self.join_indexer();
         for ack in acks {
             let _ = ack.send(());
         }
     }
 
+    fn join_indexer(&mut self) {
+        if let Some(handle) = self.indexer.take()
+            && handle.join().is_err()
+        {
+            tracing::error!("audit indexer thread ended abnormally");
+        }
+    }
+
+    /// Hand over to the indexer, waiting while its queue is full (backpressure).
+    fn to_indexer(&self, msg: IndexMsg) {
+        if self.index_tx.send(msg).is_err() {
+            tracing::error!(
+                "audit indexer is gone; events stay in the journal until the next start"
+            );
+        }
+    }
+
     fn commit(&mut self, batch: Batch) {
         let Batch {
-            mut events,
+            events,
             waiters,
             unwaited,
         } = batch;
@@ -243,31 +378,27 @@ impl Writer {
         if n == 0 {
             return;
         }
-        let appended = catch_unwind(AssertUnwindSafe(|| {
-            self.store.append_events(&mut events, self.fsync)
-        }))
-        .unwrap_or_else(|_| Err(Error::Audit("store failed while appending".to_string())));
+        let journaled = catch_unwind(AssertUnwindSafe(|| self.journal_batch(events)))
+            .unwrap_or_else(|_| Err(Error::Audit("audit journal write panicked".to_string())));
         let c = &self.counters;
-        match appended {
-            Ok(()) => {
+        match journaled {
+            Ok(chained) => {
                 c.events.fetch_add(n, Ordering::Relaxed);
                 c.batches.fetch_add(1, Ordering::Relaxed);
+                c.journal_seq.store(self.seq, Ordering::Relaxed);
                 for (last, reply) in waiters {
-                    let seq = events.get(last).map_or(0, |e| e.seq);
+                    let seq = chained.get(last).map_or(0, |e| e.event.seq);
                     let _ = reply.send(Ok(seq));
                 }
-                // After the waiters: the copy in the file must not delay the commands.
-                if let Some(sink) = &mut self.sink
-                    && let Err(e) = sink.write_batch(&events)
-                {
-                    c.jsonl_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(
-                        path = %sink.path().display(),
-                        events = n,
-                        error = %e,
-                        "audit events committed but not written to the JSON-lines file"
-                    );
-                }
+                let lines = if self.jsonl {
+                    Some(std::mem::take(&mut self.buf))
+                } else {
+                    None
+                };
+                self.to_indexer(IndexMsg::Batch {
+                    events: chained,
+                    lines,
+                });
             }
             Err(e) => {
                 c.failed_batches.fetch_add(1, Ordering::Relaxed);
@@ -284,6 +415,39 @@ impl Writer {
                 }
             }
         }
+        if self.buf.capacity() > KEEP_BUFFER {
+            self.buf = Vec::new();
+        }
+    }
+
+    /// Chain `events` after the head, append them to the journal with one write, and only
+    /// then move the head. Each event is serialised once: its canonical body is hashed,
+    /// spliced into its journal line and kept for the store.
+    fn journal_batch(&mut self, events: Vec<AuditEvent>) -> Result<Vec<ChainedEvent>> {
+        self.buf.clear();
+        let first = self.seq + 1;
+        let mut seq = self.seq;
+        let mut prev = self.prev.clone();
+        let mut chained = Vec::with_capacity(events.len());
+        for mut event in events {
+            let body = canonical_body(&event)?;
+            seq += 1;
+            let hash = chain_hash(&prev, seq, &body);
+            event.seq = seq;
+            event.hash = hash.clone();
+            event.prev_hash = std::mem::replace(&mut prev, hash);
+            journal::push_line(&mut self.buf, &event, &body)?;
+            chained.push(ChainedEvent { event, body });
+        }
+        let appended = self.journal.append(first, seq, &self.buf);
+        // A segment closed by this append goes to the indexer before the batch does.
+        while let Some(sealed) = self.journal.take_sealed() {
+            self.to_indexer(IndexMsg::Sealed(sealed));
+        }
+        appended?;
+        self.seq = seq;
+        self.prev = prev;
+        Ok(chained)
     }
 }
 

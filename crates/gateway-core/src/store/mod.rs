@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::event::IdentityRecord;
 use crate::audit::event::{AuditEvent, EventFilter};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 pub use sqlite::SqliteStore;
 
@@ -36,6 +36,15 @@ pub struct ChainReport {
     pub problem: Option<(u64, String)>,
 }
 
+/// An audit event already placed in the chain by the audit journal: `event.seq`,
+/// `event.prev_hash` and `event.hash` are set, and `body` is the canonical JSON the hash covers
+/// (kept so that the store does not serialise the event a second time).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainedEvent {
+    pub event: AuditEvent,
+    pub body: String,
+}
+
 /// The gateway's durable state.
 pub trait Store: Send + Sync + 'static {
     /// Append events atomically, in order: assigns each its `seq`, `prev_hash` and `hash`
@@ -43,6 +52,24 @@ pub trait Store: Send + Sync + 'static {
     /// disk before this returns; otherwise it is committed (survives the process being
     /// killed, not power loss).
     fn append_events(&self, events: &mut [AuditEvent], fsync: bool) -> Result<()>;
+    /// Insert events that already carry their place in the chain, atomically, in order.
+    /// Events whose `seq` the store already holds are skipped (the one at the store's last
+    /// `seq` must have the same hash); the rest must continue the stored chain exactly
+    /// (`seq` one higher, `prev_hash` equal to the previous hash), or nothing is inserted.
+    fn insert_chained(&self, events: &[ChainedEvent]) -> Result<()> {
+        let _ = events;
+        Err(Error::Store(
+            "this store cannot take events chained by the journal".to_string(),
+        ))
+    }
+    /// The last stored event's `seq` and `hash`, if any.
+    fn last_event(&self) -> Result<Option<(u64, String)>> {
+        let last = self.query_events(&EventFilter {
+            limit: Some(1),
+            ..EventFilter::default()
+        })?;
+        Ok(last.into_iter().next_back().map(|e| (e.seq, e.hash)))
+    }
     /// Events matching `filter`, in chain order.
     fn query_events(&self, filter: &EventFilter) -> Result<Vec<AuditEvent>>;
     /// Recompute the whole chain and report the first edited, deleted or reordered event.

@@ -1,22 +1,87 @@
-//! Tests of the group-committing writer.
+//! Tests of the group-committing writer, the journal behind it and the indexer.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc as std_mpsc;
 
 use super::*;
 use crate::audit::event::EventFilter;
+use crate::audit::journal::{list_segments, recover_journal, segment_path};
 use crate::store::sqlite::tests::{TempDir, command_event};
 use crate::store::{AccessKeyRecord, ChainReport, SqliteStore};
 
-fn file_store(dir: &TempDir) -> Arc<SqliteStore> {
-    Arc::new(SqliteStore::open(&dir.path().join("audit.db")).unwrap())
+fn db(dir: &TempDir) -> PathBuf {
+    dir.path().join("audit.db")
+}
+
+fn jdir(dir: &TempDir) -> PathBuf {
+    dir.path().join("audit-journal")
+}
+
+fn intact(events: u64) -> ChainReport {
+    ChainReport {
+        events,
+        problem: None,
+    }
+}
+
+/// A store whose `insert_chained` fails while `broken` is set.
+struct FlakyStore {
+    inner: SqliteStore,
+    broken: AtomicBool,
+}
+
+impl FlakyStore {
+    fn new(inner: SqliteStore, broken: bool) -> Arc<FlakyStore> {
+        Arc::new(FlakyStore {
+            inner,
+            broken: AtomicBool::new(broken),
+        })
+    }
+}
+
+impl Store for FlakyStore {
+    fn append_events(&self, events: &mut [AuditEvent], fsync: bool) -> Result<()> {
+        self.inner.append_events(events, fsync)
+    }
+    fn insert_chained(&self, events: &[ChainedEvent]) -> Result<()> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(Error::Store("disk I/O error".to_string()));
+        }
+        self.inner.insert_chained(events)
+    }
+    fn last_event(&self) -> Result<Option<(u64, String)>> {
+        self.inner.last_event()
+    }
+    fn query_events(&self, f: &EventFilter) -> Result<Vec<AuditEvent>> {
+        self.inner.query_events(f)
+    }
+    fn verify_chain(&self) -> Result<ChainReport> {
+        self.inner.verify_chain()
+    }
+    fn put_access_key(&self, k: &AccessKeyRecord) -> Result<()> {
+        self.inner.put_access_key(k)
+    }
+    fn access_key_by_hash(&self, h: &str) -> Result<Option<AccessKeyRecord>> {
+        self.inner.access_key_by_hash(h)
+    }
+    fn revoke_access_key(&self, id: &str) -> Result<bool> {
+        self.inner.revoke_access_key(id)
+    }
+}
+
+/// Wait (without a clock) until the indexer has done what `done` checks.
+async fn until(log: &AuditLog, done: impl Fn(&AuditStats) -> bool) {
+    while !done(&log.stats()) {
+        tokio::task::yield_now().await;
+        std::thread::yield_now();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_records_get_distinct_seqs_and_share_commits() {
+async fn concurrent_records_get_distinct_seqs_and_share_writes() {
     let dir = TempDir::new("writer-concurrent");
-    let store = file_store(&dir);
-    let log = AuditLog::start(store.clone(), Durability::Process, None).unwrap();
+    let store = Arc::new(SqliteStore::open(&db(&dir)).unwrap());
+    let log = AuditLog::start(store.clone(), Durability::Process, jdir(&dir), None).unwrap();
     let mut tasks = Vec::new();
     for t in 0..4u64 {
         let log = log.clone();
@@ -43,127 +108,110 @@ async fn concurrent_records_get_distinct_seqs_and_share_commits() {
     assert!(stats.batches < 2000, "no group commit: {stats:?}");
     assert_eq!(stats.failed_batches, 0);
     log.shutdown().await;
-    assert_eq!(
-        store.verify_chain().unwrap(),
-        ChainReport {
-            events: 2000,
-            problem: None
-        }
-    );
-}
-
-/// A store whose first append blocks until the test lets it go.
-struct GateStore {
-    inner: SqliteStore,
-    entered: Mutex<Option<std_mpsc::Sender<()>>>,
-    release: Mutex<Option<std_mpsc::Receiver<()>>>,
-}
-
-impl Store for GateStore {
-    fn append_events(&self, events: &mut [AuditEvent], fsync: bool) -> Result<()> {
-        let entered = self.entered.lock().unwrap().take();
-        if let Some(entered) = entered {
-            entered.send(()).unwrap();
-            let release = self.release.lock().unwrap().take().unwrap();
-            release.recv().unwrap();
-        }
-        self.inner.append_events(events, fsync)
-    }
-    fn query_events(&self, f: &EventFilter) -> Result<Vec<AuditEvent>> {
-        self.inner.query_events(f)
-    }
-    fn verify_chain(&self) -> Result<ChainReport> {
-        self.inner.verify_chain()
-    }
-    fn put_access_key(&self, k: &AccessKeyRecord) -> Result<()> {
-        self.inner.put_access_key(k)
-    }
-    fn access_key_by_hash(&self, h: &str) -> Result<Option<AccessKeyRecord>> {
-        self.inner.access_key_by_hash(h)
-    }
-    fn revoke_access_key(&self, id: &str) -> Result<bool> {
-        self.inner.revoke_access_key(id)
-    }
+    let stats = log.stats();
+    assert_eq!((stats.indexed, stats.journal_lag), (2000, 0), "{stats:?}");
+    assert_eq!(store.verify_chain().unwrap(), intact(2000));
+    assert!(list_segments(&jdir(&dir)).unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_queued_during_a_commit_share_the_next_one() {
-    let (entered_tx, entered_rx) = std_mpsc::channel();
-    let (release_tx, release_rx) = std_mpsc::channel();
-    let store = Arc::new(GateStore {
-        inner: SqliteStore::open_in_memory().unwrap(),
-        entered: Mutex::new(Some(entered_tx)),
-        release: Mutex::new(Some(release_rx)),
-    });
-    let log = AuditLog::start(store.clone(), Durability::Process, None).unwrap();
-    log.record_later(command_event("s", "a", 0)).await.unwrap();
-    tokio::task::spawn_blocking(move || entered_rx.recv().unwrap())
-        .await
-        .unwrap();
-    for i in 1..=100 {
+async fn events_queued_together_share_one_write_in_order() {
+    let dir = TempDir::new("writer-batch");
+    let (gate_tx, gate_rx) = std_mpsc::channel();
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let options = Options {
+        start_gate: Some(gate_rx),
+        ..Options::default()
+    };
+    let log = AuditLog::start_with(
+        store.clone(),
+        Durability::Process,
+        jdir(&dir),
+        None,
+        options,
+    )
+    .unwrap();
+    for i in 0..=100 {
         log.record_later(command_event("s", "a", i)).await.unwrap();
     }
     let last = {
         let log = log.clone();
         tokio::spawn(async move { log.record(command_event("s", "a", 101)).await })
     };
-    // Let the waiting `record` reach the queue before the gate opens.
-    while log.stats().queued < 101 {
+    while log.stats().queued < 102 {
         tokio::task::yield_now().await;
     }
-    release_tx.send(()).unwrap();
+    gate_tx.send(()).unwrap();
     assert_eq!(last.await.unwrap().unwrap(), 102);
     log.shutdown().await;
     let stats = log.stats();
-    assert_eq!((stats.events, stats.batches), (102, 2), "{stats:?}");
+    assert_eq!((stats.events, stats.batches), (102, 1), "{stats:?}");
     let stored = store.query_events(&EventFilter::default()).unwrap();
     let statements: Vec<String> = stored.into_iter().filter_map(|e| e.statement).collect();
     let expected: Vec<String> = (0..=101).map(|i| format!("select {i}")).collect();
     assert_eq!(statements, expected, "queue order not kept");
 }
 
-/// A store that fails while `broken` is set.
-struct FlakyStore {
-    inner: SqliteStore,
-    broken: AtomicBool,
-}
-
-impl Store for FlakyStore {
-    fn append_events(&self, events: &mut [AuditEvent], fsync: bool) -> Result<()> {
-        if self.broken.load(Ordering::SeqCst) {
-            return Err(Error::Store("disk I/O error".to_string()));
-        }
-        self.inner.append_events(events, fsync)
-    }
-    fn query_events(&self, f: &EventFilter) -> Result<Vec<AuditEvent>> {
-        self.inner.query_events(f)
-    }
-    fn verify_chain(&self) -> Result<ChainReport> {
-        self.inner.verify_chain()
-    }
-    fn put_access_key(&self, k: &AccessKeyRecord) -> Result<()> {
-        self.inner.put_access_key(k)
-    }
-    fn access_key_by_hash(&self, h: &str) -> Result<Option<AccessKeyRecord>> {
-        self.inner.access_key_by_hash(h)
-    }
-    fn revoke_access_key(&self, id: &str) -> Result<bool> {
-        self.inner.revoke_access_key(id)
-    }
+#[tokio::test]
+async fn record_returns_only_once_the_event_is_in_the_journal() {
+    let dir = TempDir::new("writer-durable");
+    // The store takes nothing, so the journal is the only place the event can be.
+    let store = FlakyStore::new(SqliteStore::open_in_memory().unwrap(), true);
+    let log = AuditLog::start(store, Durability::Process, jdir(&dir), None).unwrap();
+    let seq = log.record(command_event("s", "a", 42)).await.unwrap();
+    let text = std::fs::read_to_string(segment_path(&jdir(&dir), 1)).unwrap();
+    let ev: AuditEvent = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!((ev.seq, ev.statement.as_deref()), (seq, Some("select 42")));
+    log.abandon().await;
 }
 
 #[tokio::test]
-async fn store_failure_fails_the_waiters_and_the_writer_recovers() {
-    let store = Arc::new(FlakyStore {
-        inner: SqliteStore::open_in_memory().unwrap(),
-        broken: AtomicBool::new(false),
-    });
-    let log = AuditLog::start(store.clone(), Durability::Fsync, None).unwrap();
+async fn store_failure_does_not_fail_records_and_events_are_stored_later() {
+    let dir = TempDir::new("writer-flaky");
+    let store = FlakyStore::new(SqliteStore::open(&db(&dir)).unwrap(), false);
+    let log = AuditLog::start(store.clone(), Durability::Fsync, jdir(&dir), None).unwrap();
     assert_eq!(log.record(command_event("s", "a", 1)).await.unwrap(), 1);
+    until(&log, |s| s.indexed == 1).await;
     store.broken.store(true, Ordering::SeqCst);
+    assert_eq!(log.record(command_event("s", "a", 2)).await.unwrap(), 2);
+    log.record_all(vec![command_event("s", "a", 3), command_event("s", "a", 4)])
+        .await
+        .unwrap();
+    until(&log, |s| s.index_failures > 0).await;
+    assert_eq!(store.inner.verify_chain().unwrap(), intact(1));
+    store.broken.store(false, Ordering::SeqCst);
+    assert_eq!(log.record(command_event("s", "a", 5)).await.unwrap(), 5);
+    log.shutdown().await;
+    let stats = log.stats();
+    assert_eq!((stats.events, stats.failed_batches), (5, 0), "{stats:?}");
+    assert_eq!((stats.indexed, stats.journal_lag), (5, 0), "{stats:?}");
+    assert_eq!(store.verify_chain().unwrap(), intact(5));
+}
+
+#[tokio::test]
+async fn journal_write_failure_fails_the_waiters_and_the_writer_recovers() {
+    let dir = TempDir::new("writer-jfail");
+    let store = Arc::new(SqliteStore::open(&db(&dir)).unwrap());
+    // One batch per segment, so the second record opens `seg-…2`: a directory there makes
+    // that fail, whoever runs the test.
+    let options = Options {
+        segment_bytes: 1,
+        ..Options::default()
+    };
+    let log = AuditLog::start_with(
+        store.clone(),
+        Durability::Process,
+        jdir(&dir),
+        None,
+        options,
+    )
+    .unwrap();
+    assert_eq!(log.record(command_event("s", "a", 1)).await.unwrap(), 1);
+    let blocker = segment_path(&jdir(&dir), 2);
+    std::fs::create_dir(&blocker).unwrap();
     let err = log.record(command_event("s", "a", 2)).await.unwrap_err();
     assert!(
-        matches!(err, Error::Audit(ref m) if m.contains("disk I/O error")),
+        matches!(err, Error::Audit(ref m) if m.contains("audit journal")),
         "{err}"
     );
     assert!(
@@ -171,45 +219,151 @@ async fn store_failure_fails_the_waiters_and_the_writer_recovers() {
             .await
             .is_err()
     );
-    store.broken.store(false, Ordering::SeqCst);
+    std::fs::remove_dir(&blocker).unwrap();
+    // The failed events took no place in the chain.
     assert_eq!(log.record(command_event("s", "a", 5)).await.unwrap(), 2);
-    let stats = log.stats();
-    assert_eq!(stats.failed_batches, 2);
-    assert_eq!(stats.failed_events, 3);
-    assert_eq!(stats.events, 2);
     log.shutdown().await;
+    let stats = log.stats();
+    assert_eq!(
+        (stats.events, stats.failed_batches, stats.failed_events),
+        (2, 2, 3),
+        "{stats:?}"
+    );
+    assert_eq!(store.verify_chain().unwrap(), intact(2));
+    let stored = store.query_events(&EventFilter::default()).unwrap();
+    assert_eq!(stored[1].statement.as_deref(), Some("select 5"));
 }
 
 #[tokio::test]
-async fn record_returns_only_once_the_event_is_in_the_file() {
-    let dir = TempDir::new("writer-durable");
-    let store = file_store(&dir);
-    let log = AuditLog::start(store, Durability::Process, None).unwrap();
-    let seq = log.record(command_event("s", "a", 42)).await.unwrap();
-    // A separate connection, as a process started after a kill would open it.
-    let conn = rusqlite::Connection::open(dir.path().join("audit.db")).unwrap();
-    let body: String = conn
-        .query_row(
-            "SELECT body FROM events WHERE seq = ?1",
-            [seq as i64],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert!(body.contains("select 42"));
+async fn acked_events_survive_a_crash_and_the_chain_continues() {
+    let dir = TempDir::new("writer-crash");
+    let store = FlakyStore::new(SqliteStore::open(&db(&dir)).unwrap(), false);
+    let log = AuditLog::start(store.clone(), Durability::Process, jdir(&dir), None).unwrap();
+    for i in 1..=5 {
+        log.record(command_event("s", "a", i)).await.unwrap();
+    }
+    until(&log, |s| s.indexed == 5).await;
+    store.broken.store(true, Ordering::SeqCst);
+    for i in 6..=10 {
+        log.record(command_event("s", "a", i)).await.unwrap();
+    }
+    // Killed: nothing more reaches the store.
+    log.abandon().await;
+    drop(log);
+    drop(store);
+
+    let store = Arc::new(SqliteStore::open(&db(&dir)).unwrap());
+    assert_eq!(store.verify_chain().unwrap(), intact(5));
+    assert_eq!(
+        recover_journal(store.as_ref(), &jdir(&dir)).unwrap(),
+        10 - 5
+    );
+    assert_eq!(store.verify_chain().unwrap(), intact(10));
+    assert!(list_segments(&jdir(&dir)).unwrap().is_empty());
+    // Nothing left to recover the second time.
+    assert_eq!(recover_journal(store.as_ref(), &jdir(&dir)).unwrap(), 0);
+
+    let log = AuditLog::start(store.clone(), Durability::Process, jdir(&dir), None).unwrap();
+    assert_eq!(log.record(command_event("s", "a", 11)).await.unwrap(), 11);
     log.shutdown().await;
+    assert_eq!(store.verify_chain().unwrap(), intact(11));
+}
+
+#[tokio::test]
+async fn start_recovers_the_journal_and_cuts_a_torn_line() {
+    let dir = TempDir::new("writer-torn");
+    let store = FlakyStore::new(SqliteStore::open(&db(&dir)).unwrap(), true);
+    let log = AuditLog::start(store.clone(), Durability::Process, jdir(&dir), None).unwrap();
+    for i in 1..=3 {
+        log.record(command_event("s", "a", i)).await.unwrap();
+    }
+    log.abandon().await;
+    // A write cut short by the crash: never acknowledged.
+    let seg = segment_path(&jdir(&dir), 1);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    std::io::Write::write_all(&mut f, b"{\"seq\":4,\"time_us\":17").unwrap();
+    drop(f);
+
+    store.broken.store(false, Ordering::SeqCst);
+    let log = AuditLog::start(store.clone(), Durability::Process, jdir(&dir), None).unwrap();
+    assert_eq!(store.verify_chain().unwrap(), intact(3));
+    assert_eq!(log.record(command_event("s", "a", 4)).await.unwrap(), 4);
+    log.shutdown().await;
+    assert_eq!(store.verify_chain().unwrap(), intact(4));
+    let stored = store.query_events(&EventFilter::default()).unwrap();
+    assert_eq!(stored[3].statement.as_deref(), Some("select 4"));
+}
+
+#[tokio::test]
+async fn segments_rotate_and_are_deleted_once_stored() {
+    let dir = TempDir::new("writer-rotate");
+    let store = FlakyStore::new(SqliteStore::open_in_memory().unwrap(), true);
+    let options = Options {
+        segment_bytes: 1,
+        ..Options::default()
+    };
+    let log = AuditLog::start_with(
+        store.clone(),
+        Durability::Process,
+        jdir(&dir),
+        None,
+        options,
+    )
+    .unwrap();
+    for i in 1..=4 {
+        log.record(command_event("s", "a", i)).await.unwrap();
+    }
+    let firsts: Vec<u64> = list_segments(&jdir(&dir))
+        .unwrap()
+        .into_iter()
+        .map(|(first, _)| first)
+        .collect();
+    assert_eq!(firsts, vec![1, 2, 3, 4], "one segment per batch");
+    store.broken.store(false, Ordering::SeqCst);
+    log.record(command_event("s", "a", 5)).await.unwrap();
+    until(&log, |s| s.indexed == 5).await;
+    // Every closed segment is stored and deleted: only the one being written remains.
+    let left: Vec<u64> = list_segments(&jdir(&dir))
+        .unwrap()
+        .into_iter()
+        .map(|(first, _)| first)
+        .collect();
+    assert_eq!(left, vec![5]);
+    log.shutdown().await;
+    assert!(list_segments(&jdir(&dir)).unwrap().is_empty());
+    assert_eq!(store.verify_chain().unwrap(), intact(5));
+}
+
+#[tokio::test]
+async fn a_second_writer_on_the_same_journal_is_refused_and_recovery_skips_it() {
+    let dir = TempDir::new("writer-lock");
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let log = AuditLog::start(store.clone(), Durability::Process, jdir(&dir), None).unwrap();
+    log.record(command_event("s", "a", 1)).await.unwrap();
+    // The running writer owns the journal: recovery from outside leaves it alone.
+    assert_eq!(recover_journal(store.as_ref(), &jdir(&dir)).unwrap(), 0);
+    log.shutdown().await;
+    assert_eq!(store.verify_chain().unwrap(), intact(1));
 }
 
 #[tokio::test]
 async fn record_after_shutdown_fails() {
+    let dir = TempDir::new("writer-stop");
     let log = AuditLog::start(
         Arc::new(SqliteStore::open_in_memory().unwrap()),
         Durability::Process,
+        jdir(&dir),
         None,
     )
     .unwrap();
     log.record_later(command_event("s", "a", 1)).await.unwrap();
     log.shutdown().await;
     assert_eq!(log.stats().events, 1, "queued event lost at shutdown");
+    assert_eq!(
+        log.stats().indexed,
+        1,
+        "queued event not stored at shutdown"
+    );
     assert!(log.record(command_event("s", "a", 2)).await.is_err());
     assert!(log.record_later(command_event("s", "a", 3)).await.is_err());
     log.shutdown().await;
@@ -218,9 +372,15 @@ async fn record_after_shutdown_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jsonl_has_one_line_per_event_with_the_stored_hash() {
     let dir = TempDir::new("writer-jsonl");
-    let store = file_store(&dir);
+    let store = Arc::new(SqliteStore::open(&db(&dir)).unwrap());
     let jsonl = dir.path().join("audit.jsonl");
-    let log = AuditLog::start(store.clone(), Durability::Fsync, Some(jsonl.clone())).unwrap();
+    let log = AuditLog::start(
+        store.clone(),
+        Durability::Fsync,
+        jdir(&dir),
+        Some(jsonl.clone()),
+    )
+    .unwrap();
     for i in 0..30 {
         log.record_later(command_event("s", "a", i)).await.unwrap();
     }

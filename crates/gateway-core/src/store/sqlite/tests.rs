@@ -414,3 +414,51 @@ fn access_keys_put_get_revoke() {
     assert!(got.revoked);
     assert_eq!(got.id, "ak_1");
 }
+
+/// `n` events chained after `(seq, hash)`, as the audit journal hands them over.
+fn chained_after(seq: u64, hash: &str, n: u64) -> Vec<ChainedEvent> {
+    let mut prev = hash.to_string();
+    (seq + 1..=seq + n)
+        .map(|s| {
+            let mut event = command_event("s1", "alice", s);
+            let body = canonical_body(&event).unwrap();
+            event.seq = s;
+            event.hash = chain_hash(&prev, s, &body);
+            event.prev_hash = std::mem::replace(&mut prev, event.hash.clone());
+            ChainedEvent { event, body }
+        })
+        .collect()
+}
+
+#[test]
+fn insert_chained_continues_the_chain_and_refuses_gaps() {
+    let dir = TempDir::new("chained");
+    let store = store_with(&dir, 3);
+    let (seq, hash) = store.last_event().unwrap().unwrap();
+    assert_eq!(seq, 3);
+    let batch = chained_after(seq, &hash, 5);
+    // A gap (the first event missing) is refused and nothing is inserted.
+    let err = store.insert_chained(&batch[1..]).unwrap_err();
+    assert!(err.to_string().contains("does not continue"), "{err}");
+    // A wrong link is refused too.
+    let mut forged = batch.clone();
+    forged[0].event.prev_hash = "00".repeat(32);
+    assert!(store.insert_chained(&forged).is_err());
+    assert_eq!(store.last_event().unwrap().unwrap().0, 3);
+
+    store.insert_chained(&batch[..2]).unwrap();
+    // Already stored events are skipped, so a retry after an unclear failure is harmless.
+    store.insert_chained(&batch).unwrap();
+    assert_eq!(
+        store.verify_chain().unwrap(),
+        ChainReport {
+            events: 8,
+            problem: None
+        }
+    );
+    let stored = store.query_events(&EventFilter::default()).unwrap();
+    assert_eq!(stored[7], batch[4].event);
+    // An event the store holds under another hash is refused.
+    let other = chained_after(7, &"11".repeat(32), 1);
+    assert!(store.insert_chained(&other).is_err());
+}

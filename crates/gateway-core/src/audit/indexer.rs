@@ -1,0 +1,228 @@
+//! The indexer: copies journaled events into the store, behind the writer.
+//!
+//! It takes everything the writer has handed over (up to [`MAX_TXN`] events) into one store
+//! transaction, so under load transactions grow by themselves and a quiet gateway still
+//! stores each event as soon as it is journaled. The events are durable already: if the store
+//! fails, the indexer logs it, keeps them, and retries with a growing delay. A segment is
+//! deleted once its last event is stored.
+
+use std::fs::File;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::time::{Duration, Instant};
+
+use crate::audit::journal::Sealed;
+use crate::audit::jsonl::JsonlSink;
+use crate::audit::writer::Counters;
+use crate::error::{Error, Result};
+use crate::store::{ChainedEvent, Store};
+
+/// Batches the writer may hand over before it waits for the indexer (backpressure).
+pub(crate) const INDEX_QUEUE: usize = 64;
+/// Events per store transaction, at most.
+pub(crate) const MAX_TXN: usize = 10_000;
+/// Events held while the store fails; past this the indexer stops taking batches, so the
+/// writer, and then the sessions, wait rather than memory growing without bound.
+const MAX_PENDING: usize = 64 * 1024;
+const FIRST_RETRY: Duration = Duration::from_millis(50);
+const MAX_RETRY: Duration = Duration::from_secs(2);
+
+/// What the writer hands over, in journal order.
+pub(crate) enum IndexMsg {
+    /// Journaled events, and their lines when a JSON-lines file is configured.
+    Batch {
+        events: Vec<ChainedEvent>,
+        lines: Option<Vec<u8>>,
+    },
+    /// A segment that gets no more events.
+    Sealed(Sealed),
+    /// Store what is left (one attempt) and stop.
+    Stop,
+    /// Stop at once (tests: a crash).
+    #[cfg(test)]
+    Abandon,
+}
+
+/// State owned by the indexer thread.
+pub(crate) struct Indexer {
+    store: Arc<dyn Store>,
+    sink: Option<JsonlSink>,
+    counters: Arc<Counters>,
+    /// Journaled, not yet stored, in order.
+    pending: Vec<ChainedEvent>,
+    /// Closed segments not yet deleted.
+    sealed: Vec<Sealed>,
+    /// Seq of the last stored event.
+    stored_seq: u64,
+    /// After a failure: when to try again, and the delay after that.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    _lock: Arc<File>,
+}
+
+/// What a message asks of the loop.
+enum Flow {
+    Go,
+    Stop,
+    #[cfg(test)]
+    Abandon,
+}
+
+impl Indexer {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        sink: Option<JsonlSink>,
+        counters: Arc<Counters>,
+        stored_seq: u64,
+        lock: Arc<File>,
+    ) -> Indexer {
+        Indexer {
+            store,
+            sink,
+            counters,
+            pending: Vec::new(),
+            sealed: Vec::new(),
+            stored_seq,
+            retry_at: None,
+            backoff: FIRST_RETRY,
+            _lock: lock,
+        }
+    }
+
+    pub(crate) fn run(mut self, rx: Receiver<IndexMsg>) {
+        loop {
+            let first = match self.next_wait() {
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(d) if d.is_zero() => Err(RecvTimeoutError::Timeout),
+                Some(d) if self.pending.len() >= MAX_PENDING => {
+                    std::thread::sleep(d);
+                    Err(RecvTimeoutError::Timeout)
+                }
+                Some(d) => rx.recv_timeout(d),
+            };
+            let mut flow = match first {
+                Ok(msg) => self.take(msg),
+                Err(RecvTimeoutError::Timeout) => Flow::Go,
+                Err(RecvTimeoutError::Disconnected) => Flow::Stop,
+            };
+            // Everything else already handed over goes into the same transaction.
+            while matches!(flow, Flow::Go) && self.pending.len() < MAX_TXN {
+                flow = match rx.try_recv() {
+                    Ok(msg) => self.take(msg),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => Flow::Stop,
+                };
+            }
+            match flow {
+                Flow::Go => {
+                    if self.retry_at.is_none_or(|t| Instant::now() >= t) {
+                        self.index();
+                    }
+                }
+                Flow::Stop => {
+                    while !self.pending.is_empty() && self.index() {}
+                    if !self.pending.is_empty() {
+                        tracing::error!(
+                            events = self.pending.len(),
+                            "audit events not stored at shutdown; they are in the journal and will be stored at the next start"
+                        );
+                    }
+                    return;
+                }
+                #[cfg(test)]
+                Flow::Abandon => return,
+            }
+        }
+    }
+
+    /// How long to wait for the next message: `None` for as long as it takes (nothing to
+    /// store), zero to store now.
+    fn next_wait(&self) -> Option<Duration> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        Some(self.retry_at.map_or(Duration::ZERO, |t| {
+            t.saturating_duration_since(Instant::now())
+        }))
+    }
+
+    fn take(&mut self, msg: IndexMsg) -> Flow {
+        match msg {
+            IndexMsg::Batch { events, lines } => {
+                if let (Some(sink), Some(lines)) = (&mut self.sink, lines)
+                    && let Err(e) = sink.write_lines(&lines)
+                {
+                    self.counters.jsonl_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        path = %sink.path().display(),
+                        events = events.len(),
+                        error = %e,
+                        "audit events recorded but not written to the JSON-lines file"
+                    );
+                }
+                self.pending.extend(events);
+                Flow::Go
+            }
+            IndexMsg::Sealed(sealed) => {
+                self.sealed.push(sealed);
+                self.delete_stored_segments();
+                Flow::Go
+            }
+            IndexMsg::Stop => Flow::Stop,
+            #[cfg(test)]
+            IndexMsg::Abandon => Flow::Abandon,
+        }
+    }
+
+    /// Store up to [`MAX_TXN`] pending events in one transaction; false if the store failed.
+    fn index(&mut self) -> bool {
+        if self.pending.is_empty() {
+            return true;
+        }
+        let n = self.pending.len().min(MAX_TXN);
+        let batch = &self.pending[..n];
+        let stored: Result<()> =
+            catch_unwind(AssertUnwindSafe(|| self.store.insert_chained(batch)))
+                .unwrap_or_else(|_| Err(Error::Store("store failed while inserting".to_string())));
+        match stored {
+            Ok(()) => {
+                self.stored_seq = batch[n - 1].event.seq;
+                self.pending.drain(..n);
+                self.retry_at = None;
+                self.backoff = FIRST_RETRY;
+                self.delete_stored_segments();
+                let c = &self.counters;
+                c.indexed.fetch_add(n as u64, Ordering::Relaxed);
+                c.indexed_seq.store(self.stored_seq, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                self.counters.index_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    events = n,
+                    retry_in_ms = self.backoff.as_millis() as u64,
+                    error = %e,
+                    "audit events are in the journal but could not be stored; retrying"
+                );
+                self.retry_at = Some(Instant::now() + self.backoff);
+                self.backoff = (self.backoff * 2).min(MAX_RETRY);
+                false
+            }
+        }
+    }
+
+    fn delete_stored_segments(&mut self) {
+        let stored = self.stored_seq;
+        self.sealed.retain(|s| {
+            if s.last_seq > stored {
+                return true;
+            }
+            if let Err(e) = std::fs::remove_file(&s.path) {
+                tracing::warn!(path = %s.path.display(), error = %e, "cannot delete a stored audit journal segment");
+            }
+            false
+        });
+    }
+}

@@ -1,0 +1,296 @@
+//! The audit journal: append-only segment files in front of the store, like a database's
+//! write-ahead log.
+//!
+//! The writer thread chains each batch (seq, prev_hash, hash), formats one JSON line per event
+//! (the same line the JSON-lines sink writes) and appends the whole batch with one `write` to
+//! the current segment, opened for appending. That write is the durability point: a page in
+//! the page cache survives the process being killed, and in fsync mode the data is synced
+//! before anyone is told the batch is recorded. The indexer then copies the events into the
+//! store in large transactions, and a segment is deleted once every event in it is stored.
+//! At start-up, and before the command line reads the store, [`recover_journal`] stores
+//! whatever the journal holds beyond the store's last event.
+//!
+//! Segments are `seg-<first seq, 20 digits>.jsonl` in `<state_dir>/audit-journal/`, next to a
+//! `lock` file that the running gateway holds (an advisory exclusive lock) so that only one
+//! process appends to, or recovers from, a journal at a time.
+
+mod recover;
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::audit::chain::{canonical_body, chain_hash};
+use crate::audit::event::AuditEvent;
+use crate::error::{Error, Result};
+use crate::store::{ChainedEvent, Store};
+
+pub(crate) use recover::recover;
+
+/// The journal's directory name under the state directory.
+pub const JOURNAL_DIR: &str = "audit-journal";
+/// A segment is closed and a new one started once it is this large.
+pub const SEGMENT_BYTES: u64 = 64 << 20;
+/// The advisory lock file in the journal directory.
+const LOCK_FILE: &str = "lock";
+/// How long a starting gateway waits for a command-line recovery to let go of the journal.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// What a canonical body starts and ends with: the chain fields blanked. A journal line is
+/// the body with those three fields filled in, so it is built from the body by splicing
+/// rather than by serialising the event a second time.
+const BODY_HEAD: &str = "{\"seq\":0,";
+const BODY_TAIL: &str = ",\"prev_hash\":\"\",\"hash\":\"\"}";
+const LINE_HEAD: &str = "{\"seq\":";
+const LINE_PREV: &str = ",\"prev_hash\":\"";
+
+/// The journal directory for a state directory.
+pub fn journal_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join(JOURNAL_DIR)
+}
+
+/// Store every event the journal in `journal_dir` holds beyond the store's last one, then
+/// delete the segments. Returns how many events were stored. Does nothing (and returns 0)
+/// when there is no journal, or when a running gateway holds it: its indexer stores them.
+/// The command line calls this before reading audit events, so that events recorded just
+/// before a gateway died are visible.
+pub fn recover_journal(store: &dyn Store, journal_dir: &Path) -> Result<u64> {
+    if !journal_dir.is_dir() {
+        return Ok(0);
+    }
+    let Some(_lock) = lock_dir(journal_dir, false)? else {
+        return Ok(0);
+    };
+    Ok(recover(store, journal_dir)?.stored)
+}
+
+/// Take the journal's exclusive lock; `None` if another process (or another open journal in
+/// this one) holds it, after waiting up to [`LOCK_WAIT`] when `wait` is set.
+pub(crate) fn lock_dir(dir: &Path, wait: bool) -> Result<Option<File>> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))?;
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(Some(file)),
+            Err(TryLockError::WouldBlock) if wait && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(TryLockError::WouldBlock) => return Ok(None),
+            Err(TryLockError::Error(e)) => return Err(e.into()),
+        }
+    }
+}
+
+/// The path of the segment whose first event is `first_seq`.
+pub(crate) fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("seg-{first_seq:020}.jsonl"))
+}
+
+/// The segments in `dir`, ordered by their first seq.
+pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut segs = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let first = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("seg-"))
+            .and_then(|n| n.strip_suffix(".jsonl"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(first) = first {
+            segs.push((first, entry.path()));
+        }
+    }
+    segs.sort_unstable();
+    Ok(segs)
+}
+
+/// Append `ev` (chain fields set) as one JSON line, built from its canonical `body`.
+pub(crate) fn push_line(buf: &mut Vec<u8>, ev: &AuditEvent, body: &str) -> Result<()> {
+    match body
+        .strip_prefix(BODY_HEAD)
+        .and_then(|b| b.strip_suffix(BODY_TAIL))
+    {
+        // Hashes are hex, so they need no escaping.
+        Some(middle) => {
+            let _ = write!(buf, "{LINE_HEAD}{},", ev.seq);
+            buf.extend_from_slice(middle.as_bytes());
+            buf.extend_from_slice(LINE_PREV.as_bytes());
+            buf.extend_from_slice(ev.prev_hash.as_bytes());
+            buf.extend_from_slice(b"\",\"hash\":\"");
+            buf.extend_from_slice(ev.hash.as_bytes());
+            buf.extend_from_slice(b"\"}");
+        }
+        // Not the expected shape (cannot happen with the derived serialiser): say it in full.
+        None => serde_json::to_writer(&mut *buf, ev)
+            .map_err(|e| Error::Audit(format!("cannot serialise event {}: {e}", ev.seq)))?,
+    }
+    buf.push(b'\n');
+    Ok(())
+}
+
+/// The canonical body inside a journal line: the inverse of [`push_line`].
+fn splice_body(line: &str) -> Option<String> {
+    let rest = line.strip_prefix(LINE_HEAD)?;
+    let rest = &rest[rest.find(',')? + 1..];
+    // The last `,"prev_hash":"` is the event's own: the chain fields come last, and inside
+    // strings a quote is escaped.
+    let middle = &rest[..rest.rfind(LINE_PREV)?];
+    Some(format!("{BODY_HEAD}{middle}{BODY_TAIL}"))
+}
+
+/// Parse one journal line (without its newline) and check it against its own hash.
+pub(crate) fn parse_line(line: &[u8]) -> Result<ChainedEvent> {
+    let event: AuditEvent = serde_json::from_slice(line)
+        .map_err(|e| Error::Audit(format!("not an audit event: {e}")))?;
+    let matches = |body: &String| chain_hash(&event.prev_hash, event.seq, body) == event.hash;
+    let body = std::str::from_utf8(line)
+        .ok()
+        .and_then(splice_body)
+        .filter(matches)
+        .or_else(|| canonical_body(&event).ok().filter(matches))
+        .ok_or_else(|| {
+            Error::Audit(format!(
+                "event {}: content does not match its hash",
+                event.seq
+            ))
+        })?;
+    Ok(ChainedEvent { event, body })
+}
+
+/// A segment that will get no more events.
+#[derive(Debug)]
+pub(crate) struct Sealed {
+    pub(crate) path: PathBuf,
+    pub(crate) last_seq: u64,
+}
+
+/// The writer's side of the journal: the segment being appended to.
+#[derive(Debug)]
+pub(crate) struct JournalWriter {
+    dir: PathBuf,
+    segment_bytes: u64,
+    fsync: bool,
+    current: Option<Segment>,
+    sealed: Vec<Sealed>,
+}
+
+#[derive(Debug)]
+struct Segment {
+    file: File,
+    path: PathBuf,
+    /// Bytes of whole batches in the file.
+    len: u64,
+    last_seq: u64,
+    /// A failed write may have left part of a batch after `len`; cut it before appending.
+    dirty: bool,
+}
+
+impl JournalWriter {
+    /// A writer starting a new segment in `dir` at its first append.
+    pub(crate) fn new(dir: &Path, segment_bytes: u64, fsync: bool) -> JournalWriter {
+        JournalWriter {
+            dir: dir.to_path_buf(),
+            segment_bytes: segment_bytes.max(1),
+            fsync,
+            current: None,
+            sealed: Vec::new(),
+        }
+    }
+
+    /// Append one batch (events `first_seq..=last_seq`, formatted in `buf`) with one write;
+    /// synced in fsync mode. On error nothing of the batch remains in the journal (or the
+    /// next append cuts it first, and fails if it cannot).
+    pub(crate) fn append(&mut self, first_seq: u64, last_seq: u64, buf: &[u8]) -> Result<()> {
+        if let Some(seg) = self.current.as_mut().filter(|s| s.dirty) {
+            seg.file.set_len(seg.len)?;
+            seg.dirty = false;
+        }
+        if self
+            .current
+            .as_ref()
+            .is_none_or(|s| s.len >= self.segment_bytes)
+        {
+            let next = self.open(first_seq)?;
+            if let Some(old) = self.current.replace(next) {
+                self.sealed.push(Sealed {
+                    path: old.path,
+                    last_seq: old.last_seq,
+                });
+            }
+        }
+        let Some(seg) = self.current.as_mut() else {
+            return Err(Error::Audit("no journal segment open".to_string()));
+        };
+        let fsync = self.fsync;
+        let written = seg
+            .file
+            .write_all(buf)
+            .and_then(|()| if fsync { seg.file.sync_data() } else { Ok(()) });
+        match written {
+            Ok(()) => {
+                seg.len += buf.len() as u64;
+                seg.last_seq = last_seq;
+                Ok(())
+            }
+            Err(e) => {
+                // Never acknowledged, so it must not be recovered either.
+                seg.dirty = seg.file.set_len(seg.len).is_err();
+                Err(Error::Audit(format!(
+                    "cannot write the audit journal {}: {e}",
+                    seg.path.display()
+                )))
+            }
+        }
+    }
+
+    /// A segment closed by the last append, to delete once its events are stored.
+    pub(crate) fn take_sealed(&mut self) -> Option<Sealed> {
+        self.sealed.pop()
+    }
+
+    /// Close the current segment (at shutdown).
+    pub(crate) fn seal(&mut self) -> Option<Sealed> {
+        self.current.take().map(|s| Sealed {
+            path: s.path,
+            last_seq: s.last_seq,
+        })
+    }
+
+    fn open(&self, first_seq: u64) -> Result<Segment> {
+        let path = segment_path(&self.dir, first_seq);
+        let opened = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|file| {
+                if self.fsync {
+                    // The new name must survive a power cut as well as its content.
+                    File::open(&self.dir)?.sync_all()?;
+                }
+                let len = file.metadata()?.len();
+                Ok((file, len))
+            });
+        let (file, len) = opened.map_err(|e| {
+            Error::Audit(format!(
+                "cannot open the audit journal {}: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(Segment {
+            file,
+            path,
+            len,
+            last_seq: first_seq.saturating_sub(1),
+            dirty: false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

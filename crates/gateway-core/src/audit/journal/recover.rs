@@ -1,0 +1,112 @@
+//! Start-up recovery: store what the journal holds beyond the store, then clear the journal.
+
+use std::path::Path;
+
+use crate::audit::chain::GENESIS_HASH;
+use crate::error::{Error, Result};
+use crate::store::{ChainedEvent, Store};
+
+use super::list_segments;
+
+/// Events per store transaction while recovering.
+const RECOVER_BATCH: usize = 10_000;
+
+/// The end of the chain: where the next event continues it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Head {
+    pub(crate) seq: u64,
+    pub(crate) hash: String,
+}
+
+/// What recovery did.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    /// Events copied from the journal into the store.
+    pub(crate) stored: u64,
+    /// The chain's last event, in the store now.
+    pub(crate) head: Head,
+}
+
+/// Copy every journal event past the store's last one into the store, checking that each
+/// continues the chain, then delete the segments (all their events are stored). The caller
+/// holds the journal's lock. A torn last line (a write cut short by a crash, never
+/// acknowledged) is cut off the last segment; anything else unreadable is an error, so the
+/// gap is seen rather than silently skipped.
+pub(crate) fn recover(store: &dyn Store, dir: &Path) -> Result<Recovered> {
+    let (seq, hash) = store
+        .last_event()?
+        .unwrap_or_else(|| (0, GENESIS_HASH.to_string()));
+    let stored_head = Head { seq, hash };
+    let mut head = stored_head.clone();
+    let mut pending: Vec<ChainedEvent> = Vec::new();
+    let mut stored = 0u64;
+    let segments = list_segments(dir)?;
+    let last_index = segments.len().saturating_sub(1);
+    for (i, (_, path)) in segments.iter().enumerate() {
+        let bad = |what: String| Error::Audit(format!("audit journal {}: {what}", path.display()));
+        let data = std::fs::read(path)?;
+        let complete = data.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+        if complete < data.len() {
+            if i != last_index {
+                return Err(bad("ends in an incomplete line".to_string()));
+            }
+            tracing::warn!(
+                path = %path.display(),
+                bytes = data.len() - complete,
+                "cutting an incomplete audit journal line (a write cut short, never acknowledged)"
+            );
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)?
+                .set_len(complete as u64)?;
+        }
+        for (n, line) in data[..complete].split(|&b| b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            let c = super::parse_line(line).map_err(|e| bad(format!("line {}: {e}", n + 1)))?;
+            let ev = &c.event;
+            if ev.seq <= stored_head.seq {
+                if ev.seq == stored_head.seq && ev.hash != stored_head.hash {
+                    return Err(bad(format!(
+                        "event {} differs from the stored one (was the store replaced?)",
+                        ev.seq
+                    )));
+                }
+                continue;
+            }
+            if ev.seq != head.seq + 1 || ev.prev_hash != head.hash {
+                return Err(bad(format!(
+                    "event {} does not follow event {} (events missing from the journal or the store)",
+                    ev.seq, head.seq
+                )));
+            }
+            head = Head {
+                seq: ev.seq,
+                hash: ev.hash.clone(),
+            };
+            pending.push(c);
+            if pending.len() >= RECOVER_BATCH {
+                store.insert_chained(&pending)?;
+                stored += pending.len() as u64;
+                pending.clear();
+            }
+        }
+    }
+    if !pending.is_empty() {
+        store.insert_chained(&pending)?;
+        stored += pending.len() as u64;
+    }
+    for (_, path) in &segments {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot delete a stored audit journal segment");
+        }
+    }
+    if stored > 0 {
+        tracing::info!(
+            events = stored,
+            "stored audit events recovered from the journal"
+        );
+    }
+    Ok(Recovered { stored, head })
+}
