@@ -149,7 +149,7 @@ fn open(
     config: &std::path::Path,
 ) -> anyhow::Result<std::sync::Arc<dyn gateway_core::store::Store>> {
     let cfg = crate::load_config(config)?;
-    crate::serve::open_store(&cfg)
+    crate::serve::open_store_for_reading(&cfg)
 }
 
 fn verdict_str(v: Option<Verdict>) -> &'static str {

@@ -60,6 +60,22 @@ pub fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(Arc::new(store))
 }
 
+/// The store as the CLI reads it: with the events a running gateway has journaled but
+/// not yet indexed.
+pub fn open_store_for_reading(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let state = cfg.state_dir();
+    let fsync = cfg.audit.durability == gateway_core::config::Durability::Fsync;
+    let store = SqliteStore::open_with(&state.join("portcullis.db"), fsync)
+        .with_context(|| format!("opening the store in {}", state.display()))?;
+    let journal = gateway_core::audit::journal_dir(&state);
+    gateway_core::audit::recover_journal(&store, &journal)
+        .context("storing audit events from the journal")?;
+    Ok(Arc::new(gateway_core::audit::tail::WithJournal {
+        store,
+        journal,
+    }))
+}
+
 /// The built-in issuer, if the config trusts it.
 pub fn builtin_issuer(cfg: &Config) -> anyhow::Result<Option<Arc<BuiltinIssuer>>> {
     if !cfg.identity.issuers.iter().any(|i| i.name == "builtin") {

@@ -62,6 +62,9 @@ pub(crate) struct Indexer {
     _lock: Arc<File>,
 }
 
+/// How long the indexer gathers events before a commit.
+const COALESCE: Duration = Duration::from_millis(10);
+
 /// What a message asks of the loop.
 enum Flow {
     Go,
@@ -107,12 +110,25 @@ impl Indexer {
                 Err(RecvTimeoutError::Timeout) => Flow::Go,
                 Err(RecvTimeoutError::Disconnected) => Flow::Stop,
             };
-            // Everything else already handed over goes into the same transaction.
+            // Everything handed over within a short window goes into the same transaction:
+            // a SQLite commit rewrites whole pages, so fewer, larger ones are far cheaper,
+            // and the events are durable in the journal meanwhile.
+            let window_end = Instant::now() + COALESCE;
             while matches!(flow, Flow::Go) && self.pending.len() < MAX_TXN {
                 flow = match rx.try_recv() {
                     Ok(msg) => self.take(msg),
-                    Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => Flow::Stop,
+                    Err(TryRecvError::Empty) => {
+                        let now = Instant::now();
+                        if now >= window_end || self.retry_at.is_some() {
+                            break;
+                        }
+                        match rx.recv_timeout(window_end - now) {
+                            Ok(msg) => self.take(msg),
+                            Err(RecvTimeoutError::Timeout) => break,
+                            Err(RecvTimeoutError::Disconnected) => Flow::Stop,
+                        }
+                    }
                 };
             }
             match flow {

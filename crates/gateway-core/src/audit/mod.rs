@@ -7,6 +7,7 @@ pub mod event;
 mod indexer;
 pub mod journal;
 pub mod jsonl;
+pub mod tail;
 pub mod writer;
 
 pub use event::{AuditEvent, EventFilter, EventKind, IdentityRecord, Verdict};

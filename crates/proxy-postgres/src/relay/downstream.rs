@@ -133,10 +133,10 @@ fn complete(
 ) {
     // A completion for something not tracked (an error at Sync, say) is not attributed to
     // a command of a later batch.
-    if !sh
+    if sh
         .inflight
         .front()
-        .is_some_and(|f| f.batch <= sh.batches_done)
+        .is_none_or(|f| f.batch > sh.batches_done)
     {
         return;
     }
