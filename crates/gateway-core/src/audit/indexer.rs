@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::store::{ChainedEvent, Store};
 
 /// Batches the writer may hand over before it waits for the indexer (backpressure).
-pub(crate) const INDEX_QUEUE: usize = 64;
+pub(crate) const INDEX_QUEUE: usize = 1024;
 /// Events per store transaction, at most.
 pub(crate) const MAX_TXN: usize = 10_000;
 /// Events held while the store fails; past this the indexer stops taking batches, so the
@@ -123,11 +123,9 @@ impl Indexer {
                         if now >= window_end || self.retry_at.is_some() {
                             break;
                         }
-                        match rx.recv_timeout(window_end - now) {
-                            Ok(msg) => self.take(msg),
-                            Err(RecvTimeoutError::Timeout) => break,
-                            Err(RecvTimeoutError::Disconnected) => Flow::Stop,
-                        }
+                        // Sleep out the window rather than wake for every batch.
+                        std::thread::sleep(window_end - now);
+                        Flow::Go
                     }
                 };
             }
