@@ -1,11 +1,14 @@
-//! The single audit writer: batches events from all sessions into one journal write.
+//! The audit writer: chains events and appends them to the journal.
 //!
-//! Sessions send events over a bounded channel to one dedicated thread. The thread blocks for
-//! the first job, drains whatever else is queued, chains the batch and appends it to the
-//! journal with one write (group commit), and only then tells each waiting session that its
-//! event is recorded. An event that cannot be journaled is reported to its waiter as an error,
-//! so the command it records does not run: audit fails closed. The indexer thread copies
-//! journaled events into the store behind the writer (see [`crate::audit::journal`]).
+//! A session that must know its event is recorded before it goes on (`record`,
+//! `record_all`) appends in its own task, under one lock that keeps the chain in order: the
+//! events queued without waiting (`record_later`) go first, then its own, in one write. Only
+//! then does the call return. Handing the event to another thread and waiting to hear back
+//! would cost two thread wake-ups per command, more than the write itself. Events queued
+//! without waiting are also written by a flusher thread at least every few milliseconds.
+//! An event that cannot be journaled is an error for its caller, so the command it records
+//! does not run: audit fails closed. The indexer thread copies journaled events into the
+//! store behind the writer (see [`crate::audit::journal`]).
 
 use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -14,8 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-
-use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::chain::{canonical_body, chain_hash};
 use crate::audit::event::AuditEvent;
@@ -26,10 +27,7 @@ use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::store::{ChainedEvent, Store};
 
-/// Jobs the channel holds before senders wait.
-pub const QUEUE_CAPACITY: usize = 8192;
-/// Events the writer gathers into one journal write, at most (one large `record_all` may
-/// exceed it).
+/// Queued events past which the flusher is woken at once rather than at its next tick.
 pub const MAX_BATCH: usize = 1024;
 /// The write buffer is released after a batch larger than this rather than kept.
 const KEEP_BUFFER: usize = 4 << 20;
@@ -53,7 +51,7 @@ pub struct AuditStats {
     pub index_failures: u64,
     /// Events recorded but not yet in the store.
     pub journal_lag: u64,
-    /// Jobs waiting in the channel now.
+    /// Events queued without a waiter and not yet written.
     pub queued: usize,
 }
 
@@ -65,8 +63,10 @@ pub struct AuditLog {
 
 #[derive(Debug)]
 struct Shared {
-    tx: mpsc::Sender<Job>,
+    core: Mutex<Writer>,
     counters: Arc<Counters>,
+    /// Wakes the flusher early (shutdown, a full queue).
+    wake: std::sync::Condvar,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -100,22 +100,6 @@ impl Default for Options {
             start_gate: None,
         }
     }
-}
-
-/// The seq of a job's last event, or why it was not recorded.
-type Reply = oneshot::Sender<Result<u64, String>>;
-
-// `One` is nearly every job and is the large variant: boxing it would only add an allocation
-// per event.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-enum Job {
-    One(AuditEvent, Option<Reply>),
-    Many(Vec<AuditEvent>, Reply),
-    Shutdown(oneshot::Sender<()>),
-    /// Stop at once, storing nothing more: what a crash leaves behind (tests).
-    #[cfg(test)]
-    Abandon,
 }
 
 fn stopped() -> Error {
@@ -162,7 +146,6 @@ impl AuditLog {
             .name("audit-indexer".to_string())
             .spawn(move || indexer.run(index_rx))?;
         let fsync = durability == Durability::Fsync;
-        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let writer = Writer {
             journal: JournalWriter::new(&journal_dir, options.segment_bytes, fsync),
             seq: head.seq,
@@ -172,63 +155,87 @@ impl AuditLog {
             counters: counters.clone(),
             index_tx,
             indexer: Some(indexer),
-            _lock: lock,
+            later: Vec::new(),
+            closed: false,
+            abandoned: false,
+            lock: Some(lock),
         };
+        let shared = Arc::new(Shared {
+            core: Mutex::new(writer),
+            counters,
+            wake: std::sync::Condvar::new(),
+            thread: Mutex::new(None),
+        });
         let gate = options.start_gate;
+        let flusher = shared.clone();
         let thread = std::thread::Builder::new()
             .name("audit-writer".to_string())
             .spawn(move || {
                 if let Some(gate) = gate {
                     let _ = gate.recv();
                 }
-                writer.run(rx)
+                flush_loop(&flusher)
             })?;
-        Ok(AuditLog {
-            inner: Arc::new(Shared {
-                tx,
-                counters,
-                thread: Mutex::new(Some(thread)),
-            }),
-        })
+        *shared.thread.lock().unwrap_or_else(PoisonError::into_inner) = Some(thread);
+        Ok(AuditLog { inner: shared })
+    }
+
+    fn core(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.inner
+            .core
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Append and wait until durable in the journal (and fsynced in Fsync mode). An Err means
     /// the event is NOT recorded and the caller must not run the command (fail closed).
     pub async fn record(&self, ev: AuditEvent) -> Result<u64> {
-        let (reply, done) = oneshot::channel();
-        self.send(Job::One(ev, Some(reply))).await?;
-        wait(done).await
+        self.core().write_now(vec![ev])
     }
 
-    /// Same as [`record`](Self::record) for several events, with one wait.
+    /// Same as [`record`](Self::record) for several events, with one write.
     pub async fn record_all(&self, evs: Vec<AuditEvent>) -> Result<()> {
         if evs.is_empty() {
             return Ok(());
         }
-        let (reply, done) = oneshot::channel();
-        self.send(Job::Many(evs, reply)).await?;
-        wait(done).await.map(|_| ())
+        self.core().write_now(evs).map(|_| ())
     }
 
-    /// Queue without waiting for the write (order is kept). Waits only for channel capacity.
+    /// Queue without waiting for the write; queued events go out, in order, with the next
+    /// waited-for write or within a few milliseconds.
     pub async fn record_later(&self, ev: AuditEvent) -> Result<()> {
-        self.send(Job::One(ev, None)).await
+        let mut core = self.core();
+        if core.closed {
+            return Err(stopped());
+        }
+        core.later.push(ev);
+        if core.later.len() >= MAX_BATCH {
+            self.inner.wake.notify_one();
+        }
+        Ok(())
     }
 
     /// Journal everything queued, store what the store takes, and stop both threads. Later
     /// records fail.
     pub async fn shutdown(&self) {
-        let (ack, acked) = oneshot::channel();
-        if self.inner.tx.send(Job::Shutdown(ack)).await.is_ok() {
-            let _ = acked.await;
-        }
+        self.core().closed = true;
+        self.inner.wake.notify_one();
         self.join().await;
     }
 
     /// Stop without storing anything more, leaving the journal as a crash would (tests).
     #[cfg(test)]
     pub(crate) async fn abandon(&self) {
-        let _ = self.inner.tx.send(Job::Abandon).await;
+        {
+            let mut core = self.core();
+            core.closed = true;
+            core.abandoned = true;
+            core.later.clear();
+            let _ = core.index_tx.send(IndexMsg::Abandon);
+            core.join_indexer();
+            core.lock = None;
+        }
+        self.inner.wake.notify_one();
         self.join().await;
     }
 
@@ -260,25 +267,47 @@ impl AuditLog {
             indexed: load(&c.indexed),
             index_failures: load(&c.index_failures),
             journal_lag: load(&c.journal_seq).saturating_sub(load(&c.indexed_seq)),
-            queued: QUEUE_CAPACITY.saturating_sub(self.inner.tx.capacity()),
+            queued: self.core().later.len(),
         }
     }
-
-    async fn send(&self, job: Job) -> Result<()> {
-        self.inner.tx.send(job).await.map_err(|_| stopped())
-    }
 }
 
-async fn wait(done: oneshot::Receiver<Result<u64, String>>) -> Result<u64> {
-    match done.await {
-        Ok(Ok(seq)) => Ok(seq),
-        Ok(Err(msg)) => Err(Error::Audit(msg)),
-        // The writer went away without answering: the event may not be recorded.
-        Err(_) => Err(stopped()),
+/// How often queued events are written when no waited-for write takes them along.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// The flusher thread: writes queued events, and at shutdown the rest, then stops the indexer.
+fn flush_loop(shared: &Shared) {
+    let mut core = shared.core.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
+        if core.abandoned {
+            return;
+        }
+        if !core.later.is_empty() {
+            let events = std::mem::take(&mut core.later);
+            if let Err(e) = core.write(events) {
+                tracing::error!(error = %e, "queued audit events could not be recorded");
+            }
+        }
+        if core.closed {
+            break;
+        }
+        core = shared
+            .wake
+            .wait_timeout(core, FLUSH_EVERY)
+            .map(|(guard, _)| guard)
+            .unwrap_or_else(|e| e.into_inner().0);
     }
+    if let Some(sealed) = core.journal.seal() {
+        core.to_indexer(IndexMsg::Sealed(sealed));
+    }
+    core.to_indexer(IndexMsg::Stop);
+    core.join_indexer();
+    // The journal is free for the next writer or a recovery.
+    core.lock = None;
 }
 
-/// State owned by the writer thread.
+/// The writer's state, behind the lock that keeps the chain in order.
+#[derive(Debug)]
 struct Writer {
     journal: JournalWriter,
     /// The chain's head: seq and hash of the last journaled event.
@@ -290,64 +319,33 @@ struct Writer {
     counters: Arc<Counters>,
     index_tx: SyncSender<IndexMsg>,
     indexer: Option<JoinHandle<()>>,
+    /// Events queued without a waiter, written before the next batch.
+    later: Vec<AuditEvent>,
+    /// Shut down: nothing more is accepted.
+    closed: bool,
+    /// Stopped as a crash would stop it (tests): nothing more is written or stored.
+    abandoned: bool,
     /// Held while the writer runs: no other process recovers or appends meanwhile.
-    _lock: Arc<File>,
-}
-
-/// Events of one journal write and who waits for them.
-#[derive(Default)]
-struct Batch {
-    events: Vec<AuditEvent>,
-    /// Index of each waiting job's last event, and its reply.
-    waiters: Vec<(usize, Reply)>,
-    /// Events queued with `record_later`: nobody hears if they fail, so the log must.
-    unwaited: u64,
+    lock: Option<Arc<File>>,
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
-        let mut acks = Vec::new();
-        while let Some(first) = rx.blocking_recv() {
-            let mut batch = Batch::default();
-            let mut next = Some(first);
-            while let Some(job) = next.take() {
-                match job {
-                    Job::One(ev, reply) => {
-                        batch.events.push(ev);
-                        match reply {
-                            Some(reply) => batch.waiters.push((batch.events.len() - 1, reply)),
-                            None => batch.unwaited += 1,
-                        }
-                    }
-                    Job::Many(evs, reply) => {
-                        batch.events.extend(evs);
-                        batch.waiters.push((batch.events.len() - 1, reply));
-                    }
-                    Job::Shutdown(ack) => {
-                        // Refuse new jobs; those already queued are still drained and stored.
-                        rx.close();
-                        acks.push(ack);
-                    }
-                    #[cfg(test)]
-                    Job::Abandon => {
-                        let _ = self.index_tx.send(IndexMsg::Abandon);
-                        self.join_indexer();
-                        return;
-                    }
+    /// Write the queued events and then `events` in one append; the seq of the last.
+    fn write_now(&mut self, events: Vec<AuditEvent>) -> Result<u64> {
+        if self.closed {
+            return Err(stopped());
+        }
+        let mut batch = std::mem::take(&mut self.later);
+        let queued = batch.len();
+        batch.extend(events);
+        match self.write(batch) {
+            Ok(seq) => Ok(seq),
+            Err(e) => {
+                if queued > 0 {
+                    tracing::error!(events = queued, error = %e, "queued audit events could not be recorded");
                 }
-                if batch.events.len() < MAX_BATCH {
-                    next = rx.try_recv().ok();
-                }
+                Err(e)
             }
-            self.commit(batch);
-        }
-        if let Some(sealed) = self.journal.seal() {
-            self.to_indexer(IndexMsg::Sealed(sealed));
-        }
-        self.to_indexer(IndexMsg::Stop);
-        self.join_indexer();
-        for ack in acks {
-            let _ = ack.send(());
         }
     }
 
@@ -368,28 +366,20 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, batch: Batch) {
-        let Batch {
-            events,
-            waiters,
-            unwaited,
-        } = batch;
+    /// Journal `events` with one write; the seq of the last, or why none was recorded.
+    fn write(&mut self, events: Vec<AuditEvent>) -> Result<u64> {
         let n = events.len() as u64;
         if n == 0 {
-            return;
+            return Ok(self.seq);
         }
         let journaled = catch_unwind(AssertUnwindSafe(|| self.journal_batch(events)))
             .unwrap_or_else(|_| Err(Error::Audit("audit journal write panicked".to_string())));
         let c = &self.counters;
-        match journaled {
+        let result = match journaled {
             Ok(chained) => {
                 c.events.fetch_add(n, Ordering::Relaxed);
                 c.batches.fetch_add(1, Ordering::Relaxed);
                 c.journal_seq.store(self.seq, Ordering::Relaxed);
-                for (last, reply) in waiters {
-                    let seq = chained.get(last).map_or(0, |e| e.event.seq);
-                    let _ = reply.send(Ok(seq));
-                }
                 let lines = if self.jsonl {
                     Some(std::mem::take(&mut self.buf))
                 } else {
@@ -399,25 +389,18 @@ impl Writer {
                     events: chained,
                     lines,
                 });
+                Ok(self.seq)
             }
             Err(e) => {
                 c.failed_batches.fetch_add(1, Ordering::Relaxed);
                 c.failed_events.fetch_add(n, Ordering::Relaxed);
-                tracing::error!(
-                    events = n,
-                    queued_without_waiter = unwaited,
-                    error = %e,
-                    "audit events could not be recorded"
-                );
-                let msg = e.to_string();
-                for (_, reply) in waiters {
-                    let _ = reply.send(Err(msg.clone()));
-                }
+                Err(e)
             }
-        }
+        };
         if self.buf.capacity() > KEEP_BUFFER {
             self.buf = Vec::new();
         }
+        result
     }
 
     /// Chain `events` after the head, append them to the journal with one write, and only
