@@ -10,6 +10,7 @@ command -v pgbench >/dev/null || need+=(postgresql-contrib)
 command -v pgbouncer >/dev/null || need+=(pgbouncer)
 command -v node >/dev/null || need+=(nodejs npm)
 command -v curl >/dev/null || need+=(curl)
+command -v openssl >/dev/null || need+=(openssl)
 command -v python3 >/dev/null || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

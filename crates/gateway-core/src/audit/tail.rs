@@ -134,3 +134,61 @@ impl<S: Store> Store for WithJournal<S> {
         self.store.last_event()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::audit::event::EventKind;
+    use crate::audit::{AuditLog, journal_dir};
+    use crate::config::Durability;
+    use crate::store::SqliteStore;
+
+    fn event(session: &str, statement: &str) -> AuditEvent {
+        let mut ev = AuditEvent::new(EventKind::Command, session);
+        ev.statement = Some(statement.to_string());
+        ev
+    }
+
+    #[tokio::test]
+    async fn queries_see_events_still_only_in_the_journal() {
+        let dir =
+            std::env::temp_dir().join(format!("portcullis-tail-{}", crate::util::random_hex(6)));
+        let journal = journal_dir(&dir);
+        let writer_store = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let log =
+            AuditLog::start(writer_store, Durability::Process, journal.clone(), None).unwrap();
+        log.record(event("s1", "select 1")).await.unwrap();
+        log.record(event("s1", "select 2")).await.unwrap();
+        log.record(event("s2", "select 3")).await.unwrap();
+
+        // A reader whose store has none of them finds all three in the running journal.
+        let reader = WithJournal {
+            store: SqliteStore::open_in_memory().unwrap(),
+            journal: journal.clone(),
+        };
+        let all = reader.query_events(&EventFilter::default()).unwrap();
+        assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        let s2 = reader
+            .query_events(&EventFilter {
+                session: Some("s2".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(s2.len(), 1);
+        assert_eq!(s2[0].statement.as_deref(), Some("select 3"));
+        let last_two = reader
+            .query_events(&EventFilter {
+                limit: Some(2),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            last_two.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        log.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
