@@ -38,6 +38,9 @@ pub struct GatewayConfig {
     /// URL the built-in issuer puts in `iss`; defaults to `http://<admin_listen>`.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// Threads that run sessions; defaults to one per core.
+    #[serde(default)]
+    pub worker_threads: Option<usize>,
 }
 
 fn default_admin_listen() -> String {
@@ -317,6 +320,9 @@ impl Config {
                 "gateway.policy: {} does not exist",
                 self.resolve(&self.gateway.policy).display()
             ));
+        }
+        if self.gateway.worker_threads == Some(0) {
+            errs.push("gateway.worker_threads: must be at least 1".to_string());
         }
         if let Err(e) = parse_duration(&self.identity.access_key_max_ttl) {
             errs.push(format!("identity.access_key_max_ttl: {e}"));

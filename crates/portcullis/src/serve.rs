@@ -23,7 +23,11 @@ const CLASSIFIER_CACHE: usize = 10_000;
 pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     init_tracing();
     let cfg = crate::load_config(config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cfg.gateway.worker_threads {
+        builder.worker_threads(n);
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .context("starting the runtime")?;
