@@ -78,16 +78,11 @@ fn session_goes_on_after_a_denied_statement_and_aborts_an_open_transaction() {
         DROP TABLE orders;\n\
         COMMIT;\n\
         SELECT status FROM orders WHERE id = 1;\n";
-    let out = Command::new("psql")
-        .args(["-X", "-At", "-h", "127.0.0.1", "-p"])
-        .arg(gw.pg_port.to_string())
-        .args(["-U", "ci", "-d", "orders"])
-        .env("PGPASSWORD", &token)
+    let out = gw
+        .psql_command(&token, "orders")
         .arg("-f")
         .arg("-")
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
         .spawn()
         .and_then(|mut c| {
             use std::io::Write;
@@ -293,13 +288,9 @@ fn cancel_request_reaches_the_target() {
     let gw = Gateway::start(GatewaySpec::default());
     let token = gw.token("pipeline-7", &["ci"]);
     let started = Instant::now();
-    let child = Command::new("psql")
-        .args(["-X", "-At", "-h", "127.0.0.1", "-p"])
-        .arg(gw.pg_port.to_string())
-        .args(["-U", "ci", "-d", "orders", "-c", "SELECT pg_sleep(30)"])
-        .env("PGPASSWORD", &token)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+    let child = gw
+        .psql_command(&token, "orders")
+        .args(["-c", "SELECT pg_sleep(30)"])
         .spawn()
         .unwrap();
     // Wait until the sleep runs on the target, then interrupt psql: it sends CancelRequest.
@@ -390,11 +381,9 @@ fn unknown_connection_and_denied_connect_are_fatal_at_login() {
     assert!(!r.ok);
     assert!(r.stderr.contains("FATAL:  portcullis:"), "{}", r.stderr);
     let token = gw.token("pipeline-7", &["ci"]);
-    let r: support::Run = Command::new("psql")
-        .args(["-X", "-At", "-h", "127.0.0.1", "-p"])
-        .arg(gw.pg_port.to_string())
-        .args(["-U", "ci", "-d", "payroll", "-c", "SELECT 1"])
-        .env("PGPASSWORD", &token)
+    let r: support::Run = gw
+        .psql_command(&token, "payroll")
+        .args(["-c", "SELECT 1"])
         .output()
         .unwrap()
         .into();
@@ -425,20 +414,9 @@ fn target_down_gives_a_clear_error_and_the_gateway_stays_up() {
 fn target_dying_mid_query_ends_only_that_session() {
     let gw = Gateway::start(GatewaySpec::default());
     let token = gw.token("pipeline-7", &["ci"]);
-    let child = Command::new("psql")
-        .args(["-X", "-At", "-h", "127.0.0.1", "-p"])
-        .arg(gw.pg_port.to_string())
-        .args([
-            "-U",
-            "ci",
-            "-d",
-            "orders",
-            "-c",
-            "SELECT pg_sleep(20), 'victim'",
-        ])
-        .env("PGPASSWORD", &token)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+    let child = gw
+        .psql_command(&token, "orders")
+        .args(["-c", "SELECT pg_sleep(20), 'victim'"])
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -364,6 +364,20 @@ jsonl = "audit.jsonl"
         self.psql_env(token, "orders", args, &[])
     }
 
+    /// A psql command through the gateway to connection `db`, not yet run (for tests that
+    /// need its stdin or to interrupt it).
+    pub fn psql_command(&self, token: &str, db: &str) -> Command {
+        let mut cmd = Command::new("psql");
+        cmd.args(["-X", "-At", "-h", "127.0.0.1", "-p"])
+            .arg(self.pg_port.to_string())
+            .args(["-U", "ci", "-d", db])
+            .env("PGPASSWORD", token)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
     /// psql through the gateway to connection `db`, with extra environment (PGSSLMODE...).
     pub fn psql_env(&self, token: &str, db: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
         Command::new("psql")
