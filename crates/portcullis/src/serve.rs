@@ -51,29 +51,29 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
-/// Open the store and services a config describes (also used by CLI commands that need them).
-pub fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
+/// The SQLite store in the config's state directory, with what the journal holds beyond it
+/// stored first (events a gateway journaled just before it stopped).
+fn open_sqlite(cfg: &Config) -> anyhow::Result<SqliteStore> {
     let state = cfg.state_dir();
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
     let fsync = cfg.audit.durability == gateway_core::config::Durability::Fsync;
     let store = SqliteStore::open_with(&state.join("portcullis.db"), fsync)
         .with_context(|| format!("opening the store in {}", state.display()))?;
-    // Events a gateway journaled just before it stopped are stored before anyone reads.
     gateway_core::audit::recover_journal(&store, &gateway_core::audit::journal_dir(&state))
         .context("storing audit events from the journal")?;
-    Ok(Arc::new(store))
+    Ok(store)
+}
+
+/// The store the gateway writes.
+pub fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(Arc::new(open_sqlite(cfg)?))
 }
 
 /// The store as the CLI reads it: with the events a running gateway has journaled but
 /// not yet indexed.
 pub fn open_store_for_reading(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    let state = cfg.state_dir();
-    let fsync = cfg.audit.durability == gateway_core::config::Durability::Fsync;
-    let store = SqliteStore::open_with(&state.join("portcullis.db"), fsync)
-        .with_context(|| format!("opening the store in {}", state.display()))?;
-    let journal = gateway_core::audit::journal_dir(&state);
-    gateway_core::audit::recover_journal(&store, &journal)
-        .context("storing audit events from the journal")?;
+    let store = open_sqlite(cfg)?;
+    let journal = gateway_core::audit::journal_dir(&cfg.state_dir());
     Ok(Arc::new(gateway_core::audit::tail::WithJournal {
         store,
         journal,
