@@ -377,3 +377,147 @@ fn policy_test_explains_decisions() {
         "{out}"
     );
 }
+
+/// Frontend message with a tag and body.
+fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+fn cstr(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+fn parse_msg(name: &str, sql: &str) -> Vec<u8> {
+    let mut b = cstr(name);
+    b.extend(cstr(sql));
+    b.extend_from_slice(&0u16.to_be_bytes());
+    msg(b'P', &b)
+}
+
+fn bind_execute(portal: &str, statement: &str) -> Vec<u8> {
+    let mut b = cstr(portal);
+    b.extend(cstr(statement));
+    b.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // no formats, no params, no result formats
+    let mut out = msg(b'B', &b);
+    let mut e = cstr(portal);
+    e.extend_from_slice(&0u32.to_be_bytes());
+    out.extend(msg(b'E', &e));
+    out
+}
+
+/// Read backend messages until `readies` ReadyForQuery; returns (tag, body) pairs.
+fn read_until_ready(s: &mut TcpStream, readies: usize) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut seen = 0;
+    while seen < readies {
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).unwrap();
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        s.read_exact(&mut body).unwrap();
+        if head[0] == b'Z' {
+            seen += 1;
+        }
+        out.push((head[0], body));
+    }
+    out
+}
+
+#[test]
+fn a_refusal_inside_a_pipeline_answers_in_order_and_skips_to_sync() {
+    let gw = Gateway::start(GatewaySpec::default());
+    let token = gw.token("pipeline-7", &["ci"]);
+    let mut s = raw_login(gw.pg_port, &token);
+    // One write: an allowed statement, a refused one with its Bind/Execute, Sync, then a
+    // simple query that must still work.
+    let mut batch = parse_msg("", "SELECT 1");
+    batch.extend(bind_execute("", ""));
+    batch.extend(parse_msg("", "DROP TABLE orders"));
+    batch.extend(bind_execute("", ""));
+    batch.extend(msg(b'S', &[]));
+    batch.extend(msg(b'Q', &cstr("SELECT 2")));
+    s.write_all(&batch).unwrap();
+    let replies = read_until_ready(&mut s, 2);
+    let tags: String = replies.iter().map(|(t, _)| *t as char).collect();
+    // ParseComplete, BindComplete, DataRow, CommandComplete for SELECT 1; the refusal; Bind
+    // and Execute skipped; ReadyForQuery; then the simple query's answer.
+    assert_eq!(tags, "12DCEZTDCZ", "{replies:?}");
+    let error = String::from_utf8_lossy(&replies[4].1);
+    assert!(
+        error.contains("42501") && error.contains("schema changes go through migrations"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("PORTCULLIS_DENIED"),
+        "the substitute never shows: {error}"
+    );
+    assert_eq!(
+        replies[8].1[..],
+        b"SELECT 1\0"[..],
+        "simple query completed"
+    );
+    assert_eq!(
+        support::pg().admin_sql("SELECT count(*) FROM pg_tables WHERE tablename = 'orders'"),
+        "1"
+    );
+
+    // A named statement refused at Parse is never created on the target: executing it later
+    // fails there, and is refused here as unknown before that.
+    let mut batch = parse_msg("evil", "DELETE FROM orders");
+    batch.extend(msg(b'S', &[]));
+    batch.extend(bind_execute("", "evil"));
+    batch.extend(msg(b'S', &[]));
+    s.write_all(&batch).unwrap();
+    let replies = read_until_ready(&mut s, 2);
+    let tags: String = replies.iter().map(|(t, _)| *t as char).collect();
+    assert_eq!(tags, "EZEZ", "{replies:?}");
+    assert_eq!(
+        support::pg().admin_sql("SELECT count(*) > 0 FROM orders"),
+        "t"
+    );
+}
+
+#[test]
+fn an_execute_refused_after_a_policy_change_fails_only_its_batch() {
+    let gw = Gateway::start(GatewaySpec::default());
+    let token = gw.token("pipeline-7", &["ci"]);
+    let mut s = raw_login(gw.pg_port, &token);
+    let mut batch = parse_msg("q", "SELECT count(*) FROM customers");
+    batch.extend(msg(b'S', &[]));
+    s.write_all(&batch).unwrap();
+    let tags: String = read_until_ready(&mut s, 1)
+        .iter()
+        .map(|(t, _)| *t as char)
+        .collect();
+    assert_eq!(tags, "1Z");
+    // Reads are forbidden from now on; the statement prepared before stays on the target.
+    let policy = format!(
+        "{}\n@id(\"reads-paused\")\n@reason(\"reads are paused\")\nforbid(principal, action == Action::\"sql.read\", resource);\n",
+        support::TEST_POLICY
+    );
+    std::fs::write(gw.scratch.0.join("policy.cedar"), policy).unwrap();
+    Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.audit(&["--kind", "policy"]).is_empty() {
+        assert!(Instant::now() < deadline, "policy never reloaded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut batch = bind_execute("", "q");
+    batch.extend(msg(b'S', &[]));
+    batch.extend(msg(b'Q', &cstr("SELECT 3")));
+    s.write_all(&batch).unwrap();
+    let replies = read_until_ready(&mut s, 2);
+    let tags: String = replies.iter().map(|(t, _)| *t as char).collect();
+    // BindComplete, the refusal, one ReadyForQuery for the batch; the next query is judged
+    // by the new policy too.
+    assert_eq!(tags, "2EZEZ", "{replies:?}");
+    assert!(String::from_utf8_lossy(&replies[1].1).contains("reads are paused"));
+}

@@ -458,17 +458,22 @@ fn forward(sh: &mut Shared, frame: Frame, plan: Plan, op: Option<PendingOp>, out
         }
         Plan::Refuse { error, parse_name } => {
             sh.substitutes.push_back(Substitute { batch, error });
-            match parse_name {
-                Some(name) => {
-                    let parse = codec::Parse {
-                        name: &name,
-                        query: &sh.marker,
-                        param_types: Vec::new(),
-                    };
-                    // A name from a decoded Parse and a short query fit the encoder's limits.
-                    let _ = codec::put_parse(out, &parse);
-                }
-                None => codec::put_query(out, &sh.marker),
+            if matches!(frame.tag, fe::QUERY | fe::FUNCTION_CALL) {
+                // Both end their own batch: a Query answers with an error and ReadyForQuery.
+                codec::put_query(out, &sh.marker);
+            } else {
+                // Inside an extended-protocol batch: a Parse that fails puts the target in
+                // the error state until Sync, as the refused message would have. A refused
+                // Parse keeps the client's name (replacing the unnamed statement as it
+                // would); a refused Execute uses a name of the gateway's own.
+                let name = parse_name.unwrap_or_else(|| format!("{}_x", sh.marker));
+                let parse = codec::Parse {
+                    name: &name,
+                    query: &sh.marker,
+                    param_types: Vec::new(),
+                };
+                // A name from a decoded Parse and a short query fit the encoder's limits.
+                let _ = codec::put_parse(out, &parse);
             }
         }
     }
