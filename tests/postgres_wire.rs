@@ -323,6 +323,15 @@ fn policy_test_explains_decisions() {
         let out = Command::new(support::bin())
             .args(["policy", "test", "--config"])
             .arg(&gw.config)
+            // Every question here is about one CI identity on `orders`.
+            .args([
+                "--who",
+                "pipeline-7",
+                "--group",
+                "ci",
+                "--connection",
+                "orders",
+            ])
             .args(args)
             .output()
             .unwrap();
@@ -335,42 +344,13 @@ fn policy_test_explains_decisions() {
             ),
         )
     };
-    let (code, out) = run(&[
-        "--who",
-        "pipeline-7",
-        "--group",
-        "ci",
-        "--connection",
-        "orders",
-        "--action",
-        "sql.ddl",
-    ]);
+    let (code, out) = run(&["--action", "sql.ddl"]);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("no-ddl"), "{out}");
-    let (code, out) = run(&[
-        "--who",
-        "pipeline-7",
-        "--group",
-        "ci",
-        "--connection",
-        "orders",
-        "--action",
-        "sql.read",
-    ]);
+    let (code, out) = run(&["--action", "sql.read"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("read"), "{out}");
-    let (code, out) = run(&[
-        "--who",
-        "pipeline-7",
-        "--group",
-        "ci",
-        "--connection",
-        "orders",
-        "--action",
-        "sql",
-        "--sql",
-        "DELETE FROM orders",
-    ]);
+    let (code, out) = run(&["--action", "sql", "--sql", "DELETE FROM orders"]);
     assert_eq!(code, Some(2), "unbounded delete is not permitted: {out}");
     assert!(
         out.contains("sql.write") && out.contains("unbounded: true"),

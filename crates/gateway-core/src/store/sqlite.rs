@@ -189,6 +189,32 @@ fn json_err(what: &str, e: serde_json::Error) -> Error {
     Error::Store(format!("{what}: {e}"))
 }
 
+/// Insert one event row with its chain fields.
+fn insert_row(
+    insert: &mut rusqlite::Statement<'_>,
+    ev: &AuditEvent,
+    seq: i64,
+    body: &str,
+    prev: &str,
+    hash: &str,
+) -> Result<()> {
+    let id = ev.identity.as_ref();
+    insert.execute(params![
+        seq,
+        ev.time_us,
+        ev.kind.as_str(),
+        ev.session,
+        id.map(|i| i.principal.as_str()),
+        id.map(|i| i.subject.as_str()),
+        ev.connection,
+        ev.approval,
+        body,
+        prev,
+        hash,
+    ])?;
+    Ok(())
+}
+
 impl Store for SqliteStore {
     fn append_events(&self, events: &mut [AuditEvent], fsync: bool) -> Result<()> {
         if events.is_empty() {
@@ -225,20 +251,7 @@ impl Store for SqliteStore {
                 seq += 1;
                 let seq_u = to_u64(seq)?;
                 let hash = chain_hash(&prev, seq_u, body);
-                let id = ev.identity.as_ref();
-                insert.execute(params![
-                    seq,
-                    ev.time_us,
-                    ev.kind.as_str(),
-                    ev.session,
-                    id.map(|i| i.principal.as_str()),
-                    id.map(|i| i.subject.as_str()),
-                    ev.connection,
-                    ev.approval,
-                    body,
-                    prev,
-                    hash,
-                ])?;
+                insert_row(&mut insert, ev, seq, body, &prev, &hash)?;
                 let next_prev = hash.clone();
                 assigned.push((seq_u, std::mem::replace(&mut prev, next_prev), hash));
             }
@@ -297,20 +310,14 @@ impl Store for SqliteStore {
                         ev.seq, prev.0
                     )));
                 }
-                let id = ev.identity.as_ref();
-                insert.execute(params![
+                insert_row(
+                    &mut insert,
+                    ev,
                     clamp_i64(ev.seq),
-                    ev.time_us,
-                    ev.kind.as_str(),
-                    ev.session,
-                    id.map(|i| i.principal.as_str()),
-                    id.map(|i| i.subject.as_str()),
-                    ev.connection,
-                    ev.approval,
-                    c.body,
-                    ev.prev_hash,
-                    ev.hash,
-                ])?;
+                    &c.body,
+                    &ev.prev_hash,
+                    &ev.hash,
+                )?;
                 prev = (ev.seq, &ev.hash);
             }
         }
