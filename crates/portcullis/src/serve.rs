@@ -51,29 +51,27 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
-/// The SQLite store in the config's state directory, with what the journal holds beyond it
-/// stored first (events a gateway journaled just before it stopped).
+/// The SQLite store in the config's state directory.
 fn open_sqlite(cfg: &Config) -> anyhow::Result<SqliteStore> {
     let state = cfg.state_dir();
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
     let fsync = cfg.audit.durability == gateway_core::config::Durability::Fsync;
-    let store = SqliteStore::open_with(&state.join("portcullis.db"), fsync)
-        .with_context(|| format!("opening the store in {}", state.display()))?;
-    gateway_core::audit::recover_journal(&store, &gateway_core::audit::journal_dir(&state))
-        .context("storing audit events from the journal")?;
-    Ok(store)
+    SqliteStore::open_with(&state.join("portcullis.db"), fsync)
+        .with_context(|| format!("opening the store in {}", state.display()))
 }
 
-/// The store the gateway writes.
+/// The store the gateway writes (`AuditLog::start` recovers the journal into it).
 pub fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(Arc::new(open_sqlite(cfg)?))
 }
 
-/// The store as the CLI reads it: with the events a running gateway has journaled but
-/// not yet indexed.
+/// The store as the CLI reads it: what a stopped gateway left only in the journal is stored
+/// first, and what a running one has journaled but not yet indexed is read from the journal.
 pub fn open_store_for_reading(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let store = open_sqlite(cfg)?;
     let journal = gateway_core::audit::journal_dir(&cfg.state_dir());
+    gateway_core::audit::recover_journal(&store, &journal)
+        .context("storing audit events from the journal")?;
     Ok(Arc::new(gateway_core::audit::tail::WithJournal {
         store,
         journal,

@@ -51,6 +51,10 @@ struct Upstream<'a> {
     skip_until_sync: bool,
     /// Operations to register as pending when the batch is forwarded.
     ops: Vec<PendingOp>,
+    /// The target's `standard_conforming_strings` and whether its client encoding is unsafe
+    /// to lex (see [`Shared`]).
+    standard_conforming_strings: bool,
+    unsafe_encoding: bool,
 }
 
 pub(super) async fn run<R, W>(
@@ -71,6 +75,8 @@ where
         next_command: 1,
         skip_until_sync: false,
         ops: Vec::new(),
+        standard_conforming_strings: true,
+        unsafe_encoding: false,
     };
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     let mut events: Vec<AuditEvent> = Vec::new();
@@ -157,6 +163,9 @@ impl Upstream<'_> {
     /// one may have gone wrong (a skipped Parse or Bind, portals dropped at commit).
     fn resync(&mut self, shared: &Mutex<Shared>) {
         let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
+        // How the target lexes SQL, as last reported; read once per batch of client frames.
+        self.standard_conforming_strings = sh.standard_conforming_strings;
+        self.unsafe_encoding = sh.unsafe_encoding;
         if sh.batches_sent != sh.batches_done {
             return;
         }
@@ -182,10 +191,7 @@ impl Upstream<'_> {
             side: Side::Client,
             err,
         };
-        let (scs, unsafe_encoding) = {
-            let sh = shared.lock().unwrap_or_else(|e| e.into_inner());
-            (sh.standard_conforming_strings, sh.unsafe_encoding)
-        };
+        let (scs, unsafe_encoding) = (self.standard_conforming_strings, self.unsafe_encoding);
         let classifier = &self.ctx.services.classifier;
         let classify = |text: &str| -> Arc<[Arc<SqlStatement>]> {
             if unsafe_encoding {
