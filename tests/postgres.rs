@@ -434,7 +434,7 @@ fn target_dying_mid_query_ends_only_that_session() {
 }
 
 #[test]
-fn audit_is_durable_before_forwarding_and_verify_detects_tampering() {
+fn audit_is_durable_before_results_reach_the_client_and_verify_detects_tampering() {
     let mut gw = Gateway::start(GatewaySpec::default());
     let token = gw.token("pipeline-7", &["ci"]);
     let r = gw.psql(&token, "SELECT 42 AS answer");
@@ -450,7 +450,7 @@ fn audit_is_durable_before_forwarding_and_verify_detects_tampering() {
     // Edit one event's statement in the database behind the gateway's back.
     let db = gw.scratch.0.join("state/portcullis.db");
     let py = format!(
-        "import sqlite3; c=sqlite3.connect('{}'); c.execute(\"UPDATE events SET body=replace(body,'SELECT 42','SELECT 41') WHERE body LIKE '%SELECT 42%'\"); c.commit()",
+        "import sqlite3; c=sqlite3.connect('{}'); c.execute(\"UPDATE event_blocks SET lines=replace(lines,'SELECT 42','SELECT 41') WHERE lines LIKE '%SELECT 42%'\"); c.commit()",
         db.display()
     );
     assert!(
@@ -466,7 +466,7 @@ fn audit_is_durable_before_forwarding_and_verify_detects_tampering() {
 
     // Deleting an event (here the first; the command may be the newest) is detected too.
     let py = format!(
-        "import sqlite3; c=sqlite3.connect('{}'); c.execute('DELETE FROM events WHERE seq = 1'); c.commit()",
+        "import sqlite3; c=sqlite3.connect('{}'); c.execute('UPDATE event_blocks SET lines = substr(lines, instr(lines, char(10)) + 1) WHERE first_seq = 1'); c.commit()",
         db.display()
     );
     assert!(

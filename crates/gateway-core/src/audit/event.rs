@@ -17,7 +17,8 @@ pub enum EventKind {
     SessionEnd,
     /// A connection attempt was refused before a session existed (bad token, denied connect).
     AuthFailed,
-    /// A command was decided. Written, and durable, before an allowed command is forwarded.
+    /// A command was decided. Chained before an allowed command is forwarded, and durable
+    /// before its results reach the client.
     Command,
     /// A command finished: its timing, row count and error.
     CommandEnd,

@@ -13,11 +13,12 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
+use crate::audit::event::AuditEvent;
 use crate::audit::journal::Sealed;
 use crate::audit::jsonl::JsonlSink;
 use crate::audit::writer::Counters;
 use crate::error::{Error, Result};
-use crate::store::{ChainedEvent, Store};
+use crate::store::Store;
 
 /// Batches the writer may hand over before it waits for the indexer (backpressure).
 pub(crate) const INDEX_QUEUE: usize = 1024;
@@ -31,10 +32,10 @@ const MAX_RETRY: Duration = Duration::from_secs(2);
 
 /// What the writer hands over, in journal order.
 pub(crate) enum IndexMsg {
-    /// Journaled events, and their lines when a JSON-lines file is configured.
+    /// Journaled events and their journal lines.
     Batch {
-        events: Vec<ChainedEvent>,
-        lines: Option<Vec<u8>>,
+        events: Vec<AuditEvent>,
+        lines: Vec<u8>,
     },
     /// A segment that gets no more events.
     Sealed(Sealed),
@@ -50,8 +51,9 @@ pub(crate) struct Indexer {
     store: Arc<dyn Store>,
     sink: Option<JsonlSink>,
     counters: Arc<Counters>,
-    /// Journaled, not yet stored, in order.
-    pending: Vec<ChainedEvent>,
+    /// Journaled, not yet stored, in order, and their lines.
+    pending: Vec<AuditEvent>,
+    pending_lines: Vec<u8>,
     /// Closed segments not yet deleted.
     sealed: Vec<Sealed>,
     /// Seq of the last stored event.
@@ -86,6 +88,7 @@ impl Indexer {
             sink,
             counters,
             pending: Vec::new(),
+            pending_lines: Vec::new(),
             sealed: Vec::new(),
             stored_seq,
             retry_at: None,
@@ -165,7 +168,7 @@ impl Indexer {
     fn take(&mut self, msg: IndexMsg) -> Flow {
         match msg {
             IndexMsg::Batch { events, lines } => {
-                if let (Some(sink), Some(lines)) = (&mut self.sink, lines)
+                if let Some(sink) = &mut self.sink
                     && let Err(e) = sink.write_lines(&lines)
                 {
                     self.counters.jsonl_failures.fetch_add(1, Ordering::Relaxed);
@@ -176,7 +179,13 @@ impl Indexer {
                         "audit events recorded but not written to the JSON-lines file"
                     );
                 }
-                self.pending.extend(events);
+                if self.pending.is_empty() {
+                    self.pending = events;
+                    self.pending_lines = lines;
+                } else {
+                    self.pending.extend(events);
+                    self.pending_lines.extend_from_slice(&lines);
+                }
                 Flow::Go
             }
             IndexMsg::Sealed(sealed) => {
@@ -196,14 +205,27 @@ impl Indexer {
             return true;
         }
         let n = self.pending.len().min(MAX_TXN);
+        // Where the n-th line ends: lines hold no raw newline, one per event.
+        let cut = if n == self.pending.len() {
+            self.pending_lines.len()
+        } else {
+            self.pending_lines
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .nth(n - 1)
+                .map_or(self.pending_lines.len(), |(i, _)| i + 1)
+        };
         let batch = &self.pending[..n];
+        let lines = &self.pending_lines[..cut];
         let stored: Result<()> =
-            catch_unwind(AssertUnwindSafe(|| self.store.insert_chained(batch)))
+            catch_unwind(AssertUnwindSafe(|| self.store.insert_chained(batch, lines)))
                 .unwrap_or_else(|_| Err(Error::Store("store failed while inserting".to_string())));
         match stored {
             Ok(()) => {
-                self.stored_seq = batch[n - 1].event.seq;
+                self.stored_seq = batch[n - 1].seq;
                 self.pending.drain(..n);
+                self.pending_lines.drain(..cut);
                 self.retry_at = None;
                 self.backoff = FIRST_RETRY;
                 self.delete_stored_segments();

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crate::audit::chain::{canonical_body, chain_hash};
 use crate::audit::event::AuditEvent;
 use crate::error::{Error, Result};
-use crate::store::{ChainedEvent, Store};
+use crate::store::Store;
 
 pub(crate) use recover::recover;
 
@@ -135,7 +135,7 @@ pub(crate) fn push_line(buf: &mut Vec<u8>, ev: &AuditEvent, body: &str) -> Resul
 }
 
 /// The canonical body inside a journal line: the inverse of [`push_line`].
-fn splice_body(line: &str) -> Option<String> {
+pub(crate) fn splice_body(line: &str) -> Option<String> {
     let rest = line.strip_prefix(LINE_HEAD)?;
     let rest = &rest[rest.find(',')? + 1..];
     // The last `,"prev_hash":"` is the event's own: the chain fields come last, and inside
@@ -145,22 +145,23 @@ fn splice_body(line: &str) -> Option<String> {
 }
 
 /// Parse one journal line (without its newline) and check it against its own hash.
-pub(crate) fn parse_line(line: &[u8]) -> Result<ChainedEvent> {
+pub(crate) fn parse_line(line: &[u8]) -> Result<AuditEvent> {
     let event: AuditEvent = serde_json::from_slice(line)
         .map_err(|e| Error::Audit(format!("not an audit event: {e}")))?;
     let matches = |body: &String| chain_hash(&event.prev_hash, event.seq, body) == event.hash;
-    let body = std::str::from_utf8(line)
+    let intact = std::str::from_utf8(line)
         .ok()
         .and_then(splice_body)
         .filter(matches)
         .or_else(|| canonical_body(&event).ok().filter(matches))
-        .ok_or_else(|| {
-            Error::Audit(format!(
-                "event {}: content does not match its hash",
-                event.seq
-            ))
-        })?;
-    Ok(ChainedEvent { event, body })
+        .is_some();
+    if !intact {
+        return Err(Error::Audit(format!(
+            "event {}: content does not match its hash",
+            event.seq
+        )));
+    }
+    Ok(event)
 }
 
 /// A segment that will get no more events.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::event::{AuditEvent, EventFilter};
 use super::journal::{list_segments, parse_line};
 use crate::error::Result;
-use crate::store::{ChainReport, ChainedEvent, Store};
+use crate::store::{ChainReport, Store};
 
 /// Events in the journal after `after_seq`, in order. A torn last line (a write in
 /// progress) is left out; it was never acknowledged.
@@ -26,7 +26,7 @@ pub fn journal_tail(dir: &Path, after_seq: u64) -> Result<Vec<AuditEvent>> {
             let Some(line) = line.strip_suffix(b"\n") else {
                 break;
             };
-            let ChainedEvent { event, .. } = parse_line(line)?;
+            let event = parse_line(line)?;
             if event.seq > after_seq {
                 out.push(event);
             }
@@ -126,8 +126,8 @@ impl<S: Store> Store for WithJournal<S> {
         self.store.revoke_access_key(id)
     }
 
-    fn insert_chained(&self, events: &[ChainedEvent]) -> Result<()> {
-        self.store.insert_chained(events)
+    fn insert_chained(&self, events: &[AuditEvent], lines: &[u8]) -> Result<()> {
+        self.store.insert_chained(events, lines)
     }
 
     fn last_event(&self) -> Result<Option<(u64, String)>> {

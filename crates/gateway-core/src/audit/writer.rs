@@ -1,14 +1,20 @@
-//! The audit writer: chains events and appends them to the journal.
+//! The audit writer: chains events and appends them to the journal, in groups.
 //!
-//! A session that must know its event is recorded before it goes on (`record`,
-//! `record_all`) appends in its own task, under one lock that keeps the chain in order: the
-//! events queued without waiting (`record_later`) go first, then its own, in one write. Only
-//! then does the call return. Handing the event to another thread and waiting to hear back
-//! would cost two thread wake-ups per command, more than the write itself. Events queued
-//! without waiting are also written by a flusher thread at least every few milliseconds.
-//! An event that cannot be journaled is an error for its caller, so the command it records
-//! does not run: audit fails closed. The indexer thread copies journaled events into the
-//! store behind the writer (see [`crate::audit::journal`]).
+//! A session *stages* the events of the commands it is about to forward ([`AuditLog::stage`]):
+//! under one short lock each event gets its place in the chain (seq, hash) and its journal
+//! line is appended to a buffer in memory. Only then is the command forwarded, and the
+//! command's results reach the client only once its event is written ([`AuditLog::flush`]):
+//! whoever needs a seq durable first writes everything staged so far, from every session,
+//! with one `write`, while the others find their events already written. So the journal
+//! write overlaps the target's work, and one write carries the events of many sessions
+//! (group commit) without a thread hand-off on the path of a command. A flusher thread also
+//! writes whatever is staged at least every few milliseconds (events nobody waits for:
+//! completions, session ends).
+//!
+//! Audit fails closed. If a write fails, its events stay staged, in order, and are retried;
+//! until a write succeeds, `stage` refuses new commands and `flush` fails, so the results
+//! of a command whose event is not written are withheld from the client. The indexer thread
+//! copies written events into the store behind the writer (see [`crate::audit::journal`]).
 
 use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -25,12 +31,13 @@ use crate::audit::journal::{self, JournalWriter, SEGMENT_BYTES};
 use crate::audit::jsonl::JsonlSink;
 use crate::config::Durability;
 use crate::error::{Error, Result};
-use crate::store::{ChainedEvent, Store};
+use crate::store::Store;
 
-/// Queued events past which the flusher is woken at once rather than at its next tick.
+/// Staged events past which the flusher is woken at once rather than at its next tick.
 pub const MAX_BATCH: usize = 1024;
-/// The write buffer is released after a batch larger than this rather than kept.
-const KEEP_BUFFER: usize = 4 << 20;
+/// Staged events past which, while the journal cannot be written, even events nobody waits
+/// for are refused: memory does not grow without bound.
+const MAX_STAGED: usize = 64 * 1024;
 
 /// Counters for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -51,7 +58,7 @@ pub struct AuditStats {
     pub index_failures: u64,
     /// Events recorded but not yet in the store.
     pub journal_lag: u64,
-    /// Events queued without a waiter and not yet written.
+    /// Events staged and not yet written.
     pub queued: usize,
 }
 
@@ -63,9 +70,15 @@ pub struct AuditLog {
 
 #[derive(Debug)]
 struct Shared {
-    core: Mutex<Writer>,
+    /// The chain's head and the events staged since the last write.
+    chain: Mutex<Chain>,
+    /// The journal; held by whoever writes, so writes go out in chain order while sessions
+    /// go on staging.
+    io: Mutex<Io>,
+    /// Seq of the last event written to the journal.
+    durable: AtomicU64,
     counters: Arc<Counters>,
-    /// Wakes the flusher early (shutdown, a full queue).
+    /// Wakes the flusher early (shutdown, many staged events); paired with `chain`.
     wake: std::sync::Condvar,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -104,6 +117,33 @@ impl Default for Options {
 
 fn stopped() -> Error {
     Error::Audit("audit writer is stopped".to_string())
+}
+
+/// Events chained and not yet written.
+#[derive(Debug)]
+struct Chain {
+    /// The chain's head: seq and hash of the last staged event.
+    seq: u64,
+    prev: String,
+    /// Journal lines of the staged events, in order.
+    lines: Vec<u8>,
+    events: Vec<AuditEvent>,
+    /// Why the last write failed, until one succeeds: no new command is staged meanwhile.
+    failure: Option<String>,
+    /// Shut down: nothing more is accepted.
+    closed: bool,
+    /// Stopped as a crash would stop it (tests): nothing more is written or stored.
+    abandoned: bool,
+}
+
+/// The writing side, behind its own lock.
+#[derive(Debug)]
+struct Io {
+    journal: JournalWriter,
+    index_tx: SyncSender<IndexMsg>,
+    indexer: Option<JoinHandle<()>>,
+    /// Held while the writer runs: no other process recovers or appends meanwhile.
+    lock: Option<Arc<File>>,
 }
 
 impl AuditLog {
@@ -146,22 +186,23 @@ impl AuditLog {
             .name("audit-indexer".to_string())
             .spawn(move || indexer.run(index_rx))?;
         let fsync = durability == Durability::Fsync;
-        let writer = Writer {
-            journal: JournalWriter::new(&journal_dir, options.segment_bytes, fsync),
-            seq: head.seq,
-            prev: head.hash,
-            jsonl: jsonl.is_some(),
-            buf: Vec::new(),
-            counters: counters.clone(),
-            index_tx,
-            indexer: Some(indexer),
-            later: Vec::new(),
-            closed: false,
-            abandoned: false,
-            lock: Some(lock),
-        };
         let shared = Arc::new(Shared {
-            core: Mutex::new(writer),
+            chain: Mutex::new(Chain {
+                seq: head.seq,
+                prev: head.hash,
+                lines: Vec::new(),
+                events: Vec::new(),
+                failure: None,
+                closed: false,
+                abandoned: false,
+            }),
+            io: Mutex::new(Io {
+                journal: JournalWriter::new(&journal_dir, options.segment_bytes, fsync),
+                index_tx,
+                indexer: Some(indexer),
+                lock: Some(lock),
+            }),
+            durable: AtomicU64::new(head.seq),
             counters,
             wake: std::sync::Condvar::new(),
             thread: Mutex::new(None),
@@ -180,17 +221,35 @@ impl AuditLog {
         Ok(AuditLog { inner: shared })
     }
 
-    fn core(&self) -> std::sync::MutexGuard<'_, Writer> {
-        self.inner
-            .core
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn chain(&self) -> std::sync::MutexGuard<'_, Chain> {
+        self.inner.chain()
     }
 
-    /// Append and wait until durable in the journal (and fsynced in Fsync mode). An Err means
-    /// the event is NOT recorded and the caller must not run the command (fail closed).
+    /// Chain `evs` and stage them for the next journal write; the seq of the last. An Err
+    /// means they are not recorded and the command they record must not run (fail closed):
+    /// the writer is stopped, or the journal cannot be written.
+    pub fn stage(&self, evs: Vec<AuditEvent>) -> Result<u64> {
+        self.inner.stage(evs, true)
+    }
+
+    /// Return once every event up to `seq` is written to the journal (and synced in fsync
+    /// mode), writing what is staged if nobody has yet. An Err means it is not: whatever the
+    /// events record must not be reported as done (their results are withheld).
+    pub fn flush(&self, seq: u64) -> Result<()> {
+        self.inner.flush(seq)
+    }
+
+    /// Whether every event up to `seq` is written already (no lock taken).
+    pub fn is_durable(&self, seq: u64) -> bool {
+        self.inner.durable.load(Ordering::Acquire) >= seq
+    }
+
+    /// Stage and write: return once the event is in the journal (and synced in fsync mode).
+    /// An Err means the caller must not go on as if it were recorded (fail closed).
     pub async fn record(&self, ev: AuditEvent) -> Result<u64> {
-        self.core().write_now(vec![ev])
+        let seq = self.stage(vec![ev])?;
+        self.flush(seq)?;
+        Ok(seq)
     }
 
     /// Same as [`record`](Self::record) for several events, with one write.
@@ -198,42 +257,41 @@ impl AuditLog {
         if evs.is_empty() {
             return Ok(());
         }
-        self.core().write_now(evs).map(|_| ())
+        let seq = self.stage(evs)?;
+        self.flush(seq)
     }
 
-    /// Queue without waiting for the write; queued events go out, in order, with the next
-    /// waited-for write or within a few milliseconds.
+    /// Stage without waiting for the write: the event goes out, in order, with the next
+    /// write, within a few milliseconds. While the journal cannot be written such events are
+    /// still kept, up to a bound.
     pub async fn record_later(&self, ev: AuditEvent) -> Result<()> {
-        let mut core = self.core();
-        if core.closed {
-            return Err(stopped());
-        }
-        core.later.push(ev);
-        if core.later.len() >= MAX_BATCH {
-            self.inner.wake.notify_one();
-        }
-        Ok(())
+        self.inner.stage(vec![ev], false).map(|_| ())
     }
 
-    /// Journal everything queued, store what the store takes, and stop both threads. Later
+    /// Journal everything staged, store what the store takes, and stop both threads. Later
     /// records fail.
     pub async fn shutdown(&self) {
-        self.core().closed = true;
+        self.chain().closed = true;
         self.inner.wake.notify_one();
         self.join().await;
     }
 
-    /// Stop without storing anything more, leaving the journal as a crash would (tests).
+    /// Stop without writing or storing anything more, leaving the journal as a crash would
+    /// (tests).
     #[cfg(test)]
     pub(crate) async fn abandon(&self) {
         {
-            let mut core = self.core();
-            core.closed = true;
-            core.abandoned = true;
-            core.later.clear();
-            let _ = core.index_tx.send(IndexMsg::Abandon);
-            core.join_indexer();
-            core.lock = None;
+            let mut io = self.inner.io();
+            {
+                let mut chain = self.chain();
+                chain.closed = true;
+                chain.abandoned = true;
+                chain.events.clear();
+                chain.lines.clear();
+            }
+            let _ = io.index_tx.send(IndexMsg::Abandon);
+            io.join_indexer();
+            io.lock = None;
         }
         self.inner.wake.notify_one();
         self.join().await;
@@ -267,88 +325,186 @@ impl AuditLog {
             indexed: load(&c.indexed),
             index_failures: load(&c.index_failures),
             journal_lag: load(&c.journal_seq).saturating_sub(load(&c.indexed_seq)),
-            queued: self.core().later.len(),
+            queued: self.chain().events.len(),
         }
     }
 }
 
-/// How often queued events are written when no waited-for write takes them along.
-const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
-
-/// The flusher thread: writes queued events, and at shutdown the rest, then stops the indexer.
-fn flush_loop(shared: &Shared) {
-    let mut core = shared.core.lock().unwrap_or_else(PoisonError::into_inner);
-    loop {
-        if core.abandoned {
-            return;
-        }
-        if !core.later.is_empty() {
-            let events = std::mem::take(&mut core.later);
-            if let Err(e) = core.write(events) {
-                tracing::error!(error = %e, "queued audit events could not be recorded");
-            }
-        }
-        if core.closed {
-            break;
-        }
-        core = shared
-            .wake
-            .wait_timeout(core, FLUSH_EVERY)
-            .map(|(guard, _)| guard)
-            .unwrap_or_else(|e| e.into_inner().0);
+impl Shared {
+    fn chain(&self) -> std::sync::MutexGuard<'_, Chain> {
+        self.chain.lock().unwrap_or_else(PoisonError::into_inner)
     }
-    if let Some(sealed) = core.journal.seal() {
-        core.to_indexer(IndexMsg::Sealed(sealed));
+
+    fn io(&self) -> std::sync::MutexGuard<'_, Io> {
+        self.io.lock().unwrap_or_else(PoisonError::into_inner)
     }
-    core.to_indexer(IndexMsg::Stop);
-    core.join_indexer();
-    // The journal is free for the next writer or a recovery.
-    core.lock = None;
-}
 
-/// The writer's state, behind the lock that keeps the chain in order.
-#[derive(Debug)]
-struct Writer {
-    journal: JournalWriter,
-    /// The chain's head: seq and hash of the last journaled event.
-    seq: u64,
-    prev: String,
-    /// Hand the formatted lines to the indexer for the JSON-lines file.
-    jsonl: bool,
-    buf: Vec<u8>,
-    counters: Arc<Counters>,
-    index_tx: SyncSender<IndexMsg>,
-    indexer: Option<JoinHandle<()>>,
-    /// Events queued without a waiter, written before the next batch.
-    later: Vec<AuditEvent>,
-    /// Shut down: nothing more is accepted.
-    closed: bool,
-    /// Stopped as a crash would stop it (tests): nothing more is written or stored.
-    abandoned: bool,
-    /// Held while the writer runs: no other process recovers or appends meanwhile.
-    lock: Option<Arc<File>>,
-}
-
-impl Writer {
-    /// Write the queued events and then `events` in one append; the seq of the last.
-    fn write_now(&mut self, events: Vec<AuditEvent>) -> Result<u64> {
-        if self.closed {
+    /// Chain and stage `evs`. `strict`: refused while the journal cannot be written (they
+    /// record commands about to run); otherwise kept up to [`MAX_STAGED`].
+    fn stage(&self, evs: Vec<AuditEvent>, strict: bool) -> Result<u64> {
+        // Serialised before the lock: only hashing and copying happen under it.
+        let bodies = evs
+            .iter()
+            .map(canonical_body)
+            .collect::<Result<Vec<String>>>()?;
+        let mut chain = self.chain();
+        if chain.closed {
             return Err(stopped());
         }
-        let mut batch = std::mem::take(&mut self.later);
-        let queued = batch.len();
-        batch.extend(events);
-        match self.write(batch) {
-            Ok(seq) => Ok(seq),
-            Err(e) => {
-                if queued > 0 {
-                    tracing::error!(events = queued, error = %e, "queued audit events could not be recorded");
+        if let Some(why) = &chain.failure
+            && (strict || chain.events.len() >= MAX_STAGED)
+        {
+            return Err(Error::Audit(why.clone()));
+        }
+        let chain = &mut *chain;
+        // Lines are appended in place; on a serialisation failure (which the derived
+        // serialiser cannot produce) the buffer is cut back so the stage stays whole.
+        let (mark, count, seq, prev) = (
+            chain.lines.len(),
+            chain.events.len(),
+            chain.seq,
+            chain.prev.clone(),
+        );
+        for (mut ev, body) in evs.into_iter().zip(bodies) {
+            chain.seq += 1;
+            ev.seq = chain.seq;
+            ev.hash = chain_hash(&chain.prev, chain.seq, &body);
+            ev.prev_hash = std::mem::replace(&mut chain.prev, ev.hash.clone());
+            if let Err(e) = journal::push_line(&mut chain.lines, &ev, &body) {
+                chain.lines.truncate(mark);
+                chain.events.truncate(count);
+                (chain.seq, chain.prev) = (seq, prev);
+                return Err(e);
+            }
+            chain.events.push(ev);
+        }
+        if chain.events.len() >= MAX_BATCH {
+            self.wake.notify_one();
+        }
+        Ok(chain.seq)
+    }
+
+    /// Write everything staged if `seq` is not written yet.
+    fn flush(&self, seq: u64) -> Result<()> {
+        if self.durable.load(Ordering::Acquire) >= seq {
+            return Ok(());
+        }
+        let mut io = self.io();
+        // Another writer may have taken it along while this one waited.
+        if self.durable.load(Ordering::Acquire) >= seq {
+            return Ok(());
+        }
+        let (lines, events) = {
+            let mut chain = self.chain();
+            if chain.abandoned {
+                return Err(stopped());
+            }
+            (
+                std::mem::take(&mut chain.lines),
+                std::mem::take(&mut chain.events),
+            )
+        };
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Err(Error::Audit(format!("audit event {seq} was never staged")));
+        };
+        let (first, last) = (first.seq, last.seq);
+        let n = events.len() as u64;
+        let c = &self.counters;
+        let written = catch_unwind(AssertUnwindSafe(|| io.append(first, last, &lines)))
+            .unwrap_or_else(|_| Err(Error::Audit("audit journal write panicked".to_string())));
+        match written {
+            Ok(()) => {
+                self.durable.store(last, Ordering::Release);
+                c.events.fetch_add(n, Ordering::Relaxed);
+                c.batches.fetch_add(1, Ordering::Relaxed);
+                c.journal_seq.store(last, Ordering::Relaxed);
+                let cleared = {
+                    let mut chain = self.chain();
+                    chain.failure.take().is_some()
+                };
+                if cleared {
+                    tracing::info!("the audit journal is writable again");
                 }
-                Err(e)
+                io.to_indexer(IndexMsg::Batch { events, lines });
+                Ok(())
+            }
+            Err(e) => {
+                c.failed_batches.fetch_add(1, Ordering::Relaxed);
+                c.failed_events.fetch_add(n, Ordering::Relaxed);
+                // Keep them first in line: they are chained, and what follows builds on them.
+                let mut chain = self.chain();
+                let mut kept_lines = lines;
+                kept_lines.extend_from_slice(&chain.lines);
+                chain.lines = kept_lines;
+                let mut kept = events;
+                kept.append(&mut chain.events);
+                chain.events = kept;
+                let why = format!("audit is unavailable: {e}");
+                if chain.failure.is_none() {
+                    tracing::error!(error = %e, "the audit journal cannot be written; no command runs until it can");
+                }
+                chain.failure = Some(why.clone());
+                Err(Error::Audit(why))
             }
         }
     }
+}
 
+/// How often staged events are written when no session needs them written sooner.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// The flusher thread: writes staged events, retries after a failed write, and at shutdown
+/// writes the rest, then stops the indexer.
+fn flush_loop(shared: &Shared) {
+    loop {
+        let (staged, closed) = {
+            let chain = shared.chain();
+            if chain.abandoned {
+                return;
+            }
+            if chain.events.is_empty() && !chain.closed {
+                let (chain, _) = shared
+                    .wake
+                    .wait_timeout(chain, FLUSH_EVERY)
+                    .unwrap_or_else(|e| e.into_inner());
+                if chain.abandoned {
+                    return;
+                }
+                (chain.events.last().map(|e| e.seq), chain.closed)
+            } else {
+                (chain.events.last().map(|e| e.seq), chain.closed)
+            }
+        };
+        if let Some(seq) = staged
+            && let Err(e) = shared.flush(seq)
+        {
+            if closed {
+                tracing::error!(error = %e, "audit events staged at shutdown could not be written");
+                break;
+            }
+            // Retried at the next tick.
+            std::thread::sleep(FLUSH_EVERY);
+            continue;
+        }
+        if closed {
+            break;
+        }
+        if staged.is_some() {
+            // Let a few more events gather before the next write.
+            std::thread::sleep(FLUSH_EVERY);
+        }
+    }
+    let mut io = shared.io();
+    if let Some(sealed) = io.journal.seal() {
+        io.to_indexer(IndexMsg::Sealed(sealed));
+    }
+    io.to_indexer(IndexMsg::Stop);
+    io.join_indexer();
+    // The journal is free for the next writer or a recovery.
+    io.lock = None;
+}
+
+impl Io {
     fn join_indexer(&mut self) {
         if let Some(handle) = self.indexer.take()
             && handle.join().is_err()
@@ -366,71 +522,14 @@ impl Writer {
         }
     }
 
-    /// Journal `events` with one write; the seq of the last, or why none was recorded.
-    fn write(&mut self, events: Vec<AuditEvent>) -> Result<u64> {
-        let n = events.len() as u64;
-        if n == 0 {
-            return Ok(self.seq);
-        }
-        let journaled = catch_unwind(AssertUnwindSafe(|| self.journal_batch(events)))
-            .unwrap_or_else(|_| Err(Error::Audit("audit journal write panicked".to_string())));
-        let c = &self.counters;
-        let result = match journaled {
-            Ok(chained) => {
-                c.events.fetch_add(n, Ordering::Relaxed);
-                c.batches.fetch_add(1, Ordering::Relaxed);
-                c.journal_seq.store(self.seq, Ordering::Relaxed);
-                let lines = if self.jsonl {
-                    Some(std::mem::take(&mut self.buf))
-                } else {
-                    None
-                };
-                self.to_indexer(IndexMsg::Batch {
-                    events: chained,
-                    lines,
-                });
-                Ok(self.seq)
-            }
-            Err(e) => {
-                c.failed_batches.fetch_add(1, Ordering::Relaxed);
-                c.failed_events.fetch_add(n, Ordering::Relaxed);
-                Err(e)
-            }
-        };
-        if self.buf.capacity() > KEEP_BUFFER {
-            self.buf = Vec::new();
-        }
-        result
-    }
-
-    /// Chain `events` after the head, append them to the journal with one write, and only
-    /// then move the head. Each event is serialised once: its canonical body is hashed,
-    /// spliced into its journal line and kept for the store.
-    fn journal_batch(&mut self, events: Vec<AuditEvent>) -> Result<Vec<ChainedEvent>> {
-        self.buf.clear();
-        let first = self.seq + 1;
-        let mut seq = self.seq;
-        let mut prev = self.prev.clone();
-        let mut chained = Vec::with_capacity(events.len());
-        for mut event in events {
-            let body = canonical_body(&event)?;
-            seq += 1;
-            let hash = chain_hash(&prev, seq, &body);
-            event.seq = seq;
-            event.hash = hash.clone();
-            event.prev_hash = std::mem::replace(&mut prev, hash);
-            journal::push_line(&mut self.buf, &event, &body)?;
-            chained.push(ChainedEvent { event, body });
-        }
-        let appended = self.journal.append(first, seq, &self.buf);
-        // A segment closed by this append goes to the indexer before the batch does.
+    /// Append events `first..=last` (their lines) with one write. A segment closed by this
+    /// append goes to the indexer before the batch does.
+    fn append(&mut self, first: u64, last: u64, lines: &[u8]) -> Result<()> {
+        let appended = self.journal.append(first, last, lines);
         while let Some(sealed) = self.journal.take_sealed() {
             self.to_indexer(IndexMsg::Sealed(sealed));
         }
-        appended?;
-        self.seq = seq;
-        self.prev = prev;
-        Ok(chained)
+        appended
     }
 }
 

@@ -36,15 +36,6 @@ pub struct ChainReport {
     pub problem: Option<(u64, String)>,
 }
 
-/// An audit event already placed in the chain by the audit journal: `event.seq`,
-/// `event.prev_hash` and `event.hash` are set, and `body` is the canonical JSON the hash covers
-/// (kept so that the store does not serialise the event a second time).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChainedEvent {
-    pub event: AuditEvent,
-    pub body: String,
-}
-
 /// The gateway's durable state.
 pub trait Store: Send + Sync + 'static {
     /// Append events atomically, in order: assigns each its `seq`, `prev_hash` and `hash`
@@ -52,12 +43,15 @@ pub trait Store: Send + Sync + 'static {
     /// disk before this returns; otherwise it is committed (survives the process being
     /// killed, not power loss).
     fn append_events(&self, events: &mut [AuditEvent], fsync: bool) -> Result<()>;
-    /// Insert events that already carry their place in the chain, atomically, in order.
-    /// Events whose `seq` the store already holds are skipped (the one at the store's last
-    /// `seq` must have the same hash); the rest must continue the stored chain exactly
-    /// (`seq` one higher, `prev_hash` equal to the previous hash), or nothing is inserted.
-    fn insert_chained(&self, events: &[ChainedEvent]) -> Result<()> {
-        let _ = events;
+    /// Insert events that already carry their place in the chain (`seq`, `prev_hash`, `hash`
+    /// set by the audit journal), atomically, in order. `lines` holds their journal lines,
+    /// one per event in the same order, each ending in a newline: that text is what the store
+    /// keeps, so events are not serialised again. Events whose `seq` the store already holds
+    /// are skipped (the one at the store's last `seq` must have the same hash); the rest must
+    /// continue the stored chain exactly (`seq` one higher, `prev_hash` equal to the previous
+    /// hash), or nothing is inserted.
+    fn insert_chained(&self, events: &[AuditEvent], lines: &[u8]) -> Result<()> {
+        let _ = (events, lines);
         Err(Error::Store(
             "this store cannot take events chained by the journal".to_string(),
         ))

@@ -32,8 +32,11 @@ where
     let mut ends: Vec<AuditEvent> = Vec::new();
     let mut fatal_open = true;
     loop {
+        let audit_seq;
         {
             let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
+            // Every command answered in this batch was staged at or before this seq.
+            audit_seq = sh.audit_seq;
             while let Some(frame) =
                 codec::next_frame(&mut buf, MAX_TARGET_MESSAGE).map_err(|err| PgError::Codec {
                     side: Side::Target,
@@ -97,6 +100,16 @@ where
             }
         }
         if !out.is_empty() {
+            // A command's results reach the client only once its event is written.
+            if let Err(e) = ctx.services.audit.flush(audit_seq) {
+                ctx.services
+                    .metrics
+                    .audit_failures_total
+                    .fetch_add(1, Relaxed);
+                return Err(PgError::Gateway(format!(
+                    "audit is unavailable, so results cannot be delivered: {e}"
+                )));
+            }
             client.write_all(&out).await.map_err(PgError::client_io)?;
             out.clear();
         }

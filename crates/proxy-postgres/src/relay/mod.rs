@@ -1,10 +1,11 @@
 //! The relay of an open session. Two halves run concurrently in the session's task:
 //!
 //! - **upstream** (client → target) frames what the client sent, classifies each command,
-//!   asks policy, records the audit event (durable before anything is forwarded), and writes
+//!   asks policy, stages the audit event (chained before anything is forwarded), and writes
 //!   the whole batch to the target in one write;
-//! - **downstream** (target → client) relays results in batches, substitutes the gateway's
-//!   error for a refused command, and records each command's completion.
+//! - **downstream** (target → client) relays results in batches, releasing them only once
+//!   the events of the commands they answer are written, substitutes the gateway's error for
+//!   a refused command, and records each command's completion.
 //!
 //! A refused command never reaches the target. In its place the target is sent a statement
 //! that cannot parse (a marker random per session): the target answers with an error

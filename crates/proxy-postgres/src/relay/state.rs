@@ -73,6 +73,9 @@ pub(super) enum PendingOp {
 
 /// State both halves see. Held only for short, non-awaiting sections.
 pub(super) struct Shared {
+    /// Seq of the last audit event the client half staged: results read after it was set
+    /// are released only once it is written.
+    pub audit_seq: u64,
     pub inflight: VecDeque<InFlight>,
     pub substitutes: VecDeque<Substitute>,
     /// Parse/Bind/Close in the order sent, with their batch.
@@ -114,6 +117,7 @@ const UNSAFE_CLIENT_ENCODINGS: &[&str] = &[
 impl Shared {
     pub fn new(marker: String) -> Shared {
         Shared {
+            audit_seq: 0,
             inflight: VecDeque::new(),
             substitutes: VecDeque::new(),
             pending: VecDeque::new(),

@@ -107,22 +107,23 @@ where
             pending.push((frame, plan, op));
         }
         if !pending.is_empty() {
-            // Audit first: nothing is forwarded until its event is durable.
+            // Audit first: nothing is forwarded until its event is chained and staged for
+            // the journal, and its results reach the client only once it is written
+            // (downstream waits for `audit_seq`).
+            let mut staged = None;
             if !events.is_empty() {
                 let started = Instant::now();
-                if let Err(e) = ctx
-                    .services
-                    .audit
-                    .record_all(std::mem::take(&mut events))
-                    .await
-                {
-                    ctx.services
-                        .metrics
-                        .audit_failures_total
-                        .fetch_add(1, Relaxed);
-                    return Err(PgError::Gateway(format!(
-                        "audit is unavailable, so no command can run: {e}"
-                    )));
+                match ctx.services.audit.stage(std::mem::take(&mut events)) {
+                    Ok(seq) => staged = Some(seq),
+                    Err(e) => {
+                        ctx.services
+                            .metrics
+                            .audit_failures_total
+                            .fetch_add(1, Relaxed);
+                        return Err(PgError::Gateway(format!(
+                            "audit is unavailable, so no command can run: {e}"
+                        )));
+                    }
                 }
                 ctx.services
                     .metrics
@@ -131,6 +132,9 @@ where
             }
             {
                 let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(seq) = staged {
+                    sh.audit_seq = seq;
+                }
                 for (frame, plan, op) in pending.drain(..) {
                     forward(&mut sh, frame, plan, op, &mut out);
                 }

@@ -3,8 +3,9 @@
 use std::path::Path;
 
 use crate::audit::chain::GENESIS_HASH;
+use crate::audit::event::AuditEvent;
 use crate::error::{Error, Result};
-use crate::store::{ChainedEvent, Store};
+use crate::store::Store;
 
 use super::list_segments;
 
@@ -38,7 +39,8 @@ pub(crate) fn recover(store: &dyn Store, dir: &Path) -> Result<Recovered> {
         .unwrap_or_else(|| (0, GENESIS_HASH.to_string()));
     let stored_head = Head { seq, hash };
     let mut head = stored_head.clone();
-    let mut pending: Vec<ChainedEvent> = Vec::new();
+    let mut pending: Vec<AuditEvent> = Vec::new();
+    let mut lines: Vec<u8> = Vec::new();
     let mut stored = 0u64;
     let segments = list_segments(dir)?;
     let last_index = segments.len().saturating_sub(1);
@@ -64,8 +66,7 @@ pub(crate) fn recover(store: &dyn Store, dir: &Path) -> Result<Recovered> {
             if line.is_empty() {
                 continue;
             }
-            let c = super::parse_line(line).map_err(|e| bad(format!("line {}: {e}", n + 1)))?;
-            let ev = &c.event;
+            let ev = super::parse_line(line).map_err(|e| bad(format!("line {}: {e}", n + 1)))?;
             if ev.seq <= stored_head.seq {
                 if ev.seq == stored_head.seq && ev.hash != stored_head.hash {
                     return Err(bad(format!(
@@ -85,16 +86,19 @@ pub(crate) fn recover(store: &dyn Store, dir: &Path) -> Result<Recovered> {
                 seq: ev.seq,
                 hash: ev.hash.clone(),
             };
-            pending.push(c);
+            pending.push(ev);
+            lines.extend_from_slice(line);
+            lines.push(b'\n');
             if pending.len() >= RECOVER_BATCH {
-                store.insert_chained(&pending)?;
+                store.insert_chained(&pending, &lines)?;
                 stored += pending.len() as u64;
                 pending.clear();
+                lines.clear();
             }
         }
     }
     if !pending.is_empty() {
-        store.insert_chained(&pending)?;
+        store.insert_chained(&pending, &lines)?;
         stored += pending.len() as u64;
     }
     for (_, path) in &segments {

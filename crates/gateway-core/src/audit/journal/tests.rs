@@ -5,13 +5,18 @@ use crate::audit::chain::GENESIS_HASH;
 use crate::audit::event::EventKind;
 use crate::store::sqlite::tests::{TempDir, command_event};
 
-/// `ev` chained after `prev` at `seq`, with its body.
-fn chained(mut ev: AuditEvent, seq: u64, prev: &str) -> ChainedEvent {
+/// An event chained after `prev` at `seq`, with its canonical body.
+struct Chained {
+    event: AuditEvent,
+    body: String,
+}
+
+fn chained(mut ev: AuditEvent, seq: u64, prev: &str) -> Chained {
     let body = canonical_body(&ev).unwrap();
     ev.seq = seq;
     ev.prev_hash = prev.to_string();
     ev.hash = chain_hash(prev, seq, &body);
-    ChainedEvent { event: ev, body }
+    Chained { event: ev, body }
 }
 
 /// An event whose content looks like the chain fields, to trip up the splicing.
@@ -35,7 +40,9 @@ fn line_is_the_full_event_json_and_parses_back_to_its_body() {
         let expected = format!("{}\n", serde_json::to_string(&c.event).unwrap());
         assert_eq!(String::from_utf8(buf.clone()).unwrap(), expected);
         let back = parse_line(&buf[..buf.len() - 1]).unwrap();
-        assert_eq!(back, c);
+        assert_eq!(back, c.event);
+        let line = std::str::from_utf8(&buf[..buf.len() - 1]).unwrap();
+        assert_eq!(splice_body(line).as_deref(), Some(c.body.as_str()));
     }
 }
 

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use rusqlite::Connection;
 
 use super::*;
+use crate::audit::chain::{GENESIS_HASH, canonical_body, chain_hash};
 use crate::audit::event::{EventKind, IdentityRecord};
+use crate::audit::journal::push_line;
 use crate::identity::AuthMethod;
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -63,6 +65,33 @@ fn store_with(dir: &TempDir, n: u64) -> SqliteStore {
 
 fn raw(store: &SqliteStore) -> Connection {
     Connection::open(store.path().unwrap()).unwrap()
+}
+
+/// Rewrite, straight on the file, the lines of the block that holds event `seq`.
+fn edit_lines(store: &SqliteStore, seq: u64, f: impl FnOnce(&mut Vec<String>)) {
+    let conn = raw(store);
+    let (first, text): (i64, String) = conn
+        .query_row(
+            "SELECT first_seq, lines FROM event_blocks WHERE first_seq <= ?1 AND last_seq >= ?1",
+            [seq as i64],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    f(&mut lines);
+    let mut text = lines.join("\n");
+    text.push('\n');
+    conn.execute(
+        "UPDATE event_blocks SET lines = ?1 WHERE first_seq = ?2",
+        params![text, first],
+    )
+    .unwrap();
+}
+
+/// Where event `seq` is in a block's lines.
+fn line_of(lines: &[String], seq: u64) -> usize {
+    let head = format!("{{\"seq\":{seq},");
+    lines.iter().position(|l| l.starts_with(&head)).unwrap()
 }
 
 fn problem(store: &SqliteStore) -> (u64, String) {
@@ -127,16 +156,16 @@ fn append_assigns_chain_fields() {
 }
 
 #[test]
-fn edited_body_is_detected() {
+fn edited_content_is_detected() {
     let dir = TempDir::new("edit");
     let store = store_with(&dir, 20);
     let n = raw(&store)
         .execute(
-            "UPDATE events SET body = replace(body, '\"select 7\"', '\"select 8\"') WHERE seq = 7",
+            "UPDATE event_blocks SET lines = replace(lines, '\"select 7\"', '\"select 8\"')",
             [],
         )
         .unwrap();
-    assert_eq!(n, 1);
+    assert_eq!(n, 3);
     let (seq, msg) = problem(&store);
     assert_eq!(seq, 7);
     assert_eq!(msg, "event 7: content does not match its hash (edited)");
@@ -146,9 +175,10 @@ fn edited_body_is_detected() {
 fn deleted_event_is_detected() {
     let dir = TempDir::new("delete");
     let store = store_with(&dir, 20);
-    raw(&store)
-        .execute("DELETE FROM events WHERE seq = 10", [])
-        .unwrap();
+    edit_lines(&store, 10, |lines| {
+        let i = line_of(lines, 10);
+        lines.remove(i);
+    });
     assert_eq!(
         problem(&store),
         (10, "event 10 is missing (deleted?)".to_string())
@@ -156,27 +186,27 @@ fn deleted_event_is_detected() {
 }
 
 #[test]
-fn deleted_first_event_is_detected() {
+fn deleted_block_is_detected() {
     let dir = TempDir::new("delete-first");
-    let store = store_with(&dir, 5);
+    let store = store_with(&dir, 20);
     raw(&store)
-        .execute("DELETE FROM events WHERE seq = 1", [])
+        .execute("DELETE FROM event_blocks WHERE first_seq = 1", [])
         .unwrap();
-    assert_eq!(problem(&store).0, 1);
+    assert_eq!(
+        problem(&store),
+        (1, "events 1 to 7 are missing (deleted?)".to_string())
+    );
 }
 
 #[test]
-fn swapped_bodies_are_detected() {
+fn swapped_contents_are_detected() {
     let dir = TempDir::new("swap-body");
     let store = store_with(&dir, 20);
-    let conn = raw(&store);
-    conn.execute_batch(
-        "UPDATE events SET body = CASE seq
-             WHEN 5 THEN (SELECT body FROM events WHERE seq = 6)
-             ELSE (SELECT body FROM events WHERE seq = 5) END
-         WHERE seq IN (5, 6);",
-    )
-    .unwrap();
+    edit_lines(&store, 5, |lines| {
+        let (a, b) = (line_of(lines, 5), line_of(lines, 6));
+        lines[a] = lines[a].replace("select 5", "select 6");
+        lines[b] = lines[b].replace("select 6", "select 5");
+    });
     let (seq, msg) = problem(&store);
     assert_eq!(seq, 5);
     assert!(msg.contains("content does not match its hash"), "{msg}");
@@ -186,17 +216,13 @@ fn swapped_bodies_are_detected() {
 fn reordered_events_are_detected() {
     let dir = TempDir::new("reorder");
     let store = store_with(&dir, 20);
-    // Swap two whole events, hashes included, keeping only the sequence numbers.
-    raw(&store)
-        .execute_batch(
-            "CREATE TEMP TABLE t AS SELECT * FROM events WHERE seq IN (5, 6);
-             UPDATE events SET
-                 body = (SELECT body FROM t WHERE t.seq = 11 - events.seq),
-                 prev_hash = (SELECT prev_hash FROM t WHERE t.seq = 11 - events.seq),
-                 hash = (SELECT hash FROM t WHERE t.seq = 11 - events.seq)
-             WHERE seq IN (5, 6);",
-        )
-        .unwrap();
+    // Swap two whole events, hashes included, keeping only the sequence numbers in place.
+    edit_lines(&store, 5, |lines| {
+        let (a, b) = (line_of(lines, 5), line_of(lines, 6));
+        lines.swap(a, b);
+        lines[a] = lines[a].replacen("{\"seq\":6,", "{\"seq\":5,", 1);
+        lines[b] = lines[b].replacen("{\"seq\":5,", "{\"seq\":6,", 1);
+    });
     let (seq, msg) = problem(&store);
     assert_eq!(seq, 5);
     assert!(msg.contains("does not follow event 4"), "{msg}");
@@ -206,12 +232,11 @@ fn reordered_events_are_detected() {
 fn edited_hash_is_detected() {
     let dir = TempDir::new("hash");
     let store = store_with(&dir, 20);
-    raw(&store)
-        .execute(
-            "UPDATE events SET hash = ?1 WHERE seq = 8",
-            ["f".repeat(64)],
-        )
-        .unwrap();
+    edit_lines(&store, 8, |lines| {
+        let i = line_of(lines, 8);
+        let at = lines[i].rfind(",\"hash\":\"").unwrap();
+        lines[i] = format!("{},\"hash\":\"{}\"}}", &lines[i][..at], "f".repeat(64));
+    });
     assert_eq!(
         problem(&store),
         (8, "event 8: stored hash was altered (edited)".to_string())
@@ -219,18 +244,96 @@ fn edited_hash_is_detected() {
 }
 
 #[test]
-fn edited_index_column_is_detected() {
-    let dir = TempDir::new("column");
+fn edited_or_deleted_index_keys_are_detected() {
+    let dir = TempDir::new("keys");
     let store = store_with(&dir, 20);
-    raw(&store)
-        .execute(
-            "UPDATE events SET principal = 'entra/mallory' WHERE seq = 3",
-            [],
+    let conn = raw(&store);
+    conn.execute(
+        "UPDATE event_keys SET key = 'p:entra/mallory' WHERE key = 'p:entra/alice' AND first_seq = 8",
+        [],
+    )
+    .unwrap();
+    let (seq, msg) = problem(&store);
+    assert_eq!(seq, 8);
+    assert!(
+        msg.contains("events 8 to 14: the block's index keys"),
+        "{msg}"
+    );
+    conn.execute("DELETE FROM event_keys WHERE key = 'p:entra/mallory'", [])
+        .unwrap();
+    assert!(problem(&store).1.contains("index keys"));
+    // A block whose bounds were changed to hide it from time or seq ranges.
+    conn.execute(
+        "INSERT INTO event_keys (key, first_seq) VALUES ('p:entra/alice', 8)",
+        [],
+    )
+    .unwrap();
+    assert_eq!(store.verify_chain().unwrap().problem, None);
+    conn.execute(
+        "UPDATE event_blocks SET last_us = 0 WHERE first_seq = 15",
+        [],
+    )
+    .unwrap();
+    assert_eq!(
+        problem(&store),
+        (
+            15,
+            "events 15 to 20: the block's bounds do not match its content (edited)".to_string()
+        )
+    );
+}
+
+#[test]
+fn schema_1_rows_move_into_blocks() {
+    let dir = TempDir::new("migrate");
+    let path = dir.path().join("audit.db");
+    {
+        // A store as schema 1 left it: one row per event.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO meta VALUES ('schema_version', '1');
+             CREATE TABLE events (seq INTEGER PRIMARY KEY, time_us INTEGER NOT NULL,
+                 kind TEXT NOT NULL, session TEXT NOT NULL, principal TEXT, subject TEXT,
+                 connection TEXT, approval TEXT, body TEXT NOT NULL, prev_hash TEXT NOT NULL,
+                 hash TEXT NOT NULL);",
         )
         .unwrap();
-    let (seq, msg) = problem(&store);
-    assert_eq!(seq, 3);
-    assert!(msg.contains("`principal`"), "{msg}");
+        let mut prev = GENESIS_HASH.to_string();
+        for seq in 1..=30u64 {
+            let ev = command_event(if seq % 2 == 0 { "s2" } else { "s1" }, "alice", seq);
+            let body = canonical_body(&ev).unwrap();
+            let hash = chain_hash(&prev, seq, &body);
+            conn.execute(
+                "INSERT INTO events (seq, time_us, kind, session, body, prev_hash, hash)
+                 VALUES (?1, ?2, 'command', ?3, ?4, ?5, ?6)",
+                params![seq as i64, ev.time_us, ev.session, body, prev, hash],
+            )
+            .unwrap();
+            prev = hash;
+        }
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        store.verify_chain().unwrap(),
+        ChainReport {
+            events: 30,
+            problem: None
+        }
+    );
+    let s2 = store
+        .query_events(&EventFilter {
+            session: Some("s2".into()),
+            ..EventFilter::default()
+        })
+        .unwrap();
+    assert_eq!(s2.len(), 15);
+    assert_eq!(s2[0].statement.as_deref(), Some("select 2"));
+    // The chain goes on from the migrated events.
+    let mut more = vec![command_event("s3", "bob", 31)];
+    store.append_events(&mut more, false).unwrap();
+    assert_eq!(more[0].seq, 31);
+    assert_eq!(store.verify_chain().unwrap().events, 31);
 }
 
 #[test]
@@ -415,8 +518,9 @@ fn access_keys_put_get_revoke() {
     assert_eq!(got.id, "ak_1");
 }
 
-/// `n` events chained after `(seq, hash)`, as the audit journal hands them over.
-fn chained_after(seq: u64, hash: &str, n: u64) -> Vec<ChainedEvent> {
+/// `n` events chained after `(seq, hash)` and their journal lines, as the audit journal
+/// hands them over.
+fn chained_after(seq: u64, hash: &str, n: u64) -> (Vec<AuditEvent>, Vec<Vec<u8>>) {
     let mut prev = hash.to_string();
     (seq + 1..=seq + n)
         .map(|s| {
@@ -425,9 +529,11 @@ fn chained_after(seq: u64, hash: &str, n: u64) -> Vec<ChainedEvent> {
             event.seq = s;
             event.hash = chain_hash(&prev, s, &body);
             event.prev_hash = std::mem::replace(&mut prev, event.hash.clone());
-            ChainedEvent { event, body }
+            let mut line = Vec::new();
+            push_line(&mut line, &event, &body).unwrap();
+            (event, line)
         })
-        .collect()
+        .unzip()
 }
 
 #[test]
@@ -436,19 +542,22 @@ fn insert_chained_continues_the_chain_and_refuses_gaps() {
     let store = store_with(&dir, 3);
     let (seq, hash) = store.last_event().unwrap().unwrap();
     assert_eq!(seq, 3);
-    let batch = chained_after(seq, &hash, 5);
+    let (batch, lines) = chained_after(seq, &hash, 5);
+    let all = |from: usize, to: usize| lines[from..to].concat();
     // A gap (the first event missing) is refused and nothing is inserted.
-    let err = store.insert_chained(&batch[1..]).unwrap_err();
+    let err = store.insert_chained(&batch[1..], &all(1, 5)).unwrap_err();
     assert!(err.to_string().contains("does not continue"), "{err}");
     // A wrong link is refused too.
     let mut forged = batch.clone();
-    forged[0].event.prev_hash = "00".repeat(32);
-    assert!(store.insert_chained(&forged).is_err());
+    forged[0].prev_hash = "00".repeat(32);
+    assert!(store.insert_chained(&forged, &all(0, 5)).is_err());
+    // Lines that do not match the events in number are refused.
+    assert!(store.insert_chained(&batch, &all(0, 4)).is_err());
     assert_eq!(store.last_event().unwrap().unwrap().0, 3);
 
-    store.insert_chained(&batch[..2]).unwrap();
+    store.insert_chained(&batch[..2], &all(0, 2)).unwrap();
     // Already stored events are skipped, so a retry after an unclear failure is harmless.
-    store.insert_chained(&batch).unwrap();
+    store.insert_chained(&batch, &all(0, 5)).unwrap();
     assert_eq!(
         store.verify_chain().unwrap(),
         ChainReport {
@@ -457,8 +566,8 @@ fn insert_chained_continues_the_chain_and_refuses_gaps() {
         }
     );
     let stored = store.query_events(&EventFilter::default()).unwrap();
-    assert_eq!(stored[7], batch[4].event);
+    assert_eq!(stored[7], batch[4]);
     // An event the store holds under another hash is refused.
-    let other = chained_after(7, &"11".repeat(32), 1);
-    assert!(store.insert_chained(&other).is_err());
+    let (other, other_lines) = chained_after(7, &"11".repeat(32), 1);
+    assert!(store.insert_chained(&other, &other_lines.concat()).is_err());
 }
