@@ -14,6 +14,10 @@ use crate::audit::chain::{GENESIS_HASH, canonical_body, chain_hash};
 use crate::audit::event::{AuditEvent, EventFilter};
 use crate::error::{Error, Result};
 
+// Approval requests (store/sqlite_approvals.rs): a child module so it shares the connections.
+#[path = "sqlite_approvals.rs"]
+mod approvals;
+
 /// Version of the schema below; bumped by every migration.
 const SCHEMA_VERSION: i64 = 1;
 /// How long a statement waits for another process holding the write lock.
@@ -158,6 +162,7 @@ fn open_conn(path: &Path) -> Result<Connection> {
 
 fn init_schema(conn: &Connection) -> Result<()> {
     conn.execute_batch(SCHEMA)?;
+    approvals::init_schema(conn)?;
     let version: String = conn.query_row(
         "SELECT value FROM meta WHERE key = 'schema_version'",
         [],
