@@ -19,6 +19,8 @@ pub struct Config {
     pub connections: Vec<ConnectionConfig>,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
     /// Directory the config file lives in; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -239,6 +241,132 @@ pub enum Durability {
     Fsync,
 }
 
+/// `[approvals]`: who approves by default, how long requests wait, where they are announced.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// Groups whose members may approve when the rule names no `@approvers`; empty means
+    /// anyone other than the requester.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    /// How long a request waits for its approvals before it expires.
+    #[serde(default = "default_pending_ttl")]
+    pub pending_ttl: String,
+    /// Longest time window an identity may ask for.
+    #[serde(default = "default_max_window")]
+    pub max_window: String,
+    /// Where new requests and their outcomes are posted (`[[approvals.webhooks]]`).
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        ApprovalsConfig {
+            approvers: Vec::new(),
+            pending_ttl: default_pending_ttl(),
+            max_window: default_max_window(),
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+fn default_pending_ttl() -> String {
+    "15m".into()
+}
+
+fn default_max_window() -> String {
+    "8h".into()
+}
+
+/// One webhook that hears about approval requests and outcomes.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where to POST. Slack-style URLs are secrets: prefer `url_env`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Environment variable holding the URL.
+    #[serde(default)]
+    pub url_env: Option<String>,
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// Environment variable holding a secret; each body is then signed with HMAC-SHA256 in
+    /// the `X-Portcullis-Signature: sha256=<hex>` header.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+}
+
+impl WebhookConfig {
+    /// The URL, read from `url` or `url_env`.
+    pub fn resolve_url(&self) -> Result<String, String> {
+        match (&self.url, &self.url_env) {
+            (Some(u), None) => Ok(u.clone()),
+            (None, Some(var)) => {
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
+            }
+            _ => Err("set one of url and url_env".to_string()),
+        }
+    }
+
+    /// The signing secret, if one is configured.
+    pub fn resolve_secret(&self) -> Result<Option<String>, String> {
+        self.secret_env
+            .as_ref()
+            .map(|var| {
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
+            })
+            .transpose()
+    }
+}
+
+/// Body shape of a webhook.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// `{"event": "approval.requested", "request": {...}}`.
+    #[default]
+    Json,
+    /// A Slack incoming-webhook message: `{"text": "..."}`.
+    Slack,
+}
+
+impl ApprovalsConfig {
+    /// Problems in this section, each with its path.
+    fn problems(&self, errs: &mut Vec<String>) {
+        for (key, v) in [
+            ("pending_ttl", &self.pending_ttl),
+            ("max_window", &self.max_window),
+        ] {
+            match parse_duration(v) {
+                Err(e) => errs.push(format!("approvals.{key}: {e}")),
+                Ok(d) if d.is_zero() => {
+                    errs.push(format!("approvals.{key}: must be longer than 0s"))
+                }
+                Ok(_) => {}
+            }
+        }
+        for (i, g) in self.approvers.iter().enumerate() {
+            if g.trim().is_empty() {
+                errs.push(format!("approvals.approvers[{i}]: must not be empty"));
+            }
+        }
+        for (i, w) in self.webhooks.iter().enumerate() {
+            let p = format!("approvals.webhooks[{i}]");
+            match w.resolve_url() {
+                Err(e) => errs.push(format!("{p}: {e}")),
+                Ok(u) if !(u.starts_with("https://") || u.starts_with("http://")) => {
+                    errs.push(format!("{p}.url: not an http(s) URL"))
+                }
+                Ok(_) => {}
+            }
+            if let Err(e) = w.resolve_secret() {
+                errs.push(format!("{p}.secret_env: {e}"));
+            }
+        }
+    }
+}
+
 /// Parse a duration like `90s`, `15m`, `2h`, `1d`.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
@@ -327,6 +455,7 @@ impl Config {
         if let Err(e) = parse_duration(&self.identity.access_key_max_ttl) {
             errs.push(format!("identity.access_key_max_ttl: {e}"));
         }
+        self.approvals.problems(&mut errs);
         let mut names = BTreeSet::new();
         for (i, iss) in self.identity.issuers.iter().enumerate() {
             let p = format!("identity.issuers[{i}]");
@@ -446,5 +575,54 @@ mod tests {
         let text = "[gateway]\nstate_dir='s'\npolicy='p'\nbogus=1\n";
         let err = toml::from_str::<Config>(text).err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("bogus")));
+    }
+
+    fn with_approvals(section: &str) -> Result<Config, String> {
+        let text = format!("[gateway]\nstate_dir='s'\npolicy='p'\n{section}");
+        toml::from_str::<Config>(&text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn approvals_section_defaults_and_validation() {
+        let cfg = with_approvals("").unwrap();
+        assert_eq!(cfg.approvals.pending_ttl, "15m");
+        assert_eq!(cfg.approvals.max_window, "8h");
+        let mut errs = Vec::new();
+        cfg.approvals.problems(&mut errs);
+        assert!(errs.is_empty(), "{errs:?}");
+
+        let cfg = with_approvals(
+            "[approvals]\napprovers=['dba']\npending_ttl='0s'\nmax_window='8y'\n\
+             [[approvals.webhooks]]\nurl='ftp://x'\n\
+             [[approvals.webhooks]]\nformat='slack'\n\
+             [[approvals.webhooks]]\nurl='https://h'\nsecret_env='PORTCULLIS_TEST_UNSET_SECRET'\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.approvals.webhooks[1].format, WebhookFormat::Slack);
+        let mut errs = Vec::new();
+        cfg.approvals.problems(&mut errs);
+        assert_eq!(errs.len(), 5, "{errs:?}");
+        assert!(errs[0].starts_with("approvals.pending_ttl:"), "{errs:?}");
+        assert!(errs[1].starts_with("approvals.max_window:"), "{errs:?}");
+        assert!(
+            errs[2].starts_with("approvals.webhooks[0].url:"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[3].starts_with("approvals.webhooks[1]: set one of"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[4].starts_with("approvals.webhooks[2].secret_env:"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn approvals_unknown_keys_are_refused() {
+        let err = with_approvals("[approvals]\nttl='1m'\n").err();
+        assert!(err.is_some_and(|e| e.contains("ttl")));
+        let err = with_approvals("[[approvals.webhooks]]\nurl='http://x'\nheaders=1\n").err();
+        assert!(err.is_some_and(|e| e.contains("headers")));
     }
 }

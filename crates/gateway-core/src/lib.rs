@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod action;
+pub mod approvals;
 pub mod audit;
 pub mod config;
 pub mod error;

@@ -26,6 +26,12 @@ pub enum EventKind {
     AccessKey,
     /// Policy was loaded or a reload was refused.
     Policy,
+    /// An approval was requested (`approval` holds its id; `detail` the kind and rule).
+    ApprovalRequest,
+    /// Someone approved or denied a request (`identity` is the voter).
+    ApprovalVote,
+    /// A request reached its final state: approved, denied, expired, cancelled, abandoned.
+    ApprovalOutcome,
 }
 
 impl EventKind {
@@ -39,6 +45,9 @@ impl EventKind {
             EventKind::CommandEnd => "command_end",
             EventKind::AccessKey => "access_key",
             EventKind::Policy => "policy",
+            EventKind::ApprovalRequest => "approval_request",
+            EventKind::ApprovalVote => "approval_vote",
+            EventKind::ApprovalOutcome => "approval_outcome",
         }
     }
 }

@@ -12,6 +12,10 @@ use super::{AccessKeyRecord, ChainReport, Store};
 use crate::audit::event::{AuditEvent, EventFilter};
 use crate::error::{Error, Result};
 
+// Approval requests (store/sqlite_approvals.rs): a child module so it shares the connections.
+#[path = "sqlite_approvals.rs"]
+mod approvals;
+
 /// Version of the schema below; bumped by every migration.
 const SCHEMA_VERSION: i64 = 2;
 /// How long a statement waits for another process holding the write lock.
@@ -140,6 +144,7 @@ fn open_conn(path: &Path) -> Result<Connection> {
 fn init_schema(conn: &mut Connection) -> Result<()> {
     conn.execute_batch(SCHEMA)?;
     conn.execute_batch(events::SCHEMA)?;
+    approvals::init_schema(conn)?;
     let version: String = conn.query_row(
         "SELECT value FROM meta WHERE key = 'schema_version'",
         [],
