@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::approvals::Approvals;
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::identity::Verifier;
@@ -10,13 +11,14 @@ use crate::policy::PolicyHandle;
 use crate::sql::Classifier;
 use crate::store::Store;
 
-/// Identity, policy, classification, audit and metrics, shared by all listeners.
+/// Identity, policy, classification, approvals, audit and metrics, shared by all listeners.
 pub struct Services {
     pub config: Arc<Config>,
     pub verifier: Verifier,
     pub policy: Arc<PolicyHandle>,
     pub classifier: Classifier,
     pub audit: AuditLog,
+    pub approvals: Approvals,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
 }

@@ -1,5 +1,5 @@
 //! The admin listener: health, readiness, Prometheus metrics, the built-in issuer's OIDC
-//! discovery and JWKS, and the token exchange endpoint.
+//! discovery and JWKS, the token exchange endpoint, and the approvals API.
 
 use std::sync::Arc;
 
@@ -28,7 +28,11 @@ pub fn router(services: Arc<Services>, builtin: Option<Arc<BuiltinIssuer>>) -> R
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/v1/token/exchange", post(exchange))
-        .with_state(AdminState { services, builtin })
+        .with_state(AdminState {
+            services: services.clone(),
+            builtin,
+        })
+        .merge(crate::admin_approvals::router(services))
 }
 
 async fn readyz(State(st): State<AdminState>) -> Response {

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod admin_approvals;
 mod cli_audit;
 mod cli_policy;
 mod cli_token;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use gateway_core::approvals::{ApprovalSettings, Approvals, WebhookNotifier};
 use gateway_core::audit::AuditLog;
 use gateway_core::config::{Config, Protocol};
 use gateway_core::identity::Verifier;
@@ -91,7 +92,8 @@ pub fn builtin_issuer(cfg: &Config) -> anyhow::Result<Option<Arc<BuiltinIssuer>>
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     install_crypto_provider();
     let cfg = Arc::new(cfg);
-    let store = open_store(&cfg)?;
+    let sqlite = Arc::new(open_sqlite(&cfg)?);
+    let store: Arc<dyn Store> = sqlite.clone();
     let audit = AuditLog::start(
         store.clone(),
         cfg.audit.durability,
@@ -113,12 +115,14 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     policy.spawn_watcher();
     let metrics = Arc::new(Metrics::default());
     record_policy_changes(&policy, &audit, &metrics);
+    let approvals = start_approvals(&cfg, sqlite, &audit).await?;
     let services = Arc::new(Services {
         config: cfg.clone(),
         verifier,
         policy,
         classifier: Classifier::new(CLASSIFIER_CACHE),
         audit: audit.clone(),
+        approvals,
         store,
         metrics,
     });
@@ -164,6 +168,35 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down: flushing audit");
     audit.shutdown().await;
     Ok(())
+}
+
+/// The approvals service: settings and webhooks from `[approvals]`, requests in the store.
+async fn start_approvals(
+    cfg: &Config,
+    store: Arc<gateway_core::store::SqliteStore>,
+    audit: &AuditLog,
+) -> anyhow::Result<Approvals> {
+    let settings = ApprovalSettings::from_config(&cfg.approvals, &node_name())
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let notifier = WebhookNotifier::from_config(&cfg.approvals.webhooks)
+        .map_err(|e| anyhow::anyhow!("approvals.webhooks: {e}"))?;
+    Approvals::start(store, settings, Arc::new(audit.clone()), notifier)
+        .await
+        .context("starting approvals")
+}
+
+/// This gateway's name among replicas sharing a store: `PORTCULLIS_NODE`, else the host name.
+fn node_name() -> String {
+    std::env::var("PORTCULLIS_NODE")
+        .ok()
+        .filter(|n| !n.trim().is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "local".to_string())
 }
 
 /// Each policy version that takes effect is counted and written to audit with its rule ids.

@@ -1,8 +1,11 @@
 //! Cancel keys: each session shows the client the gateway's own (pid, key); a CancelRequest
-//! carrying it is mapped to the target's key and sent to the target.
+//! carrying it is mapped to the target's key and sent to the target, or, while the session
+//! holds a statement for approval, cancels that request.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -18,16 +21,51 @@ pub(crate) struct TargetKey {
     pub key: Vec<u8>,
 }
 
+/// A session's statement held for approval, shared with the cancel map.
+#[derive(Debug, Default)]
+pub(crate) struct HoldControl {
+    /// The approval id while a statement is held.
+    held: Mutex<Option<String>>,
+    cancel: Notify,
+}
+
+impl HoldControl {
+    /// Mark `id` as held (or nothing, with `None`).
+    pub fn set(&self, id: Option<String>) {
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = id;
+    }
+
+    /// Ask the held statement's wait to end; false when nothing is held.
+    pub fn cancel(&self) -> bool {
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        if held {
+            self.cancel.notify_one();
+        }
+        held
+    }
+
+    /// Resolves once a cancel arrives for the held statement.
+    pub async fn cancelled(&self) {
+        self.cancel.notified().await;
+    }
+}
+
 /// The gateway's cancel keys of all live sessions.
 #[derive(Debug, Default)]
 pub(crate) struct CancelMap {
-    inner: Mutex<HashMap<i32, ([u8; 4], TargetKey)>>,
+    inner: Mutex<HashMap<i32, Entry>>,
 }
+
+type Entry = ([u8; 4], TargetKey, Arc<HoldControl>);
 
 impl CancelMap {
     /// Register a session; returns the (pid, key) to give the client, or `None` if the
     /// system random number generator fails.
-    pub fn register(&self, target: TargetKey) -> Option<(i32, [u8; 4])> {
+    pub fn register(&self, target: TargetKey, hold: Arc<HoldControl>) -> Option<(i32, [u8; 4])> {
         let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         // A handful of tries: a collision among live sessions is rare.
         for _ in 0..16 {
@@ -38,7 +76,7 @@ impl CancelMap {
                 continue;
             }
             let key = [raw[4], raw[5], raw[6], raw[7]];
-            map.insert(pid, (key, target));
+            map.insert(pid, (key, target, hold));
             return Some((pid, key));
         }
         None
@@ -52,13 +90,19 @@ impl CancelMap {
             .remove(&pid);
     }
 
-    /// Cancel the running command of the session the key names. Unknown keys are ignored,
-    /// as PostgreSQL does, so a cancel reveals nothing.
+    /// Cancel the running command of the session the key names: its approval request while
+    /// a statement is held, else the target's command. Unknown keys are ignored, as
+    /// PostgreSQL does, so a cancel reveals nothing.
     pub async fn cancel(&self, pid: i32, key: &[u8]) {
         let target = {
             let map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             match map.get(&pid) {
-                Some((k, t)) if constant_time_eq(k, key) => t.clone(),
+                Some((k, t, hold)) if constant_time_eq(k, key) => {
+                    if hold.cancel() {
+                        return;
+                    }
+                    t.clone()
+                }
                 _ => return,
             }
         };

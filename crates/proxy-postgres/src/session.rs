@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-use crate::cancel::TargetKey;
+use crate::cancel::{HoldControl, TargetKey};
 use crate::codec;
 use crate::error::PgError;
 use crate::front::{self, Opening};
@@ -33,6 +33,8 @@ pub(crate) struct SessionCtx {
     pub conn: ConnectionConfig,
     pub services: Arc<Services>,
     pub max_message: usize,
+    /// The statement held for approval, if any, reachable from a CancelRequest.
+    pub hold: Arc<HoldControl>,
 }
 
 /// Serve one accepted connection to its end.
@@ -212,11 +214,15 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
             return;
         }
 
-        let Some((pid, key)) = proxy.cancels.register(TargetKey {
-            addr: conn.target.clone(),
-            pid: target.pid,
-            key: target.key.clone(),
-        }) else {
+        let hold = Arc::new(HoldControl::default());
+        let Some((pid, key)) = proxy.cancels.register(
+            TargetKey {
+                addr: conn.target.clone(),
+                pid: target.pid,
+                key: target.key.clone(),
+            },
+            hold.clone(),
+        ) else {
             front::fatal(
                 &mut stream,
                 "58000",
@@ -246,6 +252,7 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
             conn,
             services: services.clone(),
             max_message: proxy.max_message,
+            hold,
         };
         let started = std::time::Instant::now();
         let outcome = relay::run(

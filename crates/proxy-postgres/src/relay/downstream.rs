@@ -4,11 +4,11 @@
 use std::sync::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use gateway_core::Side;
 use gateway_core::audit::{AuditEvent, EventKind};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::state::Shared;
 use super::{Fatal, MAX_TARGET_MESSAGE, READ_CHUNK};
@@ -23,6 +23,7 @@ pub(super) async fn run<R, W>(
     mut buf: BytesMut,
     client: &mut W,
     mut fatal: oneshot::Receiver<Fatal>,
+    mut notices: mpsc::UnboundedReceiver<Bytes>,
 ) -> Result<()>
 where
     R: AsyncRead + Unpin,
@@ -31,6 +32,7 @@ where
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     let mut ends: Vec<AuditEvent> = Vec::new();
     let mut fatal_open = true;
+    let mut notices_open = true;
     loop {
         let audit_seq;
         {
@@ -122,6 +124,11 @@ where
                     return Err(PgError::Target("the target closed the connection".into()));
                 }
             }
+            // A notice from the client half, written between whole messages.
+            n = notices.recv(), if notices_open => match n {
+                Some(n) => client.write_all(&n).await.map_err(PgError::client_io)?,
+                None => notices_open = false,
+            },
             // The other half ended the session: tell the client why, at a message boundary.
             f = &mut fatal, if fatal_open => {
                 fatal_open = false;

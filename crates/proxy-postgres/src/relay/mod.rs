@@ -26,10 +26,10 @@ mod upstream;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use gateway_core::Side;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::codec;
 use crate::error::Result;
@@ -69,10 +69,20 @@ where
     }
     let shared = Mutex::new(initial);
     let (fatal_tx, fatal_rx) = oneshot::channel::<Fatal>();
+    // Messages the client half has for the client (notices about a held statement); the
+    // target half writes them at a message boundary.
+    let (notice_tx, notice_rx) = mpsc::unbounded_channel::<Bytes>();
     let (mut client_rd, mut client_wr) = tokio::io::split(client);
     let (mut target_rd, mut target_wr) = tokio::io::split(target);
     let (outcome, down_finished) = {
-        let up = upstream::run(ctx, &shared, &mut client_rd, client_buf, &mut target_wr);
+        let up = upstream::run(
+            ctx,
+            &shared,
+            &mut client_rd,
+            client_buf,
+            &mut target_wr,
+            notice_tx,
+        );
         let down = downstream::run(
             ctx,
             &shared,
@@ -80,6 +90,7 @@ where
             target_buf,
             &mut client_wr,
             fatal_rx,
+            notice_rx,
         );
         tokio::pin!(up, down);
         tokio::select! {

@@ -12,7 +12,9 @@ use gateway_core::action::{Action, SqlKind, SqlStatement};
 use gateway_core::audit::{AuditEvent, EventKind};
 use gateway_core::policy::{ConnectionRef, Decision, Verdict};
 use gateway_core::sql::LexOptions;
+use gateway_core::approvals::{NewKind, NewRequest, Outcome};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc::UnboundedSender;
 
 use super::READ_CHUNK;
 use super::state::{InFlight, MAX_NAMES, Name, PendingOp, Prepared, Shared, Substitute, name_key};
@@ -35,6 +37,21 @@ enum Plan {
         error: Bytes,
         parse_name: Option<String>,
     },
+    /// Policy sends it to review and no granted window covers it: hold it in the session
+    /// until people decide.
+    Hold(Box<Held>),
+}
+
+/// A command waiting for approval, with what it becomes either way.
+struct Held {
+    command: u64,
+    statements: usize,
+    text: String,
+    action: &'static str,
+    decision: Decision,
+    /// Its audit event, recorded once the outcome is known (with the approval id).
+    event: AuditEvent,
+    fingerprint: String,
 }
 
 /// Per-session state of the client → target direction.
@@ -55,7 +72,15 @@ struct Upstream<'a> {
     /// to lex (see [`Shared`]).
     standard_conforming_strings: bool,
     unsafe_encoding: bool,
+    /// The last Bind seen (portal name and the whole message): a held Execute's parameters
+    /// are part of what is approved.
+    last_bind: Option<(Name, Bytes)>,
+    /// The Bind of the Execute being decided, if it was the last one seen.
+    bind_for_hold: Option<Bytes>,
 }
+
+/// Client bytes read ahead while a statement is held, at most (reading stops there).
+const MAX_READ_WHILE_HELD: usize = 1 << 20;
 
 pub(super) async fn run<R, W>(
     ctx: &SessionCtx,
@@ -63,6 +88,7 @@ pub(super) async fn run<R, W>(
     client: &mut R,
     mut buf: BytesMut,
     target: &mut W,
+    notices: UnboundedSender<Bytes>,
 ) -> Result<()>
 where
     R: AsyncRead + Unpin,
@@ -77,6 +103,8 @@ where
         ops: Vec::new(),
         standard_conforming_strings: true,
         unsafe_encoding: false,
+        last_bind: None,
+        bind_for_hold: None,
     };
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     let mut events: Vec<AuditEvent> = Vec::new();
@@ -97,7 +125,15 @@ where
             if up.skip_until_sync && frame.tag != fe::SYNC {
                 continue;
             }
-            let plan = up.decide(shared, &frame, &mut events)?;
+            let mut plan = up.decide(shared, &frame, &mut events)?;
+            if let Plan::Hold(held) = plan {
+                // What came before goes out first, so its results reach the client while
+                // this one waits.
+                send(ctx, shared, &mut events, &mut pending, &mut out, target).await?;
+                plan = up
+                    .hold(*held, client, &mut buf, &notices, &mut events)
+                    .await?;
+            }
             match (&plan, frame.tag) {
                 (_, fe::SYNC) => up.skip_until_sync = false,
                 (Plan::Refuse { .. }, fe::PARSE | fe::EXECUTE) => up.skip_until_sync = true,
@@ -106,42 +142,7 @@ where
             let op = up.ops.pop();
             pending.push((frame, plan, op));
         }
-        if !pending.is_empty() {
-            // Audit first: nothing is forwarded until its event is chained and staged for
-            // the journal, and its results reach the client only once it is written
-            // (downstream waits for `audit_seq`).
-            let mut staged = None;
-            if !events.is_empty() {
-                let started = Instant::now();
-                match ctx.services.audit.stage(std::mem::take(&mut events)) {
-                    Ok(seq) => staged = Some(seq),
-                    Err(e) => {
-                        ctx.services
-                            .metrics
-                            .audit_failures_total
-                            .fetch_add(1, Relaxed);
-                        return Err(PgError::Gateway(format!(
-                            "audit is unavailable, so no command can run: {e}"
-                        )));
-                    }
-                }
-                ctx.services
-                    .metrics
-                    .decision_latency
-                    .observe(started.elapsed());
-            }
-            {
-                let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(seq) = staged {
-                    sh.audit_seq = seq;
-                }
-                for (frame, plan, op) in pending.drain(..) {
-                    forward(&mut sh, frame, plan, op, &mut out);
-                }
-            }
-            target.write_all(&out).await.map_err(PgError::target_io)?;
-            out.clear();
-        }
+        send(ctx, shared, &mut events, &mut pending, &mut out, target).await?;
         if terminate {
             let mut x = BytesMut::with_capacity(5);
             codec::put_terminate(&mut x);
@@ -160,6 +161,54 @@ where
             return Ok(());
         }
     }
+}
+
+/// Stage the audit events of the pending frames, then forward them in one write. Nothing is
+/// forwarded until its event has its place in the chain; the results of a command reach the
+/// client only once its event is written (downstream waits for `audit_seq`).
+async fn send<W: AsyncWrite + Unpin>(
+    ctx: &SessionCtx,
+    shared: &Mutex<Shared>,
+    events: &mut Vec<AuditEvent>,
+    pending: &mut Vec<(Frame, Plan, Option<PendingOp>)>,
+    out: &mut BytesMut,
+    target: &mut W,
+) -> Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let mut staged = None;
+    if !events.is_empty() {
+        let started = Instant::now();
+        match ctx.services.audit.stage(std::mem::take(events)) {
+            Ok(seq) => staged = Some(seq),
+            Err(e) => {
+                ctx.services
+                    .metrics
+                    .audit_failures_total
+                    .fetch_add(1, Relaxed);
+                return Err(PgError::Gateway(format!(
+                    "audit is unavailable, so no command can run: {e}"
+                )));
+            }
+        }
+        ctx.services
+            .metrics
+            .decision_latency
+            .observe(started.elapsed());
+    }
+    {
+        let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(seq) = staged {
+            sh.audit_seq = seq;
+        }
+        for (frame, plan, op) in pending.drain(..) {
+            forward(&mut sh, frame, plan, op, out);
+        }
+    }
+    target.write_all(out).await.map_err(PgError::target_io)?;
+    out.clear();
+    Ok(())
 }
 
 impl Upstream<'_> {
@@ -237,10 +286,12 @@ impl Upstream<'_> {
                 let statements = classify(p.query);
                 let key = name_key(p.name);
                 if !statements.is_empty() {
-                    // Only what policy allows now may be prepared on the target; each
-                    // Execute is decided again.
+                    // Only what policy allows now (or sends to review) may be prepared on the
+                    // target; each Execute is decided again, and a reviewed one held there.
                     let decision = self.evaluate(&statements);
-                    if !decision.is_allowed() {
+                    if !decision.is_allowed()
+                        && !matches!(decision.verdict, Verdict::Review { .. })
+                    {
                         let plan = self.record(p.query, &statements, &decision, events);
                         if p.name.is_empty() {
                             self.statements.remove(&key);
@@ -288,6 +339,7 @@ impl Upstream<'_> {
                     )));
                 }
                 self.portals.insert(key.clone(), prepared.clone());
+                self.last_bind = Some((key.clone(), frame.raw.clone()));
                 self.ops.push(PendingOp::Bind(key, prepared));
                 Ok(Plan::Raw)
             }
@@ -302,6 +354,12 @@ impl Upstream<'_> {
                 if p.statements.is_empty() {
                     return Ok(Plan::Empty);
                 }
+                let params = self
+                    .last_bind
+                    .as_ref()
+                    .filter(|(name, _)| **name == *name_key(portal))
+                    .map(|(_, raw)| raw.clone());
+                self.bind_for_hold = params;
                 Ok(
                     match self.decide_statements(&p.text, &p.statements, events) {
                         // One Execute, one completion, whatever the statement count.
@@ -402,7 +460,6 @@ impl Upstream<'_> {
         ev.verdict = Some(decision.audit_verdict());
         ev.policies = decision.policies.clone();
         ev.reason = decision.reason.clone();
-        events.push(ev);
 
         let metrics = &self.ctx.services.metrics;
         let counter = match decision.verdict {
@@ -411,13 +468,46 @@ impl Upstream<'_> {
             Verdict::Review { .. } => &metrics.statements_review,
         };
         counter.fetch_add(1, Relaxed);
+        let bind = self.bind_for_hold.take();
 
         if decision.is_allowed() {
+            events.push(ev);
             return Plan::Command {
                 command,
                 statements: statements.len(),
             };
         }
+        if let Verdict::Review { .. } = decision.verdict {
+            let action = worst.cedar_id();
+            let approvals = &self.ctx.services.approvals;
+            // A granted window stands in for review: the command runs, carrying its id.
+            if let Some(id) = approvals.active_window(&self.ctx.identity, &self.ctx.conn.name, action)
+            {
+                ev.verdict = Some(gateway_core::audit::Verdict::Allow);
+                ev.approval = Some(id);
+                events.push(ev);
+                return Plan::Command {
+                    command,
+                    statements: statements.len(),
+                };
+            }
+            let params: Vec<Option<&[u8]>> = bind
+                .as_ref()
+                .and_then(|raw| codec::parse_bind(&raw[5..]).ok())
+                .map(|b| b.params)
+                .unwrap_or_default();
+            let fingerprint = gateway_core::approvals::fingerprint(text, &params);
+            return Plan::Hold(Box::new(Held {
+                command,
+                statements: statements.len(),
+                text: text.to_string(),
+                action,
+                decision: decision.clone(),
+                event: ev,
+                fingerprint,
+            }));
+        }
+        events.push(ev);
         let reason = decision.reason.as_deref().unwrap_or("denied by policy");
         let message = if matches!(decision.verdict, Verdict::Review { .. }) {
             format!("portcullis: approval required: {reason}")
@@ -430,12 +520,139 @@ impl Upstream<'_> {
             self.ctx.conn.name,
             decision.policies.join(", ")
         );
-        let mut err = BytesMut::with_capacity(128 + message.len() + detail.len());
-        codec::put_error(&mut err, "ERROR", "42501", &message, Some(&detail), None);
-        Plan::Refuse {
-            error: err.freeze(),
-            parse_name: None,
-        }
+        refuse("42501", &message, &detail)
+    }
+
+    /// Hold a command for approval: request it, tell the client, and wait for the outcome, a
+    /// cancel, or the client leaving. Returns the plan for the command either way; its audit
+    /// event (with the approval id) is queued with it.
+    async fn hold<R: AsyncRead + Unpin>(
+        &mut self,
+        h: Held,
+        client: &mut R,
+        buf: &mut BytesMut,
+        notices: &UnboundedSender<Bytes>,
+        events: &mut Vec<AuditEvent>,
+    ) -> Result<Plan> {
+        let ctx = self.ctx;
+        let approvals = &ctx.services.approvals;
+        let Held {
+            command,
+            statements,
+            text,
+            action,
+            decision,
+            mut event,
+            fingerprint,
+        } = h;
+        let detail = format!(
+            "{action} on connection \"{}\" held by policy [{}]",
+            ctx.conn.name,
+            decision.policies.join(", ")
+        );
+        let new = NewRequest::new(
+            NewKind::OneTime {
+                fingerprint,
+                statement: text,
+                session: ctx.session_id.clone(),
+            },
+            &ctx.conn.name,
+            action,
+        )
+        .with_review(&decision);
+        let req = match approvals.request(&ctx.identity, new).await {
+            Ok(r) => r,
+            Err(e) => {
+                let message = format!("portcullis: approval could not be requested: {e}");
+                event.verdict = Some(gateway_core::audit::Verdict::Deny);
+                event.reason = Some(message.clone());
+                events.push(event);
+                return Ok(refuse("42501", &message, &detail));
+            }
+        };
+        event.approval = Some(req.id.clone());
+        let who = if req.approver_groups.is_empty() {
+            "anyone else".to_string()
+        } else {
+            format!("members of {}", req.approver_groups.join(", "))
+        };
+        let message = format!(
+            "portcullis: statement held for approval {id}: {n} approval(s) needed from {who}; \
+             approve with `portcullis approvals approve {id}`, or cancel to withdraw it",
+            id = req.id,
+            n = req.required,
+        );
+        let mut notice = BytesMut::with_capacity(64 + message.len() + detail.len());
+        codec::put_notice(&mut notice, "NOTICE", "01000", &message, Some(&detail));
+        let _ = notices.send(notice.freeze());
+        ctx.hold.set(Some(req.id.clone()));
+        let wait = approvals.wait(&req.id);
+        tokio::pin!(wait);
+        let outcome = loop {
+            let read_more = buf.len() < MAX_READ_WHILE_HELD;
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                o = &mut wait => break Some(o),
+                _ = ctx.hold.cancelled() => break None,
+                r = client.read_buf(buf), if read_more => match r {
+                    Ok(n) if n > 0 => {}
+                    _ => {
+                        ctx.hold.set(None);
+                        let _ = approvals
+                            .cancel_held(&req.id, &ctx.session_id, "the client disconnected while the statement was held")
+                            .await;
+                        return Err(PgError::Client(format!(
+                            "the client disconnected while statement was held for approval {}",
+                            req.id
+                        )));
+                    }
+                },
+            }
+        };
+        ctx.hold.set(None);
+        let plan = match outcome {
+            Some(Outcome::Approved(r)) => {
+                event.verdict = Some(gateway_core::audit::Verdict::Allow);
+                event.reason = Some(r.outcome_message());
+                Plan::Command {
+                    command,
+                    statements,
+                }
+            }
+            Some(o) => {
+                let message = format!("portcullis: {}", o.message());
+                event.verdict = Some(gateway_core::audit::Verdict::Deny);
+                event.reason = Some(message.clone());
+                refuse("42501", &message, &detail)
+            }
+            None => {
+                let _ = approvals
+                    .cancel_held(&req.id, &ctx.session_id, "cancelled by the client")
+                    .await;
+                let message = "canceling statement due to user request";
+                event.verdict = Some(gateway_core::audit::Verdict::Deny);
+                event.reason = Some(format!("approval {} cancelled by the client", req.id));
+                refuse(
+                    "57014",
+                    message,
+                    &format!("approval {} was cancelled", req.id),
+                )
+            }
+        };
+        events.push(event);
+        Ok(plan)
+    }
+}
+
+/// A refusal: the error the client reads in place of the command's answer.
+fn refuse(code: &str, message: &str, detail: &str) -> Plan {
+    let mut err = BytesMut::with_capacity(128 + message.len() + detail.len());
+    codec::put_error(&mut err, "ERROR", code, message, Some(detail), None);
+    Plan::Refuse {
+        error: err.freeze(),
+        parse_name: None,
     }
 }
 
@@ -466,6 +683,8 @@ fn forward(sh: &mut Shared, frame: Frame, plan: Plan, op: Option<PendingOp>, out
             });
             out.extend_from_slice(&frame.raw);
         }
+        // Decided by `hold` before anything is forwarded.
+        Plan::Hold(_) => debug_assert!(false, "a held command reached forwarding"),
         Plan::Refuse { error, parse_name } => {
             sh.substitutes.push_back(Substitute { batch, error });
             if matches!(frame.tag, fe::QUERY | fe::FUNCTION_CALL) {
