@@ -1,7 +1,7 @@
 //! Gateway configuration: TOML with unknown keys refused, then `validate()`, which reports
 //! every problem with its path.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,9 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub approvals: ApprovalsConfig,
+    /// `[[masking]]` blocks; where several apply to one connection their rules union.
+    #[serde(default)]
+    pub masking: Vec<MaskingConfig>,
     /// Directory the config file lives in; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -367,6 +370,42 @@ impl ApprovalsConfig {
     }
 }
 
+/// `[[masking]]`: detectors and column rules for some connections' results.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskingConfig {
+    /// Connections (by name) whose results this block masks.
+    pub connections: Vec<String>,
+    /// Detectors scanned in every text value: `card`, `email`, `ssn`, `iban`, `phone`, `secret`.
+    #[serde(default)]
+    pub detectors: Vec<String>,
+    /// Columns masked whole: `table.column`, `schema.table.column`, `*.column`; `*`/`?` globs.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// Groups exempt from this block's rules (not from other blocks').
+    #[serde(default)]
+    pub unmasked_groups: Vec<String>,
+    /// How matches are replaced unless `strategies` says otherwise.
+    #[serde(default)]
+    pub strategy: MaskStrategy,
+    /// Per-detector (or `column`) strategy overrides, e.g. `{ card = "partial" }`.
+    #[serde(default)]
+    pub strategies: BTreeMap<String, MaskStrategy>,
+}
+
+/// How a masked value is replaced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskStrategy {
+    /// `[REDACTED:card]`.
+    #[default]
+    Redact,
+    /// Keep the last four digits (`****-****-****-1234`) or an e-mail's domain.
+    Partial,
+    /// A stable keyed token (`[card:9f2c41d07a3b55e1]`): same input, same token.
+    Hash,
+}
+
 /// Parse a duration like `90s`, `15m`, `2h`, `1d`.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
@@ -547,6 +586,17 @@ impl Config {
                 }
             }
         }
+        for (i, m) in self.masking.iter().enumerate() {
+            let p = format!("masking[{i}]");
+            for (j, c) in m.connections.iter().enumerate() {
+                if !conns.contains(c) {
+                    errs.push(format!("{p}.connections[{j}]: no connection named `{c}`"));
+                }
+            }
+            for e in crate::masking::block_problems(m) {
+                errs.push(format!("{p}{e}"));
+            }
+        }
         errs
     }
 }
@@ -568,6 +618,61 @@ mod tests {
         assert!(parse_duration("15").is_err());
         assert!(parse_duration("15y").is_err());
         assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn masking_blocks_are_validated_with_paths() {
+        let text = r#"
+[gateway]
+state_dir = "s"
+policy = "p"
+[[connections]]
+name = "orders"
+protocol = "postgres"
+target = "127.0.0.1:5432"
+user = "app"
+[[masking]]
+connections = ["orders"]
+detectors = ["card", "email"]
+columns = ["customers.ssn", "*.password"]
+unmasked_groups = ["dpo"]
+strategies = { card = "partial", email = "hash" }
+[[masking]]
+connections = ["nope", "orders"]
+detectors = ["cards"]
+columns = ["ssn", "a..b"]
+strategies = { email = "hash", bogus = "redact" }
+[[masking]]
+connections = []
+"#;
+        let cfg: Config = toml::from_str(text).unwrap();
+        assert_eq!(
+            cfg.masking[0].strategies.get("card"),
+            Some(&MaskStrategy::Partial)
+        );
+        assert_eq!(cfg.masking[0].strategy, MaskStrategy::Redact);
+        let errs = cfg.validate();
+        let has = |prefix: &str| errs.iter().any(|e| e.starts_with(prefix));
+        assert!(
+            !errs.iter().any(|e| e.starts_with("masking[0]")),
+            "{errs:?}"
+        );
+        assert!(
+            has("masking[1].connections[0]: no connection named `nope`"),
+            "{errs:?}"
+        );
+        assert!(
+            has("masking[1].detectors[0]: unknown detector `cards`"),
+            "{errs:?}"
+        );
+        assert!(has("masking[1].columns[0]:"), "{errs:?}");
+        assert!(has("masking[1].columns[1]:"), "{errs:?}");
+        assert!(has("masking[1].strategies.email:"), "{errs:?}");
+        assert!(has("masking[1].strategies.bogus:"), "{errs:?}");
+        assert!(has("masking[2].connections: "), "{errs:?}");
+        assert!(has("masking[2]: "), "{errs:?}");
+        let bad = "[gateway]\nstate_dir='s'\npolicy='p'\n[[masking]]\nconnections=['x']\nstrategy='blur'\n";
+        assert!(toml::from_str::<Config>(bad).is_err());
     }
 
     #[test]

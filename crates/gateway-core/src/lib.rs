@@ -9,6 +9,7 @@ pub mod audit;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod masking;
 pub mod metrics;
 pub mod policy;
 pub mod services;
