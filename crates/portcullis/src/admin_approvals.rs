@@ -13,7 +13,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gateway_core::Identity;
-use gateway_core::approvals::{ApprovalError, ApprovalFilter, NewKind, NewRequest, State as ReqState};
+use gateway_core::approvals::{
+    ApprovalError, ApprovalFilter, NewKind, NewRequest, State as ReqState,
+};
 use gateway_core::services::Services;
 use serde::Deserialize;
 use serde_json::json;
@@ -60,9 +62,7 @@ fn refused(e: &ApprovalError) -> Response {
         | ApprovalError::AlreadyVoted(_)
         | ApprovalError::NotApprover { .. }
         | ApprovalError::NotRequester(_) => StatusCode::FORBIDDEN,
-        ApprovalError::WindowTooLong { .. } | ApprovalError::Invalid(_) => {
-            StatusCode::BAD_REQUEST
-        }
+        ApprovalError::WindowTooLong { .. } | ApprovalError::Invalid(_) => StatusCode::BAD_REQUEST,
         ApprovalError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, &e.to_string())
@@ -160,12 +160,8 @@ pub async fn request(
             &format!("no connection named \"{}\"", body.connection),
         );
     }
-    let new = NewRequest::new(
-        NewKind::Window { duration },
-        &body.connection,
-        &body.action,
-    )
-    .with_reason(body.reason);
+    let new = NewRequest::new(NewKind::Window { duration }, &body.connection, &body.action)
+        .with_reason(body.reason);
     match services.approvals.request(&who, new).await {
         Ok(r) => (StatusCode::CREATED, Json(r)).into_response(),
         Err(e) => refused(&e),

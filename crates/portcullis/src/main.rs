@@ -3,6 +3,7 @@
 
 mod admin;
 mod admin_approvals;
+mod cli_approvals;
 mod cli_audit;
 mod cli_policy;
 mod cli_token;
@@ -38,6 +39,13 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: cli_token::TokenCommand,
+    },
+    /// The approval queue: list, show, approve, deny, cancel, request a window.
+    Approvals {
+        #[command(flatten)]
+        endpoint: cli_approvals::Endpoint,
+        #[command(subcommand)]
+        command: cli_approvals::ApprovalsCommand,
     },
     /// Read and verify the audit trail.
     Audit {
@@ -75,6 +83,7 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { config },
         } => config_check(&config),
         Command::Token { command } => cli_token::run(command),
+        Command::Approvals { endpoint, command } => cli_approvals::run(endpoint, command),
         Command::Audit { command } => cli_audit::run_audit(command),
         Command::Sessions { command } => cli_audit::run_sessions(command),
         Command::Replay(args) => cli_audit::run_replay(args),

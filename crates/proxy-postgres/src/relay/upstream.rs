@@ -9,10 +9,10 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use gateway_core::Side;
 use gateway_core::action::{Action, SqlKind, SqlStatement};
+use gateway_core::approvals::{NewKind, NewRequest, Outcome};
 use gateway_core::audit::{AuditEvent, EventKind};
 use gateway_core::policy::{ConnectionRef, Decision, Verdict};
 use gateway_core::sql::LexOptions;
-use gateway_core::approvals::{NewKind, NewRequest, Outcome};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -289,8 +289,7 @@ impl Upstream<'_> {
                     // Only what policy allows now (or sends to review) may be prepared on the
                     // target; each Execute is decided again, and a reviewed one held there.
                     let decision = self.evaluate(&statements);
-                    if !decision.is_allowed()
-                        && !matches!(decision.verdict, Verdict::Review { .. })
+                    if !decision.is_allowed() && !matches!(decision.verdict, Verdict::Review { .. })
                     {
                         let plan = self.record(p.query, &statements, &decision, events);
                         if p.name.is_empty() {
@@ -481,7 +480,8 @@ impl Upstream<'_> {
             let action = worst.cedar_id();
             let approvals = &self.ctx.services.approvals;
             // A granted window stands in for review: the command runs, carrying its id.
-            if let Some(id) = approvals.active_window(&self.ctx.identity, &self.ctx.conn.name, action)
+            if let Some(id) =
+                approvals.active_window(&self.ctx.identity, &self.ctx.conn.name, action)
             {
                 ev.verdict = Some(gateway_core::audit::Verdict::Allow);
                 ev.approval = Some(id);
