@@ -359,11 +359,17 @@ fn receiver() -> (u16, Arc<Mutex<Vec<String>>>) {
                     }
                 }
             };
-            if let Some(b) = body {
-                kept.lock().unwrap().push(b);
-            }
-            let _ =
-                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+            // `/reject` answers 400, which the gateway counts as a failed delivery.
+            let rejected = data.starts_with(b"POST /reject ");
+            let reply: &[u8] = if rejected {
+                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\nconnection: close\r\n\r\nno"
+            } else {
+                if let Some(b) = body {
+                    kept.lock().unwrap().push(b);
+                }
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+            };
+            let _ = s.write_all(reply);
         }
     });
     (port, bodies)
@@ -374,7 +380,8 @@ fn webhooks_announce_requests_and_outcomes() {
     table("appr_hook");
     let (port, bodies) = receiver();
     let gw = start(&format!(
-        "[approvals]\n[[approvals.webhooks]]\nurl = \"http://127.0.0.1:{port}/slack\"\nformat = \"slack\"\n"
+        "[approvals]\n[[approvals.webhooks]]\nurl = \"http://127.0.0.1:{port}/slack\"\nformat = \"slack\"\n\
+         [[approvals.webhooks]]\nurl = \"http://127.0.0.1:{port}/reject\"\n"
     ));
     let ci = gw.token("pipeline-13", &["ci"]);
     let dba = gw.token("alice", &["dba"]);
@@ -399,6 +406,33 @@ fn webhooks_announce_requests_and_outcomes() {
         got[0]
     );
     assert!(got[1].contains("approved"), "{}", got[1]);
+    // Deliveries and the refused hook's failures are visible in metrics; the proxy went on.
+    let metrics = || {
+        let out = Command::new("curl")
+            .args([
+                "-fsS",
+                &format!("http://127.0.0.1:{}/metrics", gw.admin_port),
+            ])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut m = metrics();
+    while !m.contains("portcullis_webhook_notices_total{outcome=\"failed\"} 2")
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+        m = metrics();
+    }
+    assert!(
+        m.contains("portcullis_webhook_notices_total{outcome=\"delivered\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("portcullis_webhook_notices_total{outcome=\"failed\"} 2"),
+        "{m}"
+    );
 }
 
 #[test]

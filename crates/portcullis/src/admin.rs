@@ -63,6 +63,24 @@ async fn metrics(State(st): State<AdminState>) -> Response {
          # HELP portcullis_audit_write_failures_total Audit batches that failed to commit.\n# TYPE portcullis_audit_write_failures_total counter\nportcullis_audit_write_failures_total {}\n",
         a.events, a.batches, a.failed_batches
     ));
+    let ap = st.services.approvals.stats();
+    body.push_str(&format!(
+        "# HELP portcullis_approval_failures_total Approval audit writes and expiry sweeps that failed.\n# TYPE portcullis_approval_failures_total counter\n\
+         portcullis_approval_failures_total{{stage=\"audit\"}} {}\nportcullis_approval_failures_total{{stage=\"sweep\"}} {}\n",
+        ap.audit_failures, ap.sweep_failures
+    ));
+    if let Some(w) = st.services.approvals.webhook_stats() {
+        body.push_str("# HELP portcullis_webhook_notices_total Approval notices by delivery outcome.\n# TYPE portcullis_webhook_notices_total counter\n");
+        for (outcome, n) in [
+            ("delivered", w.delivered),
+            ("failed", w.failed),
+            ("dropped", w.dropped),
+        ] {
+            body.push_str(&format!(
+                "portcullis_webhook_notices_total{{outcome=\"{outcome}\"}} {n}\n"
+            ));
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

@@ -210,7 +210,12 @@ impl Approvals {
         &self.inner.settings
     }
 
-    /// Counters for metrics (webhook counters are on the notifier).
+    /// Webhook delivery counters; `None` when no webhook is configured.
+    pub fn webhook_stats(&self) -> Option<super::webhook::WebhookStats> {
+        self.inner.notifier.as_ref().map(WebhookNotifier::stats)
+    }
+
+    /// Counters for metrics (webhook counters: [`Approvals::webhook_stats`]).
     pub fn stats(&self) -> ApprovalStats {
         ApprovalStats {
             audit_failures: self.inner.audit_failures.load(Ordering::Relaxed),
