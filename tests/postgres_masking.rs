@@ -445,6 +445,20 @@ fn unique_violation_detail_does_not_echo_the_value() {
         r.stderr
     );
     assert_no_originals("unique violation", &r.stderr);
+    // An error message that quotes a value: masked for the client and in the audit trail.
+    let sql = "SELECT 'card 4111 1111 1111 1111'::int";
+    let r = gw.psql(&token, sql);
+    assert!(!r.ok);
+    // (psql itself quotes the statement it sent after `LINE 1:`; the server's message is
+    // the ERROR line.)
+    let error_line = r.stderr.lines().find(|l| l.starts_with("ERROR:")).unwrap();
+    assert!(error_line.contains("[REDACTED:card]"), "{}", r.stderr);
+    assert_no_originals("error message", error_line);
+    let end = command_end(&gw, sql);
+    assert!(
+        end["error"].as_str().unwrap().contains("[REDACTED:card]"),
+        "{end}"
+    );
 }
 
 #[test]

@@ -67,13 +67,18 @@ impl Catalog {
             .collect();
         wanted.sort_unstable();
         wanted.dedup();
-        wanted.truncate(MAX_BATCH);
         if wanted.is_empty() {
             return;
         }
         if self.origins.len() + wanted.len() > MAX_CACHED {
             self.origins.clear();
         }
+        for chunk in wanted.chunks(MAX_BATCH) {
+            self.resolve_some(ctx, chunk).await;
+        }
+    }
+
+    async fn resolve_some(&mut self, ctx: &SessionCtx, wanted: &[(u32, i16)]) {
         let mut sql = String::from(
             "SELECT a.attrelid, a.attnum, n.nspname, c.relname, a.attname \
              FROM pg_catalog.pg_attribute a \
@@ -119,8 +124,8 @@ impl Catalog {
             tracing::warn!("catalog lookup failed: result columns are masked as of unknown origin");
         }
         for k in wanted {
-            let o = found.remove(&k);
-            self.origins.insert(k, o);
+            let o = found.remove(k);
+            self.origins.insert(*k, o);
         }
     }
 

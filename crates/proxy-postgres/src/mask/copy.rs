@@ -291,12 +291,20 @@ pub(crate) fn rewrite_copy_data(
                 // One field: up to an unescaped delimiter or newline.
                 let start = pos;
                 let mut escaped = false;
-                while pos < data.len() && data[pos] != delimiter && data[pos] != b'\n' {
-                    if data[pos] == b'\\' {
-                        escaped = true;
-                        pos += 1;
+                loop {
+                    let Some(i) = data
+                        .get(pos..)
+                        .and_then(|rest| memchr::memchr3(delimiter, b'\n', b'\\', rest))
+                    else {
+                        pos = data.len();
+                        break;
+                    };
+                    pos += i;
+                    if data[pos] != b'\\' {
+                        break;
                     }
-                    pos += 1;
+                    escaped = true;
+                    pos += 2;
                 }
                 let end = pos.min(data.len());
                 let raw = &data[start..end];
@@ -329,22 +337,21 @@ pub(crate) fn rewrite_copy_data(
                 let mut doubled = false;
                 if quoted {
                     pos += 1;
-                    while pos < data.len() {
-                        if data[pos] == quote {
-                            if data.get(pos + 1) == Some(&quote) {
-                                doubled = true;
-                                pos += 2;
-                                continue;
-                            }
-                            pos += 1;
-                            break;
+                    while let Some(i) = data.get(pos..).and_then(|r| memchr::memchr(quote, r)) {
+                        pos += i;
+                        if data.get(pos + 1) == Some(&quote) {
+                            doubled = true;
+                            pos += 2;
+                            continue;
                         }
                         pos += 1;
+                        break;
                     }
                 }
-                while pos < data.len() && data[pos] != delimiter && data[pos] != b'\n' {
-                    pos += 1;
-                }
+                pos = data
+                    .get(pos..)
+                    .and_then(|r| memchr::memchr2(delimiter, b'\n', r))
+                    .map_or(data.len(), |i| pos + i);
                 let end = pos.min(data.len());
                 let raw = &data[start..end];
                 // An unquoted empty field is NULL.
@@ -400,10 +407,7 @@ pub(crate) fn rewrite_copy_data(
 }
 
 fn memchr_nl(data: &[u8], from: usize) -> usize {
-    data[from..]
-        .iter()
-        .position(|&b| b == b'\n')
-        .map_or(data.len(), |p| from + p)
+    memchr::memchr(b'\n', &data[from..]).map_or(data.len(), |p| from + p)
 }
 
 /// Undo text-COPY escaping (`\\`, `\t`, `\n`, `\r`, `\b`, `\f`, `\v`, octal, `\xHH`).

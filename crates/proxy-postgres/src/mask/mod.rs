@@ -268,6 +268,20 @@ impl Masking {
         })
     }
 
+    /// A text for the audit trail (an error message) with the detectors applied; counts
+    /// are not affected.
+    pub fn masked_text(&self, text: &str) -> String {
+        let mut out = Vec::new();
+        let mut scratch = MaskCounts::new();
+        match self
+            .masks
+            .mask_value(text.as_bytes(), TypeHint::Text, &mut out, &mut scratch)
+        {
+            Masked::Replaced => String::from_utf8_lossy(&out).into_owned(),
+            Masked::Unchanged | Masked::Null => text.to_string(),
+        }
+    }
+
     /// Mask one CopyData payload into `out` (a whole CopyData message) if anything changed.
     pub fn mask_copy(
         &mut self,

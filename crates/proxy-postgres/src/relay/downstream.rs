@@ -91,9 +91,13 @@ where
                             out.extend_from_slice(&sub.error);
                             continue;
                         }
-                        let msg = fields
+                        let mut msg = fields
                             .map(|f| format!("{}: {}", f.code, f.message))
                             .unwrap_or_else(|| "error".into());
+                        if let Some(r) = masking.as_ref() {
+                            // The audit trail gets what the client got, never a value.
+                            msg = r.m.masked_text(&msg);
+                        }
                         let pushed = complete(ctx, &mut sh, &mut ends, None, Some(msg));
                         attach_counts(&mut masking, &mut ends, pushed);
                     }

@@ -125,21 +125,17 @@ impl Results {
         let written = |changed: bool| if changed { Step::Written } else { Step::Pass };
         match frame.tag {
             be::DATA_ROW => {
-                let plan = match &self.current {
-                    Some(p) => p.clone(),
-                    None => {
-                        let p = self.plan_for_rows(sh, frame);
-                        self.current = Some(p.clone());
-                        p
-                    }
+                if self.current.is_none() {
+                    self.current = Some(self.plan_for_rows(sh, frame));
+                }
+                let Results { m, current, .. } = self;
+                let Some(plan) = current.as_deref() else {
+                    return Ok(Step::Pass);
                 };
                 if plan.is_noop() {
                     return Ok(Step::Pass);
                 }
-                let changed = self
-                    .m
-                    .mask_row(&plan, &frame.raw, out)
-                    .map_err(target_codec)?;
+                let changed = m.mask_row(plan, &frame.raw, out).map_err(target_codec)?;
                 Ok(written(changed))
             }
             be::ROW_DESCRIPTION => {
@@ -227,10 +223,9 @@ impl Results {
                     mentioned,
                     ..
                 } => {
-                    let (format, plan, mentioned) = (*format, plan.clone(), *mentioned);
                     let changed =
                         self.m
-                            .mask_copy(frame.body(), format, plan.as_deref(), mentioned, out);
+                            .mask_copy(frame.body(), *format, plan.as_deref(), *mentioned, out);
                     Ok(written(changed))
                 }
                 // Copy data with no CopyOutResponse seen: scan it whole.
