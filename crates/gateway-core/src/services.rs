@@ -6,6 +6,7 @@ use crate::approvals::Approvals;
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::identity::Verifier;
+use crate::masking::MaskingEngine;
 use crate::metrics::Metrics;
 use crate::policy::PolicyHandle;
 use crate::sql::Classifier;
@@ -21,4 +22,6 @@ pub struct Services {
     pub approvals: Approvals,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
+    /// The compiled `[[masking]]` blocks; `None` when the config has none.
+    pub masking: Option<Arc<MaskingEngine>>,
 }

@@ -116,6 +116,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     record_policy_changes(&policy, &audit, &metrics);
     let approvals = start_approvals(&cfg, sqlite, &audit).await?;
+    let masking = if cfg.masking.is_empty() {
+        None
+    } else {
+        let key = gateway_core::masking::load_or_create_key(&cfg.state_dir())
+            .context("loading the masking key")?;
+        let engine = gateway_core::masking::MaskingEngine::new(&cfg.masking, key)
+            .context("compiling the [[masking]] blocks")?;
+        Some(Arc::new(engine))
+    };
     let services = Arc::new(Services {
         config: cfg.clone(),
         verifier,
@@ -125,6 +134,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         approvals,
         store,
         metrics,
+        masking,
     });
 
     for l in &cfg.listeners {

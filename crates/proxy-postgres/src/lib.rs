@@ -7,6 +7,7 @@ mod cancel;
 pub mod codec;
 mod error;
 mod front;
+mod mask;
 mod relay;
 mod server;
 mod session;

@@ -35,6 +35,8 @@ pub(crate) struct SessionCtx {
     pub max_message: usize,
     /// The statement held for approval, if any, reachable from a CancelRequest.
     pub hold: Arc<HoldControl>,
+    /// The masking that applies to this session; `None` means no masking work at all.
+    pub masks: Option<Arc<gateway_core::masking::SessionMasks>>,
 }
 
 /// Serve one accepted connection to its end.
@@ -246,8 +248,13 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
         services.metrics.sessions_active.fetch_add(1, Relaxed);
         tracing::info!("session opened");
 
+        let masks = services
+            .masking
+            .as_ref()
+            .and_then(|m| m.for_session(&conn.name, &identity.groups));
         let ctx = SessionCtx {
             session_id: session_id.clone(),
+            masks,
             identity,
             conn,
             services: services.clone(),

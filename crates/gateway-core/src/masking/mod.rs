@@ -7,6 +7,7 @@
 mod counts;
 mod detectors;
 mod json;
+mod key;
 mod render;
 mod rules;
 mod scan;
@@ -16,6 +17,7 @@ mod tests;
 use std::sync::Arc;
 
 pub use counts::{Detector, KIND_COUNT, Kind, MaskCounts};
+pub use key::{KEY_LEN, load_or_create_key};
 
 use crate::config::{MaskStrategy, MaskingConfig};
 use crate::error::{Error, Result};

@@ -295,6 +295,14 @@ pub fn put_bind(buf: &mut BytesMut, bind: &Bind<'_>) -> Result<(), CodecError> {
     Ok(())
 }
 
+/// Describe a statement (`b'S'`) or portal (`b'P'`).
+pub fn put_describe(buf: &mut BytesMut, kind: u8, name: &str) {
+    tagged(buf, fe::DESCRIBE, |b| {
+        b.put_u8(kind);
+        put_cstr(b, name.as_bytes());
+    });
+}
+
 /// Sync.
 pub fn put_sync(buf: &mut BytesMut) {
     tagged(buf, fe::SYNC, |_| {});

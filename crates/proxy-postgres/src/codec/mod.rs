@@ -11,6 +11,7 @@ pub mod encode;
 mod frame;
 pub mod frontend;
 mod reader;
+mod rewrite;
 mod rows;
 mod startup;
 pub mod tags;
@@ -25,16 +26,18 @@ pub use backend::{
 };
 pub use encode::{
     put_auth_cleartext, put_auth_ok, put_backend_key_data, put_bind, put_bind_complete,
-    put_cancel_request, put_close_complete, put_command_complete, put_data_row, put_empty_query,
-    put_error, put_negotiate_protocol_version, put_no_data, put_notice, put_parameter_status,
-    put_parse, put_parse_complete, put_password, put_query, put_ready_for_query, put_sasl_initial,
-    put_sasl_response, put_ssl_request, put_startup, put_sync, put_terminate,
+    put_cancel_request, put_close_complete, put_command_complete, put_data_row, put_describe,
+    put_empty_query, put_error, put_negotiate_protocol_version, put_no_data, put_notice,
+    put_parameter_status, put_parse, put_parse_complete, put_password, put_query,
+    put_ready_for_query, put_sasl_initial, put_sasl_response, put_ssl_request, put_startup,
+    put_sync, put_terminate,
 };
 pub use frame::{Frame, HEADER_LEN, next_frame};
 pub use frontend::{
     Bind, Parse, parse_bind, parse_close, parse_describe, parse_execute, parse_parse,
     parse_password, parse_query,
 };
+pub use rewrite::{rewrite_data_row, rewrite_error_fields};
 pub use startup::{
     CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, MAX_CANCEL_KEY, MIN_CANCEL_KEY, PROTOCOL_3_0,
     PROTOCOL_3_2, SSL_REQUEST_CODE, StartupPacket, next_startup,

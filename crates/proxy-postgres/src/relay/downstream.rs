@@ -10,10 +10,13 @@ use gateway_core::audit::{AuditEvent, EventKind};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
+use super::results::{Results, Step, Wait, is_completion};
 use super::state::Shared;
 use super::{Fatal, MAX_TARGET_MESSAGE, READ_CHUNK};
+use crate::codec::Frame;
 use crate::codec::{self, tags::backend as be};
 use crate::error::{PgError, Result};
+use crate::mask::Masking;
 use crate::session::SessionCtx;
 
 pub(super) async fn run<R, W>(
@@ -33,18 +36,51 @@ where
     let mut ends: Vec<AuditEvent> = Vec::new();
     let mut fatal_open = true;
     let mut notices_open = true;
+    // Masking, only when a block applies to this session.
+    let mut masking = ctx.masks.clone().map(|m| Results::new(Masking::new(m)));
+    // A frame that waits for the catalog (taken up again once `wait` is done).
+    let mut held: Option<Frame> = None;
+    let mut wait: Option<Wait> = None;
     loop {
+        if let (Some(r), Some(w)) = (masking.as_mut(), wait.take()) {
+            r.run_wait(ctx, w).await;
+        }
         let audit_seq;
         {
             let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
             // Every command answered in this batch was staged at or before this seq.
             audit_seq = sh.audit_seq;
-            while let Some(frame) =
-                codec::next_frame(&mut buf, MAX_TARGET_MESSAGE).map_err(|err| PgError::Codec {
-                    side: Side::Target,
-                    err,
-                })?
-            {
+            loop {
+                let frame =
+                    match held.take() {
+                        Some(f) => f,
+                        None => match codec::next_frame(&mut buf, MAX_TARGET_MESSAGE).map_err(
+                            |err| PgError::Codec {
+                                side: Side::Target,
+                                err,
+                            },
+                        )? {
+                            Some(f) => f,
+                            None => break,
+                        },
+                    };
+                let mut written = false;
+                if let Some(r) = masking.as_mut() {
+                    match r.frame(&mut sh, &frame, &mut out)? {
+                        Step::Pass => {}
+                        Step::Written => {
+                            if !is_completion(frame.tag) {
+                                continue;
+                            }
+                            written = true;
+                        }
+                        Step::Wait(w) => {
+                            held = Some(frame);
+                            wait = Some(w);
+                            break;
+                        }
+                    }
+                }
                 match frame.tag {
                     be::ERROR => {
                         let fields = codec::parse_error_fields(frame.body()).ok();
@@ -55,19 +91,27 @@ where
                             out.extend_from_slice(&sub.error);
                             continue;
                         }
-                        let msg = fields
+                        let mut msg = fields
                             .map(|f| format!("{}: {}", f.code, f.message))
                             .unwrap_or_else(|| "error".into());
-                        complete(ctx, &mut sh, &mut ends, None, Some(msg));
+                        if let Some(r) = masking.as_ref() {
+                            // The audit trail gets what the client got, never a value.
+                            msg = r.m.masked_text(&msg);
+                        }
+                        let pushed = complete(ctx, &mut sh, &mut ends, None, Some(msg));
+                        attach_counts(&mut masking, &mut ends, pushed);
                     }
                     be::COMMAND_COMPLETE => {
                         let rows = codec::parse_command_complete(frame.body())
                             .ok()
                             .and_then(codec::rows_from_tag);
-                        complete(ctx, &mut sh, &mut ends, rows, None);
+                        let refused = masking.as_mut().and_then(|r| r.take_refused_copy());
+                        let pushed = complete(ctx, &mut sh, &mut ends, rows, refused);
+                        attach_counts(&mut masking, &mut ends, pushed);
                     }
                     be::EMPTY_QUERY | be::PORTAL_SUSPENDED | be::FUNCTION_CALL_RESPONSE => {
-                        complete(ctx, &mut sh, &mut ends, None, None);
+                        let pushed = complete(ctx, &mut sh, &mut ends, None, None);
+                        attach_counts(&mut masking, &mut ends, pushed);
                     }
                     be::PARSE_COMPLETE | be::BIND_COMPLETE | be::CLOSE_COMPLETE => {
                         sh.confirm(frame.tag)
@@ -80,6 +124,9 @@ where
                             complete(ctx, &mut sh, &mut ends, None, Some("not executed".into()));
                         }
                         sh.batch_done(status);
+                        if let Some(r) = masking.as_mut() {
+                            r.batch_done();
+                        }
                     }
                     be::PARAMETER_STATUS => {
                         if let Ok((k, v)) = codec::parse_parameter_status(frame.body()) {
@@ -88,7 +135,9 @@ where
                     }
                     _ => {}
                 }
-                out.extend_from_slice(&frame.raw);
+                if !written {
+                    out.extend_from_slice(&frame.raw);
+                }
             }
         }
         // Completions are on record before the client sees them, and survive a client that
@@ -114,6 +163,10 @@ where
             }
             client.write_all(&out).await.map_err(PgError::client_io)?;
             out.clear();
+        }
+        if wait.is_some() {
+            // The held frame needs the catalog first; what was before it is already out.
+            continue;
         }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_CHUNK);
@@ -150,7 +203,7 @@ fn complete(
     ends: &mut Vec<AuditEvent>,
     rows: Option<u64>,
     error: Option<String>,
-) {
+) -> bool {
     // A completion for something not tracked (an error at Sync, say) is not attributed to
     // a command of a later batch.
     if sh
@@ -158,13 +211,13 @@ fn complete(
         .front()
         .is_none_or(|f| f.batch > sh.batches_done)
     {
-        return;
+        return false;
     }
     let Some(f) = sh.inflight.pop_front() else {
-        return;
+        return false;
     };
     if f.command == 0 {
-        return;
+        return false;
     }
     let elapsed = f.started.elapsed();
     ctx.services.metrics.statement_latency.observe(elapsed);
@@ -174,4 +227,18 @@ fn complete(
     ev.rows = rows;
     ev.error = error;
     ends.push(ev);
+    true
+}
+
+/// Put what masking did for the command just completed into its `command_end` event.
+fn attach_counts(masking: &mut Option<Results>, ends: &mut [AuditEvent], pushed: bool) {
+    let Some(r) = masking.as_mut() else { return };
+    if pushed
+        && !r.m.counts.is_empty()
+        && let Some(ev) = ends.last_mut()
+    {
+        let counts = r.m.counts.render(r.m.masks.column_rule_names());
+        ev.detail = Some(serde_json::json!({ "masked": counts }));
+    }
+    r.m.counts.clear();
 }

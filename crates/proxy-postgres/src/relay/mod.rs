@@ -20,6 +20,7 @@
 //! target.
 
 mod downstream;
+mod results;
 mod state;
 mod upstream;
 

@@ -2,11 +2,13 @@
 //! view of prepared statements and portals in step with the target's.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
 use gateway_core::action::{SqlKind, SqlStatement};
+
+use crate::mask::catalog::Described;
 
 /// PostgreSQL keys statements and portals by their first NAMEDATALEN-1 bytes.
 const NAME_BYTES: usize = 63;
@@ -26,15 +28,45 @@ pub(super) fn name_key(name: &str) -> Name {
 pub(super) struct Prepared {
     pub text: Arc<str>,
     pub statements: Arc<[Arc<SqlStatement>]>,
+    /// Its result columns, once a Describe answered (only kept while masking applies).
+    pub described: Mutex<Option<Arc<[Described]>>>,
+}
+
+impl Prepared {
+    pub fn new(text: Arc<str>, statements: Arc<[Arc<SqlStatement>]>) -> Prepared {
+        Prepared {
+            text,
+            statements,
+            described: Mutex::new(None),
+        }
+    }
+
+    /// The result columns a Describe reported.
+    pub fn described(&self) -> Option<Arc<[Described]>> {
+        self.described
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// What masking needs to know about a command whose results are coming.
+pub(super) struct ResultSource {
+    /// The statement text (for COPY options).
+    pub text: Arc<str>,
+    /// The first column rule the text mentions.
+    pub mentioned: Option<usize>,
+    /// For an Execute: its statement and the Bind's result formats.
+    pub exec: Option<(Arc<Prepared>, Arc<[i16]>)>,
 }
 
 impl Prepared {
     /// A statement nothing is known about: unknown, never a read.
     pub fn unknown(text: String) -> Arc<Prepared> {
-        Arc::new(Prepared {
-            text: Arc::from(text),
-            statements: Arc::from(vec![Arc::new(unknown_statement())]),
-        })
+        Arc::new(Prepared::new(
+            Arc::from(text),
+            Arc::from(vec![Arc::new(unknown_statement())]),
+        ))
     }
 }
 
@@ -56,6 +88,8 @@ pub(super) struct InFlight {
     /// Command number in the session; 0 for an empty query, which is not audited.
     pub command: u64,
     pub started: Instant,
+    /// Set while masking applies.
+    pub source: Option<Arc<ResultSource>>,
 }
 
 /// A refused command's error, waiting for the target's answer to the substitute.
@@ -80,6 +114,9 @@ pub(super) struct Shared {
     pub substitutes: VecDeque<Substitute>,
     /// Parse/Bind/Close in the order sent, with their batch.
     pub pending: VecDeque<(u64, PendingOp)>,
+    /// Describes sent while masking applies, in order, with their batch and the statement
+    /// whose result columns they report.
+    pub describes: VecDeque<(u64, Arc<Prepared>)>,
     /// Statements and portals the target has confirmed (ParseComplete, BindComplete).
     pub statements: HashMap<Name, Arc<Prepared>>,
     pub portals: HashMap<Name, Arc<Prepared>>,
@@ -121,6 +158,7 @@ impl Shared {
             inflight: VecDeque::new(),
             substitutes: VecDeque::new(),
             pending: VecDeque::new(),
+            describes: VecDeque::new(),
             statements: HashMap::new(),
             portals: HashMap::new(),
             statements_diverged: false,
@@ -182,6 +220,9 @@ impl Shared {
         }
         while self.substitutes.front().is_some_and(|s| s.batch <= done) {
             self.substitutes.pop_front();
+        }
+        while self.describes.front().is_some_and(|d| d.0 <= done) {
+            self.describes.pop_front();
         }
         if status == b'I' && !self.portals.is_empty() {
             // Outside a transaction block the target has dropped every portal.

@@ -11,13 +11,16 @@ use gateway_core::Side;
 use gateway_core::action::{Action, SqlKind, SqlStatement};
 use gateway_core::approvals::{NewKind, NewRequest, Outcome};
 use gateway_core::audit::{AuditEvent, EventKind};
+use gateway_core::masking::SessionMasks;
 use gateway_core::policy::{ConnectionRef, Decision, Verdict};
 use gateway_core::sql::LexOptions;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::READ_CHUNK;
-use super::state::{InFlight, MAX_NAMES, Name, PendingOp, Prepared, Shared, Substitute, name_key};
+use super::state::{
+    InFlight, MAX_NAMES, Name, PendingOp, Prepared, ResultSource, Shared, Substitute, name_key,
+};
 use crate::codec::{self, Frame, tags::frontend as fe};
 use crate::error::{PgError, Result};
 use crate::session::SessionCtx;
@@ -77,6 +80,17 @@ struct Upstream<'a> {
     last_bind: Option<(Name, Bytes)>,
     /// The Bind of the Execute being decided, if it was the last one seen.
     bind_for_hold: Option<Bytes>,
+    /// Result formats each portal was bound with (kept only while masking applies).
+    portal_formats: HashMap<Name, Arc<[i16]>>,
+}
+
+/// What masking needs from a forwarded frame.
+enum Extra {
+    None,
+    /// A command with results: what they come from.
+    Source(Arc<ResultSource>),
+    /// A Describe: whose result columns its answer reports.
+    Describe(Arc<Prepared>),
 }
 
 /// Client bytes read ahead while a statement is held, at most (reading stops there).
@@ -105,10 +119,11 @@ where
         unsafe_encoding: false,
         last_bind: None,
         bind_for_hold: None,
+        portal_formats: HashMap::new(),
     };
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     let mut events: Vec<AuditEvent> = Vec::new();
-    let mut pending: Vec<(Frame, Plan, Option<PendingOp>)> = Vec::new();
+    let mut pending: Vec<(Frame, Plan, Option<PendingOp>, Extra)> = Vec::new();
     let max = ctx.max_message;
     loop {
         up.resync(shared);
@@ -134,13 +149,17 @@ where
                     .hold(*held, client, &mut buf, &notices, &mut events)
                     .await?;
             }
+            let extra = match &ctx.masks {
+                Some(masks) => up.mask_extra(masks, &frame, &mut plan, &mut events),
+                None => Extra::None,
+            };
             match (&plan, frame.tag) {
                 (_, fe::SYNC) => up.skip_until_sync = false,
                 (Plan::Refuse { .. }, fe::PARSE | fe::EXECUTE) => up.skip_until_sync = true,
                 _ => {}
             }
             let op = up.ops.pop();
-            pending.push((frame, plan, op));
+            pending.push((frame, plan, op, extra));
         }
         send(ctx, shared, &mut events, &mut pending, &mut out, target).await?;
         if terminate {
@@ -170,7 +189,7 @@ async fn send<W: AsyncWrite + Unpin>(
     ctx: &SessionCtx,
     shared: &Mutex<Shared>,
     events: &mut Vec<AuditEvent>,
-    pending: &mut Vec<(Frame, Plan, Option<PendingOp>)>,
+    pending: &mut Vec<(Frame, Plan, Option<PendingOp>, Extra)>,
     out: &mut BytesMut,
     target: &mut W,
 ) -> Result<()> {
@@ -202,8 +221,8 @@ async fn send<W: AsyncWrite + Unpin>(
         if let Some(seq) = staged {
             sh.audit_seq = seq;
         }
-        for (frame, plan, op) in pending.drain(..) {
-            forward(&mut sh, frame, plan, op, out);
+        for (frame, plan, op, extra) in pending.drain(..) {
+            forward(&mut sh, frame, plan, op, extra, out);
         }
     }
     target.write_all(out).await.map_err(PgError::target_io)?;
@@ -314,10 +333,7 @@ impl Upstream<'_> {
                         "more than {MAX_NAMES} prepared statements in one session"
                     )));
                 }
-                let prepared = Arc::new(Prepared {
-                    text: Arc::from(p.query),
-                    statements: statements.clone(),
-                });
+                let prepared = Arc::new(Prepared::new(Arc::from(p.query), statements.clone()));
                 self.statements.insert(key.clone(), prepared.clone());
                 self.ops.push(PendingOp::Parse(key, prepared));
                 Ok(Plan::Raw)
@@ -395,6 +411,95 @@ impl Upstream<'_> {
                 char::from(other)
             ))),
         }
+    }
+
+    /// What masking needs from a frame about to be forwarded; also refuses binary COPY out,
+    /// which can't be masked, before it reaches the target.
+    fn mask_extra(
+        &mut self,
+        masks: &SessionMasks,
+        frame: &Frame,
+        plan: &mut Plan,
+        events: &mut [AuditEvent],
+    ) -> Extra {
+        let (text, exec) = match frame.tag {
+            fe::BIND => {
+                if let Ok(b) = codec::parse_bind(frame.body()) {
+                    let formats: Arc<[i16]> = Arc::from(b.result_formats);
+                    if self.portal_formats.len() >= MAX_NAMES {
+                        self.portal_formats.clear();
+                    }
+                    self.portal_formats.insert(name_key(b.portal), formats);
+                }
+                return Extra::None;
+            }
+            fe::CLOSE => {
+                if let Ok((b'P', name)) = codec::parse_close(frame.body()) {
+                    self.portal_formats.remove(&name_key(name));
+                }
+                return Extra::None;
+            }
+            fe::DESCRIBE => {
+                let Ok((kind, name)) = codec::parse_describe(frame.body()) else {
+                    return Extra::None;
+                };
+                let map = if kind == b'S' {
+                    &self.statements
+                } else {
+                    &self.portals
+                };
+                // Every Describe is answered once; an unknown name still takes its place.
+                let p = map
+                    .get(&name_key(name))
+                    .cloned()
+                    .unwrap_or_else(|| Prepared::unknown(String::new()));
+                return Extra::Describe(p);
+            }
+            _ if !matches!(plan, Plan::Command { .. }) => return Extra::None,
+            fe::QUERY => match codec::parse_query(frame.body()) {
+                Ok(t) => (Arc::<str>::from(t), None),
+                Err(_) => return Extra::None,
+            },
+            fe::EXECUTE => {
+                let Ok((portal, _)) = codec::parse_execute(frame.body()) else {
+                    return Extra::None;
+                };
+                let key = name_key(portal);
+                let p = self
+                    .portals
+                    .get(&key)
+                    .cloned()
+                    .unwrap_or_else(|| Prepared::unknown(String::new()));
+                let formats = self
+                    .portal_formats
+                    .get(&key)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from(Vec::new()));
+                (p.text.clone(), Some((p, formats)))
+            }
+            _ => return Extra::None,
+        };
+        let copy = text
+            .as_bytes()
+            .windows(4)
+            .any(|w| w.eq_ignore_ascii_case(b"copy"));
+        if copy
+            && let Some(c) = crate::mask::copy::parse_copy(&text)
+            && c.format == crate::mask::copy::CopyFormat::Binary
+        {
+            let message = "portcullis: binary COPY is refused on this connection because its results are masked; use text or CSV format";
+            if let Some(ev) = events.last_mut() {
+                ev.verdict = Some(gateway_core::audit::Verdict::Deny);
+                ev.reason = Some(message.into());
+            }
+            *plan = refuse("0A000", message, "binary COPY data can't be masked");
+            return Extra::None;
+        }
+        Extra::Source(Arc::new(ResultSource {
+            mentioned: masks.mentioned_rule(&text),
+            text,
+            exec,
+        }))
     }
 
     fn evaluate(&self, statements: &[Arc<SqlStatement>]) -> Decision {
@@ -657,9 +762,24 @@ fn refuse(code: &str, message: &str, detail: &str) -> Plan {
 }
 
 /// Append the frame (or its refusal substitute) to the target-bound batch.
-fn forward(sh: &mut Shared, frame: Frame, plan: Plan, op: Option<PendingOp>, out: &mut BytesMut) {
+fn forward(
+    sh: &mut Shared,
+    frame: Frame,
+    plan: Plan,
+    op: Option<PendingOp>,
+    extra: Extra,
+    out: &mut BytesMut,
+) {
     let batch = sh.batches_sent;
     let now = Instant::now();
+    let source = match extra {
+        Extra::None => None,
+        Extra::Source(s) => Some(s),
+        Extra::Describe(p) => {
+            sh.describes.push_back((batch, p));
+            None
+        }
+    };
     match plan {
         Plan::Raw => out.extend_from_slice(&frame.raw),
         Plan::Command {
@@ -671,6 +791,7 @@ fn forward(sh: &mut Shared, frame: Frame, plan: Plan, op: Option<PendingOp>, out
                     batch,
                     command,
                     started: now,
+                    source: source.clone(),
                 });
             }
             out.extend_from_slice(&frame.raw);
@@ -680,6 +801,7 @@ fn forward(sh: &mut Shared, frame: Frame, plan: Plan, op: Option<PendingOp>, out
                 batch,
                 command: 0,
                 started: now,
+                source: None,
             });
             out.extend_from_slice(&frame.raw);
         }

@@ -1,0 +1,569 @@
+//! COPY … TO STDOUT under masking: what the statement asks for (source, columns, format,
+//! delimiter) and the rewriting of text and CSV rows field by field. Pure functions.
+
+use bytes::{BufMut, BytesMut};
+use gateway_core::masking::Masked;
+
+/// The shape of a `COPY … TO STDOUT` statement, as far as masking needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CopyStatement {
+    /// A query whose RowDescription describes the copied columns (`SELECT cols FROM table` or
+    /// the inner query), or `None` when the statement could not be read that far.
+    pub describe: Option<String>,
+    pub format: CopyFormat,
+    /// The first line is a header of column names (CSV `HEADER`).
+    pub header: bool,
+}
+
+/// How COPY data is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CopyFormat {
+    /// PostgreSQL's text format with this delimiter.
+    Text { delimiter: u8 },
+    /// CSV with this delimiter and quote (escape = quote).
+    Csv { delimiter: u8, quote: u8 },
+    /// Binary: never relayed under masking.
+    Binary,
+    /// Options this proxy does not split by (a non-default ESCAPE, a multi-byte delimiter):
+    /// every line is scanned whole by the detectors.
+    Lines,
+}
+
+/// SQL tokens good enough for a COPY statement: words (lower-cased), quoted identifiers,
+/// string literals, punctuation. `None` on anything unexpected.
+fn tokens(sql: &str) -> Option<Vec<(usize, usize, Tok)>> {
+    let b = sql.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let start = i;
+        if c.is_ascii_whitespace() || c == b';' {
+            i += 1;
+        } else if c == b'-' && b.get(i + 1) == Some(&b'-') {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+        } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
+            let end = sql[i + 2..].find("*/")?;
+            i += 2 + end + 2;
+        } else if c == b'\'' || c == b'"' {
+            i += 1;
+            loop {
+                if i >= b.len() {
+                    return None;
+                }
+                if b[i] == c {
+                    if b.get(i + 1) == Some(&c) {
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                i += 1;
+            }
+            i += 1;
+            let inner = sql[start + 1..i - 1].replace(
+                if c == b'\'' { "''" } else { "\"\"" },
+                if c == b'\'' { "'" } else { "\"" },
+            );
+            out.push((
+                start,
+                i,
+                if c == b'\'' {
+                    Tok::Str(inner)
+                } else {
+                    Tok::Ident(inner)
+                },
+            ));
+        } else if c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80 {
+            while i < b.len()
+                && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$' || b[i] >= 0x80)
+            {
+                i += 1;
+            }
+            // E'…' strings have escapes this reader does not interpret.
+            if b.get(i) == Some(&b'\'') {
+                return None;
+            }
+            out.push((start, i, Tok::Word(sql[start..i].to_ascii_lowercase())));
+        } else {
+            i += 1;
+            out.push((start, i, Tok::Punct(c)));
+        }
+    }
+    Some(out)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tok {
+    Word(String),
+    Ident(String),
+    Str(String),
+    Punct(u8),
+}
+
+impl Tok {
+    fn word(&self) -> Option<&str> {
+        match self {
+            Tok::Word(w) => Some(w),
+            _ => None,
+        }
+    }
+}
+
+/// Read a `COPY … TO STDOUT` statement; `None` when it is not one (COPY FROM, COPY TO a
+/// file, not COPY at all).
+pub(crate) fn parse_copy(sql: &str) -> Option<CopyStatement> {
+    let toks = tokens(sql);
+    let Some(toks) = toks else {
+        // Unreadable: if it is a COPY it gets the most cautious handling.
+        let head = sql.trim_start().get(..4)?;
+        return head.eq_ignore_ascii_case("copy").then_some(CopyStatement {
+            describe: None,
+            header: false,
+            format: if sql.to_ascii_lowercase().contains("binary") {
+                CopyFormat::Binary
+            } else {
+                CopyFormat::Lines
+            },
+        });
+    };
+    if toks.first()?.2.word() != Some("copy") {
+        return None;
+    }
+    let mut i = 1;
+    let describe;
+    if toks.get(i)?.2 == Tok::Punct(b'(') {
+        // COPY ( query ) TO …
+        let mut depth = 0;
+        let open = toks[i].1;
+        let mut close = None;
+        for (j, t) in toks.iter().enumerate().skip(i) {
+            match t.2 {
+                Tok::Punct(b'(') => depth += 1,
+                Tok::Punct(b')') => {
+                    depth -= 1;
+                    if depth == 0 {
+                        close = Some(j);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let close = close?;
+        describe = Some(sql[open..toks[close].0].to_string());
+        i = close + 1;
+    } else {
+        // COPY [schema.]table [( columns )] TO …
+        let start = toks.get(i)?.0;
+        while matches!(
+            toks.get(i)?.2,
+            Tok::Word(_) | Tok::Ident(_) | Tok::Punct(b'.')
+        ) {
+            if toks[i].2.word() == Some("to") || toks[i].2.word() == Some("from") {
+                break;
+            }
+            i += 1;
+        }
+        let table = &sql[start..toks.get(i - 1)?.1];
+        let mut cols = "*";
+        if toks.get(i)?.2 == Tok::Punct(b'(') {
+            let open = toks[i].1;
+            let close = toks.iter().skip(i).position(|t| t.2 == Tok::Punct(b')'))? + i;
+            cols = &sql[open..toks[close].0];
+            i = close + 1;
+        }
+        describe = Some(format!("SELECT {cols} FROM {table}"));
+    }
+    if toks.get(i)?.2.word() != Some("to") || toks.get(i + 1)?.2.word() != Some("stdout") {
+        return None;
+    }
+    let mut csv = false;
+    let mut binary = false;
+    let mut delimiter = None;
+    let mut quote = None;
+    let mut odd = false;
+    let mut header = false;
+    let rest = &toks[i + 2..];
+    for (j, t) in rest.iter().enumerate() {
+        let Some(w) = t.2.word() else { continue };
+        let arg = rest.get(j + 1).map(|t| &t.2);
+        let arg = match arg {
+            Some(Tok::Word(w)) if w == "as" => rest.get(j + 2).map(|t| &t.2),
+            a => a,
+        };
+        let one_byte = |a: Option<&Tok>| match a {
+            Some(Tok::Str(s)) if s.len() == 1 => Some(s.as_bytes()[0]),
+            _ => None,
+        };
+        match w {
+            "csv" => csv = true,
+            "header" => header = !matches!(arg.and_then(|a| a.word()), Some("false" | "off")),
+            "binary" => binary = true,
+            "format" => match arg.and_then(|a| a.word()) {
+                Some("csv") => csv = true,
+                Some("binary") => binary = true,
+                Some("text") => {}
+                _ => odd = true,
+            },
+            "delimiter" => match one_byte(arg) {
+                Some(d) => delimiter = Some(d),
+                None => odd = true,
+            },
+            "quote" => match one_byte(arg) {
+                Some(q) => quote = Some(q),
+                None => odd = true,
+            },
+            "escape" if one_byte(arg) != Some(quote.unwrap_or(b'"')) => odd = true,
+            _ => {}
+        }
+    }
+    let format = if binary {
+        CopyFormat::Binary
+    } else if odd {
+        CopyFormat::Lines
+    } else if csv {
+        CopyFormat::Csv {
+            delimiter: delimiter.unwrap_or(b','),
+            quote: quote.unwrap_or(b'"'),
+        }
+    } else {
+        CopyFormat::Text {
+            delimiter: delimiter.unwrap_or(b'\t'),
+        }
+    };
+    Some(CopyStatement {
+        describe,
+        format,
+        header,
+    })
+}
+
+/// Buffers reused across rows.
+#[derive(Default)]
+pub(crate) struct CopyScratch {
+    pub field: Vec<u8>,
+    pub masked: Vec<u8>,
+}
+
+/// Mask one CopyData payload (whole rows, as PostgreSQL sends them). `mask(column, value,
+/// out)` decides each non-NULL field (value unescaped / unquoted); `column` is `usize::MAX`
+/// for [`CopyFormat::Lines`]. Appends a rewritten CopyData message to `out` and returns true
+/// when something changed; appends nothing and returns false otherwise.
+pub(crate) fn rewrite_copy_data(
+    data: &[u8],
+    format: CopyFormat,
+    sc: &mut CopyScratch,
+    out: &mut BytesMut,
+    mut mask: impl FnMut(usize, &[u8], &mut Vec<u8>) -> Masked,
+) -> bool {
+    let mut at: Option<usize> = None;
+    let mut from = 0;
+    let mut replace =
+        |out: &mut BytesMut, start: usize, end: usize, with: &dyn Fn(&mut BytesMut)| {
+            if at.is_none() {
+                at = Some(out.len());
+                out.put_u8(b'd');
+                out.put_u32(0);
+            }
+            out.extend_from_slice(&data[from..start]);
+            with(out);
+            from = end;
+        };
+    let mut pos = 0;
+    let mut col = 0;
+    while pos < data.len() {
+        match format {
+            CopyFormat::Binary => return false,
+            CopyFormat::Lines => {
+                let end = memchr_nl(data, pos);
+                if mask(usize::MAX, &data[pos..end], &mut sc.masked) == Masked::Replaced {
+                    let m = &sc.masked;
+                    replace(out, pos, end, &|o| {
+                        o.extend(m.iter().map(|&b| if b == b'\n' { b' ' } else { b }))
+                    });
+                }
+                pos = end + 1;
+            }
+            CopyFormat::Text { delimiter } => {
+                // One field: up to an unescaped delimiter or newline.
+                let start = pos;
+                let mut escaped = false;
+                loop {
+                    let Some(i) = data
+                        .get(pos..)
+                        .and_then(|rest| memchr::memchr3(delimiter, b'\n', b'\\', rest))
+                    else {
+                        pos = data.len();
+                        break;
+                    };
+                    pos += i;
+                    if data[pos] != b'\\' {
+                        break;
+                    }
+                    escaped = true;
+                    pos += 2;
+                }
+                let end = pos.min(data.len());
+                let raw = &data[start..end];
+                if raw != b"\\N" {
+                    let value = if escaped {
+                        unescape_text(raw, &mut sc.field);
+                        &sc.field[..]
+                    } else {
+                        raw
+                    };
+                    match mask(col, value, &mut sc.masked) {
+                        Masked::Unchanged => {}
+                        Masked::Null => replace(out, start, end, &|o| o.extend_from_slice(b"\\N")),
+                        Masked::Replaced => {
+                            let m = &sc.masked;
+                            replace(out, start, end, &|o| escape_text(m, delimiter, o));
+                        }
+                    }
+                }
+                col = if data.get(end) == Some(&b'\n') {
+                    0
+                } else {
+                    col + 1
+                };
+                pos = end + 1;
+            }
+            CopyFormat::Csv { delimiter, quote } => {
+                let start = pos;
+                let quoted = data[pos] == quote;
+                let mut doubled = false;
+                if quoted {
+                    pos += 1;
+                    while let Some(i) = data.get(pos..).and_then(|r| memchr::memchr(quote, r)) {
+                        pos += i;
+                        if data.get(pos + 1) == Some(&quote) {
+                            doubled = true;
+                            pos += 2;
+                            continue;
+                        }
+                        pos += 1;
+                        break;
+                    }
+                }
+                pos = data
+                    .get(pos..)
+                    .and_then(|r| memchr::memchr2(delimiter, b'\n', r))
+                    .map_or(data.len(), |i| pos + i);
+                let end = pos.min(data.len());
+                let raw = &data[start..end];
+                // An unquoted empty field is NULL.
+                if !raw.is_empty() {
+                    let value = if quoted {
+                        let inner = &raw[1..raw.len().saturating_sub(1).max(1)];
+                        if doubled {
+                            sc.field.clear();
+                            let mut k = 0;
+                            while k < inner.len() {
+                                sc.field.push(inner[k]);
+                                k += if inner[k] == quote { 2 } else { 1 };
+                            }
+                            &sc.field[..]
+                        } else {
+                            inner
+                        }
+                    } else {
+                        raw
+                    };
+                    match mask(col, value, &mut sc.masked) {
+                        Masked::Unchanged => {}
+                        Masked::Null => replace(out, start, end, &|_| {}),
+                        Masked::Replaced => {
+                            let m = &sc.masked;
+                            replace(out, start, end, &|o| {
+                                o.put_u8(quote);
+                                for &b in m.iter() {
+                                    if b == quote {
+                                        o.put_u8(quote);
+                                    }
+                                    o.put_u8(b);
+                                }
+                                o.put_u8(quote);
+                            });
+                        }
+                    }
+                }
+                col = if data.get(end) == Some(&b'\n') {
+                    0
+                } else {
+                    col + 1
+                };
+                pos = end + 1;
+            }
+        }
+    }
+    let Some(at) = at else { return false };
+    out.extend_from_slice(&data[from..]);
+    let len = u32::try_from(out.len() - at - 1).unwrap_or(u32::MAX);
+    out[at + 1..at + 5].copy_from_slice(&len.to_be_bytes());
+    true
+}
+
+fn memchr_nl(data: &[u8], from: usize) -> usize {
+    memchr::memchr(b'\n', &data[from..]).map_or(data.len(), |p| from + p)
+}
+
+/// Undo text-COPY escaping (`\\`, `\t`, `\n`, `\r`, `\b`, `\f`, `\v`, octal, `\xHH`).
+fn unescape_text(raw: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let mut i = 0;
+    while i < raw.len() {
+        let c = raw[i];
+        if c != b'\\' || i + 1 >= raw.len() {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let e = raw[i + 1];
+        i += 2;
+        match e {
+            b't' => out.push(b'\t'),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'v' => out.push(11),
+            b'0'..=b'7' => {
+                let mut v = u32::from(e - b'0');
+                let mut n = 1;
+                while n < 3 && i < raw.len() && (b'0'..=b'7').contains(&raw[i]) {
+                    v = v * 8 + u32::from(raw[i] - b'0');
+                    i += 1;
+                    n += 1;
+                }
+                out.push(v as u8);
+            }
+            b'x' if i < raw.len() && raw[i].is_ascii_hexdigit() => {
+                let mut v = 0u32;
+                let mut n = 0;
+                while n < 2 && i < raw.len() && raw[i].is_ascii_hexdigit() {
+                    v = v * 16 + char::from(raw[i]).to_digit(16).unwrap_or(0);
+                    i += 1;
+                    n += 1;
+                }
+                out.push(v as u8);
+            }
+            other => out.push(other),
+        }
+    }
+}
+
+/// Text-COPY escaping of a replacement value.
+fn escape_text(v: &[u8], delimiter: u8, out: &mut BytesMut) {
+    for &b in v {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' if delimiter == b'\t' => out.extend_from_slice(b"\\t"),
+            d if d == delimiter => {
+                out.put_u8(b'\\');
+                out.put_u8(d);
+            }
+            _ => out.put_u8(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_statements() {
+        let c = parse_copy("COPY customers (id, email) TO STDOUT WITH (FORMAT csv)").unwrap();
+        assert_eq!(
+            c.describe.as_deref(),
+            Some("SELECT id, email FROM customers")
+        );
+        assert_eq!(
+            c.format,
+            CopyFormat::Csv {
+                delimiter: b',',
+                quote: b'"'
+            }
+        );
+        let c = parse_copy("copy (select * from t where x = ')') to stdout").unwrap();
+        assert_eq!(c.describe.as_deref(), Some("select * from t where x = ')'"));
+        assert_eq!(c.format, CopyFormat::Text { delimiter: b'\t' });
+        let c = parse_copy("COPY public.t TO STDOUT (FORMAT binary)").unwrap();
+        assert_eq!(c.format, CopyFormat::Binary);
+        assert_eq!(c.describe.as_deref(), Some("SELECT * FROM public.t"));
+        let c = parse_copy("COPY t TO STDOUT BINARY").unwrap();
+        assert_eq!(c.format, CopyFormat::Binary);
+        let c = parse_copy("COPY t TO STDOUT WITH DELIMITER ';' CSV").unwrap();
+        assert_eq!(
+            c.format,
+            CopyFormat::Csv {
+                delimiter: b';',
+                quote: b'"'
+            }
+        );
+        let c = parse_copy("COPY t TO STDOUT (FORMAT csv, ESCAPE '\\')").unwrap();
+        assert_eq!(c.format, CopyFormat::Lines);
+        assert!(parse_copy("COPY t FROM STDIN").is_none());
+        assert!(parse_copy("COPY t TO '/tmp/x'").is_none());
+        assert!(parse_copy("SELECT 1").is_none());
+        let c = parse_copy("COPY t TO STDOUT (DELIMITER E'\\t', FORMAT binary)").unwrap();
+        assert_eq!(c.format, CopyFormat::Binary);
+        assert_eq!(c.describe, None);
+    }
+
+    fn mask_emails(_: usize, v: &[u8], out: &mut Vec<u8>) -> Masked {
+        if v.contains(&b'@') {
+            out.clear();
+            out.extend_from_slice(b"[X]");
+            Masked::Replaced
+        } else if v == b"nullme" {
+            Masked::Null
+        } else {
+            Masked::Unchanged
+        }
+    }
+
+    fn run(data: &[u8], f: CopyFormat) -> Option<Vec<u8>> {
+        let mut out = BytesMut::new();
+        let mut sc = CopyScratch::default();
+        rewrite_copy_data(data, f, &mut sc, &mut out, mask_emails).then(|| {
+            let mut o = out;
+            let fr = crate::codec::next_frame(&mut o, 1 << 20).unwrap().unwrap();
+            assert!(o.is_empty());
+            fr.body().to_vec()
+        })
+    }
+
+    #[test]
+    fn text_rows() {
+        let t = CopyFormat::Text { delimiter: b'\t' };
+        assert_eq!(run(b"1\tada\t\\N\n", t), None);
+        assert_eq!(
+            run(b"1\ta@b.io\tx\\tnullme\tnullme\n", t).unwrap(),
+            b"1\t[X]\tx\\tnullme\t\\N\n"
+        );
+        assert_eq!(run(b"1\ta\\\\@b\n", t).unwrap(), b"1\t[X]\n");
+    }
+
+    #[test]
+    fn csv_rows() {
+        let c = CopyFormat::Csv {
+            delimiter: b',',
+            quote: b'"',
+        };
+        assert_eq!(run(b"1,ada,\n", c), None);
+        assert_eq!(
+            run(b"1,\"x, \"\"a@b.io\"\"\",a@c.io,nullme\n", c).unwrap(),
+            b"1,\"[X]\",\"[X]\",\n"
+        );
+        assert_eq!(
+            run(b"\"multi\nline a@b.io\",2\n", c).unwrap(),
+            b"\"[X]\",2\n"
+        );
+    }
+}
