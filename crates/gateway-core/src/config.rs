@@ -193,6 +193,22 @@ pub struct ConnectionConfig {
     /// Pass the client's `options` startup parameter to the target.
     #[serde(default)]
     pub allow_options: bool,
+    /// SSH: further target users a client may choose with `<user>+<connection>@`; `user`
+    /// is the default and always allowed.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// SSH: the private key (OpenSSH format) the gateway logs in to the target with.
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+    /// SSH: a known_hosts file the target's host key must be listed in.
+    #[serde(default)]
+    pub known_hosts: Option<PathBuf>,
+    /// SSH: the target's host key fingerprint, `SHA256:<base64>` as `ssh-keygen -l` prints it.
+    #[serde(default)]
+    pub host_key_fingerprint: Option<String>,
+    /// SSH: environment variables passed to the target beyond `LANG`, `LC_*` and `TERM`.
+    #[serde(default)]
+    pub allow_env: Vec<String>,
 }
 
 impl ConnectionConfig {
@@ -534,10 +550,15 @@ impl Config {
             if !seen.insert(l.listen.clone()) {
                 errs.push(format!("{p}.listen: `{}` is used twice", l.listen));
             }
-            if l.protocol != Protocol::Postgres {
+            if !matches!(l.protocol, Protocol::Postgres | Protocol::Ssh) {
                 errs.push(format!(
                     "{p}.protocol: `{}` is not supported by this build yet",
                     l.protocol.as_str()
+                ));
+            }
+            if l.protocol == Protocol::Ssh && l.tls.is_some() {
+                errs.push(format!(
+                    "{p}.tls: an ssh listener encrypts with SSH itself and takes no tls"
                 ));
             }
             if let Some(tls) = &l.tls {
@@ -578,6 +599,7 @@ impl Config {
             if let Err(e) = c.password(&self.base_dir) {
                 errs.push(format!("{p}: {e}"));
             }
+            self.ssh_problems(c, &p, &mut errs);
             for param in &c.allow_startup_params {
                 if matches!(param.as_str(), "user" | "database" | "replication") {
                     errs.push(format!(
@@ -598,6 +620,71 @@ impl Config {
             }
         }
         errs
+    }
+}
+
+impl Config {
+    /// Problems with the SSH-only fields of connection `c` (path prefix `p`).
+    fn ssh_problems(&self, c: &ConnectionConfig, p: &str, errs: &mut Vec<String>) {
+        if c.protocol != Protocol::Ssh {
+            for (key, set) in [
+                ("users", !c.users.is_empty()),
+                ("private_key_file", c.private_key_file.is_some()),
+                ("known_hosts", c.known_hosts.is_some()),
+                ("host_key_fingerprint", c.host_key_fingerprint.is_some()),
+                ("allow_env", !c.allow_env.is_empty()),
+            ] {
+                if set {
+                    errs.push(format!("{p}.{key}: only for ssh connections"));
+                }
+            }
+            return;
+        }
+        if c.user.is_none() {
+            errs.push(format!("{p}.user: required for an ssh connection"));
+        }
+        for (i, u) in c.users.iter().enumerate() {
+            if u.is_empty() || u.contains('+') {
+                errs.push(format!(
+                    "{p}.users[{i}]: must be non-empty and contain no `+`"
+                ));
+            }
+        }
+        if c.name.contains('+') {
+            errs.push(format!(
+                "{p}.name: an ssh connection name cannot contain `+`"
+            ));
+        }
+        let password = c.password_env.is_some() || c.password_file.is_some();
+        match (&c.private_key_file, password) {
+            (Some(_), true) => errs.push(format!(
+                "{p}: set one of private_key_file and password_env/password_file, not both"
+            )),
+            (None, false) => errs.push(format!(
+                "{p}: an ssh connection needs a credential: private_key_file, password_env or password_file"
+            )),
+            (Some(f), false) if !self.resolve(f).is_file() => errs.push(format!(
+                "{p}.private_key_file: {} does not exist",
+                self.resolve(f).display()
+            )),
+            _ => {}
+        }
+        match (&c.known_hosts, &c.host_key_fingerprint) {
+            (None, None) => errs.push(format!(
+                "{p}: pin the target's host key with known_hosts or host_key_fingerprint"
+            )),
+            (Some(_), Some(_)) => errs.push(format!(
+                "{p}: set one of known_hosts and host_key_fingerprint, not both"
+            )),
+            (Some(f), None) if !self.resolve(f).is_file() => errs.push(format!(
+                "{p}.known_hosts: {} does not exist",
+                self.resolve(f).display()
+            )),
+            (None, Some(fp)) if !fp.starts_with("SHA256:") || fp.len() < 20 => errs.push(format!(
+                "{p}.host_key_fingerprint: `{fp}` is not a SHA256:<base64> fingerprint"
+            )),
+            _ => {}
+        }
     }
 }
 
