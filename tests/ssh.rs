@@ -38,6 +38,11 @@ struct SshGw {
 }
 
 fn start() -> SshGw {
+    start_with("")
+}
+
+/// A gateway with `extra` TOML appended to its config.
+fn start_with(extra: &str) -> SshGw {
     let sshd = sshd();
     let port = free_port();
     let user = current_user();
@@ -82,6 +87,7 @@ host_key_fingerprint = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 
 [audit]
 jsonl = "audit.jsonl"
+{extra}
 "#,
             sshd_port = sshd.port,
             key = sshd.client_key().display(),
@@ -196,20 +202,6 @@ fn denied_exec_never_reaches_the_target() {
         "{err}"
     );
     assert!(victim.exists(), "the target ran a denied command");
-
-    // Review verdicts are refused with their reason until approvals hold SSH commands.
-    let out = s.ssh(&token, "web", "reboot now");
-    assert_eq!(
-        out.status.code(),
-        Some(126),
-        "stderr: {}",
-        text(&out.stderr)
-    );
-    assert!(
-        text(&out.stderr).contains("approval required"),
-        "{}",
-        text(&out.stderr)
-    );
 
     let events = s.gw.audit(&["--connection", "web"]);
     let denied = events
@@ -477,4 +469,156 @@ fn interactive_shell_is_recorded_and_replays() {
     let timed = s.gw.cli(&["replay", &session, "--speed", "50"]);
     assert!(timed.ok, "{}", timed.stderr);
     assert!(timed.stdout.contains("MARK42END"));
+}
+
+#[test]
+fn mapped_public_key_logs_in_as_its_identity() {
+    let keys = Scratch::new("ssh-keys");
+    let keygen = |name: &str| {
+        let path = keys.0.join(name);
+        let ok = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        path
+    };
+    let carol = keygen("carol");
+    let stranger = keygen("stranger");
+    let public = std::fs::read_to_string(carol.with_extension("pub")).unwrap();
+    let s = start_with(&format!(
+        "[[identity.ssh_keys]]\nkey = \"{}\"\nsubject = \"carol\"\ngroups = [\"ops\"]\n",
+        public.trim()
+    ));
+    let with_key = |key: &Path| {
+        Command::new("ssh")
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
+            .args([
+                "-o",
+                "LogLevel=ERROR",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+            ])
+            .args(["-o", "PreferredAuthentications=publickey", "-i"])
+            .arg(key)
+            .args(["-p", &s.port.to_string(), "web@127.0.0.1", "echo keyed"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = with_key(&carol);
+    assert_eq!(text(&out.stdout), "keyed\n", "{}", text(&out.stderr));
+    let out = with_key(&stranger);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+    let events = s.gw.audit(&["--connection", "web"]);
+    let start = events
+        .iter()
+        .find(|e| e["kind"] == "session_start")
+        .expect("session start");
+    assert_eq!(start["identity"]["principal"], "ssh-key/carol");
+    assert_eq!(start["identity"]["method"], "ssh_key");
+}
+
+/// The one pending approval request's id, as `token` lists them.
+fn pending_id(gw: &Gateway, token: &str) -> String {
+    for _ in 0..200 {
+        let r = gw.cli(&[
+            "approvals",
+            "--token",
+            token,
+            "list",
+            "--state",
+            "pending",
+            "--json",
+        ]);
+        assert!(r.ok, "{}", r.stderr);
+        let reqs: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
+        if let Some(id) = reqs.first().and_then(|r| r["id"].as_str()) {
+            return id.to_string();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no request became pending");
+}
+
+#[test]
+fn reviewed_exec_is_held_until_approved_or_denied() {
+    let s = start();
+    let alice = s.gw.token("alice", &["ops"]);
+    let bob = s.gw.token("bob", &["ops"]);
+    let scratch = Scratch::new("ssh-hold");
+    let flag = scratch.0.join("rebooted");
+    let command = format!(
+        "reboot() {{ touch {}; echo rebooted; }}; reboot",
+        flag.display()
+    );
+    let spawn = || {
+        s.ssh_command("ssh", &alice)
+            .args(["-p", &s.port.to_string(), "web@127.0.0.1", &command])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    let held = spawn();
+    let id = pending_id(&s.gw, &bob);
+    assert!(!flag.exists(), "the target ran a held command");
+    let r = s.gw.cli(&["approvals", "--token", &bob, "approve", &id]);
+    assert!(r.ok, "{}", r.stderr);
+    let out = held.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "rebooted\n");
+    assert!(
+        text(&out.stderr).contains(&format!("held for approval {id}")),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(flag.exists());
+    std::fs::remove_file(&flag).unwrap();
+
+    let held = spawn();
+    let id = pending_id(&s.gw, &bob);
+    let r = s.gw.cli(&[
+        "approvals",
+        "--token",
+        &bob,
+        "deny",
+        &id,
+        "--reason",
+        "not today",
+    ]);
+    assert!(r.ok, "{}", r.stderr);
+    let out = held.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(126),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("not today"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!flag.exists(), "the target ran a denied command");
+
+    let events = s.gw.audit(&["--connection", "web"]);
+    assert!(events.iter().any(|e| e["kind"] == "command"
+        && e["verdict"] == "review"
+        && e["approval"] == id.as_str()));
 }

@@ -61,6 +61,31 @@ pub struct IdentityConfig {
     /// Longest lifetime of an access key minted by `token exchange`.
     #[serde(default = "default_access_key_ttl")]
     pub access_key_max_ttl: String,
+    /// SSH public keys that log in as a fixed identity (`[[identity.ssh_keys]]`).
+    #[serde(default)]
+    pub ssh_keys: Vec<SshKeyConfig>,
+}
+
+/// An SSH public key mapped to an identity: a client proving it holds the private key is
+/// `Identity::"ssh-key/<subject>"` with these groups.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshKeyConfig {
+    /// The public key as in `authorized_keys`: `ssh-ed25519 AAAA... [comment]`.
+    pub key: String,
+    pub subject: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl SshKeyConfig {
+    /// `<algorithm> <base64>` without the comment: how keys are compared.
+    pub fn normalized(&self) -> Option<String> {
+        let mut parts = self.key.split_whitespace();
+        let algo = parts.next()?;
+        let blob = parts.next()?;
+        Some(format!("{algo} {blob}"))
+    }
 }
 
 fn default_access_key_ttl() -> String {
@@ -510,12 +535,35 @@ impl Config {
         if let Err(e) = parse_duration(&self.identity.access_key_max_ttl) {
             errs.push(format!("identity.access_key_max_ttl: {e}"));
         }
+        let mut keys = BTreeSet::new();
+        for (i, k) in self.identity.ssh_keys.iter().enumerate() {
+            let p = format!("identity.ssh_keys[{i}]");
+            match k.normalized() {
+                Some(n) if n.starts_with("ssh-") || n.starts_with("ecdsa-") => {
+                    if !keys.insert(n) {
+                        errs.push(format!("{p}.key: the same key is mapped twice"));
+                    }
+                }
+                _ => errs.push(format!(
+                    "{p}.key: expected `<algorithm> <base64>` as in authorized_keys"
+                )),
+            }
+            if k.subject.is_empty() || k.subject.contains('/') {
+                errs.push(format!("{p}.subject: must be non-empty and contain no `/`"));
+            }
+        }
         self.approvals.problems(&mut errs);
         let mut names = BTreeSet::new();
         for (i, iss) in self.identity.issuers.iter().enumerate() {
             let p = format!("identity.issuers[{i}]");
             if !names.insert(iss.name.clone()) {
                 errs.push(format!("{p}.name: `{}` is defined twice", iss.name));
+            }
+            if iss.name == crate::identity::SSH_KEY_ISSUER {
+                errs.push(format!(
+                    "{p}.name: `{}` is reserved for identities from identity.ssh_keys",
+                    iss.name
+                ));
             }
             if iss.name.is_empty() || iss.name.contains('/') {
                 errs.push(format!("{p}.name: must be non-empty and contain no `/`"));
@@ -759,6 +807,73 @@ connections = []
         assert!(has("masking[2].connections: "), "{errs:?}");
         assert!(has("masking[2]: "), "{errs:?}");
         let bad = "[gateway]\nstate_dir='s'\npolicy='p'\n[[masking]]\nconnections=['x']\nstrategy='blur'\n";
+        assert!(toml::from_str::<Config>(bad).is_err());
+    }
+
+    #[test]
+    fn ssh_connections_need_a_credential_and_a_host_key_pin() {
+        let text = r#"
+[gateway]
+state_dir = "s"
+policy = "p"
+[[listeners]]
+protocol = "ssh"
+listen = "127.0.0.1:2222"
+[[listeners]]
+protocol = "ssh"
+listen = "127.0.0.1:2223"
+tls = { cert = "c", key = "k" }
+[[connections]]
+name = "ok"
+protocol = "ssh"
+target = "h:22"
+user = "deploy"
+users = ["www"]
+password_env = "PATH"
+host_key_fingerprint = "SHA256:oPCFnF9MBgb7B8QtjEIy0ipR9vWNlBdELBb5TMNcXFc"
+[[connections]]
+name = "bad+name"
+protocol = "ssh"
+target = "h:22"
+[[connections]]
+name = "both"
+protocol = "ssh"
+target = "h:22"
+user = "u"
+private_key_file = "/nonexistent/key"
+password_env = "PATH"
+known_hosts = "/nonexistent/kh"
+host_key_fingerprint = "md5:x"
+[[connections]]
+name = "pg"
+protocol = "postgres"
+target = "h:5432"
+user = "u"
+known_hosts = "kh"
+"#;
+        let cfg: Config = toml::from_str(text).unwrap();
+        let errs = cfg.validate();
+        let has = |prefix: &str| errs.iter().any(|e| e.starts_with(prefix));
+        assert!(
+            !errs.iter().any(|e| e.starts_with("connections[0]")),
+            "{errs:?}"
+        );
+        assert!(!has("listeners[0]"), "{errs:?}");
+        assert!(has("listeners[1].tls:"), "{errs:?}");
+        assert!(has("connections[1].user: required"), "{errs:?}");
+        assert!(has("connections[1].name:"), "{errs:?}");
+        assert!(
+            has("connections[1]: an ssh connection needs a credential"),
+            "{errs:?}"
+        );
+        assert!(has("connections[1]: pin the target's host key"), "{errs:?}");
+        assert!(
+            has("connections[2]: set one of private_key_file"),
+            "{errs:?}"
+        );
+        assert!(has("connections[2]: set one of known_hosts"), "{errs:?}");
+        assert!(has("connections[3].known_hosts: only for ssh"), "{errs:?}");
+        let bad = "[gateway]\nstate_dir='s'\npolicy='p'\n[[connections]]\nname='x'\nprotocol='ssh'\ntarget='h:22'\nhost_key='x'\n";
         assert!(toml::from_str::<Config>(bad).is_err());
     }
 

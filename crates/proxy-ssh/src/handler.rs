@@ -11,7 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use gateway_core::Identity;
 use gateway_core::action::{Action, SshKind, SshRequest};
-use gateway_core::audit::{AuditEvent, EventKind, IdentityRecord};
+use gateway_core::approvals::{NewKind, NewRequest};
+use gateway_core::audit::{AuditEvent, EventKind, IdentityRecord, Verdict as AuditVerdict};
 use gateway_core::config::{ConnectionConfig, Protocol};
 use gateway_core::identity::IdentityError;
 use gateway_core::policy::{ConnectionRef, Decision, Verdict};
@@ -131,15 +132,20 @@ impl SshHandler {
                     reason: "timed out".into(),
                 })
             });
-        let identity = match verified {
-            Ok(id) => id,
+        match verified {
+            Ok(identity) => self.open_session(user, identity).await,
             Err(e) => {
                 tracing::debug!(peer = %self.peer, error = %e, "ssh login refused");
                 let ev = self.auth_failed(login.connection, None, e.to_string());
                 let _ = self.services.audit.record_later(ev).await;
-                return Ok(Auth::reject());
+                Ok(Auth::reject())
             }
-        };
+        }
+    }
+
+    /// Open the session for a verified `identity` on the connection `user` names.
+    async fn open_session(&mut self, user: &str, identity: Identity) -> Result<Auth, SshError> {
+        let login = names::parse_login(user);
         let conn = self
             .services
             .config
@@ -308,21 +314,88 @@ impl SshHandler {
             &action,
         );
         let number = ctx.commands.fetch_add(1, Relaxed) + 1;
-        let recorded = record_command(&ctx, number, kind, command.as_deref(), &decision).await;
-        let refusal = match (&decision.verdict, recorded) {
-            (_, Err(e)) => Some(format!("portcullis: audit is unavailable: {e}")),
-            (Verdict::Allow(_), Ok(())) => None,
-            (Verdict::Deny, Ok(())) => Some(format!(
+        let approvals = &ctx.services.approvals;
+        // A granted window stands in for review.
+        let window = match decision.verdict {
+            Verdict::Review { .. } => {
+                approvals.active_window(&ctx.identity, &ctx.conn.name, kind.cedar_id())
+            }
+            _ => None,
+        };
+        let held = match (&decision.verdict, &window) {
+            (Verdict::Review { .. }, None) => {
+                let text = command.as_deref().unwrap_or(kind.cedar_id()).to_string();
+                let new = NewRequest::new(
+                    NewKind::OneTime {
+                        fingerprint: gateway_core::approvals::fingerprint(&text, &[]),
+                        statement: text,
+                        session: ctx.session_id.clone(),
+                    },
+                    &ctx.conn.name,
+                    kind.cedar_id(),
+                )
+                .with_review(&decision);
+                Some(approvals.request(&ctx.identity, new).await)
+            }
+            _ => None,
+        };
+        let (verdict, approval) = match (&decision.verdict, &window, &held) {
+            (Verdict::Review { .. }, Some(id), _) => (AuditVerdict::Allow, Some(id.clone())),
+            (_, _, Some(Ok(req))) => (AuditVerdict::Review, Some(req.id.clone())),
+            (_, _, Some(Err(_))) => (AuditVerdict::Deny, None),
+            _ => (decision.audit_verdict(), None),
+        };
+        let recorded = record_command(
+            &ctx,
+            number,
+            kind,
+            command.as_deref(),
+            &decision,
+            verdict,
+            approval.clone(),
+        )
+        .await;
+        let refusal = match (&decision.verdict, recorded, &held) {
+            (_, Err(e), _) => Some(format!("portcullis: audit is unavailable: {e}")),
+            (Verdict::Allow(_), Ok(()), _) => None,
+            (Verdict::Review { .. }, Ok(()), None) => None, // a window covers it
+            (Verdict::Review { .. }, Ok(()), Some(Ok(req))) => {
+                let who = if req.approver_groups.is_empty() {
+                    "anyone else".to_string()
+                } else {
+                    format!("members of {}", req.approver_groups.join(", "))
+                };
+                let notice = format!(
+                    "portcullis: {} held for approval {id}: {n} approval(s) needed from {who}; \
+                     approve with `portcullis approvals approve {id}`\r\n",
+                    kind.cedar_id(),
+                    id = req.id,
+                    n = req.required,
+                );
+                session.channel_success(channel)?;
+                session.extended_data(channel, 1, Bytes::from(notice))?;
+                if let Some(ctl) = ctl {
+                    let _ = ctl
+                        .send(Ctl::Hold {
+                            id: req.id.clone(),
+                            started: Started {
+                                kind,
+                                number,
+                                policies: decision.policies.clone(),
+                            },
+                        })
+                        .await;
+                }
+                return Ok(());
+            }
+            (Verdict::Review { .. }, Ok(()), Some(Err(e))) => Some(format!(
+                "portcullis: approval required ({}), but it could not be requested: {e}",
+                decision.reason.as_deref().unwrap_or("policy")
+            )),
+            (Verdict::Deny, Ok(()), _) => Some(format!(
                 "portcullis: {} denied by policy: {}",
                 kind.cedar_id(),
                 decision.reason.as_deref().unwrap_or("not permitted")
-            )),
-            (Verdict::Review { .. }, Ok(())) => Some(format!(
-                "portcullis: approval required: {}",
-                decision
-                    .reason
-                    .as_deref()
-                    .unwrap_or("this request needs approval")
             )),
         };
         match refusal {
@@ -367,8 +440,16 @@ impl SshHandler {
             }),
         );
         let number = ctx.commands.fetch_add(1, Relaxed) + 1;
-        let recorded =
-            record_command(&ctx, number, SshKind::Forward, Some(&command), &decision).await;
+        let recorded = record_command(
+            &ctx,
+            number,
+            SshKind::Forward,
+            Some(&command),
+            &decision,
+            decision.audit_verdict(),
+            None,
+        )
+        .await;
         decision.is_allowed() && recorded.is_ok()
     }
 }
@@ -380,6 +461,8 @@ async fn record_command(
     kind: SshKind,
     command: Option<&str>,
     decision: &Decision,
+    verdict: AuditVerdict,
+    approval: Option<String>,
 ) -> Result<(), gateway_core::Error> {
     let mut ev = AuditEvent::new(EventKind::Command, &ctx.session_id);
     ev.identity = Some(IdentityRecord::from(&ctx.identity));
@@ -393,7 +476,8 @@ async fn record_command(
         (_, None) => String::new(),
     });
     ev.action = Some(kind.cedar_id().into());
-    ev.verdict = Some(decision.audit_verdict());
+    ev.verdict = Some(verdict);
+    ev.approval = approval;
     ev.policies = decision.policies.clone();
     ev.reason = decision.reason.clone();
     tokio::time::timeout(VERIFY_TIMEOUT, ctx.services.audit.record(ev))
@@ -415,12 +499,23 @@ fn refuse(session: &mut Session, channel: ChannelId, msg: &str, code: u32) -> Re
     Ok(())
 }
 
-/// The methods a client may log in with.
-pub(crate) fn methods() -> MethodSet {
+/// The methods a client may log in with; public keys only when some are mapped (an
+/// OpenSSH client offers its keys first, and each refusal costs a rejection delay).
+pub(crate) fn methods(keys_mapped: bool) -> MethodSet {
     let mut m = MethodSet::empty();
+    if keys_mapped {
+        m.push(MethodKind::PublicKey);
+    }
     m.push(MethodKind::Password);
     m.push(MethodKind::KeyboardInteractive);
     m
+}
+
+/// `<algorithm> <base64>` of a public key, as `[[identity.ssh_keys]]` entries are compared.
+fn key_text(key: &russh::keys::PublicKey) -> Option<String> {
+    let text = key.to_openssh().ok()?;
+    let mut parts = text.split_whitespace();
+    Some(format!("{} {}", parts.next()?, parts.next()?))
 }
 
 impl server::Handler for SshHandler {
@@ -428,6 +523,33 @@ impl server::Handler for SshHandler {
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
         self.login(user, password).await
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        offer: server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        // Spare the client a signature for a key that maps to nobody.
+        let mapped = key_text(offer.public_key)
+            .and_then(|k| self.services.verifier.verify_ssh_key(&k))
+            .is_some();
+        Ok(if mapped { Auth::Accept } else { Auth::reject() })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if self.logged_in() {
+            return Ok(Auth::Accept);
+        }
+        // russh calls this only after checking the client's signature with this key.
+        match key_text(key.public_key).and_then(|k| self.services.verifier.verify_ssh_key(&k)) {
+            Some(identity) => self.open_session(user, identity).await,
+            None => Ok(Auth::reject()),
+        }
     }
 
     async fn auth_keyboard_interactive<'a>(

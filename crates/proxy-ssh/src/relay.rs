@@ -22,7 +22,12 @@ pub(crate) enum Ctl {
     Go(Started),
     /// Refused (and already answered to the client): the target never sees it.
     Stop,
+    /// Held for approval `id` (the client has been told): forward it once approved.
+    Hold { id: String, started: Started },
 }
+
+/// Client messages kept while a request is held (stdin sent ahead of the approval).
+const MAX_HELD_MESSAGES: usize = 64;
 
 /// An allowed start request.
 pub(crate) struct Started {
@@ -121,28 +126,43 @@ pub(crate) async fn run(
                         }
                     }
                     ChannelMsg::Exec { command, .. } if started.is_none() => {
-                        if let Some(s) = decided(&mut ctl, &mut backend).await {
+                        let d = decided(&ctx, &mut ctl, &mut backend, &mut client, &handle).await;
+                        let Some((s, held)) = d else { break };
+                        if let Some(s) = s {
                             if let Some(b) = &backend {
                                 let _ = b.exec(true, command).await;
                             }
                             started = Some((s, Instant::now()));
+                            for m in held {
+                                forward_held(&backend, m, &mut bytes_in).await;
+                            }
                         }
                     }
                     ChannelMsg::RequestShell { .. } if started.is_none() => {
-                        if let Some(s) = decided(&mut ctl, &mut backend).await {
+                        let d = decided(&ctx, &mut ctl, &mut backend, &mut client, &handle).await;
+                        let Some((s, held)) = d else { break };
+                        if let Some(s) = s {
                             rec = open_recording(&ctx, &s, pty.as_ref());
                             if let Some(b) = &backend {
                                 let _ = b.request_shell(true).await;
                             }
                             started = Some((s, Instant::now()));
+                            for m in held {
+                                forward_held(&backend, m, &mut bytes_in).await;
+                            }
                         }
                     }
                     ChannelMsg::RequestSubsystem { name, .. } if started.is_none() => {
-                        if let Some(s) = decided(&mut ctl, &mut backend).await {
+                        let d = decided(&ctx, &mut ctl, &mut backend, &mut client, &handle).await;
+                        let Some((s, held)) = d else { break };
+                        if let Some(s) = s {
                             if let Some(b) = &backend {
                                 let _ = b.request_subsystem(true, name).await;
                             }
                             started = Some((s, Instant::now()));
+                            for m in held {
+                                forward_held(&backend, m, &mut bytes_in).await;
+                            }
                         }
                     }
                     // Answered by the handler (refused); nothing reaches the target.
@@ -258,19 +278,99 @@ async fn close_backend(backend: &Option<Channel<client::Msg>>) {
     }
 }
 
-/// Wait for the handler's decision on the start request just seen. A refusal closes the
-/// target channel: the target never sees the request.
+/// Wait for the handler's decision on the start request just seen, and for its approval
+/// when it is held. A refusal closes the target channel: the target never sees the
+/// request. `None` when the client went away while the request was held; otherwise the
+/// request to forward (if any) and the client messages that arrived while it was held.
 async fn decided(
+    ctx: &SessionCtx,
     ctl: &mut mpsc::Receiver<Ctl>,
     backend: &mut Option<Channel<client::Msg>>,
-) -> Option<Started> {
-    match ctl.recv().await {
-        Some(Ctl::Go(s)) => Some(s),
+    client: &mut Channel<server::Msg>,
+    handle: &server::Handle,
+) -> Option<(Option<Started>, Vec<ChannelMsg>)> {
+    let (approval, started) = match ctl.recv().await {
+        Some(Ctl::Go(s)) => return Some((Some(s), Vec::new())),
         Some(Ctl::Stop) | None => {
             close_backend(backend).await;
             *backend = None;
-            None
+            return Some((None, Vec::new()));
         }
+        Some(Ctl::Hold { id, started }) => (id, started),
+    };
+    let approvals = &ctx.services.approvals;
+    let wait = approvals.wait(&approval);
+    tokio::pin!(wait);
+    let mut held = Vec::new();
+    let outcome = loop {
+        tokio::select! {
+            o = &mut wait => break o,
+            m = client.wait(), if held.len() < MAX_HELD_MESSAGES => match m {
+                None | Some(ChannelMsg::Close) => {
+                    let _ = approvals
+                        .cancel_held(&approval, &ctx.session_id, "the client disconnected while the command was held")
+                        .await;
+                    close_backend(backend).await;
+                    return None;
+                }
+                Some(m) => held.push(m),
+            },
+        }
+    };
+    let id = client.id();
+    let mut ev = AuditEvent::new(EventKind::Command, &ctx.session_id);
+    ev.identity = Some(gateway_core::audit::IdentityRecord::from(&ctx.identity));
+    ev.connection = Some(ctx.conn.name.clone());
+    ev.protocol = Some("ssh".into());
+    ev.command = Some(started.number);
+    ev.action = Some(started.kind.cedar_id().into());
+    ev.approval = Some(approval.clone());
+    ev.reason = Some(outcome.message());
+    if outcome.is_approved() {
+        ev.verdict = Some(gateway_core::audit::Verdict::Allow);
+        if ctx.services.audit.record(ev).await.is_ok() {
+            let note = format!("portcullis: approval {approval} granted; running\r\n");
+            let _ = handle.extended_data(id, 1, Bytes::from(note)).await;
+            return Some((Some(started), held));
+        }
+    } else {
+        ev.verdict = Some(gateway_core::audit::Verdict::Deny);
+        let _ = ctx.services.audit.record_later(ev).await;
+    }
+    let msg = format!("portcullis: {}\r\n", outcome.message());
+    let _ = handle.extended_data(id, 1, Bytes::from(msg)).await;
+    let _ = handle
+        .exit_status_request(id, crate::handler::EXIT_REFUSED)
+        .await;
+    let _ = handle.eof(id).await;
+    let _ = handle.close(id).await;
+    close_backend(backend).await;
+    *backend = None;
+    Some((None, Vec::new()))
+}
+
+/// Forward a client message that arrived while its request was held.
+async fn forward_held(backend: &Option<Channel<client::Msg>>, m: ChannelMsg, bytes_in: &mut u64) {
+    let Some(b) = backend else { return };
+    match m {
+        ChannelMsg::Data { data } => {
+            *bytes_in += data.len() as u64;
+            let _ = b.data_bytes(data).await;
+        }
+        ChannelMsg::Eof => {
+            let _ = b.eof().await;
+        }
+        ChannelMsg::WindowChange {
+            col_width,
+            row_height,
+            pix_width,
+            pix_height,
+        } => {
+            let _ = b
+                .window_change(col_width, row_height, pix_width, pix_height)
+                .await;
+        }
+        _ => {}
     }
 }
 

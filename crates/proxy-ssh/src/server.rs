@@ -26,7 +26,7 @@ impl SshProxy {
         let key = crate::hostkey::load_or_create(&services.config.state_dir())?;
         let config = server::Config {
             server_id: russh::SshId::Standard("SSH-2.0-portcullis".into()),
-            methods: methods(),
+            methods: methods(!services.config.identity.ssh_keys.is_empty()),
             auth_rejection_time: Duration::from_secs(1),
             // OpenSSH clients probe with "none" first; answering that at once costs nothing.
             auth_rejection_time_initial: Some(Duration::ZERO),
