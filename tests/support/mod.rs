@@ -423,3 +423,88 @@ impl Drop for Gateway {
         }
     }
 }
+
+/// The test binary's OpenSSH server, started by `tests/scripts/sshd.sh`.
+pub struct Sshd {
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Sshd {
+    /// Private key sshd accepts for the current user.
+    pub fn client_key(&self) -> PathBuf {
+        self.dir.join("id_ed25519")
+    }
+
+    /// known_hosts listing the server's host key for `[127.0.0.1]:port`.
+    pub fn known_hosts(&self) -> PathBuf {
+        self.dir.join("known_hosts")
+    }
+
+    /// The server's host key fingerprint, `SHA256:...`.
+    pub fn fingerprint(&self) -> String {
+        std::fs::read_to_string(self.dir.join("host_fingerprint"))
+            .expect("host fingerprint")
+            .trim()
+            .to_string()
+    }
+}
+
+/// The user tests log in to sshd as (whoever runs the tests).
+pub fn current_user() -> String {
+    let out = Command::new("id").arg("-un").output().expect("id -un");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Start (once per test binary) an sshd; it stops when this process exits.
+pub fn sshd() -> &'static Sshd {
+    static SSHD: OnceLock<Sshd> = OnceLock::new();
+    SSHD.get_or_init(|| {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("portcullis-sshd-{}-{port}", std::process::id()));
+        let out = Command::new("bash")
+            .arg(root().join("tests/scripts/sshd.sh"))
+            .arg("start")
+            .arg(&dir)
+            .arg(port.to_string())
+            .arg(std::process::id().to_string())
+            .output()
+            .expect("sshd.sh");
+        assert!(
+            out.status.success(),
+            "starting sshd failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Sshd { port, dir }
+    })
+}
+
+impl Gateway {
+    /// A gateway from a whole config written by `config(dir, admin_port)`, with no
+    /// PostgreSQL; `listen_port` is the listener waited for (it goes in `pg_port`).
+    pub fn start_config(
+        listen_port: u16,
+        policy: &str,
+        config: impl FnOnce(&Path, u16) -> String,
+    ) -> Gateway {
+        let scratch = Scratch::new("gw");
+        let dir = scratch.0.clone();
+        let admin_port = free_port();
+        std::fs::write(dir.join("policy.cedar"), policy).expect("policy");
+        let config_path = dir.join("portcullis.toml");
+        std::fs::write(&config_path, config(&dir, admin_port)).expect("config");
+        let log = dir.join("gateway.log");
+        let mut gw = Gateway {
+            child: None,
+            scratch,
+            config: config_path,
+            pg_port: listen_port,
+            admin_port,
+            log,
+        };
+        gw.spawn();
+        gw
+    }
+}

@@ -9,6 +9,8 @@ pub enum Action {
     Connect,
     /// One SQL statement.
     Sql(Arc<SqlStatement>),
+    /// An SSH channel request: a shell, a command, the sftp subsystem or a forward.
+    Ssh(SshRequest),
 }
 
 impl Action {
@@ -17,6 +19,7 @@ impl Action {
         match self {
             Action::Connect => "connect",
             Action::Sql(s) => s.kind.cedar_id(),
+            Action::Ssh(r) => r.kind.cedar_id(),
         }
     }
 }
@@ -67,4 +70,38 @@ pub struct SqlStatement {
     pub shape: String,
     /// Whether the statement parsed; `false` implies `kind == Unknown`.
     pub parsed: bool,
+}
+
+/// What an SSH channel asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SshKind {
+    /// An interactive shell (`shell` request).
+    Shell,
+    /// One command (`exec` request).
+    Exec,
+    /// The sftp subsystem (sftp, and scp, which uses sftp).
+    Sftp,
+    /// Port or agent forwarding.
+    Forward,
+}
+
+impl SshKind {
+    /// The Cedar action id for this kind.
+    pub fn cedar_id(self) -> &'static str {
+        match self {
+            SshKind::Shell => "ssh.shell",
+            SshKind::Exec => "ssh.exec",
+            SshKind::Sftp => "ssh.sftp",
+            SshKind::Forward => "ssh.forward",
+        }
+    }
+}
+
+/// One SSH channel request as policy sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SshRequest {
+    pub kind: SshKind,
+    /// The exec command line, or what a forward reaches (`host:port`); policy's
+    /// `context.command`.
+    pub command: Option<Arc<str>>,
 }

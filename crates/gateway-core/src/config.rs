@@ -61,6 +61,31 @@ pub struct IdentityConfig {
     /// Longest lifetime of an access key minted by `token exchange`.
     #[serde(default = "default_access_key_ttl")]
     pub access_key_max_ttl: String,
+    /// SSH public keys that log in as a fixed identity (`[[identity.ssh_keys]]`).
+    #[serde(default)]
+    pub ssh_keys: Vec<SshKeyConfig>,
+}
+
+/// An SSH public key mapped to an identity: a client proving it holds the private key is
+/// `Identity::"ssh-key/<subject>"` with these groups.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshKeyConfig {
+    /// The public key as in `authorized_keys`: `ssh-ed25519 AAAA... [comment]`.
+    pub key: String,
+    pub subject: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl SshKeyConfig {
+    /// `<algorithm> <base64>` without the comment: how keys are compared.
+    pub fn normalized(&self) -> Option<String> {
+        let mut parts = self.key.split_whitespace();
+        let algo = parts.next()?;
+        let blob = parts.next()?;
+        Some(format!("{algo} {blob}"))
+    }
 }
 
 fn default_access_key_ttl() -> String {
@@ -193,6 +218,22 @@ pub struct ConnectionConfig {
     /// Pass the client's `options` startup parameter to the target.
     #[serde(default)]
     pub allow_options: bool,
+    /// SSH: further target users a client may choose with `<user>+<connection>@`; `user`
+    /// is the default and always allowed.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// SSH: the private key (OpenSSH format) the gateway logs in to the target with.
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+    /// SSH: a known_hosts file the target's host key must be listed in.
+    #[serde(default)]
+    pub known_hosts: Option<PathBuf>,
+    /// SSH: the target's host key fingerprint, `SHA256:<base64>` as `ssh-keygen -l` prints it.
+    #[serde(default)]
+    pub host_key_fingerprint: Option<String>,
+    /// SSH: environment variables passed to the target beyond `LANG`, `LC_*` and `TERM`.
+    #[serde(default)]
+    pub allow_env: Vec<String>,
 }
 
 impl ConnectionConfig {
@@ -494,12 +535,35 @@ impl Config {
         if let Err(e) = parse_duration(&self.identity.access_key_max_ttl) {
             errs.push(format!("identity.access_key_max_ttl: {e}"));
         }
+        let mut keys = BTreeSet::new();
+        for (i, k) in self.identity.ssh_keys.iter().enumerate() {
+            let p = format!("identity.ssh_keys[{i}]");
+            match k.normalized() {
+                Some(n) if n.starts_with("ssh-") || n.starts_with("ecdsa-") => {
+                    if !keys.insert(n) {
+                        errs.push(format!("{p}.key: the same key is mapped twice"));
+                    }
+                }
+                _ => errs.push(format!(
+                    "{p}.key: expected `<algorithm> <base64>` as in authorized_keys"
+                )),
+            }
+            if k.subject.is_empty() || k.subject.contains('/') {
+                errs.push(format!("{p}.subject: must be non-empty and contain no `/`"));
+            }
+        }
         self.approvals.problems(&mut errs);
         let mut names = BTreeSet::new();
         for (i, iss) in self.identity.issuers.iter().enumerate() {
             let p = format!("identity.issuers[{i}]");
             if !names.insert(iss.name.clone()) {
                 errs.push(format!("{p}.name: `{}` is defined twice", iss.name));
+            }
+            if iss.name == crate::identity::SSH_KEY_ISSUER {
+                errs.push(format!(
+                    "{p}.name: `{}` is reserved for identities from identity.ssh_keys",
+                    iss.name
+                ));
             }
             if iss.name.is_empty() || iss.name.contains('/') {
                 errs.push(format!("{p}.name: must be non-empty and contain no `/`"));
@@ -534,10 +598,15 @@ impl Config {
             if !seen.insert(l.listen.clone()) {
                 errs.push(format!("{p}.listen: `{}` is used twice", l.listen));
             }
-            if l.protocol != Protocol::Postgres {
+            if !matches!(l.protocol, Protocol::Postgres | Protocol::Ssh) {
                 errs.push(format!(
                     "{p}.protocol: `{}` is not supported by this build yet",
                     l.protocol.as_str()
+                ));
+            }
+            if l.protocol == Protocol::Ssh && l.tls.is_some() {
+                errs.push(format!(
+                    "{p}.tls: an ssh listener encrypts with SSH itself and takes no tls"
                 ));
             }
             if let Some(tls) = &l.tls {
@@ -578,6 +647,7 @@ impl Config {
             if let Err(e) = c.password(&self.base_dir) {
                 errs.push(format!("{p}: {e}"));
             }
+            self.ssh_problems(c, &p, &mut errs);
             for param in &c.allow_startup_params {
                 if matches!(param.as_str(), "user" | "database" | "replication") {
                     errs.push(format!(
@@ -598,6 +668,71 @@ impl Config {
             }
         }
         errs
+    }
+}
+
+impl Config {
+    /// Problems with the SSH-only fields of connection `c` (path prefix `p`).
+    fn ssh_problems(&self, c: &ConnectionConfig, p: &str, errs: &mut Vec<String>) {
+        if c.protocol != Protocol::Ssh {
+            for (key, set) in [
+                ("users", !c.users.is_empty()),
+                ("private_key_file", c.private_key_file.is_some()),
+                ("known_hosts", c.known_hosts.is_some()),
+                ("host_key_fingerprint", c.host_key_fingerprint.is_some()),
+                ("allow_env", !c.allow_env.is_empty()),
+            ] {
+                if set {
+                    errs.push(format!("{p}.{key}: only for ssh connections"));
+                }
+            }
+            return;
+        }
+        if c.user.is_none() {
+            errs.push(format!("{p}.user: required for an ssh connection"));
+        }
+        for (i, u) in c.users.iter().enumerate() {
+            if u.is_empty() || u.contains('+') {
+                errs.push(format!(
+                    "{p}.users[{i}]: must be non-empty and contain no `+`"
+                ));
+            }
+        }
+        if c.name.contains('+') {
+            errs.push(format!(
+                "{p}.name: an ssh connection name cannot contain `+`"
+            ));
+        }
+        let password = c.password_env.is_some() || c.password_file.is_some();
+        match (&c.private_key_file, password) {
+            (Some(_), true) => errs.push(format!(
+                "{p}: set one of private_key_file and password_env/password_file, not both"
+            )),
+            (None, false) => errs.push(format!(
+                "{p}: an ssh connection needs a credential: private_key_file, password_env or password_file"
+            )),
+            (Some(f), false) if !self.resolve(f).is_file() => errs.push(format!(
+                "{p}.private_key_file: {} does not exist",
+                self.resolve(f).display()
+            )),
+            _ => {}
+        }
+        match (&c.known_hosts, &c.host_key_fingerprint) {
+            (None, None) => errs.push(format!(
+                "{p}: pin the target's host key with known_hosts or host_key_fingerprint"
+            )),
+            (Some(_), Some(_)) => errs.push(format!(
+                "{p}: set one of known_hosts and host_key_fingerprint, not both"
+            )),
+            (Some(f), None) if !self.resolve(f).is_file() => errs.push(format!(
+                "{p}.known_hosts: {} does not exist",
+                self.resolve(f).display()
+            )),
+            (None, Some(fp)) if !fp.starts_with("SHA256:") || fp.len() < 20 => errs.push(format!(
+                "{p}.host_key_fingerprint: `{fp}` is not a SHA256:<base64> fingerprint"
+            )),
+            _ => {}
+        }
     }
 }
 
@@ -672,6 +807,73 @@ connections = []
         assert!(has("masking[2].connections: "), "{errs:?}");
         assert!(has("masking[2]: "), "{errs:?}");
         let bad = "[gateway]\nstate_dir='s'\npolicy='p'\n[[masking]]\nconnections=['x']\nstrategy='blur'\n";
+        assert!(toml::from_str::<Config>(bad).is_err());
+    }
+
+    #[test]
+    fn ssh_connections_need_a_credential_and_a_host_key_pin() {
+        let text = r#"
+[gateway]
+state_dir = "s"
+policy = "p"
+[[listeners]]
+protocol = "ssh"
+listen = "127.0.0.1:2222"
+[[listeners]]
+protocol = "ssh"
+listen = "127.0.0.1:2223"
+tls = { cert = "c", key = "k" }
+[[connections]]
+name = "ok"
+protocol = "ssh"
+target = "h:22"
+user = "deploy"
+users = ["www"]
+password_env = "PATH"
+host_key_fingerprint = "SHA256:oPCFnF9MBgb7B8QtjEIy0ipR9vWNlBdELBb5TMNcXFc"
+[[connections]]
+name = "bad+name"
+protocol = "ssh"
+target = "h:22"
+[[connections]]
+name = "both"
+protocol = "ssh"
+target = "h:22"
+user = "u"
+private_key_file = "/nonexistent/key"
+password_env = "PATH"
+known_hosts = "/nonexistent/kh"
+host_key_fingerprint = "md5:x"
+[[connections]]
+name = "pg"
+protocol = "postgres"
+target = "h:5432"
+user = "u"
+known_hosts = "kh"
+"#;
+        let cfg: Config = toml::from_str(text).unwrap();
+        let errs = cfg.validate();
+        let has = |prefix: &str| errs.iter().any(|e| e.starts_with(prefix));
+        assert!(
+            !errs.iter().any(|e| e.starts_with("connections[0]")),
+            "{errs:?}"
+        );
+        assert!(!has("listeners[0]"), "{errs:?}");
+        assert!(has("listeners[1].tls:"), "{errs:?}");
+        assert!(has("connections[1].user: required"), "{errs:?}");
+        assert!(has("connections[1].name:"), "{errs:?}");
+        assert!(
+            has("connections[1]: an ssh connection needs a credential"),
+            "{errs:?}"
+        );
+        assert!(has("connections[1]: pin the target's host key"), "{errs:?}");
+        assert!(
+            has("connections[2]: set one of private_key_file"),
+            "{errs:?}"
+        );
+        assert!(has("connections[2]: set one of known_hosts"), "{errs:?}");
+        assert!(has("connections[3].known_hosts: only for ssh"), "{errs:?}");
+        let bad = "[gateway]\nstate_dir='s'\npolicy='p'\n[[connections]]\nname='x'\nprotocol='ssh'\ntarget='h:22'\nhost_key='x'\n";
         assert!(toml::from_str::<Config>(bad).is_err());
     }
 

@@ -17,6 +17,6 @@ pub mod sql;
 pub mod store;
 pub mod util;
 
-pub use action::{Action, SqlKind, SqlStatement};
+pub use action::{Action, SqlKind, SqlStatement, SshKind, SshRequest};
 pub use error::{Error, Side};
 pub use identity::Identity;

@@ -80,8 +80,12 @@ pub struct ReplayArgs {
     /// Session id (from `sessions list`).
     session: String,
     /// Replay in real time scaled by this factor (2 = twice as fast); 0 prints at once.
-    #[arg(long, default_value_t = 0.0)]
-    speed: f64,
+    /// Terminal sessions play in real time unless told otherwise; transcripts print at once.
+    #[arg(long)]
+    speed: Option<f64>,
+    /// Print everything at once, without the recorded pauses.
+    #[arg(long)]
+    no_wait: bool,
 }
 
 fn parse_kind(s: &str) -> anyhow::Result<EventKind> {
@@ -270,6 +274,19 @@ pub fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .find(|e| e.kind == EventKind::SessionStart)
         .with_context(|| format!("no recorded session `{}`", args.session))?;
+    if start.protocol.as_deref() == Some("ssh") {
+        let speed = if args.no_wait {
+            0.0
+        } else {
+            args.speed.unwrap_or(1.0)
+        };
+        return replay_terminal(&args.config, &events, speed);
+    }
+    let speed = if args.no_wait {
+        0.0
+    } else {
+        args.speed.unwrap_or(0.0)
+    };
     let t0 = start.time_us;
     let conn = start.connection.clone().unwrap_or_default();
     println!(
@@ -286,9 +303,9 @@ pub fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     );
     let mut prev = t0;
     for ev in &events {
-        if args.speed > 0.0 && ev.time_us > prev {
+        if speed > 0.0 && ev.time_us > prev {
             std::thread::sleep(Duration::from_micros(
-                ((ev.time_us - prev) as f64 / args.speed) as u64,
+                ((ev.time_us - prev) as f64 / speed) as u64,
             ));
         }
         prev = ev.time_us;
@@ -332,6 +349,82 @@ pub fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                         .unwrap_or_default()
                 );
             }
+            _ => {}
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Replay an SSH session: each exec with its exit status, each recorded terminal with its
+/// timing (scaled by `speed`; 0 plays at once). Terminal output goes to stdout byte for
+/// byte; the gateway's own notes go to stderr.
+fn replay_terminal(
+    config: &std::path::Path,
+    events: &[gateway_core::audit::AuditEvent],
+    speed: f64,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let cfg = crate::load_config(config)?;
+    let state = cfg.state_dir();
+    let mut out = std::io::stdout().lock();
+    for ev in events {
+        match ev.kind {
+            EventKind::SessionStart => eprintln!(
+                "-- ssh session {} by {} on {} at {}",
+                ev.session,
+                ev.identity
+                    .as_ref()
+                    .map(|i| i.principal.as_str())
+                    .unwrap_or("-"),
+                ev.connection.as_deref().unwrap_or("-"),
+                rfc3339_micros(ev.time_us)
+            ),
+            EventKind::Command => eprintln!(
+                "-- {} {}: {}{}",
+                ev.action.as_deref().unwrap_or("-"),
+                verdict_str(ev.verdict),
+                ev.statement.as_deref().unwrap_or(""),
+                ev.reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ),
+            EventKind::CommandEnd => {
+                let detail = ev.detail.clone().unwrap_or_default();
+                if let Some(rel) = detail.get("recording").and_then(|r| r.as_str()) {
+                    let path = proxy_ssh::record::path_in(&state, rel)
+                        .with_context(|| format!("bad recording reference `{rel}`"))?;
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    let (_, cast) =
+                        proxy_ssh::record::parse(&text).map_err(|e| anyhow::anyhow!(e))?;
+                    let mut prev = 0.0f64;
+                    for c in cast {
+                        if c.code != "o" {
+                            continue;
+                        }
+                        if speed > 0.0 && c.time > prev {
+                            out.flush()?;
+                            std::thread::sleep(Duration::from_secs_f64((c.time - prev) / speed));
+                        }
+                        prev = c.time;
+                        out.write_all(c.data.as_bytes())?;
+                    }
+                    out.flush()?;
+                }
+                eprintln!(
+                    "-- exit status {}, {} bytes out",
+                    detail
+                        .get("exit_status")
+                        .map(|v| v.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    detail
+                        .get("bytes_out")
+                        .and_then(|v| v.as_u64())
+                        .unwrap_or(0)
+                );
+            }
+            EventKind::SessionEnd => eprintln!("-- session ended"),
             _ => {}
         }
     }

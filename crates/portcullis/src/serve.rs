@@ -156,6 +156,16 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                     }
                 });
             }
+            Protocol::Ssh => {
+                let proxy = proxy_ssh::SshProxy::new(services.clone())
+                    .context("setting up the ssh listener")?;
+                tracing::info!(listen = %l.listen, host_key = %proxy.host_key_fingerprint(), "ssh listener ready");
+                tokio::spawn(async move {
+                    if let Err(e) = proxy.serve(listener).await {
+                        tracing::error!(error = %e, "ssh listener stopped");
+                    }
+                });
+            }
             other => anyhow::bail!(
                 "{} listeners are not supported by this build",
                 other.as_str()

@@ -21,7 +21,13 @@ pub enum AuthMethod {
     Jwt,
     /// An opaque access key from `token exchange`, bound to an earlier verified JWT.
     AccessKey,
+    /// An SSH public key mapped to an identity in the configuration, whose possession the
+    /// SSH layer verified.
+    SshKey,
 }
+
+/// Issuer name of identities from `[[identity.ssh_keys]]`.
+pub const SSH_KEY_ISSUER: &str = "ssh-key";
 
 /// A verified caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

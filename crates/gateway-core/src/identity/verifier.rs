@@ -54,6 +54,8 @@ pub struct Verifier {
     by_iss: HashMap<String, usize>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) access_key_max_ttl: Duration,
+    /// `<algorithm> <base64>` -> (subject, groups), from `[[identity.ssh_keys]]`.
+    ssh_keys: HashMap<String, (String, Vec<String>)>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -124,11 +126,17 @@ impl Verifier {
                 keys,
             });
         }
+        let ssh_keys = cfg
+            .ssh_keys
+            .iter()
+            .filter_map(|k| Some((k.normalized()?, (k.subject.clone(), k.groups.clone()))))
+            .collect();
         Ok(Verifier {
             issuers,
             by_iss,
             store,
             access_key_max_ttl,
+            ssh_keys,
         })
     }
 
@@ -147,6 +155,21 @@ impl Verifier {
             return access_key::verify_access_key(self, credential);
         }
         self.verify_jwt(credential).await
+    }
+
+    /// The identity an SSH public key is mapped to. `key` is `<algorithm> <base64>` of a key
+    /// whose possession the SSH layer has verified (a signature over the session).
+    pub fn verify_ssh_key(&self, key: &str) -> Option<Identity> {
+        let (subject, groups) = self.ssh_keys.get(key)?;
+        Some(Identity::verified(
+            super::SSH_KEY_ISSUER.to_string(),
+            subject.clone(),
+            None,
+            groups.clone(),
+            Default::default(),
+            super::AuthMethod::SshKey,
+            i64::MAX,
+        ))
     }
 
     /// Shorten every issuer's refetch interval (tests exercise rotation without waiting).

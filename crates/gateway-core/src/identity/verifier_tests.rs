@@ -33,6 +33,7 @@ pub(super) fn identity_cfg(issuers: Vec<IssuerConfig>) -> IdentityConfig {
     IdentityConfig {
         issuers,
         access_key_max_ttl: "1h".into(),
+        ssh_keys: Vec::new(),
     }
 }
 

@@ -382,6 +382,14 @@ impl PolicyEngine {
 pub(super) fn context_for(action: &Action) -> Result<Context, String> {
     match action {
         Action::Connect => Ok(Context::empty()),
+        Action::Ssh(req) => match &req.command {
+            None => Ok(Context::empty()),
+            Some(cmd) => Context::from_pairs([(
+                "command".to_string(),
+                RestrictedExpression::new_string(cmd.to_string()),
+            )])
+            .map_err(|e| format!("policy context could not be built: {e}")),
+        },
         Action::Sql(stmt) => Context::from_pairs([
             (
                 "tables".to_string(),

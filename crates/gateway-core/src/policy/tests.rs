@@ -7,7 +7,7 @@ use cedar_policy::Request;
 use super::engine::context_for;
 use super::schema::{Shipped, shipped};
 use super::*;
-use crate::action::{Action, SqlKind, SqlStatement};
+use crate::action::{Action, SqlKind, SqlStatement, SshKind, SshRequest};
 use crate::audit::event;
 use crate::config::Protocol;
 use crate::identity::Identity;
@@ -355,6 +355,10 @@ fn built_contexts_match_the_schema() {
         Action::Connect,
         read("orders"),
         sql(SqlKind::Unknown, &[], false, "??"),
+        ssh(SshKind::Exec, Some("uptime")),
+        ssh(SshKind::Shell, None),
+        ssh(SshKind::Sftp, None),
+        ssh(SshKind::Forward, Some("direct-tcpip db:5432")),
     ];
     for action in actions {
         let (uid, _) = s.action(action.cedar_id()).unwrap();
@@ -571,4 +575,48 @@ fn quickstart_example_validates_and_decides() {
     }
     let stranger = Identity::for_tests("builtin", "eve", &[]);
     assert!(!e.decide(&stranger, &ORDERS, &Action::Connect).is_allowed());
+}
+
+fn ssh(kind: SshKind, command: Option<&str>) -> Action {
+    Action::Ssh(SshRequest {
+        kind,
+        command: command.map(Arc::from),
+    })
+}
+
+#[test]
+fn ssh_exec_command_is_context() {
+    let e = PolicyEngine::from_text(
+        r#"
+@id("ops-exec")
+permit (principal in Group::"ci", action in Action::"ssh", resource);
+@id("no-rm")
+@reason("no deleting")
+forbid (principal, action == Action::"ssh.exec", resource)
+when { context has command && context.command like "*rm *" };
+"#,
+        1,
+    )
+    .unwrap();
+    let web = ConnectionRef {
+        name: "web",
+        protocol: Protocol::Ssh,
+    };
+    assert!(
+        e.decide(&ci(), &web, &ssh(SshKind::Exec, Some("uptime")))
+            .is_allowed()
+    );
+    assert!(
+        e.decide(&ci(), &web, &ssh(SshKind::Shell, None))
+            .is_allowed()
+    );
+    let d = e.decide(&ci(), &web, &ssh(SshKind::Exec, Some("sudo rm -rf /")));
+    assert_eq!(d.verdict, Verdict::Deny);
+    assert_eq!(d.reason.as_deref(), Some("no deleting"));
+    assert_eq!(d.policies, vec!["no-rm"]);
+    let other = Identity::for_tests("builtin", "x", &["guests"]);
+    assert!(
+        !e.decide(&other, &web, &ssh(SshKind::Sftp, None))
+            .is_allowed()
+    );
 }

@@ -1,0 +1,17 @@
+//! SSH proxy: clients log in with a token (password or keyboard-interactive answer), every
+//! exec, shell, sftp and forward request is decided by policy and audited before it reaches
+//! the target, the target is reached with a key or password the client never sees and its
+//! host key is pinned, and interactive sessions are recorded as asciicast v2.
+#![forbid(unsafe_code)]
+
+mod error;
+mod handler;
+pub mod hostkey;
+pub mod names;
+pub mod record;
+mod relay;
+mod server;
+mod target;
+
+pub use error::SshError;
+pub use server::SshProxy;

@@ -1,0 +1,106 @@
+//! The SSH listener: accepts connections and runs one russh server session each; records
+//! the end of every session that started.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use gateway_core::audit::{AuditEvent, EventKind};
+use gateway_core::services::Services;
+use russh::server;
+use tokio::net::TcpListener;
+
+use crate::error::SshError;
+use crate::handler::{SessionSlot, SshHandler, methods};
+
+/// An SSH front end for every `ssh` connection in the config.
+pub struct SshProxy {
+    services: Arc<Services>,
+    config: Arc<server::Config>,
+}
+
+impl SshProxy {
+    /// A proxy using `services`, with the gateway's host key from the state directory
+    /// (created on first start).
+    pub fn new(services: Arc<Services>) -> Result<Arc<SshProxy>, SshError> {
+        let key = crate::hostkey::load_or_create(&services.config.state_dir())?;
+        let config = server::Config {
+            server_id: russh::SshId::Standard("SSH-2.0-portcullis".into()),
+            methods: methods(!services.config.identity.ssh_keys.is_empty()),
+            auth_rejection_time: Duration::from_secs(1),
+            // OpenSSH clients probe with "none" first; answering that at once costs nothing.
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            keys: vec![key],
+            inactivity_timeout: Some(Duration::from_secs(3600)),
+            nodelay: true,
+            window_size: crate::target::WINDOW,
+            maximum_packet_size: 65535,
+            max_auth_attempts: 6,
+            ..Default::default()
+        };
+        Ok(Arc::new(SshProxy {
+            services,
+            config: Arc::new(config),
+        }))
+    }
+
+    /// The gateway's host key fingerprint (`SHA256:...`), for operators and tests.
+    pub fn host_key_fingerprint(&self) -> String {
+        self.config
+            .keys
+            .first()
+            .map(|k| {
+                k.public_key()
+                    .fingerprint(russh::keys::HashAlg::Sha256)
+                    .to_string()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Accept connections until the listener fails.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let proxy = self.clone();
+            tokio::spawn(async move {
+                let slot: SessionSlot = Arc::default();
+                let handler = SshHandler::new(proxy.services.clone(), peer, slot.clone());
+                let started = Instant::now();
+                let outcome = match server::run_stream(proxy.config.clone(), tcp, handler).await {
+                    Ok(running) => running.await,
+                    Err(e) => Err(e),
+                };
+                let Some(ctx) = slot.get() else {
+                    if let Err(e) = outcome {
+                        tracing::debug!(%peer, error = %e, "ssh connection ended before login");
+                    }
+                    return;
+                };
+                proxy.services.metrics.sessions_active.fetch_sub(1, Relaxed);
+                let mut end = AuditEvent::new(EventKind::SessionEnd, &ctx.session_id);
+                end.connection = Some(ctx.conn.name.clone());
+                end.protocol = Some("ssh".into());
+                end.duration_us = Some(started.elapsed().as_micros() as u64);
+                end.detail = Some(serde_json::json!({
+                    "bytes_in": ctx.bytes_in.load(Relaxed),
+                    "bytes_out": ctx.bytes_out.load(Relaxed),
+                    "commands": ctx.commands.load(Relaxed),
+                    "target_user": ctx.target_user,
+                }));
+                if let Err(e) = &outcome {
+                    end.error = Some(e.to_string());
+                }
+                tracing::info!(session_id = %ctx.session_id, "ssh session closed");
+                let _ = proxy.services.audit.record_later(end).await;
+            });
+        }
+    }
+}

@@ -1,0 +1,624 @@
+//! SSH through the gateway with the real OpenSSH client (ssh, scp, sftp) against a real
+//! sshd started by tests/scripts/sshd.sh: token login, exec policy, exit status relay,
+//! interactive shells under a pty, file transfer, forwarding refusal, host key pinning,
+//! recording and replay.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use support::{Gateway, Scratch, current_user, free_port, sshd};
+
+const POLICY: &str = r#"
+@id("connect")
+permit(principal in Group::"ops", action == Action::"connect", resource);
+
+@id("ops-ssh")
+permit(principal in Group::"ops",
+       action in [Action::"ssh.exec", Action::"ssh.shell", Action::"ssh.sftp"], resource)
+unless { context has command && context.command like "reboot*" };
+
+@id("no-rm")
+@reason("deleting files is not allowed through the gateway")
+forbid(principal, action == Action::"ssh.exec", resource)
+when { context has command && context.command like "*rm *" };
+
+@id("reboot-needs-approval")
+@approval("1")
+permit(principal in Group::"ops", action == Action::"ssh.exec", resource)
+when { context has command && context.command like "reboot*" };
+"#;
+
+struct SshGw {
+    gw: Gateway,
+    port: u16,
+}
+
+fn start() -> SshGw {
+    start_with("")
+}
+
+/// A gateway with `extra` TOML appended to its config.
+fn start_with(extra: &str) -> SshGw {
+    let sshd = sshd();
+    let port = free_port();
+    let user = current_user();
+    let gw = Gateway::start_config(port, POLICY, |_dir, admin| {
+        format!(
+            r#"
+[gateway]
+state_dir = "state"
+admin_listen = "127.0.0.1:{admin}"
+policy = "policy.cedar"
+
+[[identity.issuers]]
+name = "builtin"
+
+[[listeners]]
+protocol = "ssh"
+listen = "127.0.0.1:{port}"
+
+[[connections]]
+name = "web"
+protocol = "ssh"
+target = "127.0.0.1:{sshd_port}"
+user = "{user}"
+private_key_file = "{key}"
+known_hosts = "{known}"
+
+[[connections]]
+name = "pinned"
+protocol = "ssh"
+target = "127.0.0.1:{sshd_port}"
+user = "{user}"
+private_key_file = "{key}"
+host_key_fingerprint = "{fp}"
+
+[[connections]]
+name = "impostor"
+protocol = "ssh"
+target = "127.0.0.1:{sshd_port}"
+user = "{user}"
+private_key_file = "{key}"
+host_key_fingerprint = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+
+[audit]
+jsonl = "audit.jsonl"
+{extra}
+"#,
+            sshd_port = sshd.port,
+            key = sshd.client_key().display(),
+            known = sshd.known_hosts().display(),
+            fp = sshd.fingerprint(),
+        )
+    });
+    SshGw { gw, port }
+}
+
+impl SshGw {
+    /// ssh options towards the gateway: token by password, no host key bookkeeping.
+    fn ssh_command(&self, prog: &str, token: &str) -> Command {
+        let mut cmd = Command::new("sshpass");
+        cmd.args(["-p", token, prog])
+            .args(["-o", "StrictHostKeyChecking=no"])
+            .args(["-o", "UserKnownHostsFile=/dev/null"])
+            .args(["-o", "LogLevel=ERROR"])
+            .args(["-o", "PubkeyAuthentication=no"])
+            .args([
+                "-o",
+                "PreferredAuthentications=password,keyboard-interactive",
+            ])
+            .args(["-o", "ConnectTimeout=10"])
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn ssh(&self, token: &str, target: &str, command: &str) -> Output {
+        self.ssh_command("ssh", token)
+            .args([
+                "-p",
+                &self.port.to_string(),
+                &format!("{target}@127.0.0.1"),
+                command,
+            ])
+            .output()
+            .expect("ssh")
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn exec_runs_on_the_target_and_relays_output_and_exit_status() {
+    let s = start();
+    let token = s.gw.token("alice", &["ops"]);
+    let out = s.ssh(
+        &token,
+        "web",
+        "echo hello from $(hostname -s >/dev/null && echo target); echo oops >&2",
+    );
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello from target\n");
+    assert!(text(&out.stderr).contains("oops"), "{}", text(&out.stderr));
+
+    let out = s.ssh(&token, "web", "exit 7");
+    assert_eq!(out.status.code(), Some(7), "stderr: {}", text(&out.stderr));
+
+    // A signal that kills the remote command comes back as ssh's own failure (255).
+    let out = s.ssh(&token, "pinned", "kill -TERM $$");
+    assert_eq!(
+        out.status.code(),
+        Some(255),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+
+    // Audit has the start, the decision with its policy, and the end with the exit status.
+    let events = s.gw.audit(&["--connection", "web"]);
+    let exec = events
+        .iter()
+        .find(|e| e["kind"] == "command" && e["statement"] == "exit 7")
+        .expect("command event");
+    assert_eq!(exec["action"], "ssh.exec");
+    assert_eq!(exec["verdict"], "allow");
+    assert!(
+        exec["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "ops-ssh")
+    );
+    assert_eq!(exec["identity"]["subject"], "alice");
+    let end = events
+        .iter()
+        .find(|e| e["kind"] == "command_end" && e["session"] == exec["session"])
+        .expect("command_end event");
+    assert_eq!(end["detail"]["exit_status"], 7);
+    assert!(events.iter().any(|e| e["kind"] == "session_start"));
+}
+
+#[test]
+fn denied_exec_never_reaches_the_target() {
+    let s = start();
+    let token = s.gw.token("alice", &["ops"]);
+    let scratch = Scratch::new("ssh-deny");
+    let victim = scratch.0.join("keep.txt");
+    std::fs::write(&victim, "precious").unwrap();
+    let out = s.ssh(&token, "web", &format!("rm -f {}", victim.display()));
+    assert_eq!(
+        out.status.code(),
+        Some(126),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("deleting files is not allowed through the gateway"),
+        "{err}"
+    );
+    assert!(victim.exists(), "the target ran a denied command");
+
+    let events = s.gw.audit(&["--connection", "web"]);
+    let denied = events
+        .iter()
+        .find(|e| e["kind"] == "command" && e["verdict"] == "deny")
+        .expect("deny event");
+    assert_eq!(denied["policies"][0], "no-rm");
+    assert_eq!(denied["action"], "ssh.exec");
+
+    // No connect permit: logged in only to read why.
+    let outsider = s.gw.token("mallory", &["guests"]);
+    let out = s.ssh(&outsider, "web", "id");
+    assert_eq!(
+        out.status.code(),
+        Some(126),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("denied"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn bad_tokens_and_unknown_connections_are_refused() {
+    let s = start();
+    // sshpass exits 5 when the password prompt comes back: the token was refused.
+    let refused = |out: &Output| {
+        assert!(
+            matches!(out.status.code(), Some(5) | Some(255)),
+            "status {:?}: {}",
+            out.status.code(),
+            text(&out.stderr)
+        );
+        assert!(out.stdout.is_empty());
+    };
+    refused(&s.ssh("not-a-token", "web", "echo in"));
+    let token = s.gw.token("alice", &["ops"]);
+    refused(&s.ssh(&token, "nosuch", "echo in"));
+    // A target user the connection does not list.
+    refused(&s.ssh(&token, "nobody+web", "echo in"));
+    let failed = s.gw.audit(&["--kind", "auth_failed"]);
+    assert!(failed.len() >= 3, "{failed:?}");
+}
+
+#[test]
+fn unknown_target_host_key_refuses_the_session() {
+    let s = start();
+    let token = s.gw.token("alice", &["ops"]);
+    let out = s.ssh(&token, "impostor", "echo should-not-run");
+    assert_eq!(
+        out.status.code(),
+        Some(255),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    let err = text(&out.stderr);
+    assert!(err.contains("is not the pinned one"), "{err}");
+    assert!(!text(&out.stdout).contains("should-not-run"));
+    // The same target with its real fingerprint pinned works.
+    let out = s.ssh(&token, "pinned", "echo pinned-ok");
+    assert_eq!(text(&out.stdout), "pinned-ok\n", "{}", text(&out.stderr));
+}
+
+#[test]
+fn env_is_filtered() {
+    let s = start();
+    let token = s.gw.token("alice", &["ops"]);
+    let out = s
+        .ssh_command("ssh", &token)
+        .env("LC_TIME", "C.UTF-8")
+        .env("PORTCULLIS_TEST_SECRET", "leak")
+        .args(["-o", "SendEnv=LC_TIME PORTCULLIS_TEST_SECRET"])
+        .args(["-p", &s.port.to_string(), "web@127.0.0.1"])
+        .arg("echo lc=$LC_TIME secret=$PORTCULLIS_TEST_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        "lc=C.UTF-8 secret=\n",
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn local_forwarding_is_refused_without_policy() {
+    let s = start();
+    let token = s.gw.token("alice", &["ops"]);
+    let lport = free_port();
+    let mut child = s
+        .ssh_command("ssh", &token)
+        .args([
+            "-N",
+            "-L",
+            &format!("127.0.0.1:{lport}:127.0.0.1:{}", sshd().port),
+        ])
+        .args(["-p", &s.port.to_string(), "web@127.0.0.1"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut conn = None;
+    for _ in 0..100 {
+        if let Ok(c) = std::net::TcpStream::connect(("127.0.0.1", lport)) {
+            conn = Some(c);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut conn = conn.expect("ssh -L listener");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = conn.read_to_end(&mut buf);
+    // Through a working forward sshd would greet us with its banner.
+    assert!(
+        !text(&buf).starts_with("SSH-"),
+        "forward went through: {}",
+        text(&buf)
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let events = s.gw.audit(&["--connection", "web"]);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["action"] == "ssh.forward" && e["verdict"] == "deny")
+    );
+}
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    text(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn scp_and_sftp_move_files_intact() {
+    let s = start();
+    let token = s.gw.token("alice", &["ops"]);
+    let scratch = Scratch::new("ssh-scp");
+    let src = scratch.0.join("big.bin");
+    let status = Command::new("bash")
+        .arg("-c")
+        .arg(format!("head -c 52428800 /dev/urandom > {}", src.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let remote = scratch.0.join("remote.bin");
+    let back = scratch.0.join("back.bin");
+    let port = s.port.to_string();
+    let up = s
+        .ssh_command("scp", &token)
+        .args(["-P", &port])
+        .arg(&src)
+        .arg(format!("web@127.0.0.1:{}", remote.display()))
+        .output()
+        .unwrap();
+    assert!(up.status.success(), "scp up: {}", text(&up.stderr));
+    let down = s
+        .ssh_command("scp", &token)
+        .args(["-P", &port])
+        .arg(format!("web@127.0.0.1:{}", remote.display()))
+        .arg(&back)
+        .output()
+        .unwrap();
+    assert!(down.status.success(), "scp down: {}", text(&down.stderr));
+    let want = sha256(&src);
+    assert_eq!(sha256(&remote), want);
+    assert_eq!(sha256(&back), want);
+
+    // sftp in batch mode: put, list, get.
+    let batch = scratch.0.join("batch");
+    let again = scratch.0.join("again.bin");
+    std::fs::write(
+        &batch,
+        format!(
+            "put {} {}/via-sftp.bin\nls {}\nget {}/via-sftp.bin {}\n",
+            src.display(),
+            scratch.0.display(),
+            scratch.0.display(),
+            scratch.0.display(),
+            again.display()
+        ),
+    )
+    .unwrap();
+    // Commands on stdin (`-b` would imply BatchMode, which forbids password logins).
+    let out = s
+        .ssh_command("sftp", &token)
+        .args(["-P", &port])
+        .arg("web@127.0.0.1")
+        .stdin(std::fs::File::open(&batch).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sftp: {}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("via-sftp.bin"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(sha256(&again), want);
+    let events = s.gw.audit(&["--connection", "web"]);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["action"] == "ssh.sftp" && e["verdict"] == "allow")
+    );
+}
+
+#[test]
+fn interactive_shell_is_recorded_and_replays() {
+    let s = start();
+    let token = s.gw.token("alice", &["ops"]);
+    // `script` gives ssh a real terminal; ssh asks the gateway for a pty and a shell.
+    let ssh = format!(
+        "sshpass -p {token} ssh -tt -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+         -o LogLevel=ERROR -o PubkeyAuthentication=no -p {} web@127.0.0.1",
+        s.port
+    );
+    let mut child = Command::new("script")
+        .args(["-qfec", &ssh, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    stdin
+        .write_all(b"stty cols 100 rows 30; echo MARK$((6*7))END; tput cols\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    stdin.write_all(b"exit 3\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let shown = text(&out.stdout);
+    assert!(shown.contains("MARK42END"), "terminal showed: {shown}");
+
+    let events = s.gw.audit(&["--connection", "web"]);
+    let shell = events
+        .iter()
+        .find(|e| e["kind"] == "command" && e["action"] == "ssh.shell")
+        .expect("shell decision");
+    let session = shell["session"].as_str().unwrap().to_string();
+    let end = events
+        .iter()
+        .find(|e| e["kind"] == "command_end" && e["session"] == session.as_str())
+        .expect("shell end");
+    assert_eq!(end["detail"]["exit_status"], 3);
+    let rec = end["detail"]["recording"].as_str().expect("recording link");
+    let cast = std::fs::read_to_string(s.gw.scratch.0.join("state").join(rec)).unwrap();
+    assert!(cast.lines().next().unwrap().contains("\"version\":2"));
+    assert!(cast.contains("\"m\""), "no policy marker");
+    assert!(cast.contains("\"i\""), "no input events");
+
+    let replay = s.gw.cli(&["replay", &session, "--no-wait"]);
+    assert!(replay.ok, "{}", replay.stderr);
+    assert!(replay.stdout.contains("MARK42END"), "{}", replay.stdout);
+    // Timed replay at high speed still plays the same bytes.
+    let timed = s.gw.cli(&["replay", &session, "--speed", "50"]);
+    assert!(timed.ok, "{}", timed.stderr);
+    assert!(timed.stdout.contains("MARK42END"));
+}
+
+#[test]
+fn mapped_public_key_logs_in_as_its_identity() {
+    let keys = Scratch::new("ssh-keys");
+    let keygen = |name: &str| {
+        let path = keys.0.join(name);
+        let ok = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        path
+    };
+    let carol = keygen("carol");
+    let stranger = keygen("stranger");
+    let public = std::fs::read_to_string(carol.with_extension("pub")).unwrap();
+    let s = start_with(&format!(
+        "[[identity.ssh_keys]]\nkey = \"{}\"\nsubject = \"carol\"\ngroups = [\"ops\"]\n",
+        public.trim()
+    ));
+    let with_key = |key: &Path| {
+        Command::new("ssh")
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
+            .args([
+                "-o",
+                "LogLevel=ERROR",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+            ])
+            .args(["-o", "PreferredAuthentications=publickey", "-i"])
+            .arg(key)
+            .args(["-p", &s.port.to_string(), "web@127.0.0.1", "echo keyed"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = with_key(&carol);
+    assert_eq!(text(&out.stdout), "keyed\n", "{}", text(&out.stderr));
+    let out = with_key(&stranger);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+    let events = s.gw.audit(&["--connection", "web"]);
+    let start = events
+        .iter()
+        .find(|e| e["kind"] == "session_start")
+        .expect("session start");
+    assert_eq!(start["identity"]["principal"], "ssh-key/carol");
+    assert_eq!(start["identity"]["method"], "ssh_key");
+}
+
+/// The one pending approval request's id, as `token` lists them.
+fn pending_id(gw: &Gateway, token: &str) -> String {
+    for _ in 0..200 {
+        let r = gw.cli(&[
+            "approvals",
+            "--token",
+            token,
+            "list",
+            "--state",
+            "pending",
+            "--json",
+        ]);
+        assert!(r.ok, "{}", r.stderr);
+        let reqs: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
+        if let Some(id) = reqs.first().and_then(|r| r["id"].as_str()) {
+            return id.to_string();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no request became pending");
+}
+
+#[test]
+fn reviewed_exec_is_held_until_approved_or_denied() {
+    let s = start();
+    let alice = s.gw.token("alice", &["ops"]);
+    let bob = s.gw.token("bob", &["ops"]);
+    let scratch = Scratch::new("ssh-hold");
+    let flag = scratch.0.join("rebooted");
+    let command = format!(
+        "reboot() {{ touch {}; echo rebooted; }}; reboot",
+        flag.display()
+    );
+    let spawn = || {
+        s.ssh_command("ssh", &alice)
+            .args(["-p", &s.port.to_string(), "web@127.0.0.1", &command])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    let held = spawn();
+    let id = pending_id(&s.gw, &bob);
+    assert!(!flag.exists(), "the target ran a held command");
+    let r = s.gw.cli(&["approvals", "--token", &bob, "approve", &id]);
+    assert!(r.ok, "{}", r.stderr);
+    let out = held.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "rebooted\n");
+    assert!(
+        text(&out.stderr).contains(&format!("held for approval {id}")),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(flag.exists());
+    std::fs::remove_file(&flag).unwrap();
+
+    let held = spawn();
+    let id = pending_id(&s.gw, &bob);
+    let r = s.gw.cli(&[
+        "approvals",
+        "--token",
+        &bob,
+        "deny",
+        &id,
+        "--reason",
+        "not today",
+    ]);
+    assert!(r.ok, "{}", r.stderr);
+    let out = held.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(126),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("not today"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!flag.exists(), "the target ran a denied command");
+
+    let events = s.gw.audit(&["--connection", "web"]);
+    assert!(events.iter().any(|e| e["kind"] == "command"
+        && e["verdict"] == "review"
+        && e["approval"] == id.as_str()));
+}
