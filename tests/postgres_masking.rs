@@ -627,3 +627,23 @@ fn leak_base64_of_a_rule_column_is_masked_whole() {
     // the id column has a table origin and is judged by it.
     assert!(out.starts_with("1|[REDACTED:column]\n"), "{out}");
 }
+
+#[test]
+fn leak_whole_row_values_of_a_table_with_a_covered_column() {
+    let gw = gateway();
+    let token = gw.token("analyst", &["ci"]);
+    // The statement names no covered column: the row's type (or an anonymous record) is what
+    // tells the gateway covered data is inside, and the value is masked whole.
+    for sql in [
+        "SELECT c FROM customers_pii c ORDER BY id",
+        "SELECT t FROM (SELECT * FROM customers_pii) t",
+        "SELECT array_agg(c) FROM customers_pii c",
+        "SELECT ROW(c.*) FROM customers_pii c",
+    ] {
+        let out = leak_attempt(&gw, &token, sql);
+        assert!(out.contains("[REDACTED:column]"), "{sql}: {out}");
+    }
+    // A whole row of a table with nothing covered passes as it is.
+    let out = leak_attempt(&gw, &token, "SELECT o FROM orders o ORDER BY id LIMIT 1");
+    assert!(out.starts_with("(1,"), "{out}");
+}

@@ -276,6 +276,13 @@ impl SessionMasks {
         &self.rule_names
     }
 
+    /// The first column rule covering column `name` of `table` (`schema.table`).
+    pub fn rule_for(&self, table: &str, name: &str) -> Option<usize> {
+        self.rules
+            .iter()
+            .position(|r| r.pattern.matches(Some(table), name))
+    }
+
     /// The first column rule a SQL statement mentions by name (identifier scan, quoted or not,
     /// case-insensitive; literals and comments skipped). Pass it to [`SessionMasks::columns`]
     /// so expression columns (`upper(ssn)`, `ssn || ''`) are masked whole.
@@ -460,6 +467,20 @@ impl ResultMask {
             rule: usize::MAX,
             hint: TypeHint::Other,
         })
+    }
+
+    /// Mask every value of column `col` whole, as a column rule would (`rule` indexes
+    /// [`SessionMasks::column_rule_names`], `None` when no single rule is the cause): for
+    /// values the caller knows carry covered data under another shape, such as a whole-row
+    /// value of a table with a covered column.
+    pub fn mask_whole(&mut self, col: usize, rule: Option<usize>, hint: TypeHint) {
+        if let Some(p) = self.plans.get_mut(col) {
+            *p = ColumnPlan::Whole {
+                rule: rule.unwrap_or(usize::MAX),
+                hint,
+            };
+            self.noop = false;
+        }
     }
 
     /// Mask the value of column `col`. `Unchanged` leaves `out` untouched and allocates

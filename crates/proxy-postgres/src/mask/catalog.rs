@@ -49,7 +49,13 @@ pub(crate) struct Catalog {
     /// Login failed once: don't try again in this session (every column stays unresolved).
     unavailable: bool,
     origins: HashMap<(u32, i16), Option<Origin>>,
+    /// User-defined types of result columns: for a table's row type (or an array of one),
+    /// the table's columns; `None` for any other type (domain, enum, extension type).
+    rowtypes: HashMap<u32, Option<Arc<[Origin]>>>,
 }
+
+/// Key under which [`Catalog::resolve`] takes a type to look up rather than a column.
+pub(crate) const TYPE_KEY: i16 = 0;
 
 impl Catalog {
     /// The cached answer for a column: `None` if never asked, `Some(None)` if unresolved.
@@ -57,9 +63,30 @@ impl Catalog {
         self.origins.get(&key)
     }
 
-    /// Ask about the columns not cached yet; afterwards every key has an answer (possibly
-    /// unresolved).
+    /// The cached answer for a type: `None` if never asked, `Some(None)` if it is not a row
+    /// type (or could not be looked up), else the row's columns.
+    pub fn rowtype(&self, type_oid: u32) -> Option<&Option<Arc<[Origin]>>> {
+        self.rowtypes.get(&type_oid)
+    }
+
+    /// Ask about the columns (and, keyed `(type, TYPE_KEY)`, the types) not cached yet;
+    /// afterwards every key has an answer (possibly unresolved).
     pub async fn resolve(&mut self, ctx: &SessionCtx, keys: &[(u32, i16)]) {
+        let mut types: Vec<u32> = keys
+            .iter()
+            .filter(|k| k.1 == TYPE_KEY && k.0 != 0 && !self.rowtypes.contains_key(&k.0))
+            .map(|k| k.0)
+            .collect();
+        types.sort_unstable();
+        types.dedup();
+        if !types.is_empty() {
+            if self.rowtypes.len() + types.len() > MAX_CACHED {
+                self.rowtypes.clear();
+            }
+            for chunk in types.chunks(MAX_BATCH) {
+                self.resolve_types(ctx, chunk).await;
+            }
+        }
         let mut wanted: Vec<(u32, i16)> = keys
             .iter()
             .copied()
@@ -126,6 +153,66 @@ impl Catalog {
         for k in wanted {
             let o = found.remove(k);
             self.origins.insert(*k, o);
+        }
+    }
+
+    /// Which of `wanted` are a table's row type (or an array of one), with that table's
+    /// columns. A type the lookup does not answer for counts as no row type; the caller
+    /// treats an anonymous record as covered anyway.
+    async fn resolve_types(&mut self, ctx: &SessionCtx, wanted: &[u32]) {
+        let mut sql = String::from(
+            "SELECT t.oid, n.nspname, c.relname, a.attname \
+             FROM pg_catalog.pg_type t \
+             LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem \
+             JOIN pg_catalog.pg_class c ON c.oid = COALESCE(NULLIF(t.typrelid, 0), e.typrelid) \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid \
+             AND a.attnum > 0 AND NOT a.attisdropped \
+             WHERE t.oid IN (",
+        );
+        for (i, oid) in wanted.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            let _ = write!(sql, "{sep}{oid}::oid");
+        }
+        sql.push(')');
+        let mut found: HashMap<u32, Vec<Origin>> = HashMap::new();
+        let answered = self
+            .ask(
+                ctx,
+                |out| codec::put_query(out, &sql),
+                |tag, body| {
+                    if tag == be::DATA_ROW
+                        && let Ok(v) = codec::parse_data_row(body)
+                        && let [Some(oid), Some(ns), Some(rel), Some(col)] = v[..]
+                        && let Some(oid) = std::str::from_utf8(oid)
+                            .ok()
+                            .and_then(|o| o.parse::<u32>().ok())
+                    {
+                        let table = format!(
+                            "{}.{}",
+                            String::from_utf8_lossy(ns),
+                            String::from_utf8_lossy(rel)
+                        );
+                        found.entry(oid).or_default().push(Origin {
+                            table: Arc::from(table),
+                            column: Arc::from(String::from_utf8_lossy(col).as_ref()),
+                        });
+                    }
+                },
+            )
+            .await;
+        if !answered {
+            tracing::warn!("catalog lookup of result types failed: whole-row values are masked");
+        }
+        for t in wanted {
+            let cols = found.remove(t).map(Arc::from);
+            // Unanswered: remember as a row type with no known columns, so it is masked.
+            let cols = if answered {
+                cols
+            } else {
+                Some(Arc::from(Vec::new()))
+            };
+            self.rowtypes.insert(*t, cols);
         }
     }
 

@@ -80,6 +80,11 @@ mod oid {
     pub const NUMERIC: u32 = 1700;
     pub const UUID: u32 = 2950;
     pub const JSONB: u32 = 3802;
+    /// An anonymous row (`SELECT t FROM (SELECT …) t`, `ROW(…)`) and arrays of them.
+    pub const RECORD: u32 = 2249;
+    pub const RECORD_ARRAY: u32 = 2287;
+    /// Types created in a database (tables' row types, domains, enums, extensions) start here.
+    pub const FIRST_USER: u32 = 16384;
     /// Arrays of the scalar non-text types above (bool, int2/4/8, float4/8, numeric, date,
     /// timestamp(tz), uuid, oid).
     pub const SCALAR_ARRAYS: &[u32] = &[
@@ -156,12 +161,47 @@ impl Masking {
         }
     }
 
-    /// Column origins the catalog has not answered for yet.
+    /// Column origins (and user-defined types of columns with no origin, keyed
+    /// `(type, TYPE_KEY)`) the catalog has not answered for yet.
     pub fn unresolved<'a>(&self, cols: impl IntoIterator<Item = Column<'a>>) -> Vec<(u32, i16)> {
+        let rules = !self.masks.column_rule_names().is_empty();
         cols.into_iter()
-            .map(|c| (c.table_oid, c.column_id))
-            .filter(|k| k.0 != 0 && k.1 > 0 && self.catalog.origin(*k).is_none())
+            .filter_map(|c| {
+                let k = (c.table_oid, c.column_id);
+                if k.0 != 0 && k.1 > 0 {
+                    return self.catalog.origin(k).is_none().then_some(k);
+                }
+                (rules
+                    && c.type_oid >= oid::FIRST_USER
+                    && self.catalog.rowtype(c.type_oid).is_none())
+                .then_some((c.type_oid, catalog::TYPE_KEY))
+            })
             .collect()
+    }
+
+    /// Whether a column with no origin carries whole rows with covered columns: an anonymous
+    /// record (can't tell what is in it), or a table's row type (or an array of one) where
+    /// one of the table's columns is covered. The rule to credit, if one is known.
+    fn whole_row(&self, c: &Column<'_>) -> Option<Option<usize>> {
+        if self.masks.column_rule_names().is_empty() || (c.table_oid != 0 && c.column_id > 0) {
+            return None;
+        }
+        if matches!(c.type_oid, oid::RECORD | oid::RECORD_ARRAY) {
+            return Some(None);
+        }
+        if c.type_oid < oid::FIRST_USER {
+            return None;
+        }
+        match self.catalog.rowtype(c.type_oid) {
+            // Never looked up (no side connection asked): fail closed.
+            None => Some(None),
+            Some(None) => None,
+            Some(Some(cols)) if cols.is_empty() => Some(None),
+            Some(Some(cols)) => cols
+                .iter()
+                .find_map(|o| self.masks.rule_for(&o.table, &o.column))
+                .map(Some),
+        }
     }
 
     /// Plan a result. Columns with a table origin are judged by it (as resolved through the
@@ -197,8 +237,14 @@ impl Masking {
                 }
             })
             .collect();
+        let mut mask = self.masks.columns(refs, mentioned);
+        for (i, c) in cols.iter().enumerate() {
+            if let Some(rule) = self.whole_row(c) {
+                mask.mask_whole(i, rule, hint(c.type_oid, c.format).0);
+            }
+        }
         Arc::new(RowPlan {
-            mask: self.masks.columns(refs, mentioned),
+            mask,
             modes: modes.into(),
         })
     }
