@@ -647,3 +647,46 @@ fn leak_whole_row_values_of_a_table_with_a_covered_column() {
     let out = leak_attempt(&gw, &token, "SELECT o FROM orders o ORDER BY id LIMIT 1");
     assert!(out.starts_with("(1,"), "{out}");
 }
+
+#[test]
+fn config_check_names_each_bad_masking_key() {
+    let dir = support::Scratch::new("mask-cfg");
+    let cfg = dir.0.join("bad.toml");
+    std::fs::write(dir.0.join("p.cedar"), "").unwrap();
+    std::fs::write(
+        &cfg,
+        "[gateway]\nstate_dir='s'\npolicy='p.cedar'\n\
+         [[connections]]\nname='orders'\nprotocol='postgres'\ntarget='127.0.0.1:5432'\nuser='app'\n\
+         [[masking]]\nconnections=['orders','nope']\ndetectors=['card','cardz']\ncolumns=['a.b.c.d']\n\
+         [[masking]]\nconnections=['orders']\ndetectors=['email']\nbogus=1\n",
+    )
+    .unwrap();
+    let out = Command::new(support::bin())
+        .args(["config", "check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("bogus"), "{err}");
+    std::fs::write(
+        &cfg,
+        "[gateway]\nstate_dir='s'\npolicy='p.cedar'\n\
+         [[connections]]\nname='orders'\nprotocol='postgres'\ntarget='127.0.0.1:5432'\nuser='app'\n\
+         [[masking]]\nconnections=['orders','nope']\ndetectors=['card','cardz']\ncolumns=['a.b.c.d']\n",
+    )
+    .unwrap();
+    let out = Command::new(support::bin())
+        .args(["config", "check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("masking[0].connections[1]"), "{err}");
+    assert!(
+        err.contains("masking[0].detectors[1]: unknown detector `cardz`"),
+        "{err}"
+    );
+    assert!(err.contains("masking[0].columns[0]"), "{err}");
+}
