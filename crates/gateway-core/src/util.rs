@@ -35,3 +35,55 @@ pub fn fill_random(buf: &mut [u8]) -> Result<(), crate::Error> {
     aws_lc_rs::rand::fill(buf)
         .map_err(|_| crate::Error::Config("system random number generator unavailable".into()))
 }
+
+/// Read the private file `path` (a key), or create it from `make()` on first start. Created
+/// without ever leaving a partial or world-readable file: written to a private (0600)
+/// temporary file beside it, then linked into place, which fails if another process won the
+/// race (its file is then used). A file found readable by others is made owner-only.
+/// `what` names the file in log lines.
+pub fn load_or_create_private(
+    path: &std::path::Path,
+    what: &str,
+    make: impl FnOnce() -> Result<Vec<u8>, crate::Error>,
+) -> Result<Vec<u8>, crate::Error> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let mode = std::fs::metadata(path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{:o}", mode & 0o777),
+                    "{what} was readable by others; setting mode 0600"
+                );
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            }
+            return Ok(bytes);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    let bytes = make()?;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let tmp = dir.join(format!(".key.{}.tmp", random_hex(8)));
+    let written = (|| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::hard_link(&tmp, path)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    match written {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "created the {what}");
+            Ok(bytes)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(std::fs::read(path)?),
+        Err(e) => Err(e.into()),
+    }
+}

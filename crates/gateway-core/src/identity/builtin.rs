@@ -4,9 +4,8 @@
 //! issuer's.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
 use std::time::Duration;
 
 use aws_lc_rs::rand::SystemRandom;
@@ -52,14 +51,15 @@ impl BuiltinIssuer {
             .mode(0o700)
             .create(&dir)?;
         let path = dir.join("signing-key.p8");
-        let pkcs8 = match std::fs::read(&path) {
-            Ok(bytes) => {
-                tighten_permissions(&path)?;
-                bytes
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_key(&dir, &path)?,
-            Err(e) => return Err(e.into()),
-        };
+        let pkcs8 =
+            crate::util::load_or_create_private(&path, "built-in issuer signing key", || {
+                let doc = EcdsaKeyPair::generate_pkcs8(
+                    &ECDSA_P256_SHA256_FIXED_SIGNING,
+                    &SystemRandom::new(),
+                )
+                .map_err(|_| Error::Config("cannot generate the built-in issuer key".into()))?;
+                Ok(doc.as_ref().to_vec())
+            })?;
         let key =
             EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8).map_err(|e| {
                 Error::Config(format!(
@@ -190,51 +190,11 @@ impl BuiltinIssuer {
     }
 }
 
-/// Generate a key and store it without ever leaving a partial or world-readable file: write
-/// a private temporary file, then link it into place (which fails if another process won
-/// the race; its key is then used).
-fn create_key(dir: &Path, path: &PathBuf) -> Result<Vec<u8>, Error> {
-    let rng = SystemRandom::new();
-    let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-        .map_err(|_| Error::Config("cannot generate the built-in issuer key".into()))?;
-    let tmp = dir.join(format!(".signing-key.{}.tmp", crate::util::random_hex(8)));
-    let written = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(doc.as_ref())?;
-        f.sync_all()?;
-        std::fs::hard_link(&tmp, path)
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    match written {
-        Ok(()) => {
-            tracing::info!(path = %path.display(), "created the built-in issuer signing key");
-            Ok(doc.as_ref().to_vec())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(std::fs::read(path)?),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// A private key readable by others is a leak waiting to happen: make it owner-only.
-fn tighten_permissions(path: &Path) -> Result<(), Error> {
-    let mode = std::fs::metadata(path)?.permissions().mode();
-    if mode & 0o077 != 0 {
-        tracing::warn!(
-            path = %path.display(),
-            mode = format!("{:o}", mode & 0o777),
-            "built-in issuer key was readable by others; setting mode 0600"
-        );
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
+
     use super::*;
 
     /// A fresh, uniquely named directory under the system temp dir, removed on drop.
