@@ -422,6 +422,27 @@ impl SshHandler {
         Ok(())
     }
 
+    /// Accept a session channel only to tell the client, at its first start request, why
+    /// nothing runs on it (`msg`, exit status `code`).
+    async fn accept_refused(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        msg: String,
+        code: u32,
+    ) {
+        self.channels.insert(
+            channel.id(),
+            Chan {
+                ctl: None,
+                started: false,
+                refused: Some((msg, code)),
+            },
+        );
+        reply.accept().await;
+        tokio::spawn(drain(channel));
+    }
+
     /// Decide and record a forward request; `true` when policy allows it.
     async fn decide_forward(&self, what: String) -> bool {
         let Some(ctx) = self.slot.get().cloned() else {
@@ -584,16 +605,7 @@ impl server::Handler for SshHandler {
     ) -> Result<(), Self::Error> {
         let id = channel.id();
         if let Some(msg) = self.refused.clone() {
-            self.channels.insert(
-                id,
-                Chan {
-                    ctl: None,
-                    started: false,
-                    refused: Some((msg, EXIT_REFUSED)),
-                },
-            );
-            reply.accept().await;
-            tokio::spawn(drain(channel));
+            self.accept_refused(channel, reply, msg, EXIT_REFUSED).await;
             return Ok(());
         }
         let Some(ctx) = self.slot.get().cloned() else {
@@ -623,18 +635,7 @@ impl server::Handler for SshHandler {
                 reply.accept().await;
                 tokio::spawn(relay::run(ctx, channel, backend, session.handle(), rx));
             }
-            Err(msg) => {
-                self.channels.insert(
-                    id,
-                    Chan {
-                        ctl: None,
-                        started: false,
-                        refused: Some((msg, EXIT_TARGET)),
-                    },
-                );
-                reply.accept().await;
-                tokio::spawn(drain(channel));
-            }
+            Err(msg) => self.accept_refused(channel, reply, msg, EXIT_TARGET).await,
         }
         Ok(())
     }
