@@ -188,19 +188,6 @@ fn admin_functions_and_unparseable_text_are_refused() {
     }
 }
 
-fn pgbench(gw: &Gateway, token: &str, args: &[&str]) -> support::Run {
-    Command::new("pgbench")
-        .args(["-h", "127.0.0.1", "-p"])
-        .arg(gw.pg_port.to_string())
-        .args(["-U", "ci"])
-        .args(args)
-        .arg("orders")
-        .env("PGPASSWORD", token)
-        .output()
-        .expect("pgbench")
-        .into()
-}
-
 #[test]
 fn pgbench_simple_extended_and_prepared_protocols_pass_through() {
     let gw = Gateway::start(GatewaySpec::default());
@@ -213,8 +200,7 @@ fn pgbench_simple_extended_and_prepared_protocols_pass_through() {
     )
     .unwrap();
     for mode in ["simple", "extended", "prepared"] {
-        let r = pgbench(
-            &gw,
+        let r = gw.pgbench(
             &token,
             &[
                 "-n",
@@ -256,8 +242,7 @@ fn extended_protocol_refusal_reports_the_reason_and_the_session_continues() {
     let script = dir.0.join("ddl.sql");
     std::fs::write(&script, "CREATE TABLE should_not_exist (x int);\n").unwrap();
     for mode in ["extended", "prepared"] {
-        let r = pgbench(
-            &gw,
+        let r = gw.pgbench(
             &token,
             &[
                 "-n",

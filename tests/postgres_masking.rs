@@ -8,7 +8,7 @@ mod support;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use support::{Gateway, GatewaySpec, Run, pg};
+use support::{Gateway, GatewaySpec, pg};
 
 const MASKING: &str = r#"
 [[masking]]
@@ -194,19 +194,6 @@ fn a_statement_with_nothing_sensitive_has_no_masking_detail() {
     assert!(end["detail"].is_null(), "{end}");
 }
 
-fn pgbench(gw: &Gateway, token: &str, args: &[&str]) -> Run {
-    Command::new("pgbench")
-        .args(["-h", "127.0.0.1", "-p"])
-        .arg(gw.pg_port.to_string())
-        .args(["-U", "ci"])
-        .args(args)
-        .arg("orders")
-        .env("PGPASSWORD", token)
-        .output()
-        .expect("pgbench")
-        .into()
-}
-
 #[test]
 fn pgbench_custom_script_is_masked_in_every_protocol_mode() {
     let gw = gateway();
@@ -219,8 +206,7 @@ fn pgbench_custom_script_is_masked_in_every_protocol_mode() {
     )
     .unwrap();
     for mode in ["simple", "extended", "prepared"] {
-        let r = pgbench(
-            &gw,
+        let r = gw.pgbench(
             &token,
             &[
                 "-n",

@@ -355,6 +355,20 @@ jsonl = "audit.jsonl"
         r.stdout.trim().to_string()
     }
 
+    /// pgbench through the gateway to the `orders` connection, `args` before the database.
+    pub fn pgbench(&self, token: &str, args: &[&str]) -> Run {
+        Command::new("pgbench")
+            .args(["-h", "127.0.0.1", "-p"])
+            .arg(self.pg_port.to_string())
+            .args(["-U", "ci"])
+            .args(args)
+            .arg("orders")
+            .env("PGPASSWORD", token)
+            .output()
+            .expect("pgbench")
+            .into()
+    }
+
     /// psql through the gateway: `-X -At -v ON_ERROR_STOP=1 -c SQL`.
     pub fn psql(&self, token: &str, sql: &str) -> Run {
         self.psql_args(token, &["-c", sql])
