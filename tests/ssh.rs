@@ -26,6 +26,9 @@ unless { context has command && context.command like "reboot*" };
 forbid(principal, action == Action::"ssh.exec", resource)
 when { context has command && context.command like "*rm *" };
 
+@id("tunnels")
+permit(principal in Group::"tunnel", action == Action::"ssh.forward", resource);
+
 @id("reboot-needs-approval")
 @approval("1")
 permit(principal in Group::"ops", action == Action::"ssh.exec", resource)
@@ -333,6 +336,179 @@ fn local_forwarding_is_refused_without_policy() {
             .iter()
             .any(|e| e["action"] == "ssh.forward" && e["verdict"] == "deny")
     );
+}
+
+/// An ssh-agent on a socket in `dir` holding one fresh key with comment `comment`.
+struct Agent {
+    child: std::process::Child,
+    sock: std::path::PathBuf,
+}
+
+impl Agent {
+    fn start(dir: &Path, comment: &str) -> Agent {
+        let key = dir.join("agent_key");
+        let ok = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let sock = dir.join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("ssh-agent");
+        for _ in 0..100 {
+            if sock.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let added = Command::new("ssh-add")
+            .arg(&key)
+            .env("SSH_AUTH_SOCK", &sock)
+            .output()
+            .unwrap();
+        assert!(added.status.success(), "ssh-add: {}", text(&added.stderr));
+        Agent { child, sock }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A listener here that greets the first connection with `line`.
+fn greeter(line: &'static str) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut c, _)) = l.accept() {
+            let _ = c.write_all(line.as_bytes());
+        }
+    });
+    port
+}
+
+#[test]
+fn forwards_and_agent_work_when_policy_allows_them() {
+    let s = start();
+    let token = s.gw.token("alice", &["ops", "tunnel"]);
+    let port = s.port.to_string();
+
+    // ssh -L: a local port reaches the target's side (here the sshd itself).
+    let lport = free_port();
+    let mut tunnel = s
+        .ssh_command("ssh", &token)
+        .args(["-N", "-o", "ExitOnForwardFailure=yes", "-L"])
+        .arg(format!("127.0.0.1:{lport}:127.0.0.1:{}", sshd().port))
+        .args(["-p", &port, "web@127.0.0.1"])
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    for _ in 0..100 {
+        if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", lport)) {
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = [0u8; 64];
+            let n = c.read(&mut buf).unwrap_or(0);
+            banner = text(&buf[..n]);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = tunnel.kill();
+    let _ = tunnel.wait();
+    assert!(banner.starts_with("SSH-2.0-"), "through -L: {banner:?}");
+
+    // ssh -R: the target listens; a connection made there reaches a listener here.
+    let here = greeter("greetings through the remote forward\n");
+    let rport = free_port();
+    let out = s
+        .ssh_command("ssh", &token)
+        .args(["-o", "ExitOnForwardFailure=yes", "-R"])
+        .arg(format!("127.0.0.1:{rport}:127.0.0.1:{here}"))
+        .args(["-p", &port, "web@127.0.0.1"])
+        .arg(format!(
+            "bash -c 'exec 3<>/dev/tcp/127.0.0.1/{rport} && head -1 <&3'"
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ssh -R: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "greetings through the remote forward\n");
+
+    // ssh -A: the target's ssh-add sees the client's agent.
+    let scratch = Scratch::new("ssh-agent");
+    let agent = Agent::start(&scratch.0, "portcullis-agent-test");
+    let out = s
+        .ssh_command("ssh", &token)
+        .env("SSH_AUTH_SOCK", &agent.sock)
+        .args(["-A", "-p", &port, "web@127.0.0.1", "ssh-add -l"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ssh -A: {}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("portcullis-agent-test"),
+        "agent keys seen on the target: {}",
+        text(&out.stdout)
+    );
+
+    let events = s.gw.audit(&["--connection", "web"]);
+    for what in ["direct-tcpip", "tcpip-forward", "agent"] {
+        assert!(
+            events.iter().any(|e| e["action"] == "ssh.forward"
+                && e["verdict"] == "allow"
+                && e["statement"].as_str().is_some_and(|t| t.starts_with(what))),
+            "no allowed {what} in audit"
+        );
+    }
+}
+
+#[test]
+fn remote_forward_and_agent_are_refused_without_policy() {
+    let s = start();
+    let token = s.gw.token("alice", &["ops"]);
+    let port = s.port.to_string();
+    let rport = free_port();
+    let out = s
+        .ssh_command("ssh", &token)
+        .args(["-o", "ExitOnForwardFailure=yes", "-R"])
+        .arg(format!("127.0.0.1:{rport}:127.0.0.1:9"))
+        .args(["-p", &port, "web@127.0.0.1", "sleep 5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255), "ssh -R went through");
+    // Nothing listens on the target's side.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", rport)).is_err());
+
+    let scratch = Scratch::new("ssh-agent-refused");
+    let agent = Agent::start(&scratch.0, "portcullis-agent-test");
+    let out = s
+        .ssh_command("ssh", &token)
+        .env("SSH_AUTH_SOCK", &agent.sock)
+        .args(["-A", "-p", &port, "web@127.0.0.1", "ssh-add -l"])
+        .output()
+        .unwrap();
+    assert!(
+        !text(&out.stdout).contains("portcullis-agent-test"),
+        "the agent reached the target"
+    );
+    assert_ne!(out.status.code(), Some(0));
+
+    let events = s.gw.audit(&["--connection", "web"]);
+    for what in ["tcpip-forward", "agent"] {
+        assert!(
+            events.iter().any(|e| e["action"] == "ssh.forward"
+                && e["verdict"] == "deny"
+                && e["statement"].as_str().is_some_and(|t| t.starts_with(what))),
+            "no refused {what} in audit"
+        );
+    }
 }
 
 fn sha256(path: &Path) -> String {

@@ -19,7 +19,7 @@ use gateway_core::policy::{ConnectionRef, Decision, Verdict};
 use gateway_core::services::Services;
 use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::SshError;
@@ -46,6 +46,13 @@ pub(crate) struct SessionCtx {
     pub commands: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// The client connection, for channels the target opens towards it (remote forwards,
+    /// agent). Set when the client first opens a channel or asks for a forward.
+    pub front: OnceLock<server::Handle>,
+    /// Remote forwards (`ssh -R`) the target listens on for this session: address, port.
+    pub remote_forwards: std::sync::Mutex<Vec<(String, u32)>>,
+    /// Agent forwarding: undecided, allowed or refused (decided once per session).
+    pub agent: watch::Sender<Option<bool>>,
 }
 
 /// Set once the session has started; read by the accept task to record its end.
@@ -224,10 +231,10 @@ impl SshHandler {
         let cfg = self.services.config.clone();
         let c = conn.clone();
         let u = target_user.clone();
-        self.target =
-            TargetState::Pending(tokio::spawn(
-                async move { target::connect(&cfg, &c, &u).await },
-            ));
+        let slot = self.slot.clone();
+        self.target = TargetState::Pending(tokio::spawn(async move {
+            target::connect(&cfg, &c, &u, slot).await
+        }));
         self.services.metrics.sessions_total.fetch_add(1, Relaxed);
         self.services.metrics.sessions_active.fetch_add(1, Relaxed);
         tracing::info!(session_id = %self.session_id, identity = %identity.principal(), connection = %conn.name, "ssh session opened");
@@ -240,6 +247,9 @@ impl SshHandler {
             commands: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            front: OnceLock::new(),
+            remote_forwards: std::sync::Mutex::new(Vec::new()),
+            agent: watch::Sender::new(None),
         }));
         Ok(Auth::Accept)
     }
@@ -614,6 +624,7 @@ impl server::Handler for SshHandler {
                 .await;
             return Ok(());
         };
+        let _ = ctx.front.set(session.handle());
         let backend = match self.target().await {
             Ok(t) => t
                 .channel_open_session()
@@ -633,7 +644,13 @@ impl server::Handler for SshHandler {
                     },
                 );
                 reply.accept().await;
-                tokio::spawn(relay::run(ctx, channel, backend, session.handle(), rx));
+                tokio::spawn(relay::run(
+                    ctx,
+                    channel,
+                    backend,
+                    session.handle(),
+                    Some(rx),
+                ));
             }
             Err(msg) => self.accept_refused(channel, reply, msg, EXIT_TARGET).await,
         }
@@ -680,10 +697,8 @@ impl server::Handler for SshHandler {
             return Ok(());
         };
         // A forward has no start request: the relay runs with nothing left to decide.
-        let (tx, rx) = mpsc::channel(1);
-        drop(tx);
         reply.accept().await;
-        tokio::spawn(relay::run(ctx, channel, backend, session.handle(), rx));
+        tokio::spawn(relay::run(ctx, channel, backend, session.handle(), None));
         Ok(())
     }
 
@@ -691,14 +706,59 @@ impl server::Handler for SshHandler {
         &mut self,
         address: &str,
         port: &mut u32,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        // The target listens (as `ssh -R` asks it to); connections to it come back as
+        // forwarded-tcpip channels that the target handler relays to the client.
+        let what = format!("tcpip-forward {address}:{port}");
+        if self.refused.is_some() || !self.decide_forward(what).await {
+            return Ok(false);
+        }
+        let Some(ctx) = self.slot.get().cloned() else {
+            return Ok(false);
+        };
+        let _ = ctx.front.set(session.handle());
+        let Ok(t) = self.target().await else {
+            return Ok(false);
+        };
+        match t.tcpip_forward(address, *port).await {
+            Ok(bound) => {
+                if *port == 0 {
+                    *port = bound;
+                }
+                if let Ok(mut f) = ctx.remote_forwards.lock() {
+                    f.push((address.to_string(), *port));
+                }
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::info!(session_id = %ctx.session_id, error = %e, "the target refused a remote forward");
+                Ok(false)
+            }
+        }
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        // Remote forwards are decided and recorded, and refused: the gateway does not
-        // listen on the target's behalf.
-        let _ = self
-            .decide_forward(format!("tcpip-forward {address}:{port}"))
-            .await;
-        Ok(false)
+        let Some(ctx) = self.slot.get().cloned() else {
+            return Ok(false);
+        };
+        let known = ctx.remote_forwards.lock().is_ok_and(|mut f| {
+            let before = f.len();
+            f.retain(|(a, p)| !(a == address && *p == port));
+            f.len() != before
+        });
+        if !known {
+            return Ok(false);
+        }
+        let Ok(t) = self.target().await else {
+            return Ok(false);
+        };
+        Ok(t.cancel_tcpip_forward(address, port).await.is_ok())
     }
 
     async fn agent_request(
@@ -706,8 +766,17 @@ impl server::Handler for SshHandler {
         _channel: ChannelId,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        let _ = self.decide_forward("agent".into()).await;
-        Ok(false)
+        let Some(ctx) = self.slot.get().cloned() else {
+            return Ok(false);
+        };
+        // Decided and recorded once per session; the channel's relay waits for it before
+        // it passes the request on to the target.
+        if let Some(allowed) = *ctx.agent.borrow() {
+            return Ok(allowed);
+        }
+        let allowed = self.refused.is_none() && self.decide_forward("agent".into()).await;
+        ctx.agent.send_replace(Some(allowed));
+        Ok(allowed)
     }
 
     async fn x11_request(

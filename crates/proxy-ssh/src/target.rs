@@ -6,10 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gateway_core::config::{Config, ConnectionConfig};
-use russh::client;
+use russh::client::{self, ChannelOpenHandle};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::{Channel, ChannelOpenFailure};
 
 use crate::error::SshError;
+use crate::handler::SessionSlot;
+use crate::relay;
 
 /// Longest time to reach, verify and log in to the target.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -27,6 +30,8 @@ pub(crate) struct TargetHandler {
     host: String,
     port: u16,
     refusal: Arc<Mutex<Option<String>>>,
+    /// The session this connection serves, for channels the target opens back.
+    slot: SessionSlot,
 }
 
 impl TargetHandler {
@@ -69,6 +74,84 @@ impl client::Handler for TargetHandler {
         }
         Ok(ok)
     }
+
+    /// A connection to a remote forward this session asked for: relayed to the client.
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: Channel<client::Msg>,
+        connected_address: &str,
+        connected_port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        let ctx = self.slot.get().cloned().filter(|ctx| {
+            ctx.remote_forwards.lock().is_ok_and(|f| {
+                f.iter()
+                    .any(|(a, p)| a == connected_address && *p == connected_port)
+            })
+        });
+        let Some((ctx, front)) = ctx.and_then(|c| Some((c.clone(), c.front.get()?.clone()))) else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let (connected, originator) = (
+            connected_address.to_string(),
+            originator_address.to_string(),
+        );
+        tokio::spawn(async move {
+            match front
+                .channel_open_forwarded_tcpip(
+                    connected,
+                    connected_port,
+                    originator,
+                    originator_port,
+                )
+                .await
+            {
+                Ok(client) => {
+                    reply.accept().await;
+                    relay::run(ctx, client, channel, front, None).await;
+                }
+                Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
+            }
+        });
+        Ok(())
+    }
+
+    /// The target's side of a forwarded agent: relayed to the client's agent when this
+    /// session's agent forwarding was allowed.
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        channel: Channel<client::Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        let ctx = self
+            .slot
+            .get()
+            .cloned()
+            .filter(|ctx| *ctx.agent.borrow() == Some(true));
+        let Some((ctx, front)) = ctx.and_then(|c| Some((c.clone(), c.front.get()?.clone()))) else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        tokio::spawn(async move {
+            match front.channel_open_agent().await {
+                Ok(client) => {
+                    reply.accept().await;
+                    relay::run(ctx, client, channel, front, None).await;
+                }
+                Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
+            }
+        });
+        Ok(())
+    }
 }
 
 /// A logged-in connection to the target.
@@ -79,8 +162,9 @@ pub(crate) async fn connect(
     cfg: &Config,
     conn: &ConnectionConfig,
     user: &str,
+    slot: SessionSlot,
 ) -> Result<Target, SshError> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, connect_inner(cfg, conn, user)).await {
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect_inner(cfg, conn, user, slot)).await {
         Ok(r) => r,
         Err(_) => Err(SshError::Target(format!(
             "target {} did not answer in time",
@@ -93,6 +177,7 @@ async fn connect_inner(
     cfg: &Config,
     conn: &ConnectionConfig,
     user: &str,
+    slot: SessionSlot,
 ) -> Result<Target, SshError> {
     let (host, port) = conn
         .target
@@ -114,6 +199,7 @@ async fn connect_inner(
         host: host.clone(),
         port,
         refusal: refusal.clone(),
+        slot,
     };
     let config = Arc::new(client::Config {
         inactivity_timeout: None,
