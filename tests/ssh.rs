@@ -183,6 +183,19 @@ fn exec_runs_on_the_target_and_relays_output_and_exit_status() {
         .expect("command_end event");
     assert_eq!(end["detail"]["exit_status"], 7);
     assert!(events.iter().any(|e| e["kind"] == "session_start"));
+
+    // The signal the target reported is the one relayed and recorded.
+    let events = s.gw.audit(&["--connection", "pinned"]);
+    let kill = events
+        .iter()
+        .find(|e| e["kind"] == "command" && e["statement"] == "kill -TERM $$")
+        .expect("command event for the kill");
+    let end = events
+        .iter()
+        .find(|e| e["kind"] == "command_end" && e["session"] == kill["session"])
+        .expect("command_end event for the kill");
+    assert_eq!(end["detail"]["exit_signal"], "TERM", "{end}");
+    assert!(end["detail"].get("exit_status").is_none(), "{end}");
 }
 
 #[test]
