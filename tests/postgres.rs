@@ -565,6 +565,24 @@ fn admin_listener_serves_health_metrics_and_the_builtin_issuer() {
         "{m}"
     );
     assert!(m.contains("portcullis_sessions_total 2"), "{m}");
+    // The store catches up with the journal: every recorded event is indexed, none lag.
+    let value = |m: &str, name: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from metrics: {m}"))
+    };
+    let mut m = m;
+    for _ in 0..50 {
+        if value(&m, "portcullis_audit_store_lag_events") == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        m = get("/metrics");
+    }
+    assert_eq!(value(&m, "portcullis_audit_store_lag_events"), 0, "{m}");
+    let events = value(&m, "portcullis_audit_events_total");
+    assert!(events >= 4, "{m}");
+    assert_eq!(value(&m, "portcullis_audit_indexed_total"), events, "{m}");
     let disc: serde_json::Value =
         serde_json::from_str(&get("/.well-known/openid-configuration")).unwrap();
     assert_eq!(
