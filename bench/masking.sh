@@ -9,18 +9,13 @@
 #
 # Prints seconds and MB/s per target and query, and the ratio to direct.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
 ROUNDS=${ROUNDS:-3}; ROWS=${ROWS:-1000000}
-bash deploy/setup.sh
-cargo build -q --release -p portcullis
-bin="${CARGO_TARGET_DIR:-$root/target}/release/portcullis"
-work=$(mktemp -d /tmp/portcullis-maskbench.XXXXXX)
-chmod 755 "$work"
+source "$(dirname "$0")/lib.sh"
+bench_init portcullis-maskbench
 pw="bench-$RANDOM$RANDOM"
-pg_port=$((30000 + RANDOM % 10000)); gw_port=$((pg_port + 1)); admin_port=$((pg_port + 2))
+pg_port=$base_port; gw_port=$((base_port + 1))
 cleanup() {
-  [ -n "${gw_pid:-}" ] && kill "$gw_pid" 2>/dev/null || true
+  stop_gateway
   bash tests/scripts/pg.sh stop "$work/pg" || true
   rm -rf "$work"
 }
@@ -38,7 +33,6 @@ SQL
 
 # One gateway; the `nomask` group is exempt from the block, so the same gateway serves the
 # unmasked and the masked runs.
-mkdir -p "$work/gw"
 cat > "$work/gw/policy.cedar" <<'CEDAR'
 @id("bench-connect")
 permit(principal in Group::"bench", action == Action::"connect", resource);
@@ -46,13 +40,7 @@ permit(principal in Group::"bench", action == Action::"connect", resource);
 permit(principal in Group::"bench", action == Action::"sql.read", resource);
 CEDAR
 printf '%s' "$pw" > "$work/gw/pw"
-cat > "$work/gw/portcullis.toml" <<TOML
-[gateway]
-state_dir = "state"
-admin_listen = "127.0.0.1:$admin_port"
-policy = "policy.cedar"
-[[identity.issuers]]
-name = "builtin"
+{ gateway_config; cat <<TOML
 [[listeners]]
 protocol = "postgres"
 listen = "127.0.0.1:$gw_port"
@@ -68,11 +56,10 @@ connections = ["orders"]
 detectors = ["email", "card"]
 unmasked_groups = ["nomask"]
 TOML
-PORTCULLIS_LOG=warn "$bin" serve --config "$work/gw/portcullis.toml" 2>"$work/gw/log" &
-gw_pid=$!
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$admin_port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-plain=$("$bin" token issue --config "$work/gw/portcullis.toml" --sub bench --group bench --group nomask --ttl 2h)
-masked=$("$bin" token issue --config "$work/gw/portcullis.toml" --sub bench --group bench --ttl 2h)
+} > "$work/gw/portcullis.toml"
+start_gateway
+plain=$(issue_token --sub bench --group bench --group nomask)
+masked=$(issue_token --sub bench --group bench)
 
 declare -A SQL=([copy]="COPY (SELECT * FROM t) TO STDOUT" [select]="SELECT * FROM t")
 conn() { # target -> "port user password"
@@ -116,7 +103,6 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2}'; }
 echo
 echo "$ROWS rows (id, name, email, card), psql to /dev/null, median of $ROUNDS interleaved rounds"
 echo "MB/s counts the bytes of the unmasked output (what the target produced)"

@@ -7,24 +7,18 @@
 # Prints TPS per mode and target and the ratios gateway/direct, pgbouncer/direct and
 # gateway/pgbouncer.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
 ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-10}; CLIENTS=${CLIENTS:-8}; THREADS=${THREADS:-2}; SCALE=${SCALE:-10}
-bash deploy/setup.sh
-cargo build -q --release -p portcullis
-bin="$root/target/release/portcullis"
-work=$(mktemp -d /tmp/portcullis-bench.XXXXXX)
-chmod 755 "$work"
+source "$(dirname "$0")/lib.sh"
+bench_init portcullis-bench
 pw="bench-$RANDOM$RANDOM"
-pg_port=$((30000 + RANDOM % 10000)); bouncer_port=$((pg_port + 1)); gw_port=$((pg_port + 2)); admin_port=$((pg_port + 3))
+pg_port=$base_port; bouncer_port=$((base_port + 1)); gw_port=$((base_port + 2))
 cleanup() {
-  [ -n "${gw_pid:-}" ] && kill "$gw_pid" 2>/dev/null || true
+  stop_gateway
   [ -f "$work/bouncer/pgbouncer.pid" ] && kill "$(cat "$work/bouncer/pgbouncer.pid")" 2>/dev/null || true
   bash tests/scripts/pg.sh stop "$work/pg" || true
   rm -rf "$work"
 }
 trap cleanup EXIT
-
 PG_APP_PASSWORD="$pw" bash tests/scripts/pg.sh start "$work/pg" "$pg_port"
 PGPASSWORD="$pw" pgbench -q -i -s "$SCALE" -h 127.0.0.1 -p "$pg_port" -U app orders >/dev/null 2>&1
 
@@ -49,7 +43,6 @@ echo '"app" ""' > "$work/bouncer/userlist.txt"
 if [ "$(id -u)" = 0 ]; then chown -R postgres "$work/bouncer"; runuser -u postgres -- pgbouncer -d "$work/bouncer/pgbouncer.ini"; else pgbouncer -d "$work/bouncer/pgbouncer.ini"; fi
 
 # The gateway: built-in issuer, policy that decides every statement, audit on.
-mkdir -p "$work/gw"
 cat > "$work/gw/policy.cedar" <<'CEDAR'
 @id("bench-connect")
 permit(principal in Group::"bench", action == Action::"connect", resource);
@@ -61,13 +54,7 @@ when { !context.unbounded };
 forbid(principal, action == Action::"sql.ddl", resource);
 CEDAR
 printf '%s' "$pw" > "$work/gw/pw"
-cat > "$work/gw/portcullis.toml" <<TOML
-[gateway]
-state_dir = "state"
-admin_listen = "127.0.0.1:$admin_port"
-policy = "policy.cedar"
-[[identity.issuers]]
-name = "builtin"
+{ gateway_config; cat <<TOML
 [[listeners]]
 protocol = "postgres"
 listen = "127.0.0.1:$gw_port"
@@ -79,10 +66,9 @@ database = "orders"
 user = "app"
 password_file = "pw"
 TOML
-PORTCULLIS_LOG=warn "$bin" serve --config "$work/gw/portcullis.toml" 2>"$work/gw/log" &
-gw_pid=$!
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$admin_port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-token=$("$bin" token issue --config "$work/gw/portcullis.toml" --sub bench --group bench --ttl 2h)
+} > "$work/gw/portcullis.toml"
+start_gateway
+token=$(issue_token --sub bench --group bench)
 
 run() { # target mode -> tps
   local target=$1 mode=$2 port user pass args
@@ -116,7 +102,6 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2}'; }
 echo
 echo "pgbench -c $CLIENTS -j $THREADS -T $DURATION, scale $SCALE, median of $ROUNDS interleaved rounds"
 printf '%-16s %10s %10s %10s %10s %10s %10s\n' mode direct pgbouncer gateway gw/direct pgb/direct gw/pgb

@@ -7,16 +7,12 @@
 #
 #   bench/ssh.sh            # ROUNDS=5 SIZE=1G CONNECTS=20
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
 ROUNDS=${ROUNDS:-5}; SIZE=${SIZE:-1G}; CONNECTS=${CONNECTS:-20}
-bash deploy/setup.sh
-cargo build -q --release -p portcullis
-bin="${CARGO_TARGET_DIR:-$root/target}/release/portcullis"
-work=$(mktemp -d /tmp/portcullis-bench-ssh.XXXXXX)
-sshd_port=$((30000 + RANDOM % 10000)); gw_port=$((sshd_port + 1)); admin_port=$((sshd_port + 2))
+source "$(dirname "$0")/lib.sh"
+bench_init portcullis-bench-ssh
+sshd_port=$base_port; gw_port=$((base_port + 1))
 cleanup() {
-  [ -n "${gw_pid:-}" ] && kill "$gw_pid" 2>/dev/null || true
+  stop_gateway
   bash tests/scripts/sshd.sh stop "$work/sshd" || true
   rm -rf "$work"
 }
@@ -25,7 +21,6 @@ trap cleanup EXIT
 bash tests/scripts/sshd.sh start "$work/sshd" "$sshd_port"
 user=$(id -un)
 
-mkdir -p "$work/gw"
 cat > "$work/gw/policy.cedar" <<'CEDAR'
 @id("bench-connect")
 permit(principal in Group::"bench", action == Action::"connect", resource);
@@ -36,13 +31,7 @@ permit(principal in Group::"bench", action == Action::"ssh.exec", resource);
 forbid(principal, action == Action::"ssh.exec", resource)
 when { context has command && context.command like "*rm *" };
 CEDAR
-cat > "$work/gw/portcullis.toml" <<TOML
-[gateway]
-state_dir = "state"
-admin_listen = "127.0.0.1:$admin_port"
-policy = "policy.cedar"
-[[identity.issuers]]
-name = "builtin"
+{ gateway_config; cat <<TOML
 [[listeners]]
 protocol = "ssh"
 listen = "127.0.0.1:$gw_port"
@@ -54,10 +43,9 @@ user = "$user"
 private_key_file = "$work/sshd/id_ed25519"
 known_hosts = "$work/sshd/known_hosts"
 TOML
-PORTCULLIS_LOG=warn "$bin" serve --config "$work/gw/portcullis.toml" 2>"$work/gw/log" &
-gw_pid=$!
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$admin_port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-token=$("$bin" token issue --config "$work/gw/portcullis.toml" --sub bench --group bench --ttl 2h)
+} > "$work/gw/portcullis.toml"
+start_gateway
+token=$(issue_token --sub bench --group bench)
 
 common=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ControlMaster=no -o ControlPath=none)
 ssh_to() { # target command...
@@ -93,7 +81,6 @@ latency() { # target -> median ms of CONNECTS connections
   echo "$all" | median
 }
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2}'; }
 
 # Warm up both paths (first connection pays for key loading and caches).
 ssh_to direct true; ssh_to direct-c25519 true; ssh_to gateway true
