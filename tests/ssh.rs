@@ -267,6 +267,79 @@ fn bad_tokens_and_unknown_connections_are_refused() {
 }
 
 #[test]
+fn keyboard_interactive_access_keys_target_users_and_a_persistent_host_key() {
+    let mut s = start();
+    let token = s.gw.token("alice", &["ops"]);
+    let port = s.port.to_string();
+    let user = current_user();
+
+    // keyboard-interactive alone (password authentication off), as SSH_ASKPASS-style
+    // helpers answer it; the target user named before the connection.
+    let out = Command::new("sshpass")
+        .args(["-p", &token, "ssh"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args(["-o", "LogLevel=ERROR", "-o", "PubkeyAuthentication=no"])
+        .args(["-o", "PasswordAuthentication=no"])
+        .args(["-o", "PreferredAuthentications=keyboard-interactive"])
+        .args(["-p", &port, &format!("{user}+web@127.0.0.1"), "id -un"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "keyboard-interactive: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(text(&out.stdout).trim(), user);
+
+    // The short access key from `token exchange` logs in where the token would.
+    let exchanged = Command::new(support::bin())
+        .args(["token", "exchange", "--gateway"])
+        .arg(format!("http://127.0.0.1:{}", s.gw.admin_port))
+        .args(["--ttl", "5m"])
+        .env("PORTCULLIS_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(exchanged.status.success(), "{}", text(&exchanged.stderr));
+    let key = text(&exchanged.stdout).trim().to_string();
+    let out = s.ssh(&key, "web", "echo via access key");
+    assert!(out.status.success(), "access key: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "via access key\n");
+    let starts =
+        s.gw.audit(&["--kind", "session_start", "--connection", "web"]);
+    assert!(
+        starts
+            .iter()
+            .any(|e| e["identity"]["method"] == "access_key" && e["identity"]["subject"] == "alice"),
+        "{starts:?}"
+    );
+
+    // The gateway's host key survives a restart: clients' known_hosts stay valid.
+    let scan = |port: &str| {
+        let out = Command::new("ssh-keyscan")
+            .args(["-t", "ed25519", "-p", port, "127.0.0.1"])
+            .output()
+            .unwrap();
+        let keys: Vec<String> = text(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+            .collect();
+        assert_eq!(keys.len(), 1, "ssh-keyscan: {}", text(&out.stderr));
+        keys[0].clone()
+    };
+    let before = scan(&port);
+    s.gw.kill9();
+    s.gw.spawn();
+    assert_eq!(scan(&port), before, "the host key changed across a restart");
+}
+
+#[test]
 fn unknown_target_host_key_refuses_the_session() {
     let s = start();
     let token = s.gw.token("alice", &["ops"]);
