@@ -470,6 +470,39 @@ impl Drop for Agent {
     }
 }
 
+impl SshGw {
+    /// `ssh -A web ssh-add -l` with a fresh agent holding a key commented
+    /// "portcullis-agent-test".
+    fn ssh_add_list_with_agent(&self, token: &str, tag: &str) -> Output {
+        let scratch = Scratch::new(tag);
+        let agent = Agent::start(&scratch.0, "portcullis-agent-test");
+        self.ssh_command("ssh", token)
+            .env("SSH_AUTH_SOCK", &agent.sock)
+            .args([
+                "-A",
+                "-p",
+                &self.port.to_string(),
+                "web@127.0.0.1",
+                "ssh-add -l",
+            ])
+            .output()
+            .unwrap()
+    }
+
+    /// Audit has an `ssh.forward` decision with `verdict` for each kind of forward named.
+    fn assert_forwards_audited(&self, verdict: &str, kinds: &[&str]) {
+        let events = self.gw.audit(&["--connection", "web"]);
+        for what in kinds {
+            assert!(
+                events.iter().any(|e| e["action"] == "ssh.forward"
+                    && e["verdict"] == verdict
+                    && e["statement"].as_str().is_some_and(|t| t.starts_with(what))),
+                "no {what} with verdict {verdict} in audit"
+            );
+        }
+    }
+}
+
 /// A listener here that greets the first connection with `line`.
 fn greeter(line: &'static str) -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -529,14 +562,7 @@ fn forwards_and_agent_work_when_policy_allows_them() {
     assert_eq!(text(&out.stdout), "greetings through the remote forward\n");
 
     // ssh -A: the target's ssh-add sees the client's agent.
-    let scratch = Scratch::new("ssh-agent");
-    let agent = Agent::start(&scratch.0, "portcullis-agent-test");
-    let out = s
-        .ssh_command("ssh", &token)
-        .env("SSH_AUTH_SOCK", &agent.sock)
-        .args(["-A", "-p", &port, "web@127.0.0.1", "ssh-add -l"])
-        .output()
-        .unwrap();
+    let out = s.ssh_add_list_with_agent(&token, "ssh-agent");
     assert!(out.status.success(), "ssh -A: {}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("portcullis-agent-test"),
@@ -544,15 +570,7 @@ fn forwards_and_agent_work_when_policy_allows_them() {
         text(&out.stdout)
     );
 
-    let events = s.gw.audit(&["--connection", "web"]);
-    for what in ["direct-tcpip", "tcpip-forward", "agent"] {
-        assert!(
-            events.iter().any(|e| e["action"] == "ssh.forward"
-                && e["verdict"] == "allow"
-                && e["statement"].as_str().is_some_and(|t| t.starts_with(what))),
-            "no allowed {what} in audit"
-        );
-    }
+    s.assert_forwards_audited("allow", &["direct-tcpip", "tcpip-forward", "agent"]);
 }
 
 #[test]
@@ -572,29 +590,14 @@ fn remote_forward_and_agent_are_refused_without_policy() {
     // Nothing listens on the target's side.
     assert!(std::net::TcpStream::connect(("127.0.0.1", rport)).is_err());
 
-    let scratch = Scratch::new("ssh-agent-refused");
-    let agent = Agent::start(&scratch.0, "portcullis-agent-test");
-    let out = s
-        .ssh_command("ssh", &token)
-        .env("SSH_AUTH_SOCK", &agent.sock)
-        .args(["-A", "-p", &port, "web@127.0.0.1", "ssh-add -l"])
-        .output()
-        .unwrap();
+    let out = s.ssh_add_list_with_agent(&token, "ssh-agent-refused");
     assert!(
         !text(&out.stdout).contains("portcullis-agent-test"),
         "the agent reached the target"
     );
     assert_ne!(out.status.code(), Some(0));
 
-    let events = s.gw.audit(&["--connection", "web"]);
-    for what in ["tcpip-forward", "agent"] {
-        assert!(
-            events.iter().any(|e| e["action"] == "ssh.forward"
-                && e["verdict"] == "deny"
-                && e["statement"].as_str().is_some_and(|t| t.starts_with(what))),
-            "no refused {what} in audit"
-        );
-    }
+    s.assert_forwards_audited("deny", &["tcpip-forward", "agent"]);
 }
 
 fn sha256(path: &Path) -> String {
