@@ -632,6 +632,113 @@ fn config_check_reports_every_problem_with_its_path() {
     assert!(err.contains("gateway.policy"), "{err}");
 }
 
+#[test]
+fn the_examples_pass_config_check_and_decide_as_their_comments_say() {
+    // The examples as shipped, with stand-ins for the key files the demo creates.
+    let dir = support::Scratch::new("examples");
+    let ex = dir.0.join("examples");
+    let keys = dir.0.join(".demo/keys");
+    std::fs::create_dir_all(&ex).unwrap();
+    std::fs::create_dir_all(&keys).unwrap();
+    for f in [
+        "quickstart.toml",
+        "quickstart.cedar",
+        "ssh.toml",
+        "ssh.cedar",
+    ] {
+        std::fs::copy(support::root().join("examples").join(f), ex.join(f)).unwrap();
+    }
+    let key = keys.join("web_ed25519");
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let public: Vec<&str> = public.split_whitespace().take(2).collect();
+    std::fs::write(
+        keys.join("known_hosts"),
+        format!("127.0.0.1 {}\n", public.join(" ")),
+    )
+    .unwrap();
+
+    let cli = |args: &[&str]| {
+        let out = Command::new(support::bin())
+            .args(args)
+            .current_dir(&ex)
+            .env("ORDERS_PASSWORD", "stand-in")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    for config in ["quickstart.toml", "ssh.toml"] {
+        let (ok, out) = cli(&["config", "check", "--config", config]);
+        assert!(ok, "{config}: {out}");
+    }
+    let decide = |config: &str, group: &str, conn: &str, action: &str, extra: &[&str]| {
+        let mut args = vec![
+            "policy",
+            "test",
+            "--config",
+            config,
+            "--who",
+            "someone",
+            "--group",
+            group,
+            "--connection",
+            conn,
+            "--action",
+            action,
+        ];
+        args.extend_from_slice(extra);
+        let (_, out) = cli(&args);
+        // The verdict line (after how a --sql statement was classified), and everything.
+        let verdict = out
+            .lines()
+            .find(|l| ["ALLOW", "DENY", "REVIEW"].iter().any(|v| l.starts_with(v)))
+            .unwrap_or_default()
+            .to_string();
+        (verdict, out)
+    };
+    let read = decide(
+        "quickstart.toml",
+        "ci",
+        "orders",
+        "sql",
+        &["--sql", "SELECT * FROM orders"],
+    );
+    assert!(read.0.starts_with("ALLOW sql.read"), "{}", read.1);
+    let drop = decide(
+        "quickstart.toml",
+        "ci",
+        "orders",
+        "sql",
+        &["--sql", "DROP TABLE orders"],
+    );
+    assert!(drop.0.starts_with("DENY sql.ddl"), "{}", drop.1);
+    assert!(drop.1.contains("no-ddl"), "{}", drop.1);
+    let tunnel = |target: &str| {
+        let context = format!("{{\"command\":\"direct-tcpip {target}\"}}");
+        decide(
+            "ssh.toml",
+            "ops",
+            "web",
+            "ssh.forward",
+            &["--context", &context],
+        )
+    };
+    let (allowed, out) = tunnel("127.0.0.1:5432");
+    assert!(allowed.starts_with("ALLOW ssh.forward"), "{out}");
+    assert!(out.contains("ops-db-tunnel"), "{out}");
+    let (refused, out) = tunnel("10.0.0.1:22");
+    assert!(refused.starts_with("DENY ssh.forward"), "{out}");
+}
+
 /// Minimal base64url without padding, for building hostile tokens in tests.
 mod base64_url {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
