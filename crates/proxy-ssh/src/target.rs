@@ -8,10 +8,11 @@ use std::time::Duration;
 use gateway_core::config::{Config, ConnectionConfig};
 use russh::client::{self, ChannelOpenHandle};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::server;
 use russh::{Channel, ChannelOpenFailure};
 
 use crate::error::SshError;
-use crate::handler::SessionSlot;
+use crate::handler::{SessionCtx, SessionSlot};
 use crate::relay;
 
 /// Longest time to reach, verify and log in to the target.
@@ -39,6 +40,40 @@ impl TargetHandler {
         if let Ok(mut r) = self.refusal.lock() {
             *r = Some(why);
         }
+    }
+
+    /// A channel the target opens towards the client (remote forward, agent): refused
+    /// unless this session has a client connection and `wanted` holds for it; otherwise
+    /// `open` opens the matching channel to the client, and once it is open the target's
+    /// channel is accepted and the two are relayed.
+    async fn open_back<F>(
+        &self,
+        channel: Channel<client::Msg>,
+        reply: ChannelOpenHandle,
+        wanted: impl FnOnce(&SessionCtx) -> bool,
+        open: impl FnOnce(server::Handle) -> F + Send + 'static,
+    ) where
+        F: Future<Output = Result<Channel<server::Msg>, russh::Error>> + Send,
+    {
+        let session = self.slot.get().filter(|ctx| wanted(ctx)).and_then(|ctx| {
+            let front = ctx.front.get()?.clone();
+            Some((ctx.clone(), front))
+        });
+        let Some((ctx, front)) = session else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return;
+        };
+        tokio::spawn(async move {
+            match open(front.clone()).await {
+                Ok(client) => {
+                    reply.accept().await;
+                    relay::run(ctx, client, channel, front, None).await;
+                }
+                Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
+            }
+        });
     }
 }
 
@@ -86,24 +121,18 @@ impl client::Handler for TargetHandler {
         reply: ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        let ctx = self.slot.get().cloned().filter(|ctx| {
+        let asked = |ctx: &SessionCtx| {
             ctx.remote_forwards.lock().is_ok_and(|f| {
                 f.iter()
                     .any(|(a, p)| a == connected_address && *p == connected_port)
             })
-        });
-        let Some((ctx, front)) = ctx.and_then(|c| Some((c.clone(), c.front.get()?.clone()))) else {
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
-            return Ok(());
         };
         let (connected, originator) = (
             connected_address.to_string(),
             originator_address.to_string(),
         );
-        tokio::spawn(async move {
-            match front
+        self.open_back(channel, reply, asked, move |front| async move {
+            front
                 .channel_open_forwarded_tcpip(
                     connected,
                     connected_port,
@@ -111,14 +140,8 @@ impl client::Handler for TargetHandler {
                     originator_port,
                 )
                 .await
-            {
-                Ok(client) => {
-                    reply.accept().await;
-                    relay::run(ctx, client, channel, front, None).await;
-                }
-                Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
-            }
-        });
+        })
+        .await;
         Ok(())
     }
 
@@ -130,26 +153,11 @@ impl client::Handler for TargetHandler {
         reply: ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        let ctx = self
-            .slot
-            .get()
-            .cloned()
-            .filter(|ctx| *ctx.agent.borrow() == Some(true));
-        let Some((ctx, front)) = ctx.and_then(|c| Some((c.clone(), c.front.get()?.clone()))) else {
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
-            return Ok(());
-        };
-        tokio::spawn(async move {
-            match front.channel_open_agent().await {
-                Ok(client) => {
-                    reply.accept().await;
-                    relay::run(ctx, client, channel, front, None).await;
-                }
-                Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
-            }
-        });
+        let allowed = |ctx: &SessionCtx| *ctx.agent.borrow() == Some(true);
+        self.open_back(channel, reply, allowed, |front| async move {
+            front.channel_open_agent().await
+        })
+        .await;
         Ok(())
     }
 }
