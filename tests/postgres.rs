@@ -648,13 +648,7 @@ fn the_examples_pass_config_check_and_decide_as_their_comments_say() {
     ] {
         std::fs::copy(support::root().join("examples").join(f), ex.join(f)).unwrap();
     }
-    let key = keys.join("web_ed25519");
-    let ok = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    let key = support::ssh_keygen(&keys.join("web_ed25519"), "web");
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
     let public: Vec<&str> = public.split_whitespace().take(2).collect();
     std::fs::write(

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use support::{Gateway, Scratch, current_user, free_port, sshd};
+use support::{Gateway, Scratch, current_user, free_port, ssh_keygen, sshd};
 
 const POLICY: &str = r#"
 @id("connect")
@@ -432,13 +432,7 @@ struct Agent {
 
 impl Agent {
     fn start(dir: &Path, comment: &str) -> Agent {
-        let key = dir.join("agent_key");
-        let ok = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
-            .arg(&key)
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        let key = ssh_keygen(&dir.join("agent_key"), comment);
         let sock = dir.join("agent.sock");
         let child = Command::new("ssh-agent")
             .arg("-D")
@@ -739,19 +733,8 @@ fn interactive_shell_is_recorded_and_replays() {
 #[test]
 fn mapped_public_key_logs_in_as_its_identity() {
     let keys = Scratch::new("ssh-keys");
-    let keygen = |name: &str| {
-        let path = keys.0.join(name);
-        let ok = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&path)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-        path
-    };
-    let carol = keygen("carol");
-    let stranger = keygen("stranger");
+    let carol = ssh_keygen(&keys.0.join("carol"), "carol");
+    let stranger = ssh_keygen(&keys.0.join("stranger"), "stranger");
     let public = std::fs::read_to_string(carol.with_extension("pub")).unwrap();
     let s = start_with(&format!(
         "[[identity.ssh_keys]]\nkey = \"{}\"\nsubject = \"carol\"\ngroups = [\"ops\"]\n",

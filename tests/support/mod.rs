@@ -464,6 +464,18 @@ impl Sshd {
     }
 }
 
+/// A fresh passphrase-less Ed25519 key pair at `path` (public key at `path.pub`).
+pub fn ssh_keygen(path: &Path, comment: &str) -> PathBuf {
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen")
+        .success();
+    assert!(ok, "ssh-keygen {}", path.display());
+    path.to_path_buf()
+}
+
 /// The user tests log in to sshd as (whoever runs the tests).
 pub fn current_user() -> String {
     let out = Command::new("id").arg("-un").output().expect("id -un");
