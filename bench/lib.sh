@@ -2,13 +2,14 @@
 #
 #   source "$(dirname "$0")/lib.sh"
 #   bench_init portcullis-bench      # root, bin, work, base_port; installs and builds
-#   gateway_config > "$work/gw/portcullis.toml"; cat >> ... (listeners, connections)
+#   { gateway_config; cat <<TOML ... TOML } > "$work/gw/portcullis.toml"   # + listeners, connections
 #   start_gateway                    # gw_pid, waits for /healthz
 #   token=$(issue_token --sub bench --group bench)
 #   trap 'stop_gateway; ...; rm -rf "$work"' EXIT
 
 # Install what the benchmarks need, build the release binary, make a scratch directory.
-# Sets root, bin, work, base_port (three free-ish ports from it on are the script's), admin_port.
+# Sets root, bin, work, base_port and admin_port: ports base_port to base_port + 8 are the
+# script's to use, admin_port (base_port + 9) is the gateway's admin listener.
 bench_init() {
   root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
   cd "$root"
