@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# pgbench through Portcullis vs a direct connection vs PgBouncer (session mode), interleaved
-# in one run, medians of ROUNDS runs each. Policy and audit are on in the gateway.
+# pgbench through Portcullis vs a direct connection vs PgBouncer (session mode) vs HAProxy
+# (TCP mode), interleaved in one run, medians of ROUNDS runs each. Policy and audit are on in
+# the gateway.
 #
 #   bench/postgres.sh            # ROUNDS=3 DURATION=10 CLIENTS=8 THREADS=2 SCALE=10
 #
-# Prints TPS per mode and target and the ratios gateway/direct, pgbouncer/direct and
-# gateway/pgbouncer.
+# Prints TPS per mode and target, the ratios gateway/direct, pgbouncer/direct, haproxy/pgbouncer
+# and gateway/pgbouncer, and each proxy's own CPU time per transaction. HAProxy relays bytes
+# and parses nothing at all: it shows what relaying alone costs on this machine, the floor
+# under any proxy here.
 set -euo pipefail
 ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-10}; CLIENTS=${CLIENTS:-8}; THREADS=${THREADS:-2}; SCALE=${SCALE:-10}
 source "$(dirname "$0")/lib.sh"
 bench_init portcullis-bench
 pw="bench-$RANDOM$RANDOM"
-pg_port=$base_port; bouncer_port=$((base_port + 1)); gw_port=$((base_port + 2))
+pg_port=$base_port; bouncer_port=$((base_port + 1)); gw_port=$((base_port + 2)); haproxy_port=$((base_port + 3))
 cleanup() {
   stop_gateway
   [ -f "$work/bouncer/pgbouncer.pid" ] && kill "$(cat "$work/bouncer/pgbouncer.pid")" 2>/dev/null || true
+  [ -f "$work/haproxy.pid" ] && kill "$(cat "$work/haproxy.pid")" 2>/dev/null || true
   bash tests/scripts/pg.sh stop "$work/pg" || true
   rm -rf "$work"
 }
@@ -41,6 +45,21 @@ unix_socket_dir =
 INI
 echo '"app" ""' > "$work/bouncer/userlist.txt"
 if [ "$(id -u)" = 0 ]; then chown -R postgres "$work/bouncer"; runuser -u postgres -- pgbouncer -d "$work/bouncer/pgbouncer.ini"; else pgbouncer -d "$work/bouncer/pgbouncer.ini"; fi
+
+# HAProxy in TCP mode: a byte relay, one of the fastest there is.
+cat > "$work/haproxy.cfg" <<CFG
+global
+  maxconn 200
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+listen orders
+  bind 127.0.0.1:$haproxy_port
+  server pg 127.0.0.1:$pg_port
+CFG
+haproxy -f "$work/haproxy.cfg" -D -p "$work/haproxy.pid"
 
 # The gateway: built-in issuer, policy that decides every statement, audit on.
 cat > "$work/gw/policy.cedar" <<'CEDAR'
@@ -70,11 +89,18 @@ TOML
 start_gateway
 token=$(issue_token --sub bench --group bench)
 
-run() { # target mode -> tps
-  local target=$1 mode=$2 port user pass args
+for _ in $(seq 50); do [ -s "$work/haproxy.pid" ] && [ -s "$work/bouncer/pgbouncer.pid" ] && break; sleep 0.1; done
+declare -A pid=([pgbouncer]=$(cat "$work/bouncer/pgbouncer.pid") [haproxy]=$(cat "$work/haproxy.pid") [gateway]=$gw_pid)
+# CPU time (user + system, in clock ticks) of a proxy process, all its threads.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+tick=$(getconf CLK_TCK)
+
+run() { # target mode -> "tps cpu-us-per-transaction"
+  local target=$1 mode=$2 port user pass args c0=0 c1=0 tps
   case $target in
     direct) port=$pg_port; user=app; pass=$pw ;;
     pgbouncer) port=$bouncer_port; user=app; pass="" ;;
+    haproxy) port=$haproxy_port; user=app; pass=$pw ;;
     gateway) port=$gw_port; user=bench; pass=$token ;;
   esac
   case $mode in
@@ -82,32 +108,47 @@ run() { # target mode -> tps
     select-simple) args=(-S -M simple) ;;
     tpcb-simple) args=(-M simple) ;;
   esac
-  PGPASSWORD="$pass" pgbench -n "${args[@]}" -c "$CLIENTS" -j "$THREADS" -T "$DURATION" \
-    -h 127.0.0.1 -p "$port" -U "$user" orders 2>"$work/last.err" | awk '/^tps = /{print $3}' | head -1
+  [ -n "${pid[$target]:-}" ] && c0=$(cpu_ticks "${pid[$target]}")
+  tps=$(PGPASSWORD="$pass" pgbench -n "${args[@]}" -c "$CLIENTS" -j "$THREADS" -T "$DURATION" \
+    -h 127.0.0.1 -p "$port" -U "$user" orders 2>"$work/last.err" | awk '/^tps = /{print $3}' | head -1)
+  [ -n "$tps" ] || return 0
+  [ -n "${pid[$target]:-}" ] && c1=$(cpu_ticks "${pid[$target]}")
+  awk -v t="$tps" -v c=$((c1 - c0)) -v hz="$tick" -v d="$DURATION" 'BEGIN{printf "%s %.1f\n", t, c / hz / (t * d) * 1e6}'
 }
 
-declare -A tps
-targets=(direct pgbouncer gateway)
+declare -A tps cpu
+targets=(direct pgbouncer haproxy gateway)
 modes=(select-prepared select-simple tpcb-simple)
 for round in $(seq "$ROUNDS"); do
   for mode in "${modes[@]}"; do
     # Rotate the order each round so no target always runs first or last.
-    for i in 0 1 2; do
-      t=${targets[$(((i + round) % 3))]}
-      v=$(run "$t" "$mode")
-      [ -n "$v" ] || { echo "pgbench failed for $t $mode:" >&2; cat "$work/last.err" >&2; exit 1; }
+    for i in 0 1 2 3; do
+      t=${targets[$(((i + round) % 4))]}
+      out=$(run "$t" "$mode")
+      [ -n "$out" ] || { echo "pgbench failed for $t $mode:" >&2; cat "$work/last.err" >&2; exit 1; }
+      read -r v c <<<"$out"
       tps[$mode,$t]="${tps[$mode,$t]:-} $v"
-      printf 'round %d %-16s %-10s %10.0f tps\n' "$round" "$mode" "$t" "$v" >&2
+      cpu[$mode,$t]="${cpu[$mode,$t]:-} $c"
+      printf 'round %d %-16s %-10s %10.0f tps %8.1f us cpu/tx\n' "$round" "$mode" "$t" "$v" "$c" >&2
     done
   done
 done
 
 echo
 echo "pgbench -c $CLIENTS -j $THREADS -T $DURATION, scale $SCALE, median of $ROUNDS interleaved rounds"
-printf '%-16s %10s %10s %10s %10s %10s %10s\n' mode direct pgbouncer gateway gw/direct pgb/direct gw/pgb
+printf '%-16s %9s %9s %9s %9s %9s %9s %9s %9s\n' "tps" direct pgbouncer haproxy gateway gw/direct pgb/direct hap/pgb gw/pgb
 for mode in "${modes[@]}"; do
-  d=$(echo "${tps[$mode,direct]}" | median); b=$(echo "${tps[$mode,pgbouncer]}" | median); g=$(echo "${tps[$mode,gateway]}" | median)
-  awk -v m="$mode" -v d="$d" -v b="$b" -v g="$g" 'BEGIN{printf "%-16s %10.0f %10.0f %10.0f %10.2f %10.2f %10.2f\n", m, d, b, g, g/d, b/d, g/b}'
+  d=$(echo "${tps[$mode,direct]}" | median); b=$(echo "${tps[$mode,pgbouncer]}" | median)
+  h=$(echo "${tps[$mode,haproxy]}" | median); g=$(echo "${tps[$mode,gateway]}" | median)
+  awk -v m="$mode" -v d="$d" -v b="$b" -v h="$h" -v g="$g" \
+    'BEGIN{printf "%-16s %9.0f %9.0f %9.0f %9.0f %9.2f %9.2f %9.2f %9.2f\n", m, d, b, h, g, g/d, b/d, h/b, g/b}'
+done
+echo
+echo "proxy CPU per transaction (us, user + system, all threads), median"
+printf '%-16s %9s %9s %9s\n' "cpu" pgbouncer haproxy gateway
+for mode in "${modes[@]}"; do
+  printf '%-16s %9s %9s %9s\n' "$mode" "$(echo "${cpu[$mode,pgbouncer]}" | median)" \
+    "$(echo "${cpu[$mode,haproxy]}" | median)" "$(echo "${cpu[$mode,gateway]}" | median)"
 done
 events=$(curl -fs "http://127.0.0.1:$admin_port/metrics" | awk '/^portcullis_audit_events_total/{print $2}')
 echo "gateway audited $events events during the run"

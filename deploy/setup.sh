@@ -8,6 +8,7 @@ need=()
 command -v psql >/dev/null || need+=(postgresql-client-15)
 command -v pgbench >/dev/null || need+=(postgresql-contrib)
 command -v pgbouncer >/dev/null || need+=(pgbouncer)
+command -v haproxy >/dev/null || need+=(haproxy)
 command -v node >/dev/null || need+=(nodejs npm)
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
@@ -26,6 +27,8 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   # The Debian package starts a cluster of its own; the project runs throwaway clusters.
   command -v pg_ctlcluster >/dev/null && pg_ctlcluster 15 main stop 2>/dev/null || true
+  # Likewise HAProxy's own service: the benchmark runs its own instance.
+  command -v service >/dev/null && service haproxy stop >/dev/null 2>&1 || true
 fi
 if [ ! -d "$root/tests/oidc/node_modules" ]; then
   (cd "$root/tests/oidc" && npm ci --silent --no-audit --no-fund >/dev/null 2>&1 || npm install --silent --no-audit --no-fund >/dev/null)
