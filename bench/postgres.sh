@@ -6,7 +6,9 @@
 #   bench/postgres.sh            # ROUNDS=3 DURATION=10 CLIENTS=8 THREADS=2 SCALE=10
 #
 # Prints TPS per mode and target, the ratios gateway/direct, pgbouncer/direct, haproxy/pgbouncer
-# and gateway/pgbouncer, and each proxy's own CPU time per transaction. HAProxy relays bytes
+# and gateway/pgbouncer, and each proxy's own CPU time per transaction. Modes: -S with prepared
+# and simple protocol and the TPC-B-like script with CLIENTS clients, and -S prepared with one
+# client (its TPS is one over a statement's latency). HAProxy relays bytes
 # and parses nothing at all: it shows what relaying alone costs on this machine, the floor
 # under any proxy here.
 set -euo pipefail
@@ -104,12 +106,14 @@ run() { # target mode -> "tps cpu-us-per-transaction"
     gateway) port=$gw_port; user=bench; pass=$token ;;
   esac
   case $mode in
-    select-prepared) args=(-S -M prepared) ;;
-    select-simple) args=(-S -M simple) ;;
-    tpcb-simple) args=(-M simple) ;;
+    select-prepared) args=(-S -M prepared -c "$CLIENTS" -j "$THREADS") ;;
+    select-simple) args=(-S -M simple -c "$CLIENTS" -j "$THREADS") ;;
+    tpcb-simple) args=(-M simple -c "$CLIENTS" -j "$THREADS") ;;
+    # One client: no concurrency to hide behind, so TPS is 1 / the latency of a statement.
+    select-1client) args=(-S -M prepared -c 1 -j 1) ;;
   esac
   [ -n "${pid[$target]:-}" ] && c0=$(cpu_ticks "${pid[$target]}")
-  tps=$(PGPASSWORD="$pass" pgbench -n "${args[@]}" -c "$CLIENTS" -j "$THREADS" -T "$DURATION" \
+  tps=$(PGPASSWORD="$pass" pgbench -n "${args[@]}" -T "$DURATION" \
     -h 127.0.0.1 -p "$port" -U "$user" orders 2>"$work/last.err" | awk '/^tps = /{print $3}' | head -1)
   [ -n "$tps" ] || return 0
   [ -n "${pid[$target]:-}" ] && c1=$(cpu_ticks "${pid[$target]}")
@@ -118,7 +122,7 @@ run() { # target mode -> "tps cpu-us-per-transaction"
 
 declare -A tps cpu
 targets=(direct pgbouncer haproxy gateway)
-modes=(select-prepared select-simple tpcb-simple)
+modes=(select-prepared select-simple tpcb-simple select-1client)
 for round in $(seq "$ROUNDS"); do
   for mode in "${modes[@]}"; do
     # Rotate the order each round so no target always runs first or last.
@@ -135,7 +139,7 @@ for round in $(seq "$ROUNDS"); do
 done
 
 echo
-echo "pgbench -c $CLIENTS -j $THREADS -T $DURATION, scale $SCALE, median of $ROUNDS interleaved rounds"
+echo "pgbench -c $CLIENTS -j $THREADS (select-1client: -c 1 -j 1) -T $DURATION, scale $SCALE, median of $ROUNDS interleaved rounds"
 printf '%-16s %9s %9s %9s %9s %9s %9s %9s %9s\n' "tps" direct pgbouncer haproxy gateway gw/direct pgb/direct hap/pgb gw/pgb
 for mode in "${modes[@]}"; do
   d=$(echo "${tps[$mode,direct]}" | median); b=$(echo "${tps[$mode,pgbouncer]}" | median)
