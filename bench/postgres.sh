@@ -5,12 +5,12 @@
 #
 #   bench/postgres.sh            # ROUNDS=3 DURATION=10 CLIENTS=8 THREADS=2 SCALE=10
 #
-# Prints TPS per mode and target, the ratios gateway/direct, pgbouncer/direct, haproxy/pgbouncer
-# and gateway/pgbouncer, and each proxy's own CPU time per transaction. Modes: -S with prepared
-# and simple protocol and the TPC-B-like script with CLIENTS clients, and -S prepared with one
-# client (its TPS is one over a statement's latency). HAProxy relays bytes
-# and parses nothing at all: it shows what relaying alone costs on this machine, the floor
-# under any proxy here.
+# Prints TPS per mode and target, the ratios gateway/direct, pgbouncer/direct,
+# haproxy/pgbouncer and gateway/pgbouncer, and each proxy's own CPU time per transaction.
+# Modes: -S with prepared and simple protocol and the TPC-B-like script with CLIENTS clients,
+# and -S prepared with one client (its TPS is one over a statement's latency). HAProxy relays
+# bytes and parses nothing at all: it shows what relaying alone costs on this machine, the
+# floor under any proxy here.
 set -euo pipefail
 ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-10}; CLIENTS=${CLIENTS:-8}; THREADS=${THREADS:-2}; SCALE=${SCALE:-10}
 source "$(dirname "$0")/lib.sh"
@@ -48,7 +48,7 @@ INI
 echo '"app" ""' > "$work/bouncer/userlist.txt"
 if [ "$(id -u)" = 0 ]; then chown -R postgres "$work/bouncer"; runuser -u postgres -- pgbouncer -d "$work/bouncer/pgbouncer.ini"; else pgbouncer -d "$work/bouncer/pgbouncer.ini"; fi
 
-# HAProxy in TCP mode: a byte relay, one of the fastest there is.
+# HAProxy in TCP mode: relays bytes without reading the protocol.
 cat > "$work/haproxy.cfg" <<CFG
 global
   maxconn 200

@@ -81,7 +81,6 @@ latency() { # target -> median ms of CONNECTS connections
   echo "$all" | median
 }
 
-
 # Warm up both paths (first connection pays for key loading and caches).
 ssh_to direct true; ssh_to direct-c25519 true; ssh_to gateway true
 
