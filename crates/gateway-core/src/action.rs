@@ -70,6 +70,9 @@ pub struct SqlStatement {
     pub shape: String,
     /// Whether the statement parsed; `false` implies `kind == Unknown`.
     pub parsed: bool,
+    /// Why the statement was too deep or too large to analyse. Such a statement is refused
+    /// with this reason whatever policy says (`kind == Unknown`, `parsed == false`).
+    pub refusal: Option<&'static str>,
 }
 
 /// What an SSH channel asks for.

@@ -122,6 +122,13 @@ impl PolicyEngine {
     /// Decide one command. Answered from the cache when this exact request (identity,
     /// connection, action and context) was decided before under this version.
     pub fn decide(&self, who: &Identity, conn: &ConnectionRef<'_>, action: &Action) -> Decision {
+        // A statement the classifier could not analyse within its bounds is refused whatever
+        // the policy says: nothing is known about what it would do.
+        if let Action::Sql(s) = action
+            && let Some(reason) = s.refusal
+        {
+            return Decision::deny(Vec::new(), reason.to_owned(), self.version);
+        }
         let who = PrincipalRef::from(who);
         let hash = self.cache.hash(&who, conn, action);
         if let Some(hit) = self.cache.get(hash, &who, conn, action) {

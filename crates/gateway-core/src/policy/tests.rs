@@ -70,6 +70,7 @@ fn sql(kind: SqlKind, tables: &[&str], unbounded: bool, shape: &str) -> Action {
         unbounded,
         shape: shape.into(),
         parsed: kind != SqlKind::Unknown,
+        refusal: None,
     }))
 }
 

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::limits::MAX_TEXT_BYTES;
 use super::{LexOptions, classify, lexer};
 use crate::action::SqlStatement;
 
@@ -30,6 +31,10 @@ impl Classifier {
 
     /// Classifies `text`, from the cache when its shape has been seen before.
     pub fn classify(&self, text: &str, opts: LexOptions) -> Classified {
+        if text.len() > MAX_TEXT_BYTES {
+            // Refused unscanned; not worth a cache slot.
+            return build(text, opts);
+        }
         if let Some(key) = cache_key(text, opts) {
             if let Some(hit) = self.lock().get(&key) {
                 return hit;

@@ -13,11 +13,21 @@ use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 use super::LexOptions;
 use super::kinds::{pg_ident_text, table_names, utility_kind};
 use super::lexer::{self, Scan, Segment, Tok, TokKind};
+use super::limits::{
+    MAX_NESTING, MAX_TEXT_BYTES, MAX_TOKENS, SPILL_NESTING, SPILL_STACK, TOO_DEEP, TOO_LARGE,
+    nesting_bound,
+};
 use super::walk::analyse;
 use crate::action::{SqlKind, SqlStatement};
 
 /// Classifies every statement of `text`; see the module documentation for the rules.
 pub(crate) fn classify(text: &str, opts: LexOptions) -> Vec<SqlStatement> {
+    if text.len() > MAX_TEXT_BYTES {
+        return vec![refused(
+            format!("<query text of {} bytes>", text.len()),
+            TOO_LARGE,
+        )];
+    }
     let Some(scan) = lexer::scan(text, opts) else {
         // The scanner cannot tell where statements end, so nothing inside can be trusted.
         return vec![unknown(text.trim().to_owned())];
@@ -43,7 +53,24 @@ pub(crate) fn classify(text: &str, opts: LexOptions) -> Vec<SqlStatement> {
     }
     let mut out = Vec::with_capacity(scan.segments.len());
     for seg in &scan.segments {
-        match classify_segment(text, &scan, seg) {
+        let toks = scan.tokens.get(seg.toks.clone()).unwrap_or_default();
+        let bound = if toks.len() > MAX_TOKENS {
+            out.push(refused(shape_of(&scan, seg), TOO_LARGE));
+            continue;
+        } else {
+            nesting_bound(text, toks)
+        };
+        if bound > MAX_NESTING {
+            out.push(refused(shape_of(&scan, seg), TOO_DEEP));
+            continue;
+        }
+        // Deep trees are parsed, walked and dropped on a stack sized for them.
+        let analysed = if bound > SPILL_NESTING {
+            stacker::grow(SPILL_STACK, || classify_segment(text, &scan, seg))
+        } else {
+            classify_segment(text, &scan, seg)
+        };
+        match analysed {
             Some(stmt) => out.push(stmt),
             // sqlparser and the scanner disagree about what this text holds.
             None => return all_unknown(&scan),
@@ -59,6 +86,14 @@ fn unknown(shape: String) -> SqlStatement {
         unbounded: false,
         shape,
         parsed: false,
+        refusal: None,
+    }
+}
+
+fn refused(shape: String, reason: &'static str) -> SqlStatement {
+    SqlStatement {
+        refusal: Some(reason),
+        ..unknown(shape)
     }
 }
 
@@ -107,6 +142,7 @@ fn classify_segment(text: &str, scan: &Scan, seg: &Segment) -> Option<SqlStateme
         unbounded: fx.unbounded,
         shape,
         parsed: true,
+        refusal: None,
     })
 }
 
@@ -178,6 +214,7 @@ fn fallback(text: &str, toks: &[Tok], shape: String) -> SqlStatement {
             unbounded: false,
             shape,
             parsed: true,
+            refusal: None,
         },
         None => unknown(shape),
     }

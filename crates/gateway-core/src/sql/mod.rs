@@ -24,6 +24,12 @@
 //! the first part's mode, as PostgreSQL does. `U&"..."` identifiers are scanned but
 //! `sqlparser` cannot read them, so they make a statement `Unknown`.
 //!
+//! # Bounds
+//! A text over 4 MiB, or a statement of more than a million tokens or whose expressions
+//! nest too deep to walk safely (see `limits`), is not analysed: it is `Unknown` with a
+//! [`refusal`](crate::action::SqlStatement::refusal), which policy never overrides. Deep
+//! statements within the bound are analysed on a stack of their own.
+//!
 //! # Kinds
 //! Kinds come from allow-lists; anything not listed is `Unknown`, never `Read`. The worst
 //! effect of a statement and everything nested in it (CTEs, subqueries, PREPARE bodies,
@@ -83,6 +89,7 @@ mod cache;
 mod classify;
 mod kinds;
 mod lexer;
+mod limits;
 mod walk;
 
 #[cfg(test)]

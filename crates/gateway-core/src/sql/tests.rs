@@ -626,3 +626,107 @@ proptest! {
         }
     }
 }
+
+/// Statements deep or large enough to overflow a stack when parsed, walked or dropped are
+/// refused with a reason, or analysed on a stack of their own; none takes the process down.
+/// These run on the test harness's own small thread stack.
+#[test]
+fn deep_statements_are_bounded() {
+    let refused = |text: &str| {
+        let got = classify_uncached(text, ON);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].kind, got[0].parsed), (Unknown, false));
+        got[0].refusal.expect("refused")
+    };
+    let long = format!("select 1{}", "+1".repeat(40_000));
+    assert!(refused(&long).contains("too complex"));
+    let ands = format!("select 1 where 1=1{}", " and 1=1".repeat(50_000));
+    assert!(refused(&ands).contains("too complex"));
+    let ors = format!("select true{}", " or true".repeat(50_000));
+    assert!(refused(&ors).contains("too complex"));
+    let casts = format!("select 1{}", "::int".repeat(20_000));
+    assert!(refused(&casts).contains("too complex"));
+    // Deep, but within bounds: analysed on a stack of its own, and still classified.
+    for text in [
+        format!("select 1{}", "+1".repeat(4_000)),
+        format!("select x from t where a=1{}", " or a=1".repeat(2_000)),
+        format!("delete from t where a=1{}", " or a=1".repeat(2_000)),
+        format!("select 1{}", "::int".repeat(1_500)),
+        format!("select {}1{}", "(1+".repeat(12), ")".repeat(12)),
+    ] {
+        let s = one(&text);
+        assert!(s.parsed && s.refusal.is_none(), "{s:?}");
+        assert_eq!(
+            s.kind,
+            if text.starts_with("delete") {
+                Write
+            } else {
+                Read
+            }
+        );
+    }
+    let huge = format!("select '{}'", "x".repeat(5 << 20));
+    assert!(refused(&huge).contains("too large"));
+    assert!(Classifier::new(4).classify(&huge, ON)[0].refusal.is_some());
+    let many = format!("select 1 from t where id in (0{})", ",1".repeat(600_000));
+    assert!(refused(&many).contains("too large"));
+    // Wide is not deep: lists of any length are analysed.
+    let list = format!("select 1 from t where id in (0{})", ",1".repeat(100_000));
+    assert_eq!((one(&list).kind, one(&list).refusal), (Read, None));
+    // Nesting past the parser's own recursion limit is unknown, not a crash.
+    let parens = format!("select {}1{}", "(".repeat(5_000), ")".repeat(5_000));
+    assert_eq!(one(&parens).kind, Unknown);
+    let subqueries = format!("select {}1{}", "(select ".repeat(3_000), ")".repeat(3_000));
+    assert_eq!(one(&subqueries).kind, Unknown);
+}
+
+/// Text of PostgreSQL-like pieces, nested and chained at random.
+fn nested_sql() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        Just("1".to_owned()),
+        Just("a".to_owned()),
+        Just("'x'".to_owned()),
+        Just("$1".to_owned()),
+        Just("t.c".to_owned()),
+    ];
+    leaf.prop_recursive(6, 400, 8, |inner| {
+        prop_oneof![
+            (
+                inner.clone(),
+                1usize..3000,
+                prop_oneof![
+                    Just("+"),
+                    Just(" and "),
+                    Just(" or "),
+                    Just("::int"),
+                    Just("||"),
+                    Just(" is not null"),
+                    Just("->'k'"),
+                    Just("[1]"),
+                ]
+            )
+                .prop_map(|(e, n, op)| format!("{e}{}", op.repeat(n))),
+            inner.clone().prop_map(|e| format!("({e})")),
+            inner.clone().prop_map(|e| format!("f({e}, {e})")),
+            inner.clone().prop_map(|e| format!("(select {e} from t)")),
+            proptest::collection::vec(inner, 1..50).prop_map(|v| v.join(", ")),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Fuzzing for the classifier's bounds: generated statements with long operator chains,
+    /// deep brackets and wide lists are classified (or refused with a reason) without
+    /// crashing, and a refusal is never a read.
+    #[test]
+    fn generated_statements_never_crash(body in nested_sql(), prefix in prop_oneof![
+        Just("select "), Just("select x from t where "), Just("update t set a = "),
+    ]) {
+        let text = format!("{prefix}{body}");
+        for s in classify_uncached(&text, ON) {
+            prop_assert!(s.refusal.is_none() || (s.kind == Unknown && !s.parsed));
+        }
+    }
+}

@@ -78,6 +78,7 @@ pub(super) fn unknown_statement() -> SqlStatement {
         unbounded: false,
         shape: String::new(),
         parsed: false,
+        refusal: None,
     }
 }
 
