@@ -383,6 +383,31 @@ fn copy_to_stdout_csv_is_masked_with_quoting_kept_valid() {
     assert_eq!(lines[4], "4,,,\"paid cash, no details kept\"", "{out}");
 }
 
+/// Every spelling of COPY's options is read as PostgreSQL reads it, so the column rule holds
+/// and only covered fields are masked (asyncpg quotes the format: `(FORMAT 'csv')`).
+#[test]
+fn copy_options_in_every_spelling_keep_the_column_rule() {
+    let gw = gateway();
+    let token = gw.token("analyst", &["ci"]);
+    for sql in [
+        "COPY customers_pii TO STDOUT (FORMAT 'csv')",
+        "COPY customers_pii TO STDOUT (FORMAT \"csv\")",
+        "COPY customers_pii TO STDOUT WITH CSV",
+        "COPY customers_pii TO STDOUT (FORMAT 'csv', HEADER false)",
+    ] {
+        let out = leak_attempt(&gw, &token, sql);
+        let first = out.lines().next().unwrap_or_default();
+        assert!(first.starts_with("1,Ada Lovelace,"), "{sql}: {out}");
+        assert!(first.contains("[REDACTED:column]"), "{sql}: {out}");
+    }
+    let sql = "COPY customers_pii (id, ssn) TO STDOUT (FORMAT 'text')";
+    let out = leak_attempt(&gw, &token, sql);
+    assert!(
+        out.starts_with("1\t[REDACTED:column]\n2\t"),
+        "ids are kept: {out}"
+    );
+}
+
 #[test]
 fn binary_copy_is_refused_when_masking_applies() {
     let gw = gateway();

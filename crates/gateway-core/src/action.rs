@@ -33,6 +33,9 @@ pub enum SqlKind {
     Session,
     /// Changes rows (INSERT, UPDATE, DELETE, MERGE, COPY FROM, SELECT INTO...).
     Write,
+    /// Calls a function the gateway cannot vouch for (a user-defined one, say): it may do
+    /// anything its owner wrote, so it is decided by name (`context.functions`).
+    Call,
     /// Changes schema (CREATE, ALTER, DROP, TRUNCATE...).
     Ddl,
     /// Changes privileges, roles, server state, or runs code/programs on the server.
@@ -48,6 +51,7 @@ impl SqlKind {
             SqlKind::Read => "sql.read",
             SqlKind::Session => "sql.session",
             SqlKind::Write => "sql.write",
+            SqlKind::Call => "sql.call",
             SqlKind::Ddl => "sql.ddl",
             SqlKind::Admin => "sql.admin",
             SqlKind::Unknown => "sql.unknown",
@@ -68,6 +72,9 @@ pub struct SqlStatement {
     /// The normalised shape: literals replaced by `?`, keywords lower-cased, whitespace
     /// and comments collapsed.
     pub shape: String,
+    /// Functions called that the gateway cannot vouch for, lower-case, as written
+    /// (`refresh_totals`, `app.refresh_totals`); non-empty makes the kind at least `Call`.
+    pub functions: Vec<String>,
     /// Whether the statement parsed; `false` implies `kind == Unknown`.
     pub parsed: bool,
     /// Why the statement was too deep or too large to analyse. Such a statement is refused

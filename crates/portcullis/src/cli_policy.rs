@@ -90,10 +90,20 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             statements.iter().any(|s| s.unbounded)
         );
         action = worst.kind.cedar_id().to_string();
+        let mut functions: Vec<&str> = statements
+            .iter()
+            .flat_map(|s| s.functions.iter().map(String::as_str))
+            .collect();
+        functions.sort();
+        functions.dedup();
+        if !functions.is_empty() {
+            println!("calls functions: {}", functions.join(", "));
+        }
         context = Some(serde_json::json!({
             "tables": tables,
             "unbounded": statements.iter().any(|s| s.unbounded),
             "statement": worst.shape,
+            "functions": functions,
         }));
     }
     let claims = std::collections::BTreeMap::new();

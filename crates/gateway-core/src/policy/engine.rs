@@ -92,6 +92,31 @@ impl PolicyEngine {
         })
     }
 
+    /// Problems with approvals given `default_approvers` (`[approvals] approvers`): every
+    /// `@approval` rule must say who approves, itself or through the default; otherwise any
+    /// holder of a token could approve.
+    pub fn approver_problems(&self, default_approvers: &[String]) -> Vec<String> {
+        if !default_approvers.is_empty() {
+            return Vec::new();
+        }
+        let mut rules: Vec<(&String, &PolicyMeta)> = self
+            .meta
+            .iter()
+            .filter(|(_, m)| m.approval.is_some() && m.approvers.is_empty())
+            .collect();
+        rules.sort_by_key(|(_, m)| m.line);
+        rules
+            .into_iter()
+            .map(|(id, m)| {
+                format!(
+                    "line {}: policy `{id}`: @approval without @approvers, and [approvals] \
+                     approvers is empty: name who may approve",
+                    m.line
+                )
+            })
+            .collect()
+    }
+
     /// The policy version; a reload gives a higher one.
     pub fn version(&self) -> u64 {
         self.version
@@ -134,13 +159,22 @@ impl PolicyEngine {
         if let Some(hit) = self.cache.get(hash, &who, conn, action) {
             return hit;
         }
-        let decision = match context_for(action) {
+        let mut decision = match context_for(action) {
             Ok(context) => {
                 self.evaluate(&who, conn, action.cedar_id(), context)
                     .decision
             }
             Err(e) => Decision::deny(Vec::new(), e, self.version),
         };
+        // "No policy permits sql.call" alone does not say which call.
+        if let Action::Sql(s) = action
+            && !s.functions.is_empty()
+            && matches!(decision.verdict, Verdict::Deny)
+            && decision.policies.is_empty()
+            && let Some(reason) = &mut decision.reason
+        {
+            reason.push_str(&format!(" (it calls {})", s.functions.join(", ")));
+        }
         self.cache
             .insert(hash, &who, conn, action, decision.clone());
         decision
@@ -413,6 +447,14 @@ pub(super) fn context_for(action: &Action) -> Result<Context, String> {
             (
                 "statement".to_string(),
                 RestrictedExpression::new_string(stmt.shape.clone()),
+            ),
+            (
+                "functions".to_string(),
+                RestrictedExpression::new_set(
+                    stmt.functions
+                        .iter()
+                        .map(|f| RestrictedExpression::new_string(f.clone())),
+                ),
             ),
         ])
         .map_err(|e| format!("policy context could not be built: {e}")),

@@ -164,7 +164,7 @@ fn is_requestable(action: &str) -> bool {
 fn default_context(action: &str) -> serde_json::Map<String, serde_json::Value> {
     use serde_json::{Value, json};
     let v = if action.starts_with("sql.") {
-        json!({ "tables": [], "unbounded": false, "statement": "" })
+        json!({ "tables": [], "unbounded": false, "statement": "", "functions": [] })
     } else if action.starts_with("http.") {
         json!({ "method": "", "path": "", "host": "" })
     } else {

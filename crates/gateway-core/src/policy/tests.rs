@@ -69,6 +69,7 @@ fn sql(kind: SqlKind, tables: &[&str], unbounded: bool, shape: &str) -> Action {
         tables: tables.iter().map(|t| t.to_string()).collect(),
         unbounded,
         shape: shape.into(),
+        functions: Vec::new(),
         parsed: kind != SqlKind::Unknown,
         refusal: None,
     }))

@@ -85,6 +85,7 @@ fn unknown(shape: String) -> SqlStatement {
         tables: Vec::new(),
         unbounded: false,
         shape,
+        functions: Vec::new(),
         parsed: false,
         refusal: None,
     }
@@ -141,6 +142,7 @@ fn classify_segment(text: &str, scan: &Scan, seg: &Segment) -> Option<SqlStateme
         tables: fx.tables,
         unbounded: fx.unbounded,
         shape,
+        functions: fx.functions,
         parsed: true,
         refusal: None,
     })
@@ -213,6 +215,7 @@ fn fallback(text: &str, toks: &[Tok], shape: String) -> SqlStatement {
             tables,
             unbounded: false,
             shape,
+            functions: Vec::new(),
             parsed: true,
             refusal: None,
         },

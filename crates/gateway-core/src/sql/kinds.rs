@@ -6,6 +6,7 @@ use sqlparser::ast::{
     UtilityOption, Value,
 };
 
+use super::pure::is_pure;
 use crate::action::SqlKind;
 
 /// PostgreSQL keeps the first `NAMEDATALEN - 1` bytes of an identifier.
@@ -310,28 +311,40 @@ const ADMIN_PREFIXES: &[&str] = &[
     "binary_upgrade_",
 ];
 
-/// The effect of calling a function, by name (case-insensitive, any schema).
-pub(crate) fn function_kind(name: &ObjectName) -> SqlKind {
-    let Some(last) = pg_name_parts(name).and_then(|mut p| p.pop()) else {
-        return SqlKind::Unknown;
+/// The effect of calling a function, by name: `Some(Read)` for a built-in free of side
+/// effects, the kind of a function with known effects, `None` for any other function (one
+/// the classifier cannot vouch for, decided as `sql.call`).
+pub(crate) fn function_kind(name: &ObjectName) -> Option<SqlKind> {
+    let Some(mut parts) = pg_name_parts(name) else {
+        return Some(SqlKind::Unknown);
     };
-    let f = last.to_ascii_lowercase();
+    let Some(f) = parts.pop() else {
+        return Some(SqlKind::Unknown);
+    };
+    if let Some(kind) = effect_by_name(&f) {
+        return Some(kind);
+    }
+    is_pure(parts.last().map(String::as_str), &f).then_some(SqlKind::Read)
+}
+
+/// The kind of a function with known effects, by its last name part as PostgreSQL folds it
+/// (any schema: a function of the same name elsewhere is treated alike). A quoted name with
+/// capitals is some other function.
+pub(crate) fn effect_by_name(f: &str) -> Option<SqlKind> {
+    if f.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
     if f == "nextval" || f == "setval" || f == "pg_notify" {
-        return SqlKind::Write;
+        return Some(SqlKind::Write);
     }
     // Reading a large object is a read; every other lo_* call creates, changes or exports one.
     if f == "lo_get" {
-        return SqlKind::Read;
+        return Some(SqlKind::Read);
     }
     let slot = f.starts_with("pg_create_") && f.contains("slot")
         || f.starts_with("pg_copy_") && f.ends_with("_slot");
-    if slot
-        || ADMIN_FUNCTIONS.contains(&f.as_str())
-        || ADMIN_PREFIXES.iter().any(|p| f.starts_with(p))
-    {
-        return SqlKind::Admin;
-    }
-    SqlKind::Read
+    (slot || ADMIN_FUNCTIONS.contains(&f) || ADMIN_PREFIXES.iter().any(|p| f.starts_with(p)))
+        .then_some(SqlKind::Admin)
 }
 
 /// Utility statements that `sqlparser` does not model but whose first words identify them

@@ -66,7 +66,13 @@
 //!   `dblink*`, and functions that run SQL given as text or read tables the query does not
 //!   name (`query_to_xml*`, `cursor_to_xml*`, `table_to_xml*`, `schema_to_xml*`,
 //!   `database_to_xml*`, `ts_stat`, `ts_rewrite`). `pg_sleep*` and `txid_*` are reads.
-//!   User-defined functions are not known here: a SELECT calling one is a read.
+//! - **Call**: any other function call not on the allow-list of side-effect-free built-ins
+//!   (`pure`), unqualified or in `pg_catalog`/`information_schema`; the statement records
+//!   the names in [`functions`](crate::action::SqlStatement::functions). `(x).f` counts as a
+//!   call of `f` (PostgreSQL runs it as `f(x)` when `x` has no field `f`), except the fields
+//!   of a few built-ins' composite results that drivers read; `t.f` counts when `f` is a
+//!   function with known effects (other names are taken for columns). `Call` ranks above
+//!   `Write`: a write calling an unknown function is decided as a call.
 //!
 //! # Tables
 //! Every relation named (FROM, JOIN, DML targets, COPY, DDL, TABLE, SELECT INTO, subqueries,
@@ -90,6 +96,7 @@ mod classify;
 mod kinds;
 mod lexer;
 mod limits;
+mod pure;
 mod walk;
 
 #[cfg(test)]

@@ -730,3 +730,72 @@ proptest! {
         }
     }
 }
+
+/// PostgreSQL runs `(x).f` as `f(x)` when `x` has no field `f`, and `t.f` as `f(t)` when `t`
+/// has no column `f`: calls in attribute form count like calls.
+#[test]
+fn calls_in_attribute_form_are_calls() {
+    for (text, kind) in [
+        ("select ('seq1'::regclass).nextval", Write),
+        ("select (42::bigint).pg_advisory_lock", Admin),
+        ("select ('-1'::int).lo_creat", Admin),
+        (
+            "select (pid).pg_terminate_backend from pg_stat_activity where pid <> 1",
+            Admin,
+        ),
+        ("select ('select card from t').ts_stat", Admin),
+        (
+            "select a.pg_terminate_backend from pg_stat_activity a",
+            Admin,
+        ),
+        ("select s.x.nextval from s", Write),
+        ("select (x).\"NEXTVAL\" from t", Call),
+    ] {
+        assert_eq!(one(text).kind, kind, "{text}");
+    }
+}
+
+/// A statement is a read only when every function it calls is a built-in known to be free
+/// of side effects; any other call makes it `sql.call` with the function named.
+#[test]
+fn calls_of_functions_not_known_to_be_pure_are_decided_by_name() {
+    let call = |text: &str| {
+        let s = one(text);
+        (s.kind, s.functions)
+    };
+    let named = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(call("select my_fn(1)"), (Call, named(&["my_fn"])));
+    assert_eq!(
+        call("select App.Refresh(1), my_fn(2)"),
+        (Call, named(&["app.refresh", "my_fn"]))
+    );
+    assert_eq!(
+        call("select public.lower('x')"),
+        (Call, named(&["public.lower"]))
+    );
+    assert_eq!(call("select \"Lower\"('x')"), (Call, named(&["Lower"])));
+    assert_eq!(
+        call("select * from my_srf(1) f"),
+        (Call, named(&["my_srf"]))
+    );
+    assert_eq!(call("select (t).city from t"), (Call, named(&["city"])));
+    assert_eq!(
+        call("insert into t values (my_fn())"),
+        (Call, named(&["my_fn"]))
+    );
+    assert_eq!(call("explain select my_fn()"), (Call, named(&["my_fn"])));
+    // Known effects stay what they are; DDL stays worse than a call.
+    assert_eq!(call("create table t2 as select my_fn()").0, Ddl);
+    assert_eq!(call("select nextval('s'), my_fn()").0, Call);
+    for text in [
+        "select lower(a), upper(b), count(*), coalesce(a, 1), now(), length(x) from t",
+        "select pg_catalog.format_type(t.oid, null), pg_catalog.pg_get_userbyid(1) from pg_type t",
+        "select * from generate_series(1, 3) g, unnest(array[1]) u",
+        "select jsonb_build_object('a', 1) -> 'a', to_char(now(), 'YYYY'), array_agg(x) from t",
+        "select (information_schema._pg_expandarray(i.indkey)).n from pg_index i",
+        "select has_table_privilege('t', 'select'), pg_table_is_visible(c.oid) from pg_class c",
+        "select row_number() over (order by id), lag(x) over () from t",
+    ] {
+        assert_eq!(call(text), (Read, Vec::new()), "{text}");
+    }
+}

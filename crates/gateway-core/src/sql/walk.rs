@@ -3,12 +3,13 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    CopySource, Expr, FromTable, ObjectName, ObjectType, Query, Select, SetExpr, Statement,
-    TableFactor, TableObject, TableWithJoins, Visit, Visitor,
+    AccessExpr, CopySource, Expr, FromTable, ObjectName, ObjectType, Query, Select, SetExpr,
+    Statement, TableFactor, TableObject, TableWithJoins, Visit, Visitor,
 };
 
 use super::kinds::{
-    explain_runs, function_kind, pg_ident, pg_name_parts, statement_kind, table_names,
+    effect_by_name, explain_runs, function_kind, pg_ident, pg_name_parts, statement_kind,
+    table_names,
 };
 use crate::action::SqlKind;
 
@@ -18,6 +19,8 @@ pub(crate) struct Effects {
     pub kind: Option<SqlKind>,
     pub tables: Vec<String>,
     pub unbounded: bool,
+    /// Functions called that are not known to be free of side effects.
+    pub functions: Vec<String>,
 }
 
 /// Classifies one statement, nested parts included.
@@ -28,6 +31,8 @@ pub(crate) fn analyse(stmt: &Statement) -> Effects {
     let mut fx = w.fx;
     fx.tables.sort();
     fx.tables.dedup();
+    fx.functions.sort();
+    fx.functions.dedup();
     fx
 }
 
@@ -54,6 +59,27 @@ impl Frame {
     }
 }
 
+/// Whether `.field` of `root` selects a field of a built-in function's composite result:
+/// `(information_schema._pg_expandarray(a)).n`, which drivers send to read the catalog.
+fn is_builtin_field(root: &Expr, field: &str) -> bool {
+    let Expr::Nested(inner) = root else {
+        return false;
+    };
+    let Expr::Function(f) = inner.as_ref() else {
+        return false;
+    };
+    if function_kind(&f.name) != Some(SqlKind::Read) {
+        return false;
+    }
+    let fields: &[&str] = match pg_name_parts(&f.name).and_then(|mut p| p.pop()).as_deref() {
+        Some("_pg_expandarray") => &["x", "n"],
+        Some("pg_identify_object") => &["type", "schema", "name", "identity"],
+        Some("pg_identify_object_as_address") => &["type", "object_names", "object_args"],
+        _ => &[],
+    };
+    fields.contains(&field)
+}
+
 #[derive(Default)]
 struct Walk {
     fx: Effects,
@@ -67,6 +93,21 @@ struct Walk {
 impl Walk {
     fn raise(&mut self, k: SqlKind) {
         self.fx.kind = Some(self.fx.kind.map_or(k, |old| old.max(k)));
+    }
+
+    /// A call of `name`: its kind if known, else `Call` with the name recorded.
+    fn call(&mut self, name: &ObjectName) {
+        match function_kind(name) {
+            Some(kind) => self.raise(kind),
+            None => {
+                let written = match pg_name_parts(name) {
+                    Some(p) => p.join("."),
+                    None => name.to_string().to_lowercase(),
+                };
+                self.fx.functions.push(written);
+                self.raise(SqlKind::Call);
+            }
+        }
     }
 
     fn add_table(&mut self, name: &ObjectName) {
@@ -250,11 +291,11 @@ impl Visitor for Walk {
                 ..
             } => {
                 self.function_names.push(name as *const ObjectName);
-                self.raise(function_kind(name));
+                self.call(name);
             }
             TableFactor::Function { name, .. } => {
                 self.function_names.push(name as *const ObjectName);
-                self.raise(function_kind(name));
+                self.call(name);
             }
             _ => {}
         }
@@ -273,9 +314,28 @@ impl Visitor for Walk {
     }
 
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
-        if let Expr::Function(f) = e {
-            // Functions are checked even under plain EXPLAIN: planning can evaluate them.
-            self.raise(function_kind(&f.name));
+        // Functions are checked even under plain EXPLAIN: planning can evaluate them.
+        match e {
+            Expr::Function(f) => self.call(&f.name),
+            // `(x).f` is `f(x)` when `x` has no field `f`: every name selected from a value
+            // is a call unless it is a built-in free of side effects.
+            Expr::CompoundFieldAccess { root, access_chain } => {
+                for (i, access) in access_chain.iter().enumerate() {
+                    if let AccessExpr::Dot(Expr::Identifier(field)) = access
+                        && !(i == 0 && is_builtin_field(root, &pg_ident(field)))
+                    {
+                        self.call(&ObjectName::from(vec![field.clone()]));
+                    }
+                }
+            }
+            // `t.f` is `f(t)` when `t` has no column `f`. Column names are not known here,
+            // so only names of functions with known effects count.
+            Expr::CompoundIdentifier(parts) if parts.len() > 1 => {
+                if let Some(kind) = parts.last().and_then(|p| effect_by_name(&pg_ident(p))) {
+                    self.raise(kind);
+                }
+            }
+            _ => {}
         }
         ControlFlow::Continue(())
     }

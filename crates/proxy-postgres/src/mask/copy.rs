@@ -180,44 +180,57 @@ pub(crate) fn parse_copy(sql: &str) -> Option<CopyStatement> {
     if toks.get(i)?.2.word() != Some("to") || toks.get(i + 1)?.2.word() != Some("stdout") {
         return None;
     }
+    let Some(options) = copy_options(toks.get(i + 2..)?) else {
+        // Options this reader cannot follow: every line is masked whole.
+        return Some(CopyStatement {
+            describe,
+            format: CopyFormat::Lines,
+            header: false,
+        });
+    };
     let mut csv = false;
     let mut binary = false;
     let mut delimiter = None;
     let mut quote = None;
     let mut odd = false;
     let mut header = false;
-    let rest = &toks[i + 2..];
-    for (j, t) in rest.iter().enumerate() {
-        let Some(w) = t.2.word() else { continue };
-        let arg = rest.get(j + 1).map(|t| &t.2);
-        let arg = match arg {
-            Some(Tok::Word(w)) if w == "as" => rest.get(j + 2).map(|t| &t.2),
-            a => a,
-        };
-        let one_byte = |a: Option<&Tok>| match a {
-            Some(Tok::Str(s)) if s.len() == 1 => Some(s.as_bytes()[0]),
+    for (name, value) in &options {
+        let one_byte = |v: &Option<OptValue>| match v {
+            Some(OptValue::Str(s)) if s.len() == 1 => Some(s.as_bytes()[0]),
             _ => None,
         };
-        match w {
+        match name.as_str() {
             "csv" => csv = true,
-            "header" => header = !matches!(arg.and_then(|a| a.word()), Some("false" | "off")),
             "binary" => binary = true,
-            "format" => match arg.and_then(|a| a.word()) {
+            "header" => {
+                header = match value {
+                    None => true,
+                    Some(v) => !matches!(v.text(), "false" | "off" | "0"),
+                }
+            }
+            "format" => match value.as_ref().map(OptValue::text) {
                 Some("csv") => csv = true,
                 Some("binary") => binary = true,
                 Some("text") => {}
                 _ => odd = true,
             },
-            "delimiter" => match one_byte(arg) {
+            "delimiter" => match one_byte(value) {
                 Some(d) => delimiter = Some(d),
                 None => odd = true,
             },
-            "quote" => match one_byte(arg) {
+            "quote" => match one_byte(value) {
                 Some(q) => quote = Some(q),
                 None => odd = true,
             },
-            "escape" if one_byte(arg) != Some(quote.unwrap_or(b'"')) => odd = true,
-            _ => {}
+            "escape" => {
+                if one_byte(value) != Some(quote.unwrap_or(b'"')) {
+                    odd = true
+                }
+            }
+            // Options that change no byte of the rows' layout.
+            "null" | "default" | "encoding" | "force_quote" | "force_not_null" | "force_null"
+            | "freeze" | "on_error" | "log_verbosity" | "reject_limit" => {}
+            _ => odd = true,
         }
     }
     let format = if binary {
@@ -239,6 +252,118 @@ pub(crate) fn parse_copy(sql: &str) -> Option<CopyStatement> {
         format,
         header,
     })
+}
+
+/// The value of one COPY option, as the grammar gives it to the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum OptValue {
+    /// A keyword or number (lower-cased), a quoted identifier or a string: option values
+    /// compare as text whatever their spelling (`FORMAT csv`, `FORMAT 'csv'`,
+    /// `FORMAT "csv"`).
+    Str(String),
+    /// A parenthesised list or `*` (column lists of FORCE_QUOTE and friends).
+    List,
+}
+
+impl OptValue {
+    fn text(&self) -> &str {
+        match self {
+            OptValue::Str(s) => s,
+            OptValue::List => "",
+        }
+    }
+}
+
+/// The options after `TO STDOUT`, in either of PostgreSQL's syntaxes: `[WITH] ( name
+/// [value] [, …] )` or the older `[WITH] CSV HEADER DELIMITER [AS] ',' …`. `None` on anything
+/// else.
+fn copy_options(rest: &[(usize, usize, Tok)]) -> Option<Vec<(String, Option<OptValue>)>> {
+    let mut rest = rest;
+    if rest.first().and_then(|t| t.2.word()) == Some("with") {
+        rest = &rest[1..];
+    }
+    let mut out = Vec::new();
+    if rest.first().map(|t| &t.2) == Some(&Tok::Punct(b'(')) {
+        let mut i = 1;
+        loop {
+            let name = match &rest.get(i)?.2 {
+                Tok::Word(w) => w.clone(),
+                Tok::Ident(w) => w.clone(),
+                _ => return None,
+            };
+            i += 1;
+            let value = match &rest.get(i)?.2 {
+                Tok::Punct(b',' | b')') => None,
+                Tok::Word(w) | Tok::Ident(w) | Tok::Str(w) => {
+                    i += 1;
+                    Some(OptValue::Str(w.clone()))
+                }
+                Tok::Punct(b'*') => {
+                    i += 1;
+                    Some(OptValue::List)
+                }
+                Tok::Punct(b'(') => {
+                    let close = rest.iter().skip(i).position(|t| t.2 == Tok::Punct(b')'))?;
+                    i += close + 1;
+                    Some(OptValue::List)
+                }
+                _ => return None,
+            };
+            out.push((name, value));
+            match rest.get(i)?.2 {
+                Tok::Punct(b',') => i += 1,
+                Tok::Punct(b')') => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+        return (i == rest.len()).then_some(out);
+    }
+    // The older syntax: keywords, some with a string argument.
+    let mut i = 0;
+    while let Some(t) = rest.get(i) {
+        let w = t.2.word()?;
+        i += 1;
+        match w {
+            "binary" | "csv" | "header" => out.push((w.to_owned(), None)),
+            "delimiter" | "null" | "quote" | "escape" | "encoding" => {
+                if rest.get(i).and_then(|t| t.2.word()) == Some("as") {
+                    i += 1;
+                }
+                let Tok::Str(v) = &rest.get(i)?.2 else {
+                    return None;
+                };
+                i += 1;
+                out.push((w.to_owned(), Some(OptValue::Str(v.clone()))));
+            }
+            "force" => {
+                // FORCE QUOTE cols|*, FORCE NOT NULL cols, FORCE NULL cols.
+                while matches!(
+                    rest.get(i).and_then(|t| t.2.word()),
+                    Some("quote" | "not" | "null")
+                ) {
+                    i += 1;
+                }
+                loop {
+                    match rest.get(i).map(|t| &t.2) {
+                        Some(Tok::Punct(b'*')) => i += 1,
+                        Some(Tok::Word(_) | Tok::Ident(_)) => i += 1,
+                        _ => return None,
+                    }
+                    if rest.get(i).map(|t| &t.2) == Some(&Tok::Punct(b',')) {
+                        i += 1;
+                    } else {
+                        break;
+                    }
+                }
+                out.push(("force_quote".to_owned(), Some(OptValue::List)));
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 /// Buffers reused across rows.
@@ -475,6 +600,67 @@ fn escape_text(v: &[u8], delimiter: u8, out: &mut BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_in_every_spelling() {
+        let csv = CopyFormat::Csv {
+            delimiter: b',',
+            quote: b'"',
+        };
+        let text = CopyFormat::Text { delimiter: b'\t' };
+        for (sql, format, header) in [
+            ("COPY t TO STDOUT (FORMAT 'csv')", csv, false),
+            (
+                "COPY t TO STDOUT (FORMAT \"csv\", HEADER 'true')",
+                csv,
+                true,
+            ),
+            ("COPY t TO STDOUT WITH (FORMAT csv, HEADER)", csv, true),
+            ("COPY t TO STDOUT (format CSV, header false)", csv, false),
+            ("COPY t (id, card) TO STDOUT (FORMAT 'text')", text, false),
+            (
+                "COPY t TO STDOUT (FORMAT csv, FORCE_QUOTE (csv, binary))",
+                csv,
+                false,
+            ),
+            (
+                "COPY t TO STDOUT (FORMAT csv, FORCE_QUOTE *, ENCODING 'UTF8')",
+                csv,
+                false,
+            ),
+            (
+                "COPY t TO STDOUT WITH CSV HEADER FORCE QUOTE csv, binary",
+                csv,
+                true,
+            ),
+            ("COPY t TO STDOUT WITH NULL AS 'x' CSV", csv, false),
+            ("COPY t TO STDOUT", text, false),
+            (
+                "COPY t TO STDOUT (DELIMITER '|')",
+                CopyFormat::Text { delimiter: b'|' },
+                false,
+            ),
+            (
+                "COPY t TO STDOUT (FORMAT 'binary')",
+                CopyFormat::Binary,
+                false,
+            ),
+            // Nothing this reader can follow: whole lines.
+            ("COPY t TO STDOUT (FORMAT 'CSV')", CopyFormat::Lines, false),
+            (
+                "COPY t TO STDOUT (FORMAT csv, BOGUS 1)",
+                CopyFormat::Lines,
+                false,
+            ),
+            ("COPY t TO STDOUT (FORMAT csv", CopyFormat::Lines, false),
+            ("COPY t TO STDOUT CSV FORCE", CopyFormat::Lines, false),
+        ] {
+            let c = parse_copy(sql).unwrap_or_else(|| panic!("{sql}"));
+            assert_eq!((c.format, c.header), (format, header), "{sql}");
+        }
+        let c = parse_copy("COPY t (id, card) TO STDOUT (FORMAT 'text')").unwrap();
+        assert_eq!(c.describe.as_deref(), Some("SELECT id, card FROM t"));
+    }
 
     #[test]
     fn copy_statements() {

@@ -36,6 +36,14 @@ pub(crate) struct RowPlan {
 }
 
 impl RowPlan {
+    /// The rule of the first column a column rule covers.
+    fn first_rule(&self) -> Option<usize> {
+        (0..self.mask.len()).find_map(|c| match self.mask.plan(c) {
+            ColumnPlan::Whole { rule, .. } => Some(rule),
+            _ => None,
+        })
+    }
+
     /// True when every value passes untouched.
     pub fn is_noop(&self) -> bool {
         self.mask.is_noop() && self.modes.iter().all(|m| *m != Mode::Opaque)
@@ -356,8 +364,9 @@ impl Masking {
                 }
                 plan => masks.mask_with(plan, v, s, counts),
             },
-            // A whole line (options this proxy does not split by) or a field past the plan.
-            _ => match mentioned {
+            // A whole line (options this proxy does not split by) or a field past the plan:
+            // masked whole if any copied column, or the statement, is covered by a rule.
+            _ => match mentioned.or_else(|| plan.and_then(RowPlan::first_rule)) {
                 Some(rule) => {
                     let whole = ColumnPlan::Whole {
                         rule,

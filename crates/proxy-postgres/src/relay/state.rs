@@ -77,6 +77,7 @@ pub(super) fn unknown_statement() -> SqlStatement {
         tables: Vec::new(),
         unbounded: false,
         shape: String::new(),
+        functions: Vec::new(),
         parsed: false,
         refusal: None,
     }
