@@ -280,7 +280,7 @@ fn a_statement_held_across_a_restart_fails_cleanly_and_stays_visible() {
 #[test]
 fn a_granted_window_lets_writes_pass_until_it_ends() {
     table("appr_win");
-    let gw = start("");
+    let gw = start("[approvals]\napprovers = [\"dba\"]\n");
     let ci = gw.token("pipeline-12", &["ci"]);
     let dba = gw.token("alice", &["dba"]);
     let r = approvals(
@@ -481,4 +481,52 @@ fn held_in_extended_protocol_and_inside_a_transaction() {
     let (ok, out, err) = finish(child);
     assert!(ok && out.contains("committed"), "{out}{err}");
     assert_eq!(rows("appr_ext"), "3");
+}
+
+/// A rule that asks for approval without saying who approves would let any token holder
+/// approve: `config check` reports it and the gateway does not start with it.
+#[test]
+fn an_approval_rule_without_approvers_is_a_configuration_error() {
+    let dir = support::Scratch::new("noapprovers");
+    std::fs::write(
+        dir.0.join("p.cedar"),
+        "@id(\"held-writes\")\n@approval(\"1\")\npermit(principal, action == Action::\"sql.write\", resource);\n",
+    )
+    .unwrap();
+    let cfg = dir.0.join("gw.toml");
+    std::fs::write(&cfg, "[gateway]\nstate_dir='s'\npolicy='p.cedar'\n").unwrap();
+    let check = gw_cli(&["config", "check", "--config"], &cfg);
+    assert!(!check.status.success());
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        err.contains("policy `held-writes`: @approval without @approvers"),
+        "{err}"
+    );
+    let serve = gw_cli(&["serve", "--config"], &cfg);
+    assert!(!serve.status.success());
+    assert!(
+        String::from_utf8_lossy(&serve.stderr).contains("@approval without @approvers"),
+        "{}",
+        String::from_utf8_lossy(&serve.stderr)
+    );
+    // A default in the configuration says who approves.
+    std::fs::write(
+        &cfg,
+        "[gateway]\nstate_dir='s'\npolicy='p.cedar'\n[approvals]\napprovers=['dba']\n",
+    )
+    .unwrap();
+    let check = gw_cli(&["config", "check", "--config"], &cfg);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+fn gw_cli(args: &[&str], cfg: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(support::bin())
+        .args(args)
+        .arg(cfg)
+        .output()
+        .expect("portcullis")
 }

@@ -53,7 +53,7 @@ fn default_admin_listen() -> String {
 }
 
 /// `[identity]`
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
     #[serde(default)]
@@ -64,6 +64,17 @@ pub struct IdentityConfig {
     /// SSH public keys that log in as a fixed identity (`[[identity.ssh_keys]]`).
     #[serde(default)]
     pub ssh_keys: Vec<SshKeyConfig>,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        // As if the section were present and empty.
+        IdentityConfig {
+            issuers: Vec::new(),
+            access_key_max_ttl: default_access_key_ttl(),
+            ssh_keys: Vec::new(),
+        }
+    }
 }
 
 /// An SSH public key mapped to an identity: a client proving it holds the private key is
@@ -289,8 +300,8 @@ pub enum Durability {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalsConfig {
-    /// Groups whose members may approve when the rule names no `@approvers`; empty means
-    /// anyone other than the requester.
+    /// Groups whose members may approve when the rule names no `@approvers`. With none
+    /// here, every `@approval` rule must name its `@approvers`.
     #[serde(default)]
     pub approvers: Vec<String>,
     /// How long a request waits for its approvals before it expires.

@@ -122,10 +122,17 @@ fn config_check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     };
     let mut problems = cfg.validate();
     let policy_path = cfg.resolve(&cfg.gateway.policy);
-    if policy_path.is_file()
-        && let Err(errs) = gateway_core::policy::PolicyHandle::load(&policy_path)
-    {
-        problems.extend(errs.into_iter().map(|e| format!("gateway.policy: {e}")));
+    if policy_path.is_file() {
+        match gateway_core::policy::PolicyHandle::load(&policy_path) {
+            Ok(handle) => problems.extend(
+                handle
+                    .current()
+                    .approver_problems(&cfg.approvals.approvers)
+                    .into_iter()
+                    .map(|e| format!("gateway.policy: {e}")),
+            ),
+            Err(errs) => problems.extend(errs.into_iter().map(|e| format!("gateway.policy: {e}"))),
+        }
     }
     if problems.is_empty() {
         println!("{}: ok", path.display());

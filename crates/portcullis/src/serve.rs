@@ -112,6 +112,14 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             errs.join("\n  ")
         )
     })?);
+    let unapproved = policy.current().approver_problems(&cfg.approvals.approvers);
+    if !unapproved.is_empty() {
+        anyhow::bail!(
+            "{}: invalid policy:\n  {}",
+            policy_path.display(),
+            unapproved.join("\n  ")
+        );
+    }
     policy.spawn_watcher();
     let metrics = Arc::new(Metrics::default());
     record_policy_changes(&policy, &audit, &metrics);

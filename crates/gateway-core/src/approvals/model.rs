@@ -233,15 +233,20 @@ impl ApprovalRequest {
         if self.votes.iter().any(|v| v.subject == voter.subject) {
             return Err(ApprovalError::AlreadyVoted(self.id.clone()));
         }
-        if !self.approver_groups.is_empty()
-            && !voter
-                .groups
-                .iter()
-                .any(|g| self.approver_groups.contains(g))
+        // No approver groups at all: nobody may approve (fail closed; configuration refuses
+        // such rules, this guards a policy reloaded without them).
+        if !voter
+            .groups
+            .iter()
+            .any(|g| self.approver_groups.contains(g))
         {
             return Err(ApprovalError::NotApprover {
                 id: self.id.clone(),
-                groups: self.approver_groups.join(", "),
+                groups: if self.approver_groups.is_empty() {
+                    "(none: its rule names no approvers)".to_string()
+                } else {
+                    self.approver_groups.join(", ")
+                },
             });
         }
         Ok(())

@@ -80,7 +80,7 @@ fn needs_n_distinct_approvers() {
 
 #[test]
 fn requester_cannot_vote_under_any_issuer() {
-    let mut r = request(one_time(), 1, &[]);
+    let mut r = request(one_time(), 1, &["dba"]);
     for issuer in ["entra", "builtin"] {
         let err = r.apply_vote(&rec(issuer, "alice", &["dba"]), true, None, 1);
         assert!(matches!(err, Err(ApprovalError::SelfVote(_))), "{issuer}");
@@ -88,7 +88,7 @@ fn requester_cannot_vote_under_any_issuer() {
     assert!(r.votes.is_empty());
     // A deny by the requester is refused too: it would be a cancel in disguise.
     assert!(
-        r.apply_vote(&rec("entra", "alice", &[]), false, None, 1)
+        r.apply_vote(&rec("entra", "alice", &["dba"]), false, None, 1)
             .is_err()
     );
 }
@@ -104,20 +104,24 @@ fn approver_must_be_in_a_group_unless_none_are_named() {
         .unwrap();
     assert_eq!(r.state, State::Approved);
 
-    let mut anyone = request(one_time(), 1, &[]);
-    anyone
-        .apply_vote(&rec("entra", "bob", &[]), true, None, 1)
-        .unwrap();
-    assert_eq!(anyone.state, State::Approved);
+    // A request whose rule names no approvers (and no default applied) is approved by
+    // nobody: fail closed.
+    let mut nobody = request(one_time(), 1, &[]);
+    let err = nobody.apply_vote(&rec("entra", "bob", &["dba"]), true, None, 1);
+    assert!(
+        matches!(err, Err(ApprovalError::NotApprover { .. })),
+        "{err:?}"
+    );
+    assert_eq!(nobody.state, State::Pending);
 }
 
 #[test]
 fn one_deny_denies_and_later_votes_are_refused() {
-    let mut r = request(one_time(), 2, &[]);
-    r.apply_vote(&rec("entra", "bob", &[]), true, None, 1)
+    let mut r = request(one_time(), 2, &["dba"]);
+    r.apply_vote(&rec("entra", "bob", &["dba"]), true, None, 1)
         .unwrap();
     r.apply_vote(
-        &rec("entra", "carol", &[]),
+        &rec("entra", "carol", &["dba"]),
         false,
         Some("not on a Friday".into()),
         2,
@@ -128,7 +132,7 @@ fn one_deny_denies_and_later_votes_are_refused() {
         r.outcome_message()
             .ends_with("denied by entra/carol: not on a Friday")
     );
-    let late = r.apply_vote(&rec("entra", "dave", &[]), true, None, 3);
+    let late = r.apply_vote(&rec("entra", "dave", &["dba"]), true, None, 3);
     assert!(matches!(
         late,
         Err(ApprovalError::NotPending {
@@ -141,13 +145,13 @@ fn one_deny_denies_and_later_votes_are_refused() {
 
 #[test]
 fn expiry_closes_only_pending_requests_at_their_time() {
-    let mut r = request(one_time(), 1, &[]);
+    let mut r = request(one_time(), 1, &["dba"]);
     assert!(!r.expire_if_due(999));
     assert!(r.expire_if_due(1_000));
     assert_eq!(r.state, State::Expired);
     assert!(!r.expire_if_due(2_000));
-    let mut done = request(one_time(), 1, &[]);
-    done.apply_vote(&rec("entra", "bob", &[]), true, None, 5)
+    let mut done = request(one_time(), 1, &["dba"]);
+    done.apply_vote(&rec("entra", "bob", &["dba"]), true, None, 5)
         .unwrap();
     assert!(!done.expire_if_due(5_000));
     assert_eq!(done.state, State::Approved);
@@ -155,9 +159,9 @@ fn expiry_closes_only_pending_requests_at_their_time() {
 
 #[test]
 fn window_opens_when_granted_and_ends() {
-    let mut r = request(ApprovalKind::Window { window_secs: 60 }, 1, &[]);
+    let mut r = request(ApprovalKind::Window { window_secs: 60 }, 1, &["dba"]);
     assert!(!r.window_open(0));
-    r.apply_vote(&rec("entra", "bob", &[]), true, None, 500)
+    r.apply_vote(&rec("entra", "bob", &["dba"]), true, None, 500)
         .unwrap();
     assert_eq!(r.window_until_us, Some(500 + 60_000_000));
     assert!(r.window_open(500 + 59_999_999));
@@ -166,15 +170,15 @@ fn window_opens_when_granted_and_ends() {
 
 #[test]
 fn cancel_by_requester_or_holding_session_only() {
-    let mut r = request(one_time(), 1, &[]);
-    let bob = rec("entra", "bob", &[]);
+    let mut r = request(one_time(), 1, &["dba"]);
+    let bob = rec("entra", "bob", &["dba"]);
     assert!(matches!(
         r.cancel(CancelBy::Requester(&bob), None, 1),
         Err(ApprovalError::NotRequester(_))
     ));
     assert!(r.cancel(CancelBy::Session("s2"), None, 1).is_err());
     // Same subject under another issuer is someone else's token: not the requester.
-    let alias = rec("builtin", "alice", &[]);
+    let alias = rec("builtin", "alice", &["dba"]);
     assert!(r.cancel(CancelBy::Requester(&alias), None, 1).is_err());
     r.cancel(
         CancelBy::Session("s1"),
@@ -187,7 +191,7 @@ fn cancel_by_requester_or_holding_session_only() {
     let again = r.cancel(CancelBy::Session("s1"), None, 3);
     assert!(matches!(again, Err(ApprovalError::NotPending { .. })));
 
-    let mut w = request(ApprovalKind::Window { window_secs: 60 }, 1, &[]);
+    let mut w = request(ApprovalKind::Window { window_secs: 60 }, 1, &["dba"]);
     let alice = w.requester.clone();
     assert!(w.cancel(CancelBy::Session("s1"), None, 1).is_err());
     w.apply_vote(&bob, true, None, 10).unwrap();
@@ -200,7 +204,7 @@ fn cancel_by_requester_or_holding_session_only() {
 
 #[test]
 fn abandon_only_pending() {
-    let mut r = request(one_time(), 1, &[]);
+    let mut r = request(one_time(), 1, &["dba"]);
     assert!(r.abandon(7));
     assert_eq!(r.state, State::Abandoned);
     assert_eq!(r.closed_reason.as_deref(), Some(ABANDONED_REASON));

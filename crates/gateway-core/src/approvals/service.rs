@@ -235,6 +235,14 @@ impl Approvals {
                 "a connection and an action are required".into(),
             ));
         }
+        if new.approvers.is_empty() && s.approvers.is_empty() {
+            // Nobody could approve it: say so now rather than let it expire.
+            return Err(ApprovalError::Invalid(
+                "nobody may approve this request: the rule names no @approvers and \
+                 [approvals] approvers is empty"
+                    .into(),
+            ));
+        }
         let kind = match new.kind {
             NewKind::OneTime {
                 fingerprint,
