@@ -464,6 +464,34 @@ fn held_in_extended_protocol_and_inside_a_transaction() {
     let shown = approvals(&gw, &dba, &["show", &id, "--json"]);
     let v: serde_json::Value = serde_json::from_str(&shown.stdout).expect("json");
     assert_eq!(v["kind"]["type"], "one_time");
+    // Approvers see the value bound to $1 and what the statement touches, not only `$1`.
+    assert_eq!(
+        v["kind"]["statement"],
+        "DELETE FROM appr_ext WHERE id = $1;"
+    );
+    assert_eq!(v["kind"]["parameters"], serde_json::json!(["4"]), "{v}");
+    assert_eq!(v["kind"]["tables"], serde_json::json!(["appr_ext"]), "{v}");
+    // Only the requester and those who may approve see it.
+    let mallory = gw.token("mallory", &["reader"]);
+    assert!(listed(&gw, &mallory, "pending").is_empty());
+    let hidden = approvals(&gw, &mallory, &["show", &id]);
+    assert!(
+        !hidden.ok && hidden.stderr.contains("does not exist"),
+        "{}",
+        hidden.stderr
+    );
+    assert_eq!(
+        listed(&gw, &ci, "pending").len(),
+        1,
+        "the requester sees its own"
+    );
+    let plain = approvals(&gw, &dba, &["show", &id]);
+    assert!(plain.stdout.contains("[$1 = '4']"), "{}", plain.stdout);
+    assert!(
+        plain.stdout.contains("tables: appr_ext"),
+        "{}",
+        plain.stdout
+    );
     assert!(approvals(&gw, &dba, &["approve", &id]).ok);
     let (ok, out, err) = finish(bench);
     assert!(ok, "{out}{err}");

@@ -92,9 +92,10 @@ pub async fn list(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    if let Err(r) = caller(&services, &headers).await {
-        return r;
-    }
+    let who = match caller(&services, &headers).await {
+        Ok(who) => who,
+        Err(r) => return r,
+    };
     let state = match q.state.as_deref().map(ReqState::parse) {
         Some(None) => {
             return error(
@@ -109,11 +110,18 @@ pub async fn list(
         state,
         connection: q.connection,
         requester: q.requester,
-        limit: q.limit,
         ..ApprovalFilter::default()
     };
     match services.approvals.list(&filter).await {
-        Ok(reqs) => Json(reqs).into_response(),
+        Ok(mut reqs) => {
+            // Only what the caller may see; the limit counts those (the newest).
+            reqs.retain(|r| r.visible_to(&who));
+            if let Some(limit) = q.limit {
+                let skip = reqs.len().saturating_sub(limit);
+                reqs.drain(..skip);
+            }
+            Json(reqs).into_response()
+        }
         Err(e) => refused(&e),
     }
 }
@@ -123,10 +131,13 @@ pub async fn show(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = caller(&services, &headers).await {
-        return r;
-    }
+    let who = match caller(&services, &headers).await {
+        Ok(who) => who,
+        Err(r) => return r,
+    };
     match services.approvals.get(&id).await {
+        // Someone who may not see it is told it does not exist, like any other id.
+        Ok(r) if !r.visible_to(&who) => refused(&ApprovalError::NotFound(id)),
         Ok(r) => Json(r).into_response(),
         Err(e) => refused(&e),
     }

@@ -186,6 +186,10 @@ pub fn run(endpoint: Endpoint, cmd: ApprovalsCommand) -> anyhow::Result<ExitCode
         }
         r => {
             println!("{}", summary(&r));
+            if let Some(tables) = r.pointer("/kind/tables").and_then(Value::as_array) {
+                let names: Vec<&str> = tables.iter().filter_map(Value::as_str).collect();
+                println!("  tables: {}", names.join(", "));
+            }
             if let Some(votes) = r.get("votes").and_then(Value::as_array) {
                 for v in votes {
                     let verb = if v.get("approve").and_then(Value::as_bool) == Some(true) {
@@ -220,7 +224,10 @@ fn summary(r: &Value) -> String {
         .and_then(Value::as_str)
         .unwrap_or("-");
     let what = match r.pointer("/kind/statement").and_then(Value::as_str) {
-        Some(stmt) => stmt.to_string(),
+        Some(stmt) => match r.pointer("/kind/parameters").and_then(Value::as_array) {
+            Some(params) if !params.is_empty() => format!("{stmt}  {}", parameter_list(params)),
+            _ => stmt.to_string(),
+        },
         None => r
             .pointer("/kind/window_secs")
             .and_then(Value::as_u64)
@@ -241,6 +248,19 @@ fn summary(r: &Value) -> String {
         text(r, "connection"),
         text(r, "action"),
     )
+}
+
+/// `[$1 = '0', $2 = NULL]`: bound parameters as stored (already masked).
+fn parameter_list(params: &[Value]) -> String {
+    let shown: Vec<String> = params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| match p.as_str() {
+            Some(v) => format!("${} = '{}'", i + 1, v.replace('\'', "''")),
+            None => format!("${} = NULL", i + 1),
+        })
+        .collect();
+    format!("[{}]", shown.join(", "))
 }
 
 /// Percent-encode a path segment or query value.

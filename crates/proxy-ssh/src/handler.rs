@@ -340,6 +340,8 @@ impl SshHandler {
                         fingerprint: gateway_core::approvals::fingerprint(&text, &[]),
                         statement: text,
                         session: ctx.session_id.clone(),
+                        parameters: Vec::new(),
+                        tables: Vec::new(),
                     },
                     &ctx.conn.name,
                     kind.cedar_id(),

@@ -104,6 +104,13 @@ pub enum ApprovalKind {
         fingerprint: String,
         /// The command text, for reviewers.
         statement: String,
+        /// Its bound parameter values as text (`$1` first), masked like the session's
+        /// results; `None` is SQL NULL. Empty when it has none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        parameters: Vec<Option<String>>,
+        /// The tables the command touches, as classified.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tables: Vec<String>,
         /// The session holding the command.
         session: String,
         /// The gateway node holding the session (restart handling).
@@ -218,6 +225,15 @@ impl ApprovalRequest {
 
     /// Whether `voter` may vote now: pending, not the requester (same subject under any
     /// issuer), not voted before, and in an approver group.
+    /// Whether `who` may see this request (its statement, parameters, votes): its
+    /// requester, members of its approver groups, and those who voted on it. Nobody else.
+    pub fn visible_to(&self, who: &crate::identity::Identity) -> bool {
+        let principal = who.principal();
+        principal == self.requester.principal
+            || who.groups.iter().any(|g| self.approver_groups.contains(g))
+            || self.votes.iter().any(|v| v.who == principal)
+    }
+
     pub fn check_voter(&self, voter: &IdentityRecord) -> Result<(), ApprovalError> {
         if self.state != State::Pending {
             return Err(ApprovalError::NotPending {

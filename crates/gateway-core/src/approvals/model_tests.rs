@@ -35,6 +35,8 @@ fn one_time() -> ApprovalKind {
         fingerprint: fingerprint("delete from t", &[]),
         statement: "delete from t".into(),
         session: "s1".into(),
+        parameters: Vec::new(),
+        tables: Vec::new(),
         node: "n1".into(),
     }
 }

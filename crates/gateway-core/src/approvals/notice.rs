@@ -39,10 +39,16 @@ pub(crate) fn request_event(req: &ApprovalRequest) -> AuditEvent {
         ApprovalKind::OneTime {
             fingerprint,
             statement,
+            parameters,
+            tables,
             ..
         } => {
             ev.statement = Some(statement.clone());
+            ev.tables = tables.clone();
             detail["fingerprint"] = json!(fingerprint);
+            if !parameters.is_empty() {
+                detail["parameters"] = json!(parameters);
+            }
         }
         ApprovalKind::Window { window_secs } => detail["window_secs"] = json!(window_secs),
     }

@@ -29,6 +29,11 @@ pub enum NewKind {
         fingerprint: String,
         statement: String,
         session: String,
+        /// Bound parameter values for reviewers, already masked; see
+        /// [`ApprovalKind::OneTime`].
+        parameters: Vec<Option<String>>,
+        /// Tables the command touches.
+        tables: Vec<String>,
     },
     /// A window of this length, starting when granted.
     Window { duration: Duration },
@@ -248,6 +253,8 @@ impl Approvals {
                 fingerprint,
                 statement,
                 session,
+                parameters,
+                tables,
             } => {
                 if fingerprint.is_empty() || session.is_empty() {
                     return Err(ApprovalError::Invalid(
@@ -257,6 +264,8 @@ impl Approvals {
                 ApprovalKind::OneTime {
                     fingerprint,
                     statement,
+                    parameters,
+                    tables,
                     session,
                     node: s.node.clone(),
                 }

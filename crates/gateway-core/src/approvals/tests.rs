@@ -84,6 +84,8 @@ pub(super) fn held(session: &str) -> NewRequest {
             fingerprint: fingerprint("delete from orders where id = $1", &[Some(b"7")]),
             statement: "delete from orders where id = $1".into(),
             session: session.into(),
+            parameters: Vec::new(),
+            tables: Vec::new(),
         },
         "orders",
         "sql.write",
@@ -440,6 +442,8 @@ async fn bad_requests_are_refused() {
         fingerprint: String::new(),
         statement: "x".into(),
         session: "s1".into(),
+        parameters: Vec::new(),
+        tables: Vec::new(),
     };
     assert!(matches!(
         svc.request(&alice(), no_fp).await,

@@ -157,6 +157,8 @@ fn pending() -> ApprovalRequest {
             fingerprint: fingerprint("delete from t where a < 3", &[]),
             statement: "delete from t where a < 3 and b = '```'".into(),
             session: "s1".into(),
+            parameters: Vec::new(),
+            tables: Vec::new(),
             node: "n1".into(),
         },
         requester,

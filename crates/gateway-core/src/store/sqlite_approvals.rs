@@ -214,6 +214,8 @@ mod tests {
             fingerprint: fingerprint("delete from t", &[]),
             statement: "delete from t".into(),
             session: "s1".into(),
+            parameters: Vec::new(),
+            tables: Vec::new(),
             node: node.into(),
         }
     }

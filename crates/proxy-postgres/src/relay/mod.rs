@@ -21,6 +21,7 @@
 
 mod downstream;
 mod results;
+mod review;
 mod state;
 mod upstream;
 

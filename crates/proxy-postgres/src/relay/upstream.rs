@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::READ_CHUNK;
+use super::review::shown_parameters;
 use super::state::{
     InFlight, MAX_NAMES, Name, PendingOp, Prepared, ResultSource, Shared, Substitute, name_key,
 };
@@ -55,6 +56,9 @@ struct Held {
     /// Its audit event, recorded once the outcome is known (with the approval id).
     event: AuditEvent,
     fingerprint: String,
+    /// Bound parameters as approvers see them.
+    parameters: Vec<Option<String>>,
+    tables: Vec<String>,
 }
 
 /// Per-session state of the client → target direction.
@@ -596,12 +600,18 @@ impl Upstream<'_> {
                     statements: statements.len(),
                 };
             }
-            let params: Vec<Option<&[u8]>> = bind
+            let bound = bind
                 .as_ref()
-                .and_then(|raw| codec::parse_bind(&raw[5..]).ok())
-                .map(|b| b.params)
-                .unwrap_or_default();
-            let fingerprint = gateway_core::approvals::fingerprint(text, &params);
+                .and_then(|raw| raw.get(5..))
+                .and_then(|body| codec::parse_bind(body).ok());
+            let (fingerprint, parameters) = match &bound {
+                Some(b) => (
+                    gateway_core::approvals::fingerprint(text, &b.params),
+                    shown_parameters(b, self.ctx.masks.as_deref(), text),
+                ),
+                None => (gateway_core::approvals::fingerprint(text, &[]), Vec::new()),
+            };
+            let tables = ev.tables.clone();
             return Plan::Hold(Box::new(Held {
                 command,
                 statements: statements.len(),
@@ -610,6 +620,8 @@ impl Upstream<'_> {
                 decision: decision.clone(),
                 event: ev,
                 fingerprint,
+                parameters,
+                tables,
             }));
         }
         events.push(ev);
@@ -649,6 +661,8 @@ impl Upstream<'_> {
             decision,
             mut event,
             fingerprint,
+            parameters,
+            tables,
         } = h;
         let detail = format!(
             "{action} on connection \"{}\" held by policy [{}]",
@@ -660,6 +674,8 @@ impl Upstream<'_> {
                 fingerprint,
                 statement: text,
                 session: ctx.session_id.clone(),
+                parameters,
+                tables,
             },
             &ctx.conn.name,
             action,
