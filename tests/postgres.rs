@@ -857,3 +857,85 @@ keep_claims = ["repository"]
         .arg(&dir.0)
         .status();
 }
+
+/// The state directory and everything in it (store, journal, keys) is private to the
+/// gateway's user, also after someone loosened it; the audit file too.
+#[test]
+fn the_state_directory_and_audit_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut gw = Gateway::start(GatewaySpec::default());
+    let token = gw.token("pipeline-7", &["ci"]);
+    assert!(gw.psql(&token, "SELECT 1").ok);
+    let dir = gw.scratch.0.clone();
+    let state = dir.join("state");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    fn all(p: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        out.push(p.to_path_buf());
+        if p.is_dir() {
+            for e in std::fs::read_dir(p).unwrap() {
+                all(&e.unwrap().path(), out);
+            }
+        }
+    }
+    let check = |what: &str| {
+        let mut paths = Vec::new();
+        all(&state, &mut paths);
+        assert!(paths.len() > 3, "{paths:?}");
+        for p in &paths {
+            let want = if p.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(mode(p), want, "{what}: {}", p.display());
+        }
+        assert_eq!(mode(&dir.join("audit.jsonl")), 0o600, "{what}");
+    };
+    check("as created");
+    // Loosened by hand while stopped: closed again on start.
+    gw.kill9();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        state.join("portcullis.db"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    gw.spawn();
+    check("after a restart");
+}
+
+/// Verbs that only read the state directory need none of the targets' secrets; `config check`
+/// and `serve` still report a missing one.
+#[test]
+fn cli_verbs_that_do_not_reach_targets_need_no_target_secrets() {
+    let gw = Gateway::start(GatewaySpec::default());
+    let token = gw.token("pipeline-7", &["ci"]);
+    assert!(gw.psql(&token, "SELECT 1").ok);
+    let secret = gw.scratch.0.join("orders.password");
+    let kept = std::fs::read(&secret).unwrap();
+    std::fs::remove_file(&secret).unwrap();
+    for args in [
+        &["audit", "verify"][..],
+        &["sessions", "list"],
+        &["audit", "query", "--kind", "command"],
+        &["token", "issue", "--sub", "auditor"],
+        &[
+            "policy",
+            "test",
+            "--who",
+            "x",
+            "--group",
+            "ci",
+            "--connection",
+            "orders",
+            "--action",
+            "sql.read",
+        ],
+    ] {
+        let r = gw.cli(args);
+        assert!(r.ok, "{args:?}: {}", r.stderr);
+    }
+    let r = gw.cli(&["config", "check"]);
+    assert!(
+        !r.ok && r.stderr.contains("orders.password"),
+        "{}",
+        r.stderr
+    );
+    std::fs::write(&secret, kept).unwrap();
+}

@@ -408,18 +408,43 @@ impl ApprovalsConfig {
         }
         for (i, w) in self.webhooks.iter().enumerate() {
             let p = format!("approvals.webhooks[{i}]");
-            match w.resolve_url() {
-                Err(e) => errs.push(format!("{p}: {e}")),
-                Ok(u) if !(u.starts_with("https://") || u.starts_with("http://")) => {
-                    errs.push(format!("{p}.url: not an http(s) URL"))
+            match (&w.url, &w.url_env) {
+                (Some(u), None) => {
+                    if let Some(e) = url_problem(u) {
+                        errs.push(format!("{p}.url: {e}"));
+                    }
                 }
-                Ok(_) => {}
+                // Read with the secrets, by the verbs that send.
+                (None, Some(_)) => {}
+                _ => errs.push(format!("{p}: set one of url and url_env")),
+            }
+        }
+    }
+
+    /// Webhook URLs and signing secrets held in the environment: checked by the verbs that
+    /// send (`serve`, `config check`), not by those that only read the state directory.
+    fn secret_problems(&self, errs: &mut Vec<String>) {
+        for (i, w) in self.webhooks.iter().enumerate() {
+            let p = format!("approvals.webhooks[{i}]");
+            if w.url_env.is_some() {
+                match w.resolve_url() {
+                    Err(e) => errs.push(format!("{p}.url_env: {e}")),
+                    Ok(u) => {
+                        if let Some(e) = url_problem(&u) {
+                            errs.push(format!("{p}.url_env: {e}"));
+                        }
+                    }
+                }
             }
             if let Err(e) = w.resolve_secret() {
                 errs.push(format!("{p}.secret_env: {e}"));
             }
         }
     }
+}
+
+fn url_problem(u: &str) -> Option<&'static str> {
+    (!(u.starts_with("https://") || u.starts_with("http://"))).then_some("not an http(s) URL")
 }
 
 /// `[[masking]]`: detectors and column rules for some connections' results.
@@ -520,7 +545,32 @@ impl Config {
         self.connections.iter().find(|c| c.name == name)
     }
 
-    /// Every problem in the configuration, each with its path. Empty means valid.
+    /// Every problem with the secrets the gateway holds for its targets and webhooks
+    /// (passwords from the environment or files, SSH private keys): what `serve` needs and
+    /// `config check` reports. Verbs that only read the state directory (audit, sessions,
+    /// replay, policy test, token) do not need them.
+    pub fn secret_problems(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        for (i, c) in self.connections.iter().enumerate() {
+            let p = format!("connections[{i}]");
+            if let Err(e) = c.password(&self.base_dir) {
+                errs.push(format!("{p}: {e}"));
+            }
+            if let Some(f) = &c.private_key_file
+                && !self.resolve(f).is_file()
+            {
+                errs.push(format!(
+                    "{p}.private_key_file: {} does not exist",
+                    self.resolve(f).display()
+                ));
+            }
+        }
+        self.approvals.secret_problems(&mut errs);
+        errs
+    }
+
+    /// Every problem in the configuration, each with its path. Empty means valid. Secrets
+    /// are checked separately, by [`secret_problems`](Self::secret_problems).
     pub fn validate(&self) -> Vec<String> {
         let mut errs = Vec::new();
         if self
@@ -655,9 +705,6 @@ impl Config {
                     "{p}: set one of password_env and password_file, not both"
                 ));
             }
-            if let Err(e) = c.password(&self.base_dir) {
-                errs.push(format!("{p}: {e}"));
-            }
             self.ssh_problems(c, &p, &mut errs);
             for param in &c.allow_startup_params {
                 if matches!(param.as_str(), "user" | "database" | "replication") {
@@ -721,10 +768,6 @@ impl Config {
             )),
             (None, false) => errs.push(format!(
                 "{p}: an ssh connection needs a credential: private_key_file, password_env or password_file"
-            )),
-            (Some(f), false) if !self.resolve(f).is_file() => errs.push(format!(
-                "{p}.private_key_file: {} does not exist",
-                self.resolve(f).display()
             )),
             _ => {}
         }
@@ -919,7 +962,7 @@ known_hosts = "kh"
         assert_eq!(cfg.approvals.webhooks[1].format, WebhookFormat::Slack);
         let mut errs = Vec::new();
         cfg.approvals.problems(&mut errs);
-        assert_eq!(errs.len(), 5, "{errs:?}");
+        assert_eq!(errs.len(), 4, "{errs:?}");
         assert!(errs[0].starts_with("approvals.pending_ttl:"), "{errs:?}");
         assert!(errs[1].starts_with("approvals.max_window:"), "{errs:?}");
         assert!(
@@ -930,9 +973,14 @@ known_hosts = "kh"
             errs[3].starts_with("approvals.webhooks[1]: set one of"),
             "{errs:?}"
         );
+        // The unset secret is a secret problem: serve and config check report it, the
+        // verbs that only read the state directory do not need it.
+        let mut secrets = Vec::new();
+        cfg.approvals.secret_problems(&mut secrets);
+        assert_eq!(secrets.len(), 1, "{secrets:?}");
         assert!(
-            errs[4].starts_with("approvals.webhooks[2].secret_env:"),
-            "{errs:?}"
+            secrets[0].starts_with("approvals.webhooks[2].secret_env:"),
+            "{secrets:?}"
         );
     }
 

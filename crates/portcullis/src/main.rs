@@ -7,6 +7,7 @@ mod cli_approvals;
 mod cli_audit;
 mod cli_policy;
 mod cli_token;
+mod private;
 mod serve;
 mod timefmt;
 
@@ -77,6 +78,7 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    private::restrict_new_files();
     let result = match cli.command {
         Command::Serve { config } => serve::run(&config),
         Command::Config {
@@ -98,10 +100,26 @@ fn main() -> ExitCode {
     }
 }
 
-/// Load a config and fail with every problem listed.
+/// Load a config and fail with every problem listed. The targets' secrets are not needed:
+/// only verbs that connect to targets (`serve`) check them, with
+/// [`load_config_with_secrets`].
 pub(crate) fn load_config(path: &std::path::Path) -> anyhow::Result<gateway_core::config::Config> {
+    load(path, false)
+}
+
+/// [`load_config`], and every secret the gateway holds must be readable.
+pub(crate) fn load_config_with_secrets(
+    path: &std::path::Path,
+) -> anyhow::Result<gateway_core::config::Config> {
+    load(path, true)
+}
+
+fn load(path: &std::path::Path, secrets: bool) -> anyhow::Result<gateway_core::config::Config> {
     let cfg = gateway_core::config::Config::load(path).map_err(anyhow::Error::msg)?;
-    let problems = cfg.validate();
+    let mut problems = cfg.validate();
+    if secrets {
+        problems.extend(cfg.secret_problems());
+    }
     if !problems.is_empty() {
         anyhow::bail!(
             "{}: invalid configuration:\n  {}",
@@ -121,6 +139,7 @@ fn config_check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         }
     };
     let mut problems = cfg.validate();
+    problems.extend(cfg.secret_problems());
     let policy_path = cfg.resolve(&cfg.gateway.policy);
     if policy_path.is_file() {
         match gateway_core::policy::PolicyHandle::load(&policy_path) {

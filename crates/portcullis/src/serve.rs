@@ -23,7 +23,7 @@ const CLASSIFIER_CACHE: usize = 10_000;
 
 pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     init_tracing();
-    let cfg = crate::load_config(config)?;
+    let cfg = crate::load_config_with_secrets(config)?;
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = cfg.gateway.worker_threads {
         builder.worker_threads(n);
@@ -55,7 +55,7 @@ pub fn install_crypto_provider() {
 /// The SQLite store in the config's state directory.
 fn open_sqlite(cfg: &Config) -> anyhow::Result<SqliteStore> {
     let state = cfg.state_dir();
-    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    crate::private::private_state(&state)?;
     let fsync = cfg.audit.durability == gateway_core::config::Durability::Fsync;
     SqliteStore::open_with(&state.join("portcullis.db"), fsync)
         .with_context(|| format!("opening the store in {}", state.display()))
