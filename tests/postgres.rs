@@ -939,3 +939,90 @@ fn cli_verbs_that_do_not_reach_targets_need_no_target_secrets() {
     );
     std::fs::write(&secret, kept).unwrap();
 }
+
+/// Zero window: no byte of a command reaches PostgreSQL before its audit event is written.
+/// Repeated `kill -9` of the gateway under concurrent load (pgbench TPC-B and an insert
+/// script), then every committed row has the event of the statement that wrote it, and the
+/// chain verifies.
+#[test]
+fn kill_9_under_load_leaves_no_executed_statement_without_its_event() {
+    use std::process::Stdio;
+    let mut gw = Gateway::start(GatewaySpec::default());
+    let token = gw.token("crash", &["ci"]);
+    let init = Command::new("pgbench")
+        .args(["-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p"])
+        .arg(pg().port.to_string())
+        .args(["-U", "app", "orders"])
+        .env("PGPASSWORD", &pg().password)
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    pg().admin_sql(
+        "DROP TABLE IF EXISTS crash_rows; CREATE TABLE crash_rows (c int, r int); \
+         ALTER TABLE crash_rows OWNER TO app",
+    );
+    let dir = support::Scratch::new("crash");
+    let script = dir.0.join("insert.sql");
+    std::fs::write(
+        &script,
+        "\\set r random(1, 2000000000)\nINSERT INTO crash_rows (c, r) VALUES (:client_id, :r);\n",
+    )
+    .unwrap();
+    let bench = |gw: &Gateway, args: &[&str]| {
+        Command::new("pgbench")
+            .args(["-n", "-T", "10", "-M", "simple", "-h", "127.0.0.1", "-p"])
+            .arg(gw.pg_port.to_string())
+            .args(["-U", "ci"])
+            .args(args)
+            .arg("orders")
+            .env("PGPASSWORD", &token)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    for round in 0..4u64 {
+        let mut tpcb = bench(&gw, &["-c", "2"]);
+        let mut insert = bench(&gw, &["-c", "3", "-f", script.to_str().unwrap()]);
+        std::thread::sleep(Duration::from_millis(600 + 170 * round));
+        gw.kill9();
+        let _ = (tpcb.wait(), insert.wait());
+        gw.spawn();
+    }
+    let statements: std::collections::HashSet<String> = gw
+        .audit(&["--kind", "command"])
+        .into_iter()
+        .filter_map(|e| e["statement"].as_str().map(str::to_string))
+        .collect();
+    let rows = pg().admin_sql("SELECT c || ',' || r FROM crash_rows");
+    let rows: Vec<&str> = rows.lines().collect();
+    assert!(rows.len() > 100, "the load ran: {} rows", rows.len());
+    for row in &rows {
+        let (c, r) = row.split_once(',').unwrap();
+        let text = format!("INSERT INTO crash_rows (c, r) VALUES ({c}, {r});");
+        assert!(
+            statements.contains(&text),
+            "committed without an event: {text}"
+        );
+    }
+    let history = pg().admin_sql(
+        "SELECT tid || ', ' || bid || ', ' || aid || ', ' || delta FROM pgbench_history",
+    );
+    let history: Vec<&str> = history.lines().collect();
+    assert!(history.len() > 20, "TPC-B ran: {} rows", history.len());
+    for h in &history {
+        let text = format!(
+            "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ({h}, CURRENT_TIMESTAMP);"
+        );
+        assert!(
+            statements.contains(&text),
+            "committed without an event: {text}"
+        );
+    }
+    let v = gw.cli(&["audit", "verify"]);
+    assert!(v.ok, "{}{}", v.stdout, v.stderr);
+}

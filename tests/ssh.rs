@@ -31,6 +31,7 @@ permit(principal in Group::"tunnel", action == Action::"ssh.forward", resource);
 
 @id("reboot-needs-approval")
 @approval("1")
+@approvers("ops")
 permit(principal in Group::"ops", action == Action::"ssh.exec", resource)
 when { context has command && context.command like "reboot*" };
 "#;

@@ -186,9 +186,11 @@ where
     }
 }
 
-/// Stage the audit events of the pending frames, then forward them in one write. Nothing is
-/// forwarded until its event has its place in the chain; the results of a command reach the
-/// client only once its event is written (downstream waits for `audit_seq`).
+/// Stage the audit events of the pending frames, write them to the journal (synced in fsync
+/// mode), then forward the frames in one write. No byte of a command reaches the target
+/// before its event is written, so a crash at any instant cannot leave an executed command
+/// without its event. Group commit still applies: one journal write carries whatever every
+/// session has staged.
 async fn send<W: AsyncWrite + Unpin>(
     ctx: &SessionCtx,
     shared: &Mutex<Shared>,
@@ -203,7 +205,11 @@ async fn send<W: AsyncWrite + Unpin>(
     let mut staged = None;
     if !events.is_empty() {
         let started = Instant::now();
-        match ctx.services.audit.stage(std::mem::take(events)) {
+        let audit = &ctx.services.audit;
+        match audit
+            .stage(std::mem::take(events))
+            .and_then(|seq| audit.flush(seq).map(|()| seq))
+        {
             Ok(seq) => staged = Some(seq),
             Err(e) => {
                 ctx.services
