@@ -1026,3 +1026,88 @@ fn kill_9_under_load_leaves_no_executed_statement_without_its_event() {
     let v = gw.cli(&["audit", "verify"]);
     assert!(v.ok, "{}{}", v.stdout, v.stderr);
 }
+
+/// TLS from the gateway to PostgreSQL, libpq's sslmodes against a real server with a
+/// certificate for `localhost` from a CA the test cluster creates (`tests/scripts/pg.sh`). The
+/// role `app_tls` may only log in over TLS, so a session through it proves the encryption.
+#[test]
+fn tls_to_the_target_follows_sslmode() {
+    let ca = pg().dir.join("tls/ca.crt");
+    let dir = support::Scratch::new("tls-target");
+    // A CA the server's certificate does not chain to.
+    let other = dir.0.join("other-ca.crt");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=other", "-keyout"])
+        .arg(dir.0.join("other.key"))
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let port = pg().port;
+    let conn = |name: &str, host: &str, tls: &str| {
+        format!(
+            "[[connections]]\nname = \"{name}\"\nprotocol = \"postgres\"\ntarget = \"{host}:{port}\"\n\
+             database = \"orders\"\nuser = \"app_tls\"\npassword_file = \"orders.password\"\n{tls}\n"
+        )
+    };
+    let extra = [
+        conn(
+            "full",
+            "localhost",
+            &format!("sslrootcert = \"{}\"", ca.display()),
+        ),
+        conn(
+            "ca",
+            "127.0.0.1",
+            &format!(
+                "sslmode = \"verify-ca\"\nsslrootcert = \"{}\"",
+                ca.display()
+            ),
+        ),
+        conn(
+            "name",
+            "127.0.0.1",
+            &format!("sslrootcert = \"{}\"", ca.display()),
+        ),
+        conn(
+            "wrongca",
+            "localhost",
+            &format!("sslrootcert = \"{}\"", other.display()),
+        ),
+        conn("require", "127.0.0.1", "sslmode = \"require\""),
+        conn("plain", "127.0.0.1", ""),
+    ]
+    .concat();
+    let gw = Gateway::start(GatewaySpec {
+        extra: &extra,
+        ..GatewaySpec::default()
+    });
+    let token = gw.token("pipeline-7", &["ci"]);
+    let ssl = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    for db in ["full", "ca", "require"] {
+        let r = gw.psql_env(&token, db, &["-c", ssl], &[]);
+        assert_eq!((r.ok, r.stdout.trim()), (true, "t"), "{db}: {}", r.stderr);
+    }
+    for (db, why) in [
+        ("name", "not valid for name"),
+        ("wrongca", "UnknownIssuer"),
+        ("plain", "no encryption"),
+    ] {
+        let r = gw.psql_env(&token, db, &["-c", "SELECT 1"], &[]);
+        assert!(!r.ok, "{db} must fail");
+        assert!(r.stderr.contains(why), "{db}: {}", r.stderr);
+    }
+}

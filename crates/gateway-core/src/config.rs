@@ -229,6 +229,17 @@ pub struct ConnectionConfig {
     /// Pass the client's `options` startup parameter to the target.
     #[serde(default)]
     pub allow_options: bool,
+    /// Postgres: TLS to the target, as libpq's `sslmode`: `disable`, `require` (encrypted,
+    /// the certificate not checked), `verify-ca` (it chains to a trusted CA), `verify-full`
+    /// (and names the target's host). Default: `verify-full` when `sslrootcert` is set, else
+    /// `disable`.
+    #[serde(default)]
+    pub sslmode: Option<SslMode>,
+    /// Postgres: CA certificates (PEM) the target's certificate must chain to; without it,
+    /// `verify-ca` and `verify-full` trust the system's roots (as for Azure Database for
+    /// PostgreSQL).
+    #[serde(default)]
+    pub sslrootcert: Option<PathBuf>,
     /// SSH: further target users a client may choose with `<user>+<connection>@`; `user`
     /// is the default and always allowed.
     #[serde(default)]
@@ -247,7 +258,31 @@ pub struct ConnectionConfig {
     pub allow_env: Vec<String>,
 }
 
+/// TLS from the gateway to a Postgres target (libpq's `sslmode` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS, any certificate.
+    Require,
+    /// TLS, a certificate that chains to a trusted CA, whatever name it is for.
+    VerifyCa,
+    /// TLS, a certificate that chains to a trusted CA and names the target's host.
+    VerifyFull,
+}
+
 impl ConnectionConfig {
+    /// The TLS mode in force: the configured one, else `verify-full` with a CA file, else
+    /// `disable`.
+    pub fn sslmode(&self) -> SslMode {
+        match (self.sslmode, &self.sslrootcert) {
+            (Some(m), _) => m,
+            (None, Some(_)) => SslMode::VerifyFull,
+            (None, None) => SslMode::Disable,
+        }
+    }
+
     /// Read the held password from its configured source.
     pub fn password(&self, base: &Path) -> Result<Option<String>, String> {
         if let Some(var) = &self.password_env {
@@ -700,6 +735,27 @@ impl Config {
             if c.protocol == Protocol::Postgres && c.user.is_none() {
                 errs.push(format!("{p}.user: required for a postgres connection"));
             }
+            if c.protocol != Protocol::Postgres {
+                if c.sslmode.is_some() {
+                    errs.push(format!("{p}.sslmode: only for postgres connections"));
+                }
+                if c.sslrootcert.is_some() {
+                    errs.push(format!("{p}.sslrootcert: only for postgres connections"));
+                }
+            }
+            if let Some(f) = &c.sslrootcert {
+                if matches!(c.sslmode(), SslMode::Disable | SslMode::Require) {
+                    errs.push(format!(
+                        "{p}.sslrootcert: has no effect unless sslmode is verify-ca or verify-full"
+                    ));
+                }
+                if !self.resolve(f).is_file() {
+                    errs.push(format!(
+                        "{p}.sslrootcert: {} does not exist",
+                        self.resolve(f).display()
+                    ));
+                }
+            }
             if c.password_env.is_some() && c.password_file.is_some() {
                 errs.push(format!(
                     "{p}: set one of password_env and password_file, not both"
@@ -982,6 +1038,52 @@ known_hosts = "kh"
             secrets[0].starts_with("approvals.webhooks[2].secret_env:"),
             "{secrets:?}"
         );
+    }
+
+    #[test]
+    fn sslmode_defaults_and_validation() {
+        let text = r#"
+[gateway]
+state_dir = "s"
+policy = "p"
+[[connections]]
+name = "a"
+protocol = "postgres"
+target = "h:5432"
+user = "u"
+[[connections]]
+name = "b"
+protocol = "postgres"
+target = "h:5432"
+user = "u"
+sslmode = "require"
+sslrootcert = "missing.pem"
+[[connections]]
+name = "c"
+protocol = "ssh"
+target = "h:22"
+user = "u"
+sslmode = "verify-full"
+"#;
+        let cfg: Config = toml::from_str(text).unwrap();
+        assert_eq!(cfg.connections[0].sslmode(), SslMode::Disable);
+        let mut with_ca = cfg.connections[1].clone();
+        with_ca.sslmode = None;
+        assert_eq!(with_ca.sslmode(), SslMode::VerifyFull);
+        let errs = cfg.validate();
+        let has = |prefix: &str| errs.iter().any(|e| e.starts_with(prefix));
+        assert!(has("connections[1].sslrootcert: has no effect"), "{errs:?}");
+        assert!(
+            has("connections[1].sslrootcert: ")
+                && errs
+                    .iter()
+                    .any(|e| e.contains("missing.pem does not exist")),
+            "{errs:?}"
+        );
+        assert!(has("connections[2].sslmode: only for postgres"), "{errs:?}");
+        assert!(!has("connections[0]"), "{errs:?}");
+        let bad = text.replace("\"require\"", "\"prefer\"");
+        assert!(toml::from_str::<Config>(&bad).is_err());
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub(crate) struct TargetKey {
     pub addr: String,
     pub pid: i32,
     pub key: Vec<u8>,
+    /// TLS to the target, when the connection's sslmode asks for it (cancels too).
+    pub tls: Option<crate::target_tls::TargetTls>,
 }
 
 /// A session's statement held for approval, shared with the cancel map.
@@ -108,13 +110,25 @@ impl CancelMap {
         };
         let mut buf = BytesMut::with_capacity(16);
         codec::put_cancel_request(&mut buf, target.pid, &target.key);
-        match TcpStream::connect(&target.addr).await {
-            Ok(mut s) => {
-                if let Err(e) = s.write_all(&buf).await {
-                    tracing::warn!(error = %e, "sending cancel request to target failed");
-                }
+        let tcp = match TcpStream::connect(&target.addr).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "connecting to target to cancel failed");
+                return;
             }
-            Err(e) => tracing::warn!(error = %e, "connecting to target to cancel failed"),
+        };
+        let mut s = match &target.tls {
+            Some(tls) => match crate::target_tls::start(tcp, tls).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "TLS to target to cancel failed");
+                    return;
+                }
+            },
+            None => crate::target_tls::TargetStream::Plain(tcp),
+        };
+        if let Err(e) = s.write_all(&buf).await {
+            tracing::warn!(error = %e, "sending cancel request to target failed");
         }
     }
 }

@@ -13,6 +13,7 @@ mod server;
 mod session;
 mod stream;
 mod target;
+mod target_tls;
 
 pub use error::PgError;
 pub use server::PgProxy;

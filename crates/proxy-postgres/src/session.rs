@@ -178,20 +178,28 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
             }
         };
         let passthrough = front::passthrough_params(&params, &conn);
-        let target = match target::connect(&conn, password.as_deref(), &passthrough).await {
+        let tls = match crate::target_tls::for_connection(&conn, &services.config.base_dir) {
             Ok(t) => t,
             Err(e) => {
-                services.metrics.target_errors_total.fetch_add(1, Relaxed);
-                tracing::warn!(error = %e, "target login failed");
-                let code = if matches!(e, PgError::Gateway(_)) {
-                    "58000"
-                } else {
-                    "08006"
-                };
-                front::fatal(&mut stream, code, &format!("portcullis: {e}")).await;
+                front::fatal(&mut stream, "58000", &format!("portcullis: {e}")).await;
                 return;
             }
         };
+        let target =
+            match target::connect(&conn, tls.as_ref(), password.as_deref(), &passthrough).await {
+                Ok(t) => t,
+                Err(e) => {
+                    services.metrics.target_errors_total.fetch_add(1, Relaxed);
+                    tracing::warn!(error = %e, "target login failed");
+                    let code = if matches!(e, PgError::Gateway(_)) {
+                        "58000"
+                    } else {
+                        "08006"
+                    };
+                    front::fatal(&mut stream, code, &format!("portcullis: {e}")).await;
+                    return;
+                }
+            };
 
         // The session starts only once its start is on record.
         let mut start = AuditEvent::new(EventKind::SessionStart, &session_id);
@@ -222,6 +230,7 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
                 addr: conn.target.clone(),
                 pid: target.pid,
                 key: target.key.clone(),
+                tls,
             },
             hold.clone(),
         ) else {

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 
 use crate::codec::{self, AuthRequest, tags::backend as be};
 use crate::error::{PgError, Result};
+use crate::target_tls::{self, TargetStream, TargetTls};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -21,7 +22,7 @@ const MAX_LOGIN_MESSAGE: usize = 1024 * 1024;
 
 /// A logged-in connection to the target, ready for queries.
 pub(crate) struct TargetConn {
-    pub stream: TcpStream,
+    pub stream: TargetStream,
     /// ParameterStatus pairs the target sent, to relay to the client.
     pub params: Vec<(String, String)>,
     pub pid: i32,
@@ -30,9 +31,11 @@ pub(crate) struct TargetConn {
     pub leftover: BytesMut,
 }
 
-/// Connect and log in to the connection's target as its configured user.
+/// Connect (over TLS when `tls` is given) and log in to the connection's target as its
+/// configured user.
 pub(crate) async fn connect(
     conn: &ConnectionConfig,
+    tls: Option<&TargetTls>,
     password: Option<&str>,
     params: &[(String, String)],
 ) -> Result<TargetConn> {
@@ -41,7 +44,14 @@ pub(crate) async fn connect(
         .map_err(|_| PgError::Target(format!("target {} did not answer within 5 s", conn.target)))?
         .map_err(|e| PgError::Target(format!("target {} is unreachable: {e}", conn.target)))?;
     let _ = stream.set_nodelay(true);
-    tokio::time::timeout(LOGIN_TIMEOUT, login(stream, conn, password, params))
+    let login = async {
+        let stream = match tls {
+            Some(tls) => target_tls::start(stream, tls).await?,
+            None => TargetStream::Plain(stream),
+        };
+        login(stream, conn, password, params).await
+    };
+    tokio::time::timeout(LOGIN_TIMEOUT, login)
         .await
         .map_err(|_| {
             PgError::Target(format!(
@@ -52,7 +62,7 @@ pub(crate) async fn connect(
 }
 
 async fn login(
-    mut stream: TcpStream,
+    mut stream: TargetStream,
     conn: &ConnectionConfig,
     password: Option<&str>,
     params: &[(String, String)],

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::codec::{self, tags::backend as be};
 use crate::session::SessionCtx;
@@ -45,7 +44,7 @@ pub(crate) struct Described {
 /// The side connection and its answers.
 #[derive(Default)]
 pub(crate) struct Catalog {
-    conn: Option<(TcpStream, BytesMut)>,
+    conn: Option<(crate::target_tls::TargetStream, BytesMut)>,
     /// Login failed once: don't try again in this session (every column stays unresolved).
     unavailable: bool,
     origins: HashMap<(u32, i16), Option<Origin>>,
@@ -300,7 +299,12 @@ impl Catalog {
                 .conn
                 .password(&ctx.services.config.base_dir)
                 .inspect_err(|_| self.unavailable = true)?;
-            let t = crate::target::connect(&ctx.conn, password.as_deref(), &[])
+            let tls = crate::target_tls::for_connection(&ctx.conn, &ctx.services.config.base_dir)
+                .map_err(|e| {
+                self.unavailable = true;
+                e.to_string()
+            })?;
+            let t = crate::target::connect(&ctx.conn, tls.as_ref(), password.as_deref(), &[])
                 .await
                 .map_err(|e| {
                     self.unavailable = true;
