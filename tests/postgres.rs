@@ -354,7 +354,14 @@ fn bad_tokens_are_refused_with_clear_messages() {
             r.stderr
         );
     }
-    let failed = gw.audit(&["--kind", "auth_failed"]);
+    // Refusals at login are written by the flusher within a few milliseconds, not before
+    // the client hears: wait for the last one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut failed = gw.audit(&["--kind", "auth_failed"]);
+    while failed.len() < 7 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        failed = gw.audit(&["--kind", "auth_failed"]);
+    }
     assert_eq!(failed.len(), 7, "{failed:?}");
 }
 
@@ -1110,4 +1117,64 @@ fn tls_to_the_target_follows_sslmode() {
         assert!(!r.ok, "{db} must fail");
         assert!(r.stderr.contains(why), "{db}: {}", r.stderr);
     }
+}
+
+/// Revoking an access key takes effect in sessions already open with it: within a second
+/// every further command is refused, with the reason, and audited.
+#[test]
+fn revoking_an_access_key_refuses_further_commands_of_live_sessions() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let gw = Gateway::start(GatewaySpec::default());
+    let token = gw.token("pipeline-7", &["ci"]);
+    let out = Command::new(support::bin())
+        .args(["token", "exchange", "--gateway"])
+        .arg(format!("http://127.0.0.1:{}", gw.admin_port))
+        .env("PORTCULLIS_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let id = format!("ak_{}", key.split('_').nth(1).unwrap());
+
+    let mut psql = gw
+        .psql_command(&key, "orders")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = psql.stdin.take().unwrap();
+    let mut lines = BufReader::new(psql.stdout.take().unwrap()).lines();
+    writeln!(stdin, "SELECT 'before';").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "before");
+
+    let r = gw.cli(&["token", "revoke", &id]);
+    assert!(r.ok, "{}", r.stderr);
+    std::thread::sleep(Duration::from_millis(1000));
+    writeln!(stdin, "SELECT 'after';").unwrap();
+    writeln!(stdin, "SELECT 'marker' AS done;").unwrap();
+    drop(stdin);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let out = psql.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(rest.is_empty(), "nothing ran after the revoke: {rest:?}");
+    assert_eq!(
+        stderr.matches("access key was revoked").count(),
+        2,
+        "{stderr}"
+    );
+    let refused = gw
+        .audit(&["--kind", "command"])
+        .into_iter()
+        .filter(|e| {
+            e["verdict"] == "deny" && e["reason"].as_str().is_some_and(|r| r.contains("revoked"))
+        })
+        .count();
+    assert_eq!(refused, 2);
+    // And a new session with it is refused at login.
+    let r = gw.psql(&key, "SELECT 1");
+    assert!(!r.ok && r.stderr.contains("access key"), "{}", r.stderr);
 }

@@ -55,6 +55,38 @@ pub(crate) struct SessionCtx {
     pub agent: watch::Sender<Option<bool>>,
 }
 
+impl SessionCtx {
+    /// Decide a channel request of this session: refused outright once the session's token
+    /// has expired or its access key was revoked (checked at every request), else by policy.
+    fn decide(&self, action: &Action) -> Decision {
+        let refused = if gateway_core::util::now_secs() > self.identity.expires_at {
+            Some("the session's token has expired; reconnect with a fresh token".to_string())
+        } else {
+            self.services
+                .verifier
+                .still_valid(&self.identity)
+                .err()
+                .map(|e| format!("the session's credential is no longer valid: {e}"))
+        };
+        match refused {
+            Some(reason) => Decision {
+                verdict: Verdict::Deny,
+                policies: Vec::new(),
+                reason: Some(reason),
+                policy_version: 0,
+            },
+            None => self.services.policy.current().decide(
+                &self.identity,
+                &ConnectionRef {
+                    name: &self.conn.name,
+                    protocol: self.conn.protocol,
+                },
+                action,
+            ),
+        }
+    }
+}
+
 /// Set once the session has started; read by the accept task to record its end.
 pub(crate) type SessionSlot = Arc<OnceLock<Arc<SessionCtx>>>;
 
@@ -315,14 +347,7 @@ impl SshHandler {
             kind,
             command: command.clone(),
         });
-        let decision = ctx.services.policy.current().decide(
-            &ctx.identity,
-            &ConnectionRef {
-                name: &ctx.conn.name,
-                protocol: ctx.conn.protocol,
-            },
-            &action,
-        );
+        let decision = ctx.decide(&action);
         let number = ctx.commands.fetch_add(1, Relaxed) + 1;
         let approvals = &ctx.services.approvals;
         // A granted window stands in for review.
@@ -461,17 +486,10 @@ impl SshHandler {
             return false;
         };
         let command: Arc<str> = Arc::from(what);
-        let decision = ctx.services.policy.current().decide(
-            &ctx.identity,
-            &ConnectionRef {
-                name: &ctx.conn.name,
-                protocol: ctx.conn.protocol,
-            },
-            &Action::Ssh(SshRequest {
-                kind: SshKind::Forward,
-                command: Some(command.clone()),
-            }),
-        );
+        let decision = ctx.decide(&Action::Ssh(SshRequest {
+            kind: SshKind::Forward,
+            command: Some(command.clone()),
+        }));
         let number = ctx.commands.fetch_add(1, Relaxed) + 1;
         let recorded = record_command(
             &ctx,

@@ -136,7 +136,7 @@ pub(crate) fn verify_access_key(verifier: &Verifier, key: &str) -> Result<Identi
         return Err(IdentityError::BadAccessKey);
     }
     let who = record.identity;
-    Ok(Identity::verified(
+    let mut identity = Identity::verified(
         who.issuer,
         who.subject,
         who.display_name,
@@ -144,7 +144,33 @@ pub(crate) fn verify_access_key(verifier: &Verifier, key: &str) -> Result<Identi
         who.claims,
         AuthMethod::AccessKey,
         record.expires_at,
-    ))
+    );
+    identity.credential = Some(hash_key(key));
+    Ok(identity)
+}
+
+/// Whether the access key behind `identity` is still good: present, not revoked, not
+/// expired, its issuer still trusted. Identities of other kinds pass (their expiry is
+/// checked by the caller on every command).
+pub(crate) fn still_valid(verifier: &Verifier, identity: &Identity) -> Result<(), IdentityError> {
+    let Some(hash) = identity.credential.as_deref() else {
+        return Ok(());
+    };
+    let record = verifier
+        .store
+        .access_key_by_hash(hash)
+        .map_err(|e| IdentityError::IssuerUnavailable {
+            issuer: "access keys".into(),
+            reason: e.to_string(),
+        })?
+        .ok_or(IdentityError::BadAccessKey)?;
+    if record.revoked
+        || record.expires_at <= crate::util::now_secs()
+        || !verifier.has_issuer(&record.identity.issuer)
+    {
+        return Err(IdentityError::BadAccessKey);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

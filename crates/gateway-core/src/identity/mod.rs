@@ -46,6 +46,10 @@ pub struct Identity {
     pub method: AuthMethod,
     /// Unix seconds after which the credential is no longer valid.
     pub expires_at: i64,
+    /// For an access key: the stored hash that finds its record again, so a live session
+    /// can see the key revoked ([`Verifier::still_valid`]). Never serialised.
+    #[serde(skip)]
+    pub(crate) credential: Option<String>,
     #[serde(skip)]
     _proof: Proof,
 }
@@ -75,6 +79,7 @@ impl Identity {
             claims,
             method,
             expires_at,
+            credential: None,
             _proof: Proof,
         }
     }

@@ -157,6 +157,13 @@ impl Verifier {
         self.verify_jwt(credential).await
     }
 
+    /// Whether the credential a live session was verified with still holds: an access key
+    /// revoked, expired or whose issuer left the configuration no longer does. One indexed
+    /// store lookup for access keys; nothing for other credentials.
+    pub fn still_valid(&self, identity: &Identity) -> Result<(), IdentityError> {
+        access_key::still_valid(self, identity)
+    }
+
     /// The identity an SSH public key is mapped to. `key` is `<algorithm> <base64>` of a key
     /// whose possession the SSH layer has verified (a signature over the session).
     pub fn verify_ssh_key(&self, key: &str) -> Option<Identity> {

@@ -1,16 +1,18 @@
 //! Client → target: frame what the client sent, classify and decide each command, make its
 //! audit event durable, then forward the whole batch in one write.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use gateway_core::Side;
 use gateway_core::action::{Action, SqlKind, SqlStatement};
 use gateway_core::approvals::{NewKind, NewRequest, Outcome};
 use gateway_core::audit::{AuditEvent, EventKind};
+use gateway_core::identity::{AuthMethod, IdentityError};
 use gateway_core::masking::SessionMasks;
 use gateway_core::policy::{ConnectionRef, Decision, Verdict};
 use gateway_core::sql::LexOptions;
@@ -86,7 +88,14 @@ struct Upstream<'a> {
     bind_for_hold: Option<Bytes>,
     /// Result formats each portal was bound with (kept only while masking applies).
     portal_formats: HashMap<Name, Arc<[i16]>>,
+    /// When the session's access key was last found still valid.
+    credential_checked: Cell<Option<Instant>>,
+    /// The access key was found revoked: every further command is refused.
+    revoked: Cell<bool>,
 }
+
+/// How often a session on an access key re-checks it: a revocation takes effect within this.
+const RECHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// What masking needs from a forwarded frame.
 enum Extra {
@@ -124,6 +133,8 @@ where
         last_bind: None,
         bind_for_hold: None,
         portal_formats: HashMap::new(),
+        credential_checked: Cell::new(None),
+        revoked: Cell::new(false),
     };
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     let mut events: Vec<AuditEvent> = Vec::new();
@@ -512,16 +523,51 @@ impl Upstream<'_> {
         }))
     }
 
+    /// Why the session's access key no longer admits commands, checked at most every
+    /// [`RECHECK_EVERY`]; `None` while it does (and for other credentials).
+    fn credential_refusal(&self) -> Option<String> {
+        const REVOKED: &str =
+            "the session's access key was revoked or has expired; reconnect with a valid token";
+        if self.ctx.identity.method != AuthMethod::AccessKey {
+            return None;
+        }
+        if self.revoked.get() {
+            return Some(REVOKED.into());
+        }
+        if self
+            .credential_checked
+            .get()
+            .is_some_and(|t| t.elapsed() < RECHECK_EVERY)
+        {
+            return None;
+        }
+        match self.ctx.services.verifier.still_valid(&self.ctx.identity) {
+            Ok(()) => {
+                self.credential_checked.set(Some(Instant::now()));
+                None
+            }
+            // Looked up and found wanting: for good.
+            Err(IdentityError::BadAccessKey) => {
+                self.revoked.set(true);
+                Some(REVOKED.into())
+            }
+            // The store could not say: refuse this command, ask again for the next.
+            Err(e) => Some(format!("the session's access key cannot be checked: {e}")),
+        }
+    }
+
     fn evaluate(&self, statements: &[Arc<SqlStatement>]) -> Decision {
+        let deny = |reason: String| Decision {
+            verdict: Verdict::Deny,
+            policies: Vec::new(),
+            reason: Some(reason),
+            policy_version: 0,
+        };
         if gateway_core::util::now_secs() > self.ctx.identity.expires_at {
-            return Decision {
-                verdict: Verdict::Deny,
-                policies: Vec::new(),
-                reason: Some(
-                    "the session's token has expired; reconnect with a fresh token".into(),
-                ),
-                policy_version: 0,
-            };
+            return deny("the session's token has expired; reconnect with a fresh token".into());
+        }
+        if let Some(reason) = self.credential_refusal() {
+            return deny(reason);
         }
         let actions: Vec<Action> = statements.iter().map(|s| Action::Sql(s.clone())).collect();
         let conn = ConnectionRef {
