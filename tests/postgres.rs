@@ -367,7 +367,15 @@ fn bad_tokens_are_refused_with_clear_messages() {
 
 #[test]
 fn unknown_connection_and_denied_connect_are_fatal_at_login() {
-    let gw = Gateway::start(GatewaySpec::default());
+    // An SSH connection is no Postgres connection: a psql client naming it is told it does
+    // not exist, and nothing is attempted against its target.
+    let ssh = "[[connections]]\nname = \"web\"\nprotocol = \"ssh\"\ntarget = \"127.0.0.1:1\"\n\
+               user = \"deploy\"\npassword_file = \"orders.password\"\n\
+               host_key_fingerprint = \"SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"\n";
+    let gw = Gateway::start(GatewaySpec {
+        extra: ssh,
+        ..GatewaySpec::default()
+    });
     let outsider = gw.token("stranger", &["visitors"]);
     let r = gw.psql(&outsider, "SELECT 1");
     assert!(!r.ok);
@@ -382,6 +390,12 @@ fn unknown_connection_and_denied_connect_are_fatal_at_login() {
     assert!(
         r.stderr
             .contains("connection \"payroll\" is not configured"),
+        "{}",
+        r.stderr
+    );
+    let r = gw.psql_env(&token, "web", &["-c", "SELECT 1"], &[]);
+    assert!(
+        !r.ok && r.stderr.contains("connection \"web\" is not configured"),
         "{}",
         r.stderr
     );

@@ -132,7 +132,14 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
             return;
         }
     };
-    let Some(conn) = services.config.connection(&conn_name).cloned() else {
+    // Only Postgres connections: naming another protocol's connection is the same as naming
+    // none.
+    let Some(conn) = services
+        .config
+        .connection(&conn_name)
+        .filter(|c| c.protocol == gateway_core::config::Protocol::Postgres)
+        .cloned()
+    else {
         let msg = format!("connection \"{conn_name}\" is not configured on this gateway");
         let _ = services
             .audit
