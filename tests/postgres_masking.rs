@@ -485,6 +485,36 @@ fn leak_alias_keeps_the_origin_column_rule() {
     assert_eq!(out.trim(), "[REDACTED:column]|[REDACTED:email]");
 }
 
+/// The planner's statistics sample column values (most common values, histogram bounds):
+/// a masked session cannot read them, in any spelling; an unmasked group can.
+#[test]
+fn leak_planner_statistics() {
+    let gw = gateway();
+    pg().admin_sql("ANALYZE customers_pii");
+    let token = gw.token("analyst", &["ci"]);
+    for sql in [
+        "SELECT most_common_vals FROM pg_stats WHERE tablename = 'customers_pii'",
+        "SELECT attname, histogram_bounds::text FROM pg_catalog.pg_stats",
+        "SELECT * FROM (SELECT * FROM pg_stats_ext) s",
+        "SELECT stavalues1 FROM pg_statistic",
+    ] {
+        let r = gw.psql(&token, sql);
+        assert!(!r.ok, "{sql}: {}", r.stdout);
+        assert!(
+            r.stderr.contains("statistics are not readable"),
+            "{sql}: {}",
+            r.stderr
+        );
+        assert_no_originals(sql, &r.stdout);
+    }
+    let dpo = gw.token("dpo-1", &["ci", "dpo"]);
+    let r = gw.psql(
+        &dpo,
+        "SELECT count(*) > 0 FROM pg_stats WHERE tablename = 'customers_pii'",
+    );
+    assert_eq!((r.ok, r.stdout.trim()), (true, "t"), "{}", r.stderr);
+}
+
 #[test]
 fn leak_casts() {
     let gw = gateway();

@@ -94,6 +94,17 @@ struct Upstream<'a> {
     revoked: Cell<bool>,
 }
 
+/// Catalog relations holding samples of column values (bare names; qualified names add them
+/// too).
+const STATISTICS: &[&str] = &[
+    "pg_stats",
+    "pg_stats_ext",
+    "pg_stats_ext_exprs",
+    "pg_statistic",
+    "pg_statistic_ext",
+    "pg_statistic_ext_data",
+];
+
 /// How often a session on an access key re-checks it: a revocation takes effect within this.
 const RECHECK_EVERY: Duration = Duration::from_millis(500);
 
@@ -500,6 +511,34 @@ impl Upstream<'_> {
             }
             _ => return Extra::None,
         };
+        // The planner's statistics hold column values (most common values, histogram
+        // bounds) outside any column's lineage: not readable on a masked session.
+        let statements = match &exec {
+            Some((p, _)) => p.statements.clone(),
+            None => self.ctx.services.classifier.classify(
+                &text,
+                LexOptions {
+                    standard_conforming_strings: self.standard_conforming_strings,
+                },
+            ),
+        };
+        if statements
+            .iter()
+            .flat_map(|s| s.tables.iter())
+            .any(|t| STATISTICS.contains(&t.as_str()))
+        {
+            let message = "portcullis: the planner's statistics are not readable on this connection because its results are masked: they hold column values";
+            if let Some(ev) = events.last_mut() {
+                ev.verdict = Some(gateway_core::audit::Verdict::Deny);
+                ev.reason = Some(message.into());
+            }
+            *plan = refuse(
+                "42501",
+                message,
+                "pg_stats and pg_statistic* show values of any column",
+            );
+            return Extra::None;
+        }
         let copy = text
             .as_bytes()
             .windows(4)
