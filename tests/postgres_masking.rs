@@ -515,6 +515,34 @@ fn leak_planner_statistics() {
     assert_eq!((r.ok, r.stdout.trim()), (true, "t"), "{}", r.stderr);
 }
 
+/// An error about a value the statement derived from protected data does not quote it:
+/// the value is masked whole, whether the statement names the column or reads it through
+/// the whole row.
+#[test]
+fn leak_error_text_quoting_a_derived_value() {
+    let gw = gateway();
+    let token = gw.token("analyst", &["ci"]);
+    // The first SSN, 078051120, with its digits turned into letters.
+    let transformed = "ahiafbbca";
+    for sql in [
+        "SELECT translate(ssn, '0123456789', 'abcdefghij')::int FROM customers_pii WHERE id = 1",
+        "SELECT translate(c::text, '0123456789', 'abcdefghij')::int FROM customers_pii c WHERE id = 1",
+    ] {
+        let r = gw.psql(&token, sql);
+        assert!(!r.ok, "{sql}");
+        assert!(
+            r.stderr.contains("invalid input syntax"),
+            "{sql}: {}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains(transformed), "{sql}: {}", r.stderr);
+        assert_no_originals(sql, &r.stderr);
+    }
+    // Statements that read no covered table keep their errors as PostgreSQL wrote them.
+    let r = gw.psql(&token, "SELECT 'abc'::int");
+    assert!(r.stderr.contains("\"abc\""), "{}", r.stderr);
+}
+
 #[test]
 fn leak_casts() {
     let gw = gateway();

@@ -283,6 +283,15 @@ impl SessionMasks {
             .position(|r| r.pattern.matches(Some(table), name))
     }
 
+    /// The first column rule that may cover a column of one of `tables` (as the classifier
+    /// names them): a statement reading them touches protected data, whatever it selects.
+    pub fn touched_rule<'a>(&self, mut tables: impl Iterator<Item = &'a str>) -> Option<usize> {
+        if self.rules.is_empty() {
+            return None;
+        }
+        tables.find_map(|t| self.rules.iter().position(|r| r.pattern.covers_table(t)))
+    }
+
     /// The first column rule a SQL statement mentions by name (identifier scan, quoted or not,
     /// case-insensitive; literals and comments skipped). Pass it to [`SessionMasks::columns`]
     /// so expression columns (`upper(ssn)`, `ssn || ''`) are masked whole.

@@ -96,6 +96,20 @@ impl ColumnPattern {
             }
     }
 
+    /// Whether a relation named `t` (`table` or `schema.table`, lower-case) may hold a
+    /// column this rule covers.
+    pub(crate) fn covers_table(&self, t: &str) -> bool {
+        let (schema, table) = match t.rsplit_once('.') {
+            Some((s, t)) => (Some(s), t),
+            None => (None, t),
+        };
+        self.table.matches(table.as_bytes())
+            && match (&self.schema, schema) {
+                (Some(g), Some(s)) => g.matches(s.as_bytes()),
+                _ => true,
+            }
+    }
+
     /// The name a statement must mention for this rule to apply to expressions: the column
     /// pattern, or the table pattern when the column part is `*` (`customers.*`).
     pub(crate) fn mention(&self) -> &Glob {

@@ -305,7 +305,15 @@ impl Masking {
     /// Mask the message, detail, hint and context of an ErrorResponse / NoticeResponse.
     /// A unique-violation detail (`Key (col)=(value)`) naming a covered column has its value
     /// replaced whole; so has a `Failing row contains (…)` detail when column rules exist.
-    pub fn mask_error(&mut self, raw: &[u8], out: &mut BytesMut) -> Result<bool, CodecError> {
+    /// `touched`: the rule covering data the statement read, if any; then every quoted
+    /// part of the message, detail, hint and context (where PostgreSQL quotes the value it
+    /// failed on: `invalid input syntax for type integer: "…"`) is masked whole with it.
+    pub fn mask_error(
+        &mut self,
+        raw: &[u8],
+        touched: Option<usize>,
+        out: &mut BytesMut,
+    ) -> Result<bool, CodecError> {
         let Masking {
             masks,
             counts,
@@ -317,6 +325,19 @@ impl Masking {
                 && let Some(m) = detail_values(masks, text, s, counts)
             {
                 return m;
+            }
+            if let Some(rule) = touched
+                && matches!(kind, b'M' | b'D' | b'H' | b'W')
+                && let Some(unquoted) = quoted_masked(masks, rule, text, counts)
+            {
+                return match masks.mask_value(&unquoted, TypeHint::Text, s, counts) {
+                    Masked::Replaced => Masked::Replaced,
+                    _ => {
+                        s.clear();
+                        s.extend_from_slice(&unquoted);
+                        Masked::Replaced
+                    }
+                };
             }
             masks.mask_value(text, TypeHint::Text, s, counts)
         })
@@ -378,6 +399,42 @@ impl Masking {
             },
         })
     }
+}
+
+/// `text` with the inside of every `"…"` masked whole under `rule`; `None` when it quotes
+/// nothing.
+fn quoted_masked(
+    masks: &SessionMasks,
+    rule: usize,
+    text: &[u8],
+    counts: &mut MaskCounts,
+) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() + 16);
+    let mut tmp = Vec::new();
+    let mut at = 0;
+    let mut any = false;
+    while let Some(open) = memchr::memchr(b'"', &text[at..]).map(|p| at + p) {
+        let Some(close) = memchr::memchr(b'"', &text[open + 1..]).map(|p| open + 1 + p) else {
+            break;
+        };
+        out.extend_from_slice(&text[at..=open]);
+        let whole = ColumnPlan::Whole {
+            rule,
+            hint: TypeHint::Text,
+        };
+        match masks.mask_with(whole, &text[open + 1..close], &mut tmp, counts) {
+            Masked::Replaced => out.extend_from_slice(&tmp),
+            _ => out.extend_from_slice(b"[masked]"),
+        }
+        out.push(b'"');
+        at = close + 1;
+        any = true;
+    }
+    if !any {
+        return None;
+    }
+    out.extend_from_slice(&text[at..]);
+    Some(out)
 }
 
 /// A value sent as NULL because it can't be looked into.

@@ -195,7 +195,15 @@ impl Results {
                         return Ok(Step::Pass);
                     }
                 }
-                let changed = self.m.mask_error(&frame.raw, out).map_err(target_codec)?;
+                let touched = sh
+                    .inflight
+                    .front()
+                    .and_then(|f| f.source.as_ref())
+                    .and_then(|s| s.touched);
+                let changed = self
+                    .m
+                    .mask_error(&frame.raw, touched, out)
+                    .map_err(target_codec)?;
                 Ok(written(changed))
             }
             be::COMMAND_COMPLETE => {

@@ -555,8 +555,17 @@ impl Upstream<'_> {
             *plan = refuse("0A000", message, "binary COPY data can't be masked");
             return Extra::None;
         }
+        let mentioned = masks.mentioned_rule(&text);
+        let touched = mentioned.or_else(|| {
+            masks.touched_rule(
+                statements
+                    .iter()
+                    .flat_map(|s| s.tables.iter().map(String::as_str)),
+            )
+        });
         Extra::Source(Arc::new(ResultSource {
-            mentioned: masks.mentioned_rule(&text),
+            mentioned,
+            touched,
             text,
             exec,
         }))
