@@ -125,7 +125,7 @@ impl CancelMap {
                     return;
                 }
             },
-            None => crate::target_tls::TargetStream::Plain(tcp),
+            None => crate::stream::TargetStream::Plain(tcp),
         };
         if let Err(e) = s.write_all(&buf).await {
             tracing::warn!(error = %e, "sending cancel request to target failed");

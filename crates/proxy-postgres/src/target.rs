@@ -13,7 +13,8 @@ use tokio::net::TcpStream;
 
 use crate::codec::{self, AuthRequest, tags::backend as be};
 use crate::error::{PgError, Result};
-use crate::target_tls::{self, TargetStream, TargetTls};
+use crate::stream::TargetStream;
+use crate::target_tls::{self, TargetTls};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);

@@ -3,11 +3,8 @@
 //! `verify-ca`: the chain, `verify-full`: the chain and the host name).
 
 use std::collections::HashMap;
-use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use gateway_core::config::{ConnectionConfig, SslMode};
@@ -17,13 +14,13 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 
 use crate::codec;
 use crate::error::{PgError, Result};
+use crate::stream::TargetStream;
 
 /// How to reach one connection's target over TLS.
 #[derive(Clone)]
@@ -238,12 +235,6 @@ impl ServerCertVerifier for ChainOnly {
     }
 }
 
-/// The gateway's connection to a target, with or without TLS.
-pub(crate) enum TargetStream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
 /// Ask `tcp`'s server for TLS and complete the handshake, or fail: a target that declines is
 /// never used in the clear when TLS was asked for.
 pub(crate) async fn start(mut tcp: TcpStream, tls: &TargetTls) -> Result<TargetStream> {
@@ -261,62 +252,4 @@ pub(crate) async fn start(mut tcp: TcpStream, tls: &TargetTls) -> Result<TargetS
         .await
         .map_err(|e| PgError::Target(format!("TLS handshake with the target failed: {e}")))?;
     Ok(TargetStream::Tls(Box::new(stream)))
-}
-
-impl AsyncRead for TargetStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            TargetStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            TargetStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for TargetStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            TargetStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            TargetStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            TargetStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            TargetStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            TargetStream::Plain(s) => s.is_write_vectored(),
-            TargetStream::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            TargetStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            TargetStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            TargetStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            TargetStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
 }

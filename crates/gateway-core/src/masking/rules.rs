@@ -84,19 +84,10 @@ impl ColumnPattern {
         if !self.column.matches(name.as_bytes()) {
             return false;
         }
-        let Some(t) = table else { return true };
-        let (schema, table) = match t.rsplit_once('.') {
-            Some((s, t)) => (Some(s), t),
-            None => (None, t),
-        };
-        self.table.matches(table.as_bytes())
-            && match (&self.schema, schema) {
-                (Some(g), Some(s)) => g.matches(s.as_bytes()),
-                _ => true,
-            }
+        table.is_none_or(|t| self.covers_table(t))
     }
 
-    /// Whether a relation named `t` (`table` or `schema.table`, lower-case) may hold a
+    /// Whether a relation named `t` (`table` or `schema.table`) may hold a
     /// column this rule covers.
     pub(crate) fn covers_table(&self, t: &str) -> bool {
         let (schema, table) = match t.rsplit_once('.') {

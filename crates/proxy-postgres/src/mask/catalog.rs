@@ -44,7 +44,7 @@ pub(crate) struct Described {
 /// The side connection and its answers.
 #[derive(Default)]
 pub(crate) struct Catalog {
-    conn: Option<(crate::target_tls::TargetStream, BytesMut)>,
+    conn: Option<(crate::stream::TargetStream, BytesMut)>,
     /// Login failed once: don't try again in this session (every column stays unresolved).
     unavailable: bool,
     origins: HashMap<(u32, i16), Option<Origin>>,

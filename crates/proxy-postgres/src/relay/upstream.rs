@@ -88,6 +88,8 @@ struct Upstream<'a> {
     bind_for_hold: Option<Bytes>,
     /// Result formats each portal was bound with (kept only while masking applies).
     portal_formats: HashMap<Name, Arc<[i16]>>,
+    /// The statements of the simple Query just decided, for masking to reuse.
+    query_statements: Option<Arc<[Arc<SqlStatement>]>>,
     /// When the session's access key was last found still valid.
     credential_checked: Cell<Option<Instant>>,
     /// The access key was found revoked: every further command is refused.
@@ -144,6 +146,7 @@ where
         last_bind: None,
         bind_for_hold: None,
         portal_formats: HashMap::new(),
+        query_statements: None,
         credential_checked: Cell::new(None),
         revoked: Cell::new(false),
     };
@@ -312,6 +315,9 @@ impl Upstream<'_> {
             fe::QUERY => {
                 let text = codec::parse_query(frame.body()).map_err(bad)?;
                 let statements = classify(text);
+                if self.ctx.masks.is_some() {
+                    self.query_statements = Some(statements.clone());
+                }
                 // A simple Query destroys the unnamed statement.
                 self.statements.remove(&name_key(""));
                 if statements.is_empty() {
@@ -513,9 +519,10 @@ impl Upstream<'_> {
         };
         // The planner's statistics hold column values (most common values, histogram
         // bounds) outside any column's lineage: not readable on a masked session.
-        let statements = match &exec {
-            Some((p, _)) => p.statements.clone(),
-            None => self.ctx.services.classifier.classify(
+        let statements = match (&exec, self.query_statements.take()) {
+            (Some((p, _)), _) => p.statements.clone(),
+            (None, Some(decided)) => decided,
+            (None, None) => self.ctx.services.classifier.classify(
                 &text,
                 LexOptions {
                     standard_conforming_strings: self.standard_conforming_strings,
