@@ -1192,3 +1192,114 @@ fn revoking_an_access_key_refuses_further_commands_of_live_sessions() {
     let r = gw.psql(&key, "SELECT 1");
     assert!(!r.ok && r.stderr.contains("access key"), "{}", r.stderr);
 }
+
+/// Every file under `dir` (recursively) with its length and modification time.
+fn tree(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push((e.path(), m.len(), m.modified().unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn anchors_catch_a_cut_tail_and_verify_writes_nothing() {
+    let anchors_dir = support::Scratch::new("anchors");
+    let anchors = anchors_dir.0.join("anchors.jsonl");
+    let extra = format!(
+        "anchors = \"{}\"\nanchor_every = \"1s\"\n",
+        anchors.display()
+    );
+    let mut gw = Gateway::start(GatewaySpec {
+        extra: &extra,
+        ..Default::default()
+    });
+    let token = gw.token("pipeline-7", &["ci"]);
+    for i in 0..3 {
+        let r = gw.psql(&token, &format!("SELECT {i} AS n"));
+        assert!(r.ok, "{}", r.stderr);
+    }
+    // While it runs, the head is signed within the interval.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&anchors)
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "no anchor within the interval");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let v = gw.cli(&["audit", "verify"]);
+    assert!(v.ok, "{}{}", v.stdout, v.stderr);
+    assert!(v.stdout.contains("audit chain intact"), "{}", v.stdout);
+    assert!(v.stdout.contains("anchors match"), "{}", v.stdout);
+
+    // Stopped, the final head is signed; every event, store and journal alike, is counted,
+    // and verifying writes nothing.
+    gw.stop();
+    let state = gw.scratch.0.join("state");
+    let before = tree(&state);
+    let v = gw.cli(&["audit", "verify"]);
+    assert!(v.ok, "{}{}", v.stdout, v.stderr);
+    assert_eq!(tree(&state), before, "verify wrote to the state directory");
+    let events = gw.audit(&[]).len();
+    assert!(
+        v.stdout
+            .contains(&format!("audit chain intact: {events} events verified")),
+        "{} (listed {events})",
+        v.stdout
+    );
+    let last_line = std::fs::read_to_string(&anchors).unwrap();
+    let last: serde_json::Value = serde_json::from_str(last_line.lines().last().unwrap()).unwrap();
+    assert_eq!(last["seq"].as_u64(), Some(events as u64));
+
+    // Another key's public half does not vouch for these anchors.
+    let other = support::Scratch::new("other-key");
+    let other_key = other.0.join("k.pub");
+    std::fs::write(&other_key, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n").unwrap();
+    let v = gw.cli(&[
+        "audit",
+        "verify",
+        "--anchor-key",
+        other_key.to_str().unwrap(),
+    ]);
+    assert!(!v.ok);
+    assert!(
+        v.stderr.contains("does not verify with the anchor key"),
+        "{}",
+        v.stderr
+    );
+
+    // Cut the newest events out of the store, as a truncated file or a DELETE would.
+    let db = state.join("portcullis.db");
+    let py = format!(
+        "import sqlite3; c=sqlite3.connect('{}'); c.execute('DELETE FROM event_blocks WHERE first_seq = (SELECT max(first_seq) FROM event_blocks)'); c.commit()",
+        db.display()
+    );
+    assert!(
+        Command::new("python3")
+            .args(["-c", &py])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let v = gw.cli(&["audit", "verify"]);
+    assert!(!v.ok, "a cut tail must not verify: {}", v.stdout);
+    assert!(
+        v.stderr.contains("BROKEN") && v.stderr.contains("cut from the tail"),
+        "{}",
+        v.stderr
+    );
+    // Nor does the gateway go on appending to a chain that lost its tail.
+    let refused = gw.spawn_refused();
+    assert!(refused.contains("are missing"), "{refused}");
+}

@@ -319,6 +319,53 @@ jsonl = "audit.jsonl"
         }
     }
 
+    /// Stop the gateway as an operator would (SIGTERM) and wait for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("gateway did not stop on SIGTERM: {}", self.log_text());
+        }
+    }
+
+    /// Start the gateway process expecting it to refuse; what it said.
+    pub fn spawn_refused(&mut self) -> String {
+        let errf = self.scratch.0.join("refused.log");
+        let mut child = Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&errf).expect("log"))
+            .spawn()
+            .expect("spawn gateway");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                assert!(!status.success(), "the gateway exited cleanly");
+                return std::fs::read_to_string(&errf).unwrap_or_default();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the gateway started: {}",
+                    std::fs::read_to_string(&errf).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Process id of the running gateway.
     pub fn pid(&self) -> u32 {
         self.child

@@ -311,6 +311,18 @@ pub struct AuditConfig {
     /// Also append every event as one JSON line to this file.
     #[serde(default)]
     pub jsonl: Option<PathBuf>,
+    /// Where the signed chain heads (anchors) go: keep it off the state directory's disk,
+    /// where whoever could cut the chain could not cut it too. Default
+    /// `<state_dir>/audit-anchors.jsonl`.
+    #[serde(default)]
+    pub anchors: Option<PathBuf>,
+    /// How often the chain's head is signed when it has moved (and always at shutdown).
+    #[serde(default = "default_anchor_every")]
+    pub anchor_every: String,
+}
+
+fn default_anchor_every() -> String {
+    "60s".to_string()
 }
 
 impl Default for AuditConfig {
@@ -318,6 +330,8 @@ impl Default for AuditConfig {
         AuditConfig {
             durability: Durability::Process,
             jsonl: None,
+            anchors: None,
+            anchor_every: default_anchor_every(),
         }
     }
 }
@@ -560,6 +574,16 @@ impl Config {
         }
     }
 
+    /// Where the audit chain's signed heads go, resolved.
+    pub fn anchors_path(&self) -> PathBuf {
+        match &self.audit.anchors {
+            Some(p) => self.resolve(p),
+            None => self
+                .state_dir()
+                .join(crate::audit::anchor::DEFAULT_ANCHORS_FILE),
+        }
+    }
+
     /// The state directory, resolved.
     pub fn state_dir(&self) -> PathBuf {
         self.resolve(&self.gateway.state_dir)
@@ -630,6 +654,11 @@ impl Config {
         }
         if let Err(e) = parse_duration(&self.identity.access_key_max_ttl) {
             errs.push(format!("identity.access_key_max_ttl: {e}"));
+        }
+        match parse_duration(&self.audit.anchor_every) {
+            Err(e) => errs.push(format!("audit.anchor_every: {e}")),
+            Ok(d) if d.is_zero() => errs.push("audit.anchor_every: must be longer than 0s".into()),
+            Ok(_) => {}
         }
         let mut keys = BTreeSet::new();
         for (i, k) in self.identity.ssh_keys.iter().enumerate() {

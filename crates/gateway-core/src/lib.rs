@@ -15,6 +15,7 @@ pub mod policy;
 pub mod services;
 pub mod sql;
 pub mod store;
+pub mod timefmt;
 pub mod util;
 
 pub use action::{Action, SqlKind, SqlStatement, SshKind, SshRequest};

@@ -62,8 +62,10 @@ async fn metrics(State(st): State<AdminState>) -> Response {
          # HELP portcullis_audit_batches_total Audit commits (group commit batches).\n# TYPE portcullis_audit_batches_total counter\nportcullis_audit_batches_total {}\n\
          # HELP portcullis_audit_write_failures_total Audit batches that failed to commit.\n# TYPE portcullis_audit_write_failures_total counter\nportcullis_audit_write_failures_total {}\n\
          # HELP portcullis_audit_indexed_total Audit events copied from the journal into the store.\n# TYPE portcullis_audit_indexed_total counter\nportcullis_audit_indexed_total {}\n\
-         # HELP portcullis_audit_store_lag_events Audit events journaled and not yet in the store.\n# TYPE portcullis_audit_store_lag_events gauge\nportcullis_audit_store_lag_events {}\n",
-        a.events, a.batches, a.failed_batches, a.indexed, a.journal_lag
+         # HELP portcullis_audit_store_lag_events Audit events journaled and not yet in the store.\n# TYPE portcullis_audit_store_lag_events gauge\nportcullis_audit_store_lag_events {}\n\
+         # HELP portcullis_audit_anchors_total Signed chain heads written to the anchor sink.\n# TYPE portcullis_audit_anchors_total counter\nportcullis_audit_anchors_total {}\n\
+         # HELP portcullis_audit_anchor_failures_total Chain heads that could not be anchored (retried).\n# TYPE portcullis_audit_anchor_failures_total counter\nportcullis_audit_anchor_failures_total {}\n",
+        a.events, a.batches, a.failed_batches, a.indexed, a.journal_lag, a.anchors, a.anchor_failures
     ));
     let ap = st.services.approvals.stats();
     body.push_str(&format!(

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use gateway_core::audit::{AuditEvent, EventFilter, EventKind, Verdict};
 
-use crate::timefmt::rfc3339_micros;
+use gateway_core::timefmt::rfc3339_micros;
 
 #[derive(Args, Clone)]
 pub struct Filters {
@@ -51,10 +51,18 @@ pub enum AuditCommand {
         #[command(flatten)]
         filters: Filters,
     },
-    /// Check the hash chain end to end; exit 1 on the first edited, deleted or reordered event.
+    /// Check the hash chain end to end (store and journal) and against its signed anchors,
+    /// writing nothing; exit 1 at the first edited, deleted, reordered or cut event.
     Verify {
         #[arg(long, short, env = "PORTCULLIS_CONFIG")]
         config: PathBuf,
+        /// The anchors file (default: `audit.anchors` of the config).
+        #[arg(long)]
+        anchors: Option<PathBuf>,
+        /// The anchor public key to trust (default: the state directory's
+        /// `audit-anchor.pub`; pass a copy kept elsewhere).
+        #[arg(long)]
+        anchor_key: Option<PathBuf>,
     },
 }
 
@@ -132,21 +140,69 @@ pub fn run_audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
-        AuditCommand::Verify { config } => {
-            let store = open(&config)?;
-            let report = store.verify_chain()?;
-            match report.problem {
-                None => {
-                    println!("audit chain intact: {} events verified", report.events);
-                    Ok(ExitCode::SUCCESS)
-                }
-                Some((seq, what)) => {
-                    eprintln!("audit chain BROKEN at event {seq}: {what}");
-                    Ok(ExitCode::FAILURE)
-                }
-            }
-        }
+        AuditCommand::Verify {
+            config,
+            anchors,
+            anchor_key,
+        } => verify(&config, anchors, anchor_key),
     }
+}
+
+/// `audit verify`: reads the store, the journal and the anchors; writes nothing.
+fn verify(
+    config: &std::path::Path,
+    anchors: Option<PathBuf>,
+    anchor_key: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    use gateway_core::audit::anchor;
+    let cfg = crate::load_config(config)?;
+    let state = cfg.state_dir();
+    let anchors_path = anchors.unwrap_or_else(|| cfg.anchors_path());
+    let anchors = anchor::read_anchors(&anchors_path)?;
+    let key_path = anchor_key.unwrap_or_else(|| state.join(anchor::PUBLIC_KEY_FILE));
+    let trusted = if key_path.exists() || !anchors.is_empty() {
+        vec![anchor::read_public_key(&key_path)?]
+    } else {
+        Vec::new()
+    };
+    let store_path = crate::serve::store_path(&cfg);
+    let v = gateway_core::audit::verify::verify(
+        |probes| gateway_core::store::sqlite::verify_read_only(&store_path, probes),
+        &gateway_core::audit::journal_dir(&state),
+        &anchors,
+        &trusted,
+    )?;
+    if let Some(torn) = &v.torn {
+        eprintln!("note: {torn}");
+    }
+    if let Some((seq, what)) = v.problem {
+        eprintln!("audit chain BROKEN at event {seq}: {what}");
+        return Ok(ExitCode::FAILURE);
+    }
+    println!(
+        "audit chain intact: {} events verified ({} in the store, {} in the journal)",
+        v.events, v.stored, v.journaled
+    );
+    match &v.last_anchor {
+        Some(a) => println!(
+            "{} anchors match; the newest, signed at {} by key {}, covers event {}{}",
+            v.anchors,
+            rfc3339_micros(a.time_us),
+            a.key,
+            a.seq,
+            match &v.head {
+                Some((head, _)) if *head > a.seq => {
+                    format!(" (events {} to {head} are newer than it)", a.seq + 1)
+                }
+                _ => String::new(),
+            }
+        ),
+        None => println!(
+            "no anchors in {}: a cut tail would go unnoticed",
+            anchors_path.display()
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn open(

@@ -9,7 +9,6 @@ mod cli_policy;
 mod cli_token;
 mod private;
 mod serve;
-mod timefmt;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -53,11 +53,16 @@ pub fn install_crypto_provider() {
 }
 
 /// The SQLite store in the config's state directory.
+/// The store's database file.
+pub fn store_path(cfg: &Config) -> std::path::PathBuf {
+    cfg.state_dir().join("portcullis.db")
+}
+
 fn open_sqlite(cfg: &Config) -> anyhow::Result<SqliteStore> {
     let state = cfg.state_dir();
     crate::private::private_state(&state)?;
     let fsync = cfg.audit.durability == gateway_core::config::Durability::Fsync;
-    SqliteStore::open_with(&state.join("portcullis.db"), fsync)
+    SqliteStore::open_with(&store_path(cfg), fsync)
         .with_context(|| format!("opening the store in {}", state.display()))
 }
 
@@ -94,11 +99,19 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
     let sqlite = Arc::new(open_sqlite(&cfg)?);
     let store: Arc<dyn Store> = sqlite.clone();
-    let audit = AuditLog::start(
+    let anchoring = gateway_core::audit::Anchoring {
+        key: gateway_core::audit::anchor::AnchorKey::load_or_create(&cfg.state_dir())
+            .context("loading the audit anchor key")?,
+        file: gateway_core::audit::anchor::AnchorFile::new(cfg.anchors_path()),
+        every: gateway_core::config::parse_duration(&cfg.audit.anchor_every)
+            .map_err(|e| anyhow::anyhow!("audit.anchor_every: {e}"))?,
+    };
+    let audit = AuditLog::start_anchored(
         store.clone(),
         cfg.audit.durability,
         gateway_core::audit::journal_dir(&cfg.state_dir()),
         cfg.audit.jsonl.as_ref().map(|p| cfg.resolve(p)),
+        anchoring,
     )
     .context("starting the audit writer")?;
     let builtin = builtin_issuer(&cfg)?;

@@ -255,6 +255,19 @@ impl JournalWriter {
         self.sealed.pop()
     }
 
+    /// Sync the current segment's data to disk (already done per write in fsync mode).
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        match self.current.as_ref() {
+            Some(seg) if !self.fsync => seg.file.sync_data().map_err(|e| {
+                Error::Audit(format!(
+                    "cannot sync the audit journal {}: {e}",
+                    seg.path.display()
+                ))
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Close the current segment (at shutdown).
     pub(crate) fn seal(&mut self) -> Option<Sealed> {
         self.current.take().map(|s| Sealed {

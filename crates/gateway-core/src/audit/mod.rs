@@ -2,14 +2,16 @@
 //! the hash chain, and sinks.
 //! Audit is not logging: if an event cannot be recorded, the command it records does not run.
 
+pub mod anchor;
 pub mod chain;
 pub mod event;
 mod indexer;
 pub mod journal;
 pub mod jsonl;
 pub mod tail;
+pub mod verify;
 pub mod writer;
 
 pub use event::{AuditEvent, EventFilter, EventKind, IdentityRecord, Verdict};
 pub use journal::{journal_dir, recover_journal};
-pub use writer::{AuditLog, AuditStats};
+pub use writer::{Anchoring, AuditLog, AuditStats};

@@ -24,6 +24,7 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
+use crate::audit::anchor::{self, AnchorFile, AnchorKey};
 use crate::audit::chain::{canonical_body, chain_hash};
 use crate::audit::event::AuditEvent;
 use crate::audit::indexer::{INDEX_QUEUE, IndexMsg, Indexer};
@@ -54,6 +55,10 @@ pub struct AuditStats {
     pub jsonl_failures: u64,
     /// Events copied into the store by this writer's indexer.
     pub indexed: u64,
+    /// Signed chain heads written to the anchor sink.
+    pub anchors: u64,
+    /// Anchors that could not be written (retried at the next interval).
+    pub anchor_failures: u64,
     /// Store transactions that failed (their events stay in the journal and are retried).
     pub index_failures: u64,
     /// Events recorded but not yet in the store.
@@ -93,6 +98,8 @@ pub(crate) struct Counters {
     pub(crate) jsonl_failures: AtomicU64,
     pub(crate) indexed: AtomicU64,
     pub(crate) index_failures: AtomicU64,
+    pub(crate) anchors: AtomicU64,
+    pub(crate) anchor_failures: AtomicU64,
     /// Seq of the last journaled event.
     pub(crate) journal_seq: AtomicU64,
     /// Seq of the last event in the store.
@@ -104,6 +111,7 @@ pub(crate) struct Options {
     pub(crate) segment_bytes: u64,
     /// The writer thread waits for this before taking its first job.
     pub(crate) start_gate: Option<std::sync::mpsc::Receiver<()>>,
+    pub(crate) anchoring: Option<Anchoring>,
 }
 
 impl Default for Options {
@@ -111,8 +119,18 @@ impl Default for Options {
         Options {
             segment_bytes: SEGMENT_BYTES,
             start_gate: None,
+            anchoring: None,
         }
     }
+}
+
+/// Where and how often the chain's head is signed (see [`crate::audit::anchor`]).
+#[derive(Debug)]
+pub struct Anchoring {
+    pub key: AnchorKey,
+    pub file: AnchorFile,
+    /// The head is signed this often when it has moved, and at shutdown.
+    pub every: std::time::Duration,
 }
 
 fn stopped() -> Error {
@@ -140,6 +158,8 @@ struct Chain {
 #[derive(Debug)]
 struct Io {
     journal: JournalWriter,
+    /// Seq and hash of the last event written.
+    head: (u64, String),
     index_tx: SyncSender<IndexMsg>,
     indexer: Option<JoinHandle<()>>,
     /// Held while the writer runs: no other process recovers or appends meanwhile.
@@ -160,6 +180,23 @@ impl AuditLog {
         AuditLog::start_with(store, durability, journal_dir, jsonl, Options::default())
     }
 
+    /// [`start`](Self::start), signing the chain's head to `anchoring`'s sink at its
+    /// interval and at shutdown. Refuses to start when the recovered chain is behind, or
+    /// off, the last head this key signed there: events were cut or rewritten.
+    pub fn start_anchored(
+        store: Arc<dyn Store>,
+        durability: Durability,
+        journal_dir: PathBuf,
+        jsonl: Option<PathBuf>,
+        anchoring: Anchoring,
+    ) -> Result<AuditLog> {
+        let options = Options {
+            anchoring: Some(anchoring),
+            ..Options::default()
+        };
+        AuditLog::start_with(store, durability, journal_dir, jsonl, options)
+    }
+
     pub(crate) fn start_with(
         store: Arc<dyn Store>,
         durability: Durability,
@@ -176,6 +213,30 @@ impl AuditLog {
         })?;
         let lock = Arc::new(lock);
         let head = journal::recover(store.as_ref(), &journal_dir)?.head;
+        let mut anchored = None;
+        if let Some(a) = options.anchoring {
+            let anchors = anchor::read_anchors(a.file.path())?;
+            if let Some(problem) =
+                anchor::check_head(&anchors, a.key.public(), (head.seq, &head.hash))
+            {
+                return Err(Error::Audit(format!(
+                    "{problem} (anchors: {})",
+                    a.file.path().display()
+                )));
+            }
+            let last = anchors
+                .iter()
+                .filter(|x| x.signed_by(a.key.public()))
+                .map(|x| x.seq)
+                .max()
+                .unwrap_or(0);
+            anchored = Some(AnchorState {
+                anchoring: a,
+                last_seq: last,
+                // A head recovered beyond the last anchor (a crash) is signed at once.
+                last_at: (last == head.seq).then(std::time::Instant::now),
+            });
+        }
         let sink = jsonl.as_deref().map(JsonlSink::open).transpose()?;
         let counters = Arc::new(Counters::default());
         counters.journal_seq.store(head.seq, Ordering::Relaxed);
@@ -189,7 +250,7 @@ impl AuditLog {
         let shared = Arc::new(Shared {
             chain: Mutex::new(Chain {
                 seq: head.seq,
-                prev: head.hash,
+                prev: head.hash.clone(),
                 lines: Vec::new(),
                 events: Vec::new(),
                 failure: None,
@@ -198,6 +259,7 @@ impl AuditLog {
             }),
             io: Mutex::new(Io {
                 journal: JournalWriter::new(&journal_dir, options.segment_bytes, fsync),
+                head: (head.seq, head.hash.clone()),
                 index_tx,
                 indexer: Some(indexer),
                 lock: Some(lock),
@@ -215,7 +277,7 @@ impl AuditLog {
                 if let Some(gate) = gate {
                     let _ = gate.recv();
                 }
-                flush_loop(&flusher)
+                flush_loop(&flusher, anchored)
             })?;
         *shared.thread.lock().unwrap_or_else(PoisonError::into_inner) = Some(thread);
         Ok(AuditLog { inner: shared })
@@ -324,6 +386,8 @@ impl AuditLog {
             jsonl_failures: load(&c.jsonl_failures),
             indexed: load(&c.indexed),
             index_failures: load(&c.index_failures),
+            anchors: load(&c.anchors),
+            anchor_failures: load(&c.anchor_failures),
             journal_lag: load(&c.journal_seq).saturating_sub(load(&c.indexed_seq)),
             queued: self.chain().events.len(),
         }
@@ -414,6 +478,9 @@ impl Shared {
             .unwrap_or_else(|_| Err(Error::Audit("audit journal write panicked".to_string())));
         match written {
             Ok(()) => {
+                if let Some(ev) = events.last() {
+                    io.head = (ev.seq, ev.hash.clone());
+                }
                 self.durable.store(last, Ordering::Release);
                 c.events.fetch_add(n, Ordering::Relaxed);
                 c.batches.fetch_add(1, Ordering::Relaxed);
@@ -453,10 +520,68 @@ impl Shared {
 /// How often staged events are written when no session needs them written sooner.
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// The flusher thread: writes staged events, retries after a failed write, and at shutdown
-/// writes the rest, then stops the indexer.
-fn flush_loop(shared: &Shared) {
+/// The anchor sink and what was last signed to it; owned by the flusher thread.
+struct AnchorState {
+    anchoring: Anchoring,
+    last_seq: u64,
+    last_at: Option<std::time::Instant>,
+}
+
+impl AnchorState {
+    /// Sign the written head if it moved and the interval is up (or `now` is set).
+    fn tick(&mut self, shared: &Shared, now: bool) {
+        if !now
+            && self
+                .last_at
+                .is_some_and(|t| t.elapsed() < self.anchoring.every)
+        {
+            return;
+        }
+        self.last_at = Some(std::time::Instant::now());
+        let (seq, hash) = {
+            let mut io = shared.io();
+            if io.head.0 == self.last_seq {
+                return;
+            }
+            // What the anchor vouches for is on disk before the anchor is.
+            if let Err(e) = io.journal.sync() {
+                shared
+                    .counters
+                    .anchor_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "cannot sync the audit journal for its anchor");
+                return;
+            }
+            io.head.clone()
+        };
+        let a = &self.anchoring;
+        match a
+            .file
+            .append(&a.key.sign(seq, &hash, crate::util::now_micros()))
+        {
+            Ok(()) => {
+                self.last_seq = seq;
+                shared.counters.anchors.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                shared
+                    .counters
+                    .anchor_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "cannot write the audit anchor; retried at the next interval");
+            }
+        }
+    }
+}
+
+/// The flusher thread: writes staged events, retries after a failed write, signs the head
+/// at its interval, and at shutdown writes the rest, signs the final head, then stops the
+/// indexer.
+fn flush_loop(shared: &Shared, mut anchored: Option<AnchorState>) {
     loop {
+        if let Some(a) = anchored.as_mut() {
+            a.tick(shared, false);
+        }
         let (staged, closed) = {
             let chain = shared.chain();
             if chain.abandoned {
@@ -487,6 +612,9 @@ fn flush_loop(shared: &Shared) {
             continue;
         }
         if closed {
+            if let Some(a) = anchored.as_mut() {
+                a.tick(shared, true);
+            }
             break;
         }
         if staged.is_some() {

@@ -36,6 +36,15 @@ pub struct ChainReport {
     pub problem: Option<(u64, String)>,
 }
 
+/// What a chain walk saw at the positions it was asked about.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Probed {
+    /// Seq and hash of the last event that verified.
+    pub head: Option<(u64, String)>,
+    /// The hash of each probed seq that verified.
+    pub hashes: std::collections::BTreeMap<u64, String>,
+}
+
 /// The gateway's durable state.
 pub trait Store: Send + Sync + 'static {
     /// Append events atomically, in order: assigns each its `seq`, `prev_hash` and `hash`
@@ -68,6 +77,17 @@ pub trait Store: Send + Sync + 'static {
     fn query_events(&self, filter: &EventFilter) -> Result<Vec<AuditEvent>>;
     /// Recompute the whole chain and report the first edited, deleted or reordered event.
     fn verify_chain(&self) -> Result<ChainReport>;
+    /// [`verify_chain`](Self::verify_chain), also reporting the head and the hashes at
+    /// `probes` (where anchors are checked), without writing anything.
+    fn verify_chain_probing(
+        &self,
+        probes: &std::collections::BTreeSet<u64>,
+    ) -> Result<(ChainReport, Probed)> {
+        let _ = probes;
+        Err(crate::error::Error::Store(
+            "this store cannot report chain positions".to_string(),
+        ))
+    }
     /// Store a new access key.
     fn put_access_key(&self, key: &AccessKeyRecord) -> Result<()>;
     /// Look an access key up by the hash of its secret.

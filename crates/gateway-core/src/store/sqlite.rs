@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{AccessKeyRecord, ChainReport, Store};
+use super::{AccessKeyRecord, ChainReport, Probed, Store};
 use crate::audit::event::{AuditEvent, EventFilter};
 use crate::error::{Error, Result};
 
@@ -135,6 +135,44 @@ impl SqliteStore {
     }
 }
 
+/// Walk the chain of the store at `path` without writing anything, not even the files a
+/// writable connection would create: for `audit verify`, which must leave the evidence as it
+/// found it. A store that does not exist holds no events.
+pub fn verify_read_only(
+    path: &Path,
+    probes: &std::collections::BTreeSet<u64>,
+) -> Result<(ChainReport, Probed)> {
+    use rusqlite::OpenFlags;
+    if !path.exists() {
+        return Ok((
+            ChainReport {
+                events: 0,
+                problem: None,
+            },
+            Probed::default(),
+        ));
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let conn = if Path::new(&wal).exists() {
+        // A gateway has it open (or was killed): the write-ahead log holds recent commits.
+        Connection::open_with_flags(path, flags)?
+    } else {
+        // Nobody has it open: everything is in the main file, which a read-only connection
+        // can read as immutable without creating the shared-memory file.
+        let escaped = path
+            .to_string_lossy()
+            .replace('%', "%25")
+            .replace('?', "%3f")
+            .replace('#', "%23");
+        let uri = format!("file:{escaped}?immutable=1");
+        Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)?
+    };
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    events::verify(&conn, probes)
+}
+
 fn open_conn(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -229,10 +267,17 @@ impl Store for SqliteStore {
     }
 
     fn verify_chain(&self) -> Result<ChainReport> {
+        Ok(self.verify_chain_probing(&Default::default())?.0)
+    }
+
+    fn verify_chain_probing(
+        &self,
+        probes: &std::collections::BTreeSet<u64>,
+    ) -> Result<(ChainReport, Probed)> {
         match &self.path {
             // Its own connection, so a long walk never holds up access-key lookups.
-            Some(path) => events::verify(&open_conn(path)?),
-            None => self.read(events::verify),
+            Some(path) => events::verify(&open_conn(path)?, probes),
+            None => self.read(|conn| events::verify(conn, probes)),
         }
     }
 

@@ -18,7 +18,7 @@ use crate::audit::chain::{GENESIS_HASH, canonical_body, chain_hash};
 use crate::audit::event::{AuditEvent, EventFilter};
 use crate::audit::journal::{push_line, splice_body};
 use crate::error::{Error, Result};
-use crate::store::ChainReport;
+use crate::store::{ChainReport, Probed};
 
 /// Events per block, at most.
 pub(super) const BLOCK_EVENTS: usize = 1024;
@@ -372,7 +372,17 @@ pub(super) fn query(conn: &Connection, filter: &EventFilter) -> Result<Vec<Audit
 }
 
 /// Walk every block in order, recompute each event's hash, and stop at the first problem.
-pub(super) fn verify(conn: &Connection) -> Result<ChainReport> {
+pub(super) fn verify(conn: &Connection, probes: &BTreeSet<u64>) -> Result<(ChainReport, Probed)> {
+    let mut probed = Probed::default();
+    let report = verify_into(conn, probes, &mut probed)?;
+    Ok((report, probed))
+}
+
+fn verify_into(
+    conn: &Connection,
+    probes: &BTreeSet<u64>,
+    probed: &mut Probed,
+) -> Result<ChainReport> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {BLOCK_COLUMNS} FROM event_blocks ORDER BY first_seq"
     ))?;
@@ -440,6 +450,10 @@ pub(super) fn verify(conn: &Connection) -> Result<ChainReport> {
             checked += 1;
             expect_seq += 1;
             expect_prev = ev.hash.clone();
+            if probes.contains(&seq) {
+                probed.hashes.insert(seq, ev.hash.clone());
+            }
+            probed.head = Some((seq, ev.hash.clone()));
             events.push(ev);
         }
         // The hashes cover the lines, not the block's bounds or its keys: an edit there would
