@@ -8,7 +8,7 @@ mod support;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::{Gateway, Scratch, current_user, free_port, ssh_keygen, sshd};
 
@@ -870,4 +870,79 @@ fn reviewed_exec_is_held_until_approved_or_denied() {
     assert!(events.iter().any(|e| e["kind"] == "command"
         && e["verdict"] == "review"
         && e["approval"] == id.as_str()));
+}
+
+/// An interactive shell is one long channel request: revoking the access key it logged in
+/// with ends the whole session within a second, and the session's end says why.
+#[test]
+fn revoking_an_access_key_ends_a_live_interactive_shell() {
+    let s = start();
+    let token = s.gw.token("alice", &["ops"]);
+    let exchanged = Command::new(support::bin())
+        .args(["token", "exchange", "--gateway"])
+        .arg(format!("http://127.0.0.1:{}", s.gw.admin_port))
+        .env("PORTCULLIS_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(exchanged.status.success(), "{}", text(&exchanged.stderr));
+    let key = text(&exchanged.stdout).trim().to_string();
+    let id = format!("ak_{}", key.split('_').nth(1).unwrap());
+    let ssh = format!(
+        "sshpass -p {key} ssh -tt -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+         -o LogLevel=ERROR -o PubkeyAuthentication=no -p {} web@127.0.0.1",
+        s.port
+    );
+    let mut child = Command::new("script")
+        .args(["-qfec", &ssh, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    stdin.write_all(b"echo BEFORE$((6*7))\n").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let r = s.gw.cli(&["token", "revoke", &id]);
+    assert!(r.ok, "{}", r.stderr);
+    let revoked = Instant::now();
+    // The shell is still open on the client's side: nothing typed ends it.
+    let deadline = revoked + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the shell outlived its access key"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = revoked.elapsed();
+    assert!(!status.success());
+    assert!(took < Duration::from_millis(1500), "ended after {took:?}");
+    let mut shown = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut shown)
+        .unwrap();
+    assert!(shown.contains("BEFORE42"), "{shown}");
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let end = loop {
+        let ends =
+            s.gw.audit(&["--kind", "session_end", "--connection", "web"]);
+        if let Some(e) = ends.into_iter().next() {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no session end recorded");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        end["error"].as_str().is_some_and(|e| e.contains("revoked")),
+        "{end}"
+    );
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use gateway_core::audit::{AuditEvent, EventKind};
+use gateway_core::identity::IdentityError;
 use gateway_core::services::Services;
 use russh::server;
 use tokio::net::TcpListener;
@@ -74,8 +75,18 @@ impl SshProxy {
                 let slot: SessionSlot = Arc::default();
                 let handler = SshHandler::new(proxy.services.clone(), peer, slot.clone());
                 let started = Instant::now();
+                let ended = Arc::new(std::sync::OnceLock::new());
                 let outcome = match server::run_stream(proxy.config.clone(), tcp, handler).await {
-                    Ok(running) => running.await,
+                    Ok(running) => {
+                        let watch = tokio::spawn(watch_credential(
+                            slot.clone(),
+                            running.handle(),
+                            ended.clone(),
+                        ));
+                        let outcome = running.await;
+                        watch.abort();
+                        outcome
+                    }
                     Err(e) => Err(e),
                 };
                 let Some(ctx) = slot.get() else {
@@ -95,12 +106,51 @@ impl SshProxy {
                     "commands": ctx.commands.load(Relaxed),
                     "target_user": ctx.target_user,
                 }));
-                if let Err(e) = &outcome {
+                if let Some(why) = ended.get() {
+                    end.error = Some(why.clone());
+                } else if let Err(e) = &outcome {
                     end.error = Some(e.to_string());
                 }
                 tracing::info!(session_id = %ctx.session_id, "ssh session closed");
                 let _ = proxy.services.audit.record_later(end).await;
             });
+        }
+    }
+}
+
+/// How often a live session's credential is looked at again.
+const RECHECK_EVERY: Duration = Duration::from_millis(500);
+
+/// End the session once the credential it logged in with no longer holds (an access key
+/// revoked or expired): channels already open, an interactive shell above all, do not
+/// outlive it. The reason goes into `ended` for the session's end event.
+async fn watch_credential(
+    slot: SessionSlot,
+    front: server::Handle,
+    ended: Arc<std::sync::OnceLock<String>>,
+) {
+    loop {
+        tokio::time::sleep(RECHECK_EVERY).await;
+        let Some(ctx) = slot.get() else {
+            continue;
+        };
+        match ctx.services.verifier.still_valid(&ctx.identity) {
+            Ok(()) => {}
+            Err(IdentityError::BadAccessKey) => {
+                let why = "the session's access key was revoked or has expired";
+                tracing::warn!(session_id = %ctx.session_id, "{why}; ending the ssh session");
+                let _ = ended.set(why.to_string());
+                let _ = front
+                    .disconnect(
+                        russh::Disconnect::ByApplication,
+                        format!("portcullis: {why}; reconnect with a valid token"),
+                        String::new(),
+                    )
+                    .await;
+                return;
+            }
+            // The store could not say; every request is checked again when it comes.
+            Err(e) => tracing::debug!(error = %e, "access key check failed; retried"),
         }
     }
 }
