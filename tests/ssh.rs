@@ -47,10 +47,15 @@ fn start() -> SshGw {
 
 /// A gateway with `extra` TOML appended to its config.
 fn start_with(extra: &str) -> SshGw {
+    start_with_policy(POLICY, extra)
+}
+
+/// A gateway deciding by `policy`, with `extra` TOML appended to its config.
+fn start_with_policy(policy: &str, extra: &str) -> SshGw {
     let sshd = sshd();
     let port = free_port();
     let user = current_user();
-    let gw = Gateway::start_config(port, POLICY, |_dir, admin| {
+    let gw = Gateway::start_config(port, policy, |_dir, admin| {
         format!(
             r#"
 [gateway]
@@ -944,5 +949,96 @@ fn revoking_an_access_key_ends_a_live_interactive_shell() {
     assert!(
         end["error"].as_str().is_some_and(|e| e.contains("revoked")),
         "{end}"
+    );
+}
+
+/// The shipped example policy is an allow-list of programs over parsed command lines: the
+/// spellings that walked around the old string rules are refused, and never reach the host.
+#[test]
+fn the_shipped_allow_list_holds_against_the_usual_ways_around_it() {
+    let policy = std::fs::read_to_string(support::root().join("examples/ssh.cedar")).unwrap();
+    let s = start_with_policy(&policy, "");
+    let token = s.gw.token("alice", &["ops"]);
+    let scratch = Scratch::new("ssh-allow-list");
+    let dir = scratch.0.display().to_string();
+    let victim = scratch.0.join("keep.txt");
+    std::fs::write(&victim, "precious").unwrap();
+    let v = victim.display().to_string();
+
+    let ls = s.ssh(
+        &token,
+        "web",
+        &format!("ls {dir} && /bin/ls -a {dir} 2>/dev/null"),
+    );
+    assert!(ls.status.success(), "{}", text(&ls.stderr));
+    assert_eq!(
+        text(&ls.stdout).matches("keep.txt").count(),
+        2,
+        "{}",
+        text(&ls.stdout)
+    );
+
+    for attempt in [
+        format!("rm -fr {v}"),
+        format!("rm -r -f {v}"),
+        format!(" rm {v}"),
+        format!("/bin/rm {v}"),
+        format!("\\rm {v}"),
+        format!("r''m {v}"),
+        format!("find {dir} -name keep.txt -delete"),
+        format!("ls && rm {v}"),
+        format!("ls; rm {v}"),
+        format!("ls $(rm {v})"),
+        format!("ls `rm {v}`"),
+        format!("sh -c 'rm {v}'"),
+        format!("/usr/bin/env rm {v}"),
+        format!("eval rm {v}"),
+        format!("R=rm; $R {v}"),
+        format!("echo gone > {v}"),
+    ] {
+        let out = s.ssh(&token, "web", &attempt);
+        assert_eq!(
+            out.status.code(),
+            Some(126),
+            "{attempt:?} was not refused: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&victim).ok().as_deref(),
+            Some("precious"),
+            "{attempt:?} reached the host"
+        );
+    }
+    let out = s.ssh(&token, "web", &format!("ls && rm {v}"));
+    assert!(
+        text(&out.stderr).contains("it runs rm"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = s.ssh(&token, "web", &format!("ls $(rm {v})"));
+    assert!(
+        text(&out.stderr).contains("command substitution"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The audit event says what the line would have run.
+    let events = s.gw.audit(&["--kind", "command", "--connection", "web"]);
+    let chained = events
+        .iter()
+        .find(|e| e["statement"] == format!("ls && rm {v}").as_str())
+        .expect("event of the chained line");
+    assert_eq!(chained["verdict"], "deny");
+    assert_eq!(
+        chained["detail"]["programs"],
+        serde_json::json!(["ls", "rm"])
+    );
+    let hidden = events
+        .iter()
+        .find(|e| e["statement"] == format!("ls $(rm {v})").as_str())
+        .expect("event of the substituted line");
+    assert_eq!(
+        hidden["detail"]["opaque"],
+        serde_json::json!(["command substitution"])
     );
 }

@@ -114,4 +114,67 @@ pub struct SshRequest {
     /// The exec command line, or what a forward reaches (`host:port`); policy's
     /// `context.command`.
     pub command: Option<Arc<str>>,
+    /// For an exec line: one simple command of it, and what the whole line runs.
+    pub exec: Option<ExecPart>,
+}
+
+/// What an exec line runs, as the shell parser sees it (see [`crate::shell`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct ExecLine {
+    /// Every program's basename, in order of appearance, once each.
+    pub programs: Vec<String>,
+    /// Why the line cannot be fully known before it runs; empty when it can.
+    pub opaque: Vec<String>,
+}
+
+/// One simple command of an exec line: each is decided, and the line runs only if every
+/// one is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ExecPart {
+    pub line: Arc<ExecLine>,
+    /// The program's basename; `None` for a line that runs no program.
+    pub program: Option<String>,
+    /// Its arguments, unquoted.
+    pub args: Vec<String>,
+}
+
+impl SshRequest {
+    /// A request that is not an exec line (shell, sftp, forward).
+    pub fn new(kind: SshKind, command: Option<Arc<str>>) -> SshRequest {
+        SshRequest {
+            kind,
+            command,
+            exec: None,
+        }
+    }
+
+    /// The actions an exec command line is decided as: one per simple command it runs
+    /// (one without a program if it runs none), each carrying the raw line and what the
+    /// whole line runs.
+    pub fn exec(line: Arc<str>) -> Vec<Action> {
+        let parsed = crate::shell::analyse(&line);
+        let info = Arc::new(ExecLine {
+            programs: parsed.programs,
+            opaque: parsed.opaque,
+        });
+        let part = |program: Option<String>, args: Vec<String>| {
+            Action::Ssh(SshRequest {
+                kind: SshKind::Exec,
+                command: Some(line.clone()),
+                exec: Some(ExecPart {
+                    line: info.clone(),
+                    program,
+                    args,
+                }),
+            })
+        };
+        if parsed.commands.is_empty() {
+            return vec![part(None, Vec::new())];
+        }
+        parsed
+            .commands
+            .into_iter()
+            .map(|(program, args)| part(Some(program), args))
+            .collect()
+    }
 }

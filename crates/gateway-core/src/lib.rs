@@ -13,6 +13,7 @@ pub mod masking;
 pub mod metrics;
 pub mod policy;
 pub mod services;
+pub mod shell;
 pub mod sql;
 pub mod store;
 pub mod timefmt;

@@ -29,6 +29,10 @@ pub enum PolicyCommand {
         /// A SQL statement to classify (its kind, tables and shape become the action and context).
         #[arg(long)]
         sql: Option<String>,
+        /// An SSH exec command line to parse as the proxy does: each simple command in it
+        /// is explained as `ssh.exec`, and the line passes only if each one does.
+        #[arg(long, conflicts_with_all = ["sql", "context"])]
+        exec: Option<String>,
         /// Context as JSON, e.g. '{"tables":["orders"],"unbounded":false}'.
         #[arg(long)]
         context: Option<String>,
@@ -44,6 +48,7 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
         connection,
         action,
         sql,
+        exec,
         context,
     } = cmd;
     let cfg = crate::load_config(&config)?;
@@ -65,6 +70,20 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
+    let claims = std::collections::BTreeMap::new();
+    let principal = gateway_core::policy::PrincipalRef {
+        issuer: &issuer,
+        subject: &who,
+        groups: &groups,
+        claims: &claims,
+    };
+    let conn_ref = gateway_core::policy::ConnectionRef {
+        name: &conn.name,
+        protocol: conn.protocol,
+    };
+    if let Some(line) = exec {
+        return explain_exec(&handle, &principal, &conn_ref, &line);
+    }
     let mut action = action;
     if let Some(sql) = sql {
         // Classify the statement as the proxy would and decide on its worst effect.
@@ -106,23 +125,63 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             "functions": functions,
         }));
     }
-    let claims = std::collections::BTreeMap::new();
-    let who = gateway_core::policy::PrincipalRef {
-        issuer: &issuer,
-        subject: &who,
-        groups: &groups,
-        claims: &claims,
-    };
-    let conn_ref = gateway_core::policy::ConnectionRef {
-        name: &conn.name,
-        protocol: conn.protocol,
-    };
     let explanation = handle
         .current()
-        .explain(&who, &conn_ref, &action, context.as_ref())
+        .explain(&principal, &conn_ref, &action, context.as_ref())
         .map_err(anyhow::Error::msg)?;
     println!("{explanation}");
     Ok(if explanation.decision.is_allowed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+/// `policy test --exec LINE`: the line parsed as the SSH proxy parses it, each simple command
+/// explained; exit 0 only if every one is allowed.
+fn explain_exec(
+    handle: &gateway_core::policy::PolicyHandle,
+    who: &gateway_core::policy::PrincipalRef<'_>,
+    conn: &gateway_core::policy::ConnectionRef<'_>,
+    line: &str,
+) -> anyhow::Result<ExitCode> {
+    use gateway_core::action::{Action, SshRequest};
+    let actions = SshRequest::exec(std::sync::Arc::from(line));
+    let engine = handle.current();
+    let mut allowed = true;
+    for (i, action) in actions.iter().enumerate() {
+        let Action::Ssh(SshRequest {
+            exec: Some(exec), ..
+        }) = action
+        else {
+            continue;
+        };
+        if i == 0 {
+            println!("runs: {}", exec.line.programs.join(", "));
+            if !exec.line.opaque.is_empty() {
+                println!(
+                    "cannot be checked before it runs: {}",
+                    exec.line.opaque.join(", ")
+                );
+            }
+        }
+        let program = exec.program.clone().unwrap_or_default();
+        println!("command {}: {program} {}", i + 1, exec.args.join(" "));
+        let context = serde_json::json!({
+            "command": line,
+            "program": program,
+            "args": exec.args.join(" "),
+            "argv": exec.args,
+            "programs": exec.line.programs,
+            "opaque": !exec.line.opaque.is_empty(),
+        });
+        let explanation = engine
+            .explain(who, conn, "ssh.exec", Some(&context))
+            .map_err(anyhow::Error::msg)?;
+        println!("{explanation}");
+        allowed &= explanation.decision.is_allowed();
+    }
+    Ok(if allowed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)

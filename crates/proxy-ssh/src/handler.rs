@@ -56,9 +56,11 @@ pub(crate) struct SessionCtx {
 }
 
 impl SessionCtx {
-    /// Decide a channel request of this session: refused outright once the session's token
-    /// has expired or its access key was revoked (checked at every request), else by policy.
-    fn decide(&self, action: &Action) -> Decision {
+    /// Decide a channel request of this session (an exec line is several actions, one per
+    /// simple command, and passes only if each does): refused outright once the session's
+    /// token has expired or its access key was revoked (checked at every request), else by
+    /// policy.
+    fn decide(&self, actions: &[Action]) -> Decision {
         let refused = if gateway_core::util::now_secs() > self.identity.expires_at {
             Some("the session's token has expired; reconnect with a fresh token".to_string())
         } else {
@@ -75,13 +77,13 @@ impl SessionCtx {
                 reason: Some(reason),
                 policy_version: 0,
             },
-            None => self.services.policy.current().decide(
+            None => self.services.policy.current().decide_all(
                 &self.identity,
                 &ConnectionRef {
                     name: &self.conn.name,
                     protocol: self.conn.protocol,
                 },
-                action,
+                actions,
             ),
         }
     }
@@ -343,11 +345,11 @@ impl SshHandler {
             return Ok(());
         };
         let command: Option<Arc<str>> = command.map(Arc::from);
-        let action = Action::Ssh(SshRequest {
-            kind,
-            command: command.clone(),
-        });
-        let decision = ctx.decide(&action);
+        let actions = match (kind, &command) {
+            (SshKind::Exec, Some(line)) => SshRequest::exec(line.clone()),
+            _ => vec![Action::Ssh(SshRequest::new(kind, command.clone()))],
+        };
+        let decision = ctx.decide(&actions);
         let number = ctx.commands.fetch_add(1, Relaxed) + 1;
         let approvals = &ctx.services.approvals;
         // A granted window stands in for review.
@@ -390,6 +392,7 @@ impl SshHandler {
             &decision,
             verdict,
             approval.clone(),
+            exec_detail(&actions),
         )
         .await;
         let refusal = match (&decision.verdict, recorded, &held) {
@@ -486,10 +489,10 @@ impl SshHandler {
             return false;
         };
         let command: Arc<str> = Arc::from(what);
-        let decision = ctx.decide(&Action::Ssh(SshRequest {
-            kind: SshKind::Forward,
-            command: Some(command.clone()),
-        }));
+        let decision = ctx.decide(&[Action::Ssh(SshRequest::new(
+            SshKind::Forward,
+            Some(command.clone()),
+        ))]);
         let number = ctx.commands.fetch_add(1, Relaxed) + 1;
         let recorded = record_command(
             &ctx,
@@ -499,13 +502,31 @@ impl SshHandler {
             &decision,
             decision.audit_verdict(),
             None,
+            None,
         )
         .await;
         decision.is_allowed() && recorded.is_ok()
     }
 }
 
+/// What the parser saw in an exec line, for its audit event: the programs it runs and why
+/// part of it could not be known before it ran.
+fn exec_detail(actions: &[Action]) -> Option<serde_json::Value> {
+    let Some(Action::Ssh(SshRequest {
+        exec: Some(exec), ..
+    })) = actions.first()
+    else {
+        return None;
+    };
+    let mut detail = serde_json::json!({ "programs": exec.line.programs });
+    if !exec.line.opaque.is_empty() {
+        detail["opaque"] = serde_json::json!(exec.line.opaque);
+    }
+    Some(detail)
+}
+
 /// Record a decided request durably before it is answered or forwarded.
+#[allow(clippy::too_many_arguments)]
 async fn record_command(
     ctx: &SessionCtx,
     number: u64,
@@ -514,6 +535,7 @@ async fn record_command(
     decision: &Decision,
     verdict: AuditVerdict,
     approval: Option<String>,
+    detail: Option<serde_json::Value>,
 ) -> Result<(), gateway_core::Error> {
     let mut ev = AuditEvent::new(EventKind::Command, &ctx.session_id);
     ev.identity = Some(IdentityRecord::from(&ctx.identity));
@@ -531,6 +553,7 @@ async fn record_command(
     ev.approval = approval;
     ev.policies = decision.policies.clone();
     ev.reason = decision.reason.clone();
+    ev.detail = detail;
     tokio::time::timeout(VERIFY_TIMEOUT, ctx.services.audit.record(ev))
         .await
         .unwrap_or_else(|_| Err(gateway_core::Error::Audit("timed out".into())))

@@ -175,6 +175,23 @@ impl PolicyEngine {
         {
             reason.push_str(&format!(" (it calls {})", s.functions.join(", ")));
         }
+        // Nor "no policy permits ssh.exec" which program, or that the line hides some.
+        if let Action::Ssh(r) = action
+            && let Some(exec) = &r.exec
+            && matches!(decision.verdict, Verdict::Deny)
+            && decision.policies.is_empty()
+            && let Some(reason) = &mut decision.reason
+        {
+            if let Some(program) = &exec.program {
+                reason.push_str(&format!(" (it runs {program})"));
+            }
+            if !exec.line.opaque.is_empty() {
+                reason.push_str(&format!(
+                    "; the command line cannot be checked before it runs: {}",
+                    exec.line.opaque.join(", ")
+                ));
+            }
+        }
         self.cache
             .insert(hash, &who, conn, action, decision.clone());
         decision
@@ -423,14 +440,39 @@ impl PolicyEngine {
 pub(super) fn context_for(action: &Action) -> Result<Context, String> {
     match action {
         Action::Connect => Ok(Context::empty()),
-        Action::Ssh(req) => match &req.command {
-            None => Ok(Context::empty()),
-            Some(cmd) => Context::from_pairs([(
-                "command".to_string(),
-                RestrictedExpression::new_string(cmd.to_string()),
-            )])
-            .map_err(|e| format!("policy context could not be built: {e}")),
-        },
+        Action::Ssh(req) => {
+            let mut pairs = Vec::new();
+            if let Some(cmd) = &req.command {
+                pairs.push((
+                    "command".to_string(),
+                    RestrictedExpression::new_string(cmd.to_string()),
+                ));
+            }
+            if let Some(exec) = &req.exec {
+                let strings = |v: &[String]| {
+                    RestrictedExpression::new_set(
+                        v.iter()
+                            .map(|p| RestrictedExpression::new_string(p.clone())),
+                    )
+                };
+                pairs.push(("programs".to_string(), strings(&exec.line.programs)));
+                pairs.push((
+                    "opaque".to_string(),
+                    RestrictedExpression::new_bool(!exec.line.opaque.is_empty()),
+                ));
+                pairs.push((
+                    "program".to_string(),
+                    RestrictedExpression::new_string(exec.program.clone().unwrap_or_default()),
+                ));
+                pairs.push((
+                    "args".to_string(),
+                    RestrictedExpression::new_string(exec.args.join(" ")),
+                ));
+                pairs.push(("argv".to_string(), strings(&exec.args)));
+            }
+            Context::from_pairs(pairs)
+                .map_err(|e| format!("policy context could not be built: {e}"))
+        }
         Action::Sql(stmt) => Context::from_pairs([
             (
                 "tables".to_string(),

@@ -165,6 +165,8 @@ fn default_context(action: &str) -> serde_json::Map<String, serde_json::Value> {
     use serde_json::{Value, json};
     let v = if action.starts_with("sql.") {
         json!({ "tables": [], "unbounded": false, "statement": "", "functions": [] })
+    } else if action == "ssh.exec" {
+        json!({ "command": "", "program": "", "args": "", "argv": [], "programs": [], "opaque": false })
     } else if action.starts_with("http.") {
         json!({ "method": "", "path": "", "host": "" })
     } else {
