@@ -273,16 +273,12 @@ pub fn check_head(anchors: &[Anchor], key: &[u8], head: (u64, &str)) -> Option<S
 mod tests {
     use super::*;
 
-    fn dir() -> PathBuf {
-        let d =
-            std::env::temp_dir().join(format!("portcullis-anchor-{}", crate::util::random_hex(6)));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
+    use crate::store::sqlite::tests::TempDir;
 
     #[test]
     fn signs_and_verifies_and_detects_any_change() {
-        let d = dir();
+        let tmp = TempDir::new("anchor");
+        let d = tmp.path().to_path_buf();
         let key = AnchorKey::load_or_create(&d).unwrap();
         let a = key.sign(7, &"ab".repeat(32), 1_700_000_000_000_000);
         assert!(a.signed_by(key.public()));
@@ -309,7 +305,7 @@ mod tests {
             read_public_key(&d.join(PUBLIC_KEY_FILE)).unwrap(),
             key.public()
         );
-        let other = AnchorKey::load_or_create(&dir()).unwrap();
+        let other = AnchorKey::load_or_create(TempDir::new("anchor").path()).unwrap();
         assert!(!a.signed_by(other.public()));
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(d.join(KEY_FILE))
@@ -321,7 +317,8 @@ mod tests {
 
     #[test]
     fn file_round_trip_skips_a_torn_line_and_rejects_garbage() {
-        let d = dir();
+        let tmp = TempDir::new("anchor");
+        let d = tmp.path().to_path_buf();
         let key = AnchorKey::load_or_create(&d).unwrap();
         let file = AnchorFile::new(d.join("a/anchors.jsonl"));
         let a1 = key.sign(1, &"11".repeat(32), 1);
@@ -339,7 +336,7 @@ mod tests {
 
     #[test]
     fn head_behind_or_off_its_anchor_is_reported() {
-        let key = AnchorKey::load_or_create(&dir()).unwrap();
+        let key = AnchorKey::load_or_create(TempDir::new("anchor").path()).unwrap();
         let h = "11".repeat(32);
         let anchors = vec![key.sign(3, &"00".repeat(32), 1), key.sign(5, &h, 2)];
         assert_eq!(check_head(&anchors, key.public(), (5, &h)), None);
@@ -349,7 +346,7 @@ mod tests {
         let off = check_head(&anchors, key.public(), (5, "x")).unwrap();
         assert!(off.contains("event 5 does not match"), "{off}");
         // Another key's anchors are not this gateway's to enforce.
-        let other = AnchorKey::load_or_create(&dir()).unwrap();
+        let other = AnchorKey::load_or_create(TempDir::new("anchor").path()).unwrap();
         assert_eq!(check_head(&anchors, other.public(), (1, "x")), None);
     }
 }
