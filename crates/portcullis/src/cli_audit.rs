@@ -198,8 +198,10 @@ fn verify(
             }
         ),
         None => println!(
-            "no anchors in {}: a cut tail would go unnoticed",
-            anchors_path.display()
+            "no anchors yet in {}: the gateway signs the head every {} and at shutdown; \
+             until then a cut tail would go unnoticed",
+            anchors_path.display(),
+            cfg.audit.anchor_every
         ),
     }
     Ok(ExitCode::SUCCESS)
