@@ -1,6 +1,9 @@
 //! End to end through the Postgres gateway: a real PostgreSQL started by
 //! `tests/scripts/pg.sh`, the real `portcullis` binary, and real clients (psql, pgbench).
 
+// Test code: a step that fails fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::process::Command;

@@ -2,6 +2,9 @@
 //! exhaust the gateway. A real PostgreSQL (`tests/scripts/pg.sh`), the real `portcullis`
 //! binary, psql and pgbench.
 
+// Test code: a step that fails fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::io::Write;

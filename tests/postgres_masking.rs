@@ -3,6 +3,9 @@
 //! and real clients (psql, pgbench, tokio-postgres in binary format). Every leak attempt that
 //! was tried against the gateway is a test here.
 
+// Test code: a step that fails fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::process::Command;

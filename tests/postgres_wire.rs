@@ -2,6 +2,9 @@
 //! parameter filtering, oversized frames, policy hot reload and `policy test`. Real
 //! PostgreSQL from `tests/scripts/pg.sh`, the real binary, psql and raw sockets.
 
+// Test code: a step that fails fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::io::{Read, Write};

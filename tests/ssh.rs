@@ -3,6 +3,9 @@
 //! interactive shells under a pty, file transfer, forwarding refusal, host key pinning,
 //! recording and replay.
 
+// Test code: a step that fails fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::io::{Read, Write};

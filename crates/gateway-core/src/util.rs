@@ -15,7 +15,12 @@ pub fn now_secs() -> i64 {
     now_micros() / 1_000_000
 }
 
-/// `n` random bytes from the system CSPRNG, hex-encoded.
+/// `n` random bytes from the system CSPRNG, hex-encoded. Aborts if the system has no entropy
+/// source: every identifier and key would be guessable, and nothing may go on without them.
+#[expect(
+    clippy::panic,
+    reason = "no entropy source: no safe identifiers or keys can be made"
+)]
 pub fn random_hex(n: usize) -> String {
     let mut buf = vec![0u8; n];
     // aws-lc-rs' system RNG only fails if the OS has no entropy source at all.
