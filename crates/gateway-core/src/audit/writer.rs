@@ -16,15 +16,14 @@
 //! of a command whose event is not written are withheld from the client. The indexer thread
 //! copies written events into the store behind the writer (see [`crate::audit::journal`]).
 
-use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use crate::audit::anchor::{self, AnchorFile, AnchorKey};
+use crate::audit::anchor;
 use crate::audit::chain::{canonical_body, chain_hash};
 use crate::audit::event::AuditEvent;
 use crate::audit::indexer::{INDEX_QUEUE, IndexMsg, Indexer};
@@ -124,15 +123,6 @@ impl Default for Options {
     }
 }
 
-/// Where and how often the chain's head is signed (see [`crate::audit::anchor`]).
-#[derive(Debug)]
-pub struct Anchoring {
-    pub key: AnchorKey,
-    pub file: AnchorFile,
-    /// The head is signed this often when it has moved, and at shutdown.
-    pub every: std::time::Duration,
-}
-
 fn stopped() -> Error {
     Error::Audit("audit writer is stopped".to_string())
 }
@@ -152,18 +142,6 @@ struct Chain {
     closed: bool,
     /// Stopped as a crash would stop it (tests): nothing more is written or stored.
     abandoned: bool,
-}
-
-/// The writing side, behind its own lock.
-#[derive(Debug)]
-struct Io {
-    journal: JournalWriter,
-    /// Seq and hash of the last event written.
-    head: (u64, String),
-    index_tx: SyncSender<IndexMsg>,
-    indexer: Option<JoinHandle<()>>,
-    /// Held while the writer runs: no other process recovers or appends meanwhile.
-    lock: Option<Arc<File>>,
 }
 
 impl AuditLog {
@@ -520,60 +498,6 @@ impl Shared {
 /// How often staged events are written when no session needs them written sooner.
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// The anchor sink and what was last signed to it; owned by the flusher thread.
-struct AnchorState {
-    anchoring: Anchoring,
-    last_seq: u64,
-    last_at: Option<std::time::Instant>,
-}
-
-impl AnchorState {
-    /// Sign the written head if it moved and the interval is up (or `now` is set).
-    fn tick(&mut self, shared: &Shared, now: bool) {
-        if !now
-            && self
-                .last_at
-                .is_some_and(|t| t.elapsed() < self.anchoring.every)
-        {
-            return;
-        }
-        self.last_at = Some(std::time::Instant::now());
-        let (seq, hash) = {
-            let mut io = shared.io();
-            if io.head.0 == self.last_seq {
-                return;
-            }
-            // What the anchor vouches for is on disk before the anchor is.
-            if let Err(e) = io.journal.sync() {
-                shared
-                    .counters
-                    .anchor_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, "cannot sync the audit journal for its anchor");
-                return;
-            }
-            io.head.clone()
-        };
-        let a = &self.anchoring;
-        match a
-            .file
-            .append(&a.key.sign(seq, &hash, crate::util::now_micros()))
-        {
-            Ok(()) => {
-                self.last_seq = seq;
-                shared.counters.anchors.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => {
-                shared
-                    .counters
-                    .anchor_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, "cannot write the audit anchor; retried at the next interval");
-            }
-        }
-    }
-}
-
 /// The flusher thread: writes staged events, retries after a failed write, signs the head
 /// at its interval, and at shutdown writes the rest, signs the final head, then stops the
 /// indexer.
@@ -632,34 +556,11 @@ fn flush_loop(shared: &Shared, mut anchored: Option<AnchorState>) {
     io.lock = None;
 }
 
-impl Io {
-    fn join_indexer(&mut self) {
-        if let Some(handle) = self.indexer.take()
-            && handle.join().is_err()
-        {
-            tracing::error!("audit indexer thread ended abnormally");
-        }
-    }
-
-    /// Hand over to the indexer, waiting while its queue is full (backpressure).
-    fn to_indexer(&self, msg: IndexMsg) {
-        if self.index_tx.send(msg).is_err() {
-            tracing::error!(
-                "audit indexer is gone; events stay in the journal until the next start"
-            );
-        }
-    }
-
-    /// Append events `first..=last` (their lines) with one write. A segment closed by this
-    /// append goes to the indexer before the batch does.
-    fn append(&mut self, first: u64, last: u64, lines: &[u8]) -> Result<()> {
-        let appended = self.journal.append(first, last, lines);
-        while let Some(sealed) = self.journal.take_sealed() {
-            self.to_indexer(IndexMsg::Sealed(sealed));
-        }
-        appended
-    }
-}
-
+mod anchoring;
+mod io;
 #[cfg(test)]
 mod tests;
+
+use anchoring::AnchorState;
+pub use anchoring::Anchoring;
+use io::Io;

@@ -1,0 +1,105 @@
+//! `[[connections]]`: targets and the credentials the gateway holds for them.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::Protocol;
+
+/// `[[connections]]`: a target and the credential the gateway holds for it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// What clients name (a Postgres client's `dbname`).
+    pub name: String,
+    pub protocol: Protocol,
+    /// `host:port` of the target.
+    pub target: String,
+    /// Database on the target.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// User the gateway logs in as.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Environment variable holding the target password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the target password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Extra startup parameters clients may pass through beyond the built-in allow-list.
+    #[serde(default)]
+    pub allow_startup_params: Vec<String>,
+    /// Pass the client's `options` startup parameter to the target.
+    #[serde(default)]
+    pub allow_options: bool,
+    /// Postgres: TLS to the target, as libpq's `sslmode`: `disable`, `require` (encrypted,
+    /// the certificate not checked), `verify-ca` (it chains to a trusted CA), `verify-full`
+    /// (and names the target's host). Default: `verify-full` when `sslrootcert` is set, else
+    /// `disable`.
+    #[serde(default)]
+    pub sslmode: Option<SslMode>,
+    /// Postgres: CA certificates (PEM) the target's certificate must chain to; without it,
+    /// `verify-ca` and `verify-full` trust the system's roots (as for Azure Database for
+    /// PostgreSQL).
+    #[serde(default)]
+    pub sslrootcert: Option<PathBuf>,
+    /// SSH: further target users a client may choose with `<user>+<connection>@`; `user`
+    /// is the default and always allowed.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// SSH: the private key (OpenSSH format) the gateway logs in to the target with.
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+    /// SSH: a known_hosts file the target's host key must be listed in.
+    #[serde(default)]
+    pub known_hosts: Option<PathBuf>,
+    /// SSH: the target's host key fingerprint, `SHA256:<base64>` as `ssh-keygen -l` prints it.
+    #[serde(default)]
+    pub host_key_fingerprint: Option<String>,
+    /// SSH: environment variables passed to the target beyond `LANG`, `LC_*` and `TERM`.
+    #[serde(default)]
+    pub allow_env: Vec<String>,
+}
+
+/// TLS from the gateway to a Postgres target (libpq's `sslmode` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS, any certificate.
+    Require,
+    /// TLS, a certificate that chains to a trusted CA, whatever name it is for.
+    VerifyCa,
+    /// TLS, a certificate that chains to a trusted CA and names the target's host.
+    VerifyFull,
+}
+
+impl ConnectionConfig {
+    /// The TLS mode in force: the configured one, else `verify-full` with a CA file, else
+    /// `disable`.
+    pub fn sslmode(&self) -> SslMode {
+        match (self.sslmode, &self.sslrootcert) {
+            (Some(m), _) => m,
+            (None, Some(_)) => SslMode::VerifyFull,
+            (None, None) => SslMode::Disable,
+        }
+    }
+
+    /// Read the held password from its configured source.
+    pub fn password(&self, base: &Path) -> Result<Option<String>, String> {
+        if let Some(var) = &self.password_env {
+            return std::env::var(var)
+                .map(Some)
+                .map_err(|_| format!("environment variable {var} is not set"));
+        }
+        if let Some(file) = &self.password_file {
+            let path = base.join(file);
+            return std::fs::read_to_string(&path)
+                .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_string()))
+                .map_err(|e| format!("{}: {e}", path.display()));
+        }
+        Ok(None)
+    }
+}
