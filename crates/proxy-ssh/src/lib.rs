@@ -11,6 +11,7 @@ pub mod names;
 pub mod record;
 mod relay;
 mod server;
+mod session;
 mod target;
 
 pub use error::SshError;

@@ -14,8 +14,8 @@ use gateway_core::audit::{AuditEvent, EventKind};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client, server};
 use tokio::sync::mpsc;
 
-use crate::handler::SessionCtx;
 use crate::record::{Header, Recorder};
+use crate::session::SessionCtx;
 
 /// What the handler tells a channel's relay about its start request.
 pub(crate) enum Ctl {

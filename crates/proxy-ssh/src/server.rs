@@ -12,7 +12,8 @@ use russh::server;
 use tokio::net::TcpListener;
 
 use crate::error::SshError;
-use crate::handler::{SessionSlot, SshHandler, methods};
+use crate::handler::{SshHandler, methods};
+use crate::session::SessionSlot;
 
 /// An SSH front end for every `ssh` connection in the config.
 pub struct SshProxy {

@@ -12,8 +12,8 @@ use russh::server;
 use russh::{Channel, ChannelOpenFailure};
 
 use crate::error::SshError;
-use crate::handler::{SessionCtx, SessionSlot};
 use crate::relay;
+use crate::session::{SessionCtx, SessionSlot};
 
 /// Longest time to reach, verify and log in to the target.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
