@@ -226,6 +226,7 @@ impl SshHandler {
             front: OnceLock::new(),
             remote_forwards: std::sync::Mutex::new(Vec::new()),
             agent: watch::Sender::new(None),
+            credential: Default::default(),
         }));
         Ok(Auth::Accept)
     }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use gateway_core::audit::{AuditEvent, EventKind};
-use gateway_core::identity::IdentityError;
+use gateway_core::identity::watch::{CredentialState, RECHECK_EVERY};
 use gateway_core::services::Services;
 use russh::server;
 use tokio::net::TcpListener;
@@ -119,9 +119,6 @@ impl SshProxy {
     }
 }
 
-/// How often a live session's credential is looked at again.
-const RECHECK_EVERY: Duration = Duration::from_millis(500);
-
 /// End the session once the credential it logged in with no longer holds (an access key
 /// revoked or expired): channels already open, an interactive shell above all, do not
 /// outlive it. The reason goes into `ended` for the session's end event.
@@ -135,9 +132,9 @@ async fn watch_credential(
         let Some(ctx) = slot.get() else {
             continue;
         };
-        match ctx.services.verifier.still_valid(&ctx.identity) {
-            Ok(()) => {}
-            Err(IdentityError::BadAccessKey) => {
+        match ctx.credential.state(&ctx.services.verifier, &ctx.identity) {
+            CredentialState::Valid => {}
+            CredentialState::Revoked => {
                 let why = "the session's access key was revoked or has expired";
                 tracing::warn!(session_id = %ctx.session_id, "{why}; ending the ssh session");
                 let _ = ended.set(why.to_string());
@@ -151,7 +148,9 @@ async fn watch_credential(
                 return;
             }
             // The store could not say; every request is checked again when it comes.
-            Err(e) => tracing::debug!(error = %e, "access key check failed; retried"),
+            CredentialState::Unknown(e) => {
+                tracing::debug!(error = %e, "access key check failed; retried")
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ use gateway_core::Identity;
 use gateway_core::action::{Action, SshKind, SshRequest};
 use gateway_core::audit::{AuditEvent, EventKind, IdentityRecord, Verdict as AuditVerdict};
 use gateway_core::config::ConnectionConfig;
+use gateway_core::identity::watch::CredentialWatch;
 use gateway_core::policy::{ConnectionRef, Decision, Verdict};
 use gateway_core::services::Services;
 use russh::server;
@@ -34,6 +35,8 @@ pub(crate) struct SessionCtx {
     pub remote_forwards: std::sync::Mutex<Vec<(String, u32)>>,
     /// Agent forwarding: undecided, allowed or refused (decided once per session).
     pub agent: watch::Sender<Option<bool>>,
+    /// The session's access key, looked at again at each request and on a timer.
+    pub credential: CredentialWatch,
 }
 
 impl SessionCtx {
@@ -45,11 +48,8 @@ impl SessionCtx {
         let refused = if gateway_core::util::now_secs() > self.identity.expires_at {
             Some("the session's token has expired; reconnect with a fresh token".to_string())
         } else {
-            self.services
-                .verifier
-                .still_valid(&self.identity)
-                .err()
-                .map(|e| format!("the session's credential is no longer valid: {e}"))
+            self.credential
+                .refusal(&self.services.verifier, &self.identity)
         };
         match refused {
             Some(reason) => Decision {

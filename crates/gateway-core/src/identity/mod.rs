@@ -10,6 +10,7 @@ pub mod access_key;
 pub mod builtin;
 pub mod jwks;
 pub mod verifier;
+pub mod watch;
 
 pub use verifier::Verifier;
 

@@ -1,18 +1,17 @@
 //! Client → target: frame what the client sent, classify and decide each command, make its
 //! audit event durable, then forward the whole batch in one write.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use gateway_core::Side;
 use gateway_core::action::{Action, SqlKind, SqlStatement};
 use gateway_core::approvals::{NewKind, NewRequest, Outcome};
 use gateway_core::audit::{AuditEvent, EventKind};
-use gateway_core::identity::{AuthMethod, IdentityError};
+use gateway_core::identity::watch::CredentialWatch;
 use gateway_core::masking::SessionMasks;
 use gateway_core::policy::{ConnectionRef, Decision, Verdict};
 use gateway_core::sql::LexOptions;
@@ -90,33 +89,8 @@ struct Upstream<'a> {
     portal_formats: HashMap<Name, Arc<[i16]>>,
     /// The statements of the simple Query just decided, for masking to reuse.
     query_statements: Option<Arc<[Arc<SqlStatement>]>>,
-    /// When the session's access key was last found still valid.
-    credential_checked: Cell<Option<Instant>>,
-    /// The access key was found revoked: every further command is refused.
-    revoked: Cell<bool>,
-}
-
-/// Catalog relations holding samples of column values (bare names; qualified names add them
-/// too).
-const STATISTICS: &[&str] = &[
-    "pg_stats",
-    "pg_stats_ext",
-    "pg_stats_ext_exprs",
-    "pg_statistic",
-    "pg_statistic_ext",
-    "pg_statistic_ext_data",
-];
-
-/// How often a session on an access key re-checks it: a revocation takes effect within this.
-const RECHECK_EVERY: Duration = Duration::from_millis(500);
-
-/// What masking needs from a forwarded frame.
-enum Extra {
-    None,
-    /// A command with results: what they come from.
-    Source(Arc<ResultSource>),
-    /// A Describe: whose result columns its answer reports.
-    Describe(Arc<Prepared>),
+    /// The session's access key, looked at again while the session runs.
+    credential: CredentialWatch,
 }
 
 /// Client bytes read ahead while a statement is held, at most (reading stops there).
@@ -147,8 +121,7 @@ where
         bind_for_hold: None,
         portal_formats: HashMap::new(),
         query_statements: None,
-        credential_checked: Cell::new(None),
-        revoked: Cell::new(false),
+        credential: CredentialWatch::default(),
     };
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     let mut events: Vec<AuditEvent> = Vec::new();
@@ -451,166 +424,6 @@ impl Upstream<'_> {
         }
     }
 
-    /// What masking needs from a frame about to be forwarded; also refuses binary COPY out,
-    /// which can't be masked, before it reaches the target.
-    fn mask_extra(
-        &mut self,
-        masks: &SessionMasks,
-        frame: &Frame,
-        plan: &mut Plan,
-        events: &mut [AuditEvent],
-    ) -> Extra {
-        let (text, exec) = match frame.tag {
-            fe::BIND => {
-                if let Ok(b) = codec::parse_bind(frame.body()) {
-                    let formats: Arc<[i16]> = Arc::from(b.result_formats);
-                    if self.portal_formats.len() >= MAX_NAMES {
-                        self.portal_formats.clear();
-                    }
-                    self.portal_formats.insert(name_key(b.portal), formats);
-                }
-                return Extra::None;
-            }
-            fe::CLOSE => {
-                if let Ok((b'P', name)) = codec::parse_close(frame.body()) {
-                    self.portal_formats.remove(&name_key(name));
-                }
-                return Extra::None;
-            }
-            fe::DESCRIBE => {
-                let Ok((kind, name)) = codec::parse_describe(frame.body()) else {
-                    return Extra::None;
-                };
-                let map = if kind == b'S' {
-                    &self.statements
-                } else {
-                    &self.portals
-                };
-                // Every Describe is answered once; an unknown name still takes its place.
-                let p = map
-                    .get(&name_key(name))
-                    .cloned()
-                    .unwrap_or_else(|| Prepared::unknown(String::new()));
-                return Extra::Describe(p);
-            }
-            _ if !matches!(plan, Plan::Command { .. }) => return Extra::None,
-            fe::QUERY => match codec::parse_query(frame.body()) {
-                Ok(t) => (Arc::<str>::from(t), None),
-                Err(_) => return Extra::None,
-            },
-            fe::EXECUTE => {
-                let Ok((portal, _)) = codec::parse_execute(frame.body()) else {
-                    return Extra::None;
-                };
-                let key = name_key(portal);
-                let p = self
-                    .portals
-                    .get(&key)
-                    .cloned()
-                    .unwrap_or_else(|| Prepared::unknown(String::new()));
-                let formats = self
-                    .portal_formats
-                    .get(&key)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::from(Vec::new()));
-                (p.text.clone(), Some((p, formats)))
-            }
-            _ => return Extra::None,
-        };
-        // The planner's statistics hold column values (most common values, histogram
-        // bounds) outside any column's lineage: not readable on a masked session.
-        let statements = match (&exec, self.query_statements.take()) {
-            (Some((p, _)), _) => p.statements.clone(),
-            (None, Some(decided)) => decided,
-            (None, None) => self.ctx.services.classifier.classify(
-                &text,
-                LexOptions {
-                    standard_conforming_strings: self.standard_conforming_strings,
-                },
-            ),
-        };
-        if statements
-            .iter()
-            .flat_map(|s| s.tables.iter())
-            .any(|t| STATISTICS.contains(&t.as_str()))
-        {
-            let message = "portcullis: the planner's statistics are not readable on this connection because its results are masked: they hold column values";
-            if let Some(ev) = events.last_mut() {
-                ev.verdict = Some(gateway_core::audit::Verdict::Deny);
-                ev.reason = Some(message.into());
-            }
-            *plan = refuse(
-                "42501",
-                message,
-                "pg_stats and pg_statistic* show values of any column",
-            );
-            return Extra::None;
-        }
-        let copy = text
-            .as_bytes()
-            .windows(4)
-            .any(|w| w.eq_ignore_ascii_case(b"copy"));
-        if copy
-            && let Some(c) = crate::mask::copy::parse_copy(&text)
-            && c.format == crate::mask::copy::CopyFormat::Binary
-        {
-            let message = "portcullis: binary COPY is refused on this connection because its results are masked; use text or CSV format";
-            if let Some(ev) = events.last_mut() {
-                ev.verdict = Some(gateway_core::audit::Verdict::Deny);
-                ev.reason = Some(message.into());
-            }
-            *plan = refuse("0A000", message, "binary COPY data can't be masked");
-            return Extra::None;
-        }
-        let mentioned = masks.mentioned_rule(&text);
-        let touched = mentioned.or_else(|| {
-            masks.touched_rule(
-                statements
-                    .iter()
-                    .flat_map(|s| s.tables.iter().map(String::as_str)),
-            )
-        });
-        Extra::Source(Arc::new(ResultSource {
-            mentioned,
-            touched,
-            text,
-            exec,
-        }))
-    }
-
-    /// Why the session's access key no longer admits commands, checked at most every
-    /// [`RECHECK_EVERY`]; `None` while it does (and for other credentials).
-    fn credential_refusal(&self) -> Option<String> {
-        const REVOKED: &str =
-            "the session's access key was revoked or has expired; reconnect with a valid token";
-        if self.ctx.identity.method != AuthMethod::AccessKey {
-            return None;
-        }
-        if self.revoked.get() {
-            return Some(REVOKED.into());
-        }
-        if self
-            .credential_checked
-            .get()
-            .is_some_and(|t| t.elapsed() < RECHECK_EVERY)
-        {
-            return None;
-        }
-        match self.ctx.services.verifier.still_valid(&self.ctx.identity) {
-            Ok(()) => {
-                self.credential_checked.set(Some(Instant::now()));
-                None
-            }
-            // Looked up and found wanting: for good.
-            Err(IdentityError::BadAccessKey) => {
-                self.revoked.set(true);
-                Some(REVOKED.into())
-            }
-            // The store could not say: refuse this command, ask again for the next.
-            Err(e) => Some(format!("the session's access key cannot be checked: {e}")),
-        }
-    }
-
     fn evaluate(&self, statements: &[Arc<SqlStatement>]) -> Decision {
         let deny = |reason: String| Decision {
             verdict: Verdict::Deny,
@@ -621,7 +434,10 @@ impl Upstream<'_> {
         if gateway_core::util::now_secs() > self.ctx.identity.expires_at {
             return deny("the session's token has expired; reconnect with a fresh token".into());
         }
-        if let Some(reason) = self.credential_refusal() {
+        if let Some(reason) = self
+            .credential
+            .refusal(&self.ctx.services.verifier, &self.ctx.identity)
+        {
             return deny(reason);
         }
         let actions: Vec<Action> = statements.iter().map(|s| Action::Sql(s.clone())).collect();
@@ -746,215 +562,11 @@ impl Upstream<'_> {
         );
         refuse("42501", &message, &detail)
     }
-
-    /// Hold a command for approval: request it, tell the client, and wait for the outcome, a
-    /// cancel, or the client leaving. Returns the plan for the command either way; its audit
-    /// event (with the approval id) is queued with it.
-    async fn hold<R: AsyncRead + Unpin>(
-        &mut self,
-        h: Held,
-        client: &mut R,
-        buf: &mut BytesMut,
-        notices: &UnboundedSender<Bytes>,
-        events: &mut Vec<AuditEvent>,
-    ) -> Result<Plan> {
-        let ctx = self.ctx;
-        let approvals = &ctx.services.approvals;
-        let Held {
-            command,
-            statements,
-            text,
-            action,
-            decision,
-            mut event,
-            fingerprint,
-            parameters,
-            tables,
-        } = h;
-        let detail = format!(
-            "{action} on connection \"{}\" held by policy [{}]",
-            ctx.conn.name,
-            decision.policies.join(", ")
-        );
-        let new = NewRequest::new(
-            NewKind::OneTime {
-                fingerprint,
-                statement: text,
-                session: ctx.session_id.clone(),
-                parameters,
-                tables,
-            },
-            &ctx.conn.name,
-            action,
-        )
-        .with_review(&decision);
-        let req = match approvals.request(&ctx.identity, new).await {
-            Ok(r) => r,
-            Err(e) => {
-                let message = format!("portcullis: approval could not be requested: {e}");
-                event.verdict = Some(gateway_core::audit::Verdict::Deny);
-                event.reason = Some(message.clone());
-                events.push(event);
-                return Ok(refuse("42501", &message, &detail));
-            }
-        };
-        event.approval = Some(req.id.clone());
-        let who = if req.approver_groups.is_empty() {
-            "anyone else".to_string()
-        } else {
-            format!("members of {}", req.approver_groups.join(", "))
-        };
-        let message = format!(
-            "portcullis: statement held for approval {id}: {n} approval(s) needed from {who}; \
-             approve with `portcullis approvals approve {id}`, or cancel to withdraw it",
-            id = req.id,
-            n = req.required,
-        );
-        let mut notice = BytesMut::with_capacity(64 + message.len() + detail.len());
-        codec::put_notice(&mut notice, "NOTICE", "01000", &message, Some(&detail));
-        let _ = notices.send(notice.freeze());
-        ctx.hold.set(Some(req.id.clone()));
-        let wait = approvals.wait(&req.id);
-        tokio::pin!(wait);
-        let outcome = loop {
-            let read_more = buf.len() < MAX_READ_WHILE_HELD;
-            if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(READ_CHUNK);
-            }
-            tokio::select! {
-                o = &mut wait => break Some(o),
-                _ = ctx.hold.cancelled() => break None,
-                r = client.read_buf(buf), if read_more => match r {
-                    Ok(n) if n > 0 => {}
-                    _ => {
-                        ctx.hold.set(None);
-                        let _ = approvals
-                            .cancel_held(&req.id, &ctx.session_id, "the client disconnected while the statement was held")
-                            .await;
-                        return Err(PgError::Client(format!(
-                            "the client disconnected while statement was held for approval {}",
-                            req.id
-                        )));
-                    }
-                },
-            }
-        };
-        ctx.hold.set(None);
-        let plan = match outcome {
-            Some(Outcome::Approved(r)) => {
-                event.verdict = Some(gateway_core::audit::Verdict::Allow);
-                event.reason = Some(r.outcome_message());
-                Plan::Command {
-                    command,
-                    statements,
-                }
-            }
-            Some(o) => {
-                let message = format!("portcullis: {}", o.message());
-                event.verdict = Some(gateway_core::audit::Verdict::Deny);
-                event.reason = Some(message.clone());
-                refuse("42501", &message, &detail)
-            }
-            None => {
-                let _ = approvals
-                    .cancel_held(&req.id, &ctx.session_id, "cancelled by the client")
-                    .await;
-                let message = "canceling statement due to user request";
-                event.verdict = Some(gateway_core::audit::Verdict::Deny);
-                event.reason = Some(format!("approval {} cancelled by the client", req.id));
-                refuse(
-                    "57014",
-                    message,
-                    &format!("approval {} was cancelled", req.id),
-                )
-            }
-        };
-        events.push(event);
-        Ok(plan)
-    }
 }
 
-/// A refusal: the error the client reads in place of the command's answer.
-fn refuse(code: &str, message: &str, detail: &str) -> Plan {
-    let mut err = BytesMut::with_capacity(128 + message.len() + detail.len());
-    codec::put_error(&mut err, "ERROR", code, message, Some(detail), None);
-    Plan::Refuse {
-        error: err.freeze(),
-        parse_name: None,
-    }
-}
+mod batch;
+mod extra;
+mod hold;
 
-/// Append the frame (or its refusal substitute) to the target-bound batch.
-fn forward(
-    sh: &mut Shared,
-    frame: Frame,
-    plan: Plan,
-    op: Option<PendingOp>,
-    extra: Extra,
-    out: &mut BytesMut,
-) {
-    let batch = sh.batches_sent;
-    let now = Instant::now();
-    let source = match extra {
-        Extra::None => None,
-        Extra::Source(s) => Some(s),
-        Extra::Describe(p) => {
-            sh.describes.push_back((batch, p));
-            None
-        }
-    };
-    match plan {
-        Plan::Raw => out.extend_from_slice(&frame.raw),
-        Plan::Command {
-            command,
-            statements,
-        } => {
-            for _ in 0..statements {
-                sh.inflight.push_back(InFlight {
-                    batch,
-                    command,
-                    started: now,
-                    source: source.clone(),
-                });
-            }
-            out.extend_from_slice(&frame.raw);
-        }
-        Plan::Empty => {
-            sh.inflight.push_back(InFlight {
-                batch,
-                command: 0,
-                started: now,
-                source: None,
-            });
-            out.extend_from_slice(&frame.raw);
-        }
-        // Decided by `hold` before anything is forwarded.
-        Plan::Hold(_) => debug_assert!(false, "a held command reached forwarding"),
-        Plan::Refuse { error, parse_name } => {
-            sh.substitutes.push_back(Substitute { batch, error });
-            if matches!(frame.tag, fe::QUERY | fe::FUNCTION_CALL) {
-                // Both end their own batch: a Query answers with an error and ReadyForQuery.
-                codec::put_query(out, &sh.marker);
-            } else {
-                // Inside an extended-protocol batch: a Parse that fails puts the target in
-                // the error state until Sync, as the refused message would have. A refused
-                // Parse keeps the client's name (replacing the unnamed statement as it
-                // would); a refused Execute uses a name of the gateway's own.
-                let name = parse_name.unwrap_or_else(|| format!("{}_x", sh.marker));
-                let parse = codec::Parse {
-                    name: &name,
-                    query: &sh.marker,
-                    param_types: Vec::new(),
-                };
-                // A name from a decoded Parse and a short query fit the encoder's limits.
-                let _ = codec::put_parse(out, &parse);
-            }
-        }
-    }
-    if let Some(op) = op {
-        sh.pending.push_back((batch, op));
-    }
-    if matches!(frame.tag, fe::QUERY | fe::SYNC | fe::FUNCTION_CALL) {
-        sh.batches_sent += 1;
-    }
-}
+use batch::{forward, refuse};
+use extra::Extra;
