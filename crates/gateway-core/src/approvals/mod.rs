@@ -14,6 +14,7 @@
 
 mod model;
 mod notice;
+mod request;
 mod service;
 mod settings;
 pub mod webhook;
@@ -28,7 +29,8 @@ mod webhook_tests;
 use thiserror::Error;
 
 pub use model::{ApprovalKind, ApprovalRequest, State, Vote, fingerprint, new_approval_id};
-pub use service::{ApprovalStats, Approvals, NewKind, NewRequest, Outcome};
+pub use request::{NewKind, NewRequest, Outcome};
+pub use service::{ApprovalStats, Approvals};
 pub use settings::{ApprovalAudit, ApprovalSettings, AuditFuture};
 pub use webhook::{Notice, WebhookNotifier, WebhookOptions, WebhookStats, WebhookTarget};
 

@@ -20,4 +20,6 @@ pub use reload::PolicyHandle;
 pub use schema::SCHEMA_TEXT;
 
 #[cfg(test)]
+mod ssh_tests;
+#[cfg(test)]
 mod tests;

@@ -100,6 +100,10 @@ mod pure;
 mod walk;
 
 #[cfg(test)]
+mod attack_tests;
+#[cfg(test)]
+mod fingerprint_tests;
+#[cfg(test)]
 mod tests;
 
 use crate::action::SqlStatement;
