@@ -450,12 +450,12 @@ fn replay_terminal(
             EventKind::CommandEnd => {
                 let detail = ev.detail.clone().unwrap_or_default();
                 if let Some(rel) = detail.get("recording").and_then(|r| r.as_str()) {
-                    let path = proxy_ssh::record::path_in(&state, rel)
+                    let path = gateway_core::recording::path_in(&state, rel)
                         .with_context(|| format!("bad recording reference `{rel}`"))?;
                     let text = std::fs::read_to_string(&path)
                         .with_context(|| format!("reading {}", path.display()))?;
                     let (_, cast) =
-                        proxy_ssh::record::parse(&text).map_err(|e| anyhow::anyhow!(e))?;
+                        gateway_core::recording::parse(&text).map_err(|e| anyhow::anyhow!(e))?;
                     let mut prev = 0.0f64;
                     for c in cast {
                         if c.code != "o" {

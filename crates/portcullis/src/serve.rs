@@ -11,6 +11,7 @@ use gateway_core::audit::AuditLog;
 use gateway_core::config::{Config, Protocol};
 use gateway_core::identity::Verifier;
 use gateway_core::identity::builtin::BuiltinIssuer;
+use gateway_core::listener::ProtocolListener;
 use gateway_core::metrics::Metrics;
 use gateway_core::policy::PolicyHandle;
 use gateway_core::services::Services;
@@ -167,31 +168,23 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             None => None,
         };
         let tls_required = l.tls.as_ref().is_some_and(|t| t.required);
-        match l.protocol {
-            Protocol::Postgres => {
-                let proxy = proxy_postgres::PgProxy::new(services.clone(), tls, tls_required);
-                tracing::info!(listen = %l.listen, tls = l.tls.is_some(), "postgres listener ready");
-                tokio::spawn(async move {
-                    if let Err(e) = proxy.serve(listener).await {
-                        tracing::error!(error = %e, "postgres listener stopped");
-                    }
-                });
-            }
+        let front: Arc<dyn ProtocolListener> = match l.protocol {
+            Protocol::Postgres => proxy_postgres::PgProxy::new(services.clone(), tls, tls_required),
             Protocol::Ssh => {
-                let proxy = proxy_ssh::SshProxy::new(services.clone())
-                    .context("setting up the ssh listener")?;
-                tracing::info!(listen = %l.listen, host_key = %proxy.host_key_fingerprint(), "ssh listener ready");
-                tokio::spawn(async move {
-                    if let Err(e) = proxy.serve(listener).await {
-                        tracing::error!(error = %e, "ssh listener stopped");
-                    }
-                });
+                proxy_ssh::SshProxy::new(services.clone()).context("setting up the ssh listener")?
             }
             other => anyhow::bail!(
                 "{} listeners are not supported by this build",
                 other.as_str()
             ),
-        }
+        };
+        let protocol = front.protocol().as_str();
+        tracing::info!(listen = %l.listen, detail = %front.ready_detail(), "{protocol} listener ready");
+        tokio::spawn(async move {
+            if let Err(e) = front.serve_on(listener).await {
+                tracing::error!(error = %e, "{protocol} listener stopped");
+            }
+        });
     }
 
     let admin = TcpListener::bind(&cfg.gateway.admin_listen)

@@ -52,3 +52,21 @@ impl PgProxy {
         }
     }
 }
+
+impl gateway_core::listener::ProtocolListener for PgProxy {
+    fn protocol(&self) -> gateway_core::config::Protocol {
+        gateway_core::config::Protocol::Postgres
+    }
+
+    fn ready_detail(&self) -> String {
+        match (&self.tls, self.tls_required) {
+            (None, _) => "tls: off".into(),
+            (Some(_), false) => "tls: offered".into(),
+            (Some(_), true) => "tls: required".into(),
+        }
+    }
+
+    fn serve_on(self: Arc<Self>, listener: TcpListener) -> gateway_core::listener::Serving {
+        Box::pin(self.serve(listener))
+    }
+}

@@ -8,7 +8,6 @@ mod error;
 mod handler;
 pub mod hostkey;
 pub mod names;
-pub mod record;
 mod relay;
 mod server;
 mod session;

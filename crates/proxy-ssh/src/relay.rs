@@ -14,8 +14,8 @@ use gateway_core::audit::{AuditEvent, EventKind};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client, server};
 use tokio::sync::mpsc;
 
-use crate::record::{Header, Recorder};
 use crate::session::SessionCtx;
+use gateway_core::recording::{Asciicast, Header, Recorder};
 
 /// What the handler tells a channel's relay about its start request.
 pub(crate) enum Ctl {
@@ -61,11 +61,11 @@ struct Target {
 }
 
 /// The recording of an interactive shell, written from both directions.
-type Rec = Mutex<Option<Recorder>>;
+type Rec = Mutex<Option<Box<dyn Recorder>>>;
 
-fn record(rec: &Rec, f: impl FnOnce(&mut Recorder)) {
+fn record(rec: &Rec, f: impl FnOnce(&mut dyn Recorder)) {
     if let Some(r) = rec.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-        f(r);
+        f(r.as_mut());
     }
 }
 
@@ -402,7 +402,7 @@ async fn finish(
         .unwrap_or_else(|p| p.into_inner())
         .take()
         .map(|r| {
-            let rel = r.relative.clone();
+            let rel = r.relative().to_string();
             if !r.finish() {
                 tracing::warn!(recording = %rel, "the recording could not be written completely");
             }
@@ -521,14 +521,14 @@ async fn decided(
 }
 
 /// Open the recording of an interactive shell.
-fn open_recording(ctx: &SessionCtx, s: &Started, pty: Option<&Pty>) -> Option<Recorder> {
+fn open_recording(ctx: &SessionCtx, s: &Started, pty: Option<&Pty>) -> Option<Box<dyn Recorder>> {
     let (term, cols, rows) = match pty {
         Some(p) => (p.term.as_str(), p.cols, p.rows),
         None => ("", 80, 24),
     };
     let title = format!("{} on {}", ctx.identity.principal(), ctx.conn.name);
     let name = format!("{}-{}", ctx.session_id, s.number);
-    match Recorder::create(
+    match Asciicast::create(
         &ctx.services.config.state_dir(),
         &name,
         &Header {
@@ -544,7 +544,7 @@ fn open_recording(ctx: &SessionCtx, s: &Started, pty: Option<&Pty>) -> Option<Re
                 s.kind.cedar_id(),
                 s.policies.join(", ")
             ));
-            Some(r)
+            Some(Box::new(r))
         }
         Err(e) => {
             tracing::error!(error = %e, "could not open the session recording");

@@ -154,3 +154,17 @@ async fn watch_credential(
         }
     }
 }
+
+impl gateway_core::listener::ProtocolListener for SshProxy {
+    fn protocol(&self) -> gateway_core::config::Protocol {
+        gateway_core::config::Protocol::Ssh
+    }
+
+    fn ready_detail(&self) -> String {
+        format!("host key {}", self.host_key_fingerprint())
+    }
+
+    fn serve_on(self: Arc<Self>, listener: TcpListener) -> gateway_core::listener::Serving {
+        Box::pin(self.serve(listener))
+    }
+}

@@ -9,11 +9,32 @@ use std::time::Instant;
 /// Directory under the state directory that holds recordings.
 pub const RECORDINGS_DIR: &str = "recordings";
 
+impl super::Recorder for Asciicast {
+    fn relative(&self) -> &str {
+        &self.relative
+    }
+    fn output(&mut self, data: &[u8]) {
+        Asciicast::output(self, data)
+    }
+    fn input(&mut self, data: &[u8]) {
+        Asciicast::input(self, data)
+    }
+    fn resize(&mut self, cols: u32, rows: u32) {
+        Asciicast::resize(self, cols, rows)
+    }
+    fn marker(&mut self, text: &str) {
+        Asciicast::marker(self, text)
+    }
+    fn finish(self: Box<Self>) -> bool {
+        Asciicast::finish(*self)
+    }
+}
+
 /// Largest UTF-8 sequence kept back because a chunk ended inside it.
 const MAX_CARRY: usize = 3;
 
-/// An open recording.
-pub struct Recorder {
+/// An open asciicast recording.
+pub struct Asciicast {
     out: BufWriter<File>,
     t0: Instant,
     carry_out: Vec<u8>,
@@ -31,9 +52,9 @@ pub struct Header<'a> {
     pub title: &'a str,
 }
 
-impl Recorder {
+impl Asciicast {
     /// Create `recordings/<name>.cast` under `state_dir` (mode 0600) and write its header.
-    pub fn create(state_dir: &Path, name: &str, header: &Header<'_>) -> std::io::Result<Recorder> {
+    pub fn create(state_dir: &Path, name: &str, header: &Header<'_>) -> std::io::Result<Asciicast> {
         let dir = state_dir.join(RECORDINGS_DIR);
         std::fs::create_dir_all(&dir)?;
         let relative = format!("{RECORDINGS_DIR}/{name}.cast");
@@ -50,13 +71,13 @@ impl Recorder {
             "version": 2,
             "width": header.width.max(1),
             "height": header.height.max(1),
-            "timestamp": gateway_core::util::now_secs(),
+            "timestamp": crate::util::now_secs(),
             "env": { "TERM": header.term },
             "title": header.title,
         });
         serde_json::to_writer(&mut out, &head)?;
         out.write_all(b"\n")?;
-        Ok(Recorder {
+        Ok(Asciicast {
             out,
             t0: Instant::now(),
             carry_out: Vec::new(),
@@ -230,7 +251,7 @@ mod tests {
     fn round_trip_with_split_characters() {
         let dir = std::env::temp_dir().join(format!("pc-rec-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut r = Recorder::create(
+        let mut r = Asciicast::create(
             &dir,
             "s1",
             &Header {
