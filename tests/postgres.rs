@@ -585,10 +585,13 @@ fn admin_listener_serves_health_metrics_and_the_builtin_issuer() {
     assert_eq!(get("/readyz").trim(), "ready");
     let m = get("/metrics");
     assert!(
-        m.contains("portcullis_statements_total{verdict=\"deny\"} 1"),
+        m.contains("portcullis_statements_total{protocol=\"postgres\",verdict=\"deny\"} 1"),
         "{m}"
     );
-    assert!(m.contains("portcullis_sessions_total 2"), "{m}");
+    assert!(
+        m.contains("portcullis_sessions_total{protocol=\"postgres\"} 2"),
+        "{m}"
+    );
     // The store catches up with the journal: every recorded event is indexed, none lag.
     let value = |m: &str, name: &str| -> u64 {
         m.lines()

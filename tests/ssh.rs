@@ -235,6 +235,23 @@ fn denied_exec_never_reaches_the_target() {
         .expect("deny event");
     assert_eq!(denied["policies"][0], "no-rm");
     assert_eq!(denied["action"], "ssh.exec");
+    // Counted in the metrics under its protocol.
+    let m = Command::new("curl")
+        .args([
+            "-fsS",
+            &format!("http://127.0.0.1:{}/metrics", s.gw.admin_port),
+        ])
+        .output()
+        .unwrap();
+    let m = text(&m.stdout);
+    assert!(
+        m.contains("portcullis_statements_total{protocol=\"ssh\",verdict=\"deny\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("portcullis_sessions_total{protocol=\"ssh\"} 1"),
+        "{m}"
+    );
 
     // No connect permit: logged in only to read why.
     let outsider = s.gw.token("mallory", &["guests"]);

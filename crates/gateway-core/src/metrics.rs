@@ -4,6 +4,9 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use crate::config::Protocol;
+use crate::policy::Verdict;
+
 /// Upper bounds (seconds) of the latency histogram buckets.
 const BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5, 10.0,
@@ -46,16 +49,21 @@ impl Histogram {
     }
 }
 
-/// Every counter the gateway exports.
+/// Counters kept per protocol.
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub struct ProtocolCounters {
     pub sessions_total: AtomicU64,
     pub sessions_active: AtomicU64,
     pub auth_failures_total: AtomicU64,
-    pub statements_allowed: AtomicU64,
-    pub statements_denied: AtomicU64,
-    pub statements_review: AtomicU64,
     pub target_errors_total: AtomicU64,
+    /// Commands decided: allowed, denied, held for review.
+    decisions: [AtomicU64; 3],
+}
+
+/// Every counter the gateway exports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    per_protocol: [ProtocolCounters; PROTOCOLS.len()],
     pub audit_failures_total: AtomicU64,
     pub policy_reloads_total: AtomicU64,
     /// Time from receiving a command to forwarding it (classify + decide + audit).
@@ -64,57 +72,100 @@ pub struct Metrics {
     pub statement_latency: Histogram,
 }
 
+/// Every protocol, in the order their counters are kept.
+const PROTOCOLS: [Protocol; 5] = [
+    Protocol::Postgres,
+    Protocol::Tds,
+    Protocol::Ssh,
+    Protocol::Kube,
+    Protocol::Http,
+];
+
 impl Metrics {
-    /// Render in the Prometheus text exposition format.
+    /// The counters of `protocol`.
+    pub fn protocol(&self, protocol: Protocol) -> &ProtocolCounters {
+        let i = PROTOCOLS.iter().position(|p| *p == protocol).unwrap_or(0);
+        &self.per_protocol[i]
+    }
+
+    /// Count one command decided on a `protocol` session.
+    pub fn decided(&self, protocol: Protocol, verdict: &Verdict) {
+        let i = match verdict {
+            Verdict::Allow(_) => 0,
+            Verdict::Deny => 1,
+            Verdict::Review { .. } => 2,
+        };
+        self.protocol(protocol).decisions[i].fetch_add(1, Relaxed);
+    }
+
+    /// Render in the Prometheus text exposition format. Per-protocol series are written for
+    /// the protocols that have seen a session or a refusal.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
+        let seen: Vec<(Protocol, &ProtocolCounters)> = PROTOCOLS
+            .iter()
+            .zip(&self.per_protocol)
+            .filter(|(_, c)| {
+                c.sessions_total.load(Relaxed) + c.auth_failures_total.load(Relaxed) > 0
+            })
+            .map(|(p, c)| (*p, c))
+            .collect();
+        type Field = fn(&ProtocolCounters) -> &AtomicU64;
+        let per: [(&str, &str, &str, Field); 4] = [
+            (
+                "portcullis_sessions_total",
+                "Sessions opened.",
+                "counter",
+                |c| &c.sessions_total,
+            ),
+            (
+                "portcullis_sessions_active",
+                "Sessions open now.",
+                "gauge",
+                |c| &c.sessions_active,
+            ),
+            (
+                "portcullis_auth_failures_total",
+                "Connection attempts refused at authentication or connect policy.",
+                "counter",
+                |c| &c.auth_failures_total,
+            ),
+            (
+                "portcullis_target_errors_total",
+                "Targets unreachable or failing.",
+                "counter",
+                |c| &c.target_errors_total,
+            ),
+        ];
+        for (name, help, kind, field) in per {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (p, c) in &seen {
+                let _ = writeln!(
+                    out,
+                    "{name}{{protocol=\"{}\"}} {}",
+                    p.as_str(),
+                    field(c).load(Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_statements_total Commands decided, by protocol and verdict.\n# TYPE portcullis_statements_total counter"
+        );
+        for (p, c) in &seen {
+            for (v, n) in ["allow", "deny", "review"].iter().zip(&c.decisions) {
+                let _ = writeln!(
+                    out,
+                    "portcullis_statements_total{{protocol=\"{}\",verdict=\"{v}\"}} {}",
+                    p.as_str(),
+                    n.load(Relaxed)
+                );
+            }
+        }
         let c = |out: &mut String, name: &str, help: &str, kind: &str, v: &AtomicU64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             let _ = writeln!(out, "{name} {}", v.load(Relaxed));
         };
-        c(
-            &mut out,
-            "portcullis_sessions_total",
-            "Sessions opened.",
-            "counter",
-            &self.sessions_total,
-        );
-        c(
-            &mut out,
-            "portcullis_sessions_active",
-            "Sessions open now.",
-            "gauge",
-            &self.sessions_active,
-        );
-        c(
-            &mut out,
-            "portcullis_auth_failures_total",
-            "Connection attempts refused at authentication or connect policy.",
-            "counter",
-            &self.auth_failures_total,
-        );
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_statements_total Commands decided, by verdict.\n# TYPE portcullis_statements_total counter"
-        );
-        for (v, n) in [
-            ("allow", &self.statements_allowed),
-            ("deny", &self.statements_denied),
-            ("review", &self.statements_review),
-        ] {
-            let _ = writeln!(
-                out,
-                "portcullis_statements_total{{verdict=\"{v}\"}} {}",
-                n.load(Relaxed)
-            );
-        }
-        c(
-            &mut out,
-            "portcullis_target_errors_total",
-            "Targets unreachable or failing.",
-            "counter",
-            &self.target_errors_total,
-        );
         c(
             &mut out,
             "portcullis_audit_failures_total",
@@ -161,5 +212,25 @@ mod tests {
         assert!(s.contains("x_bucket{le=\"0.005\"} 2"), "{s}");
         assert!(s.contains("x_bucket{le=\"+Inf\"} 3"), "{s}");
         assert!(s.contains("x_count{} 3"), "{s}");
+    }
+
+    #[test]
+    fn counters_carry_their_protocol() {
+        let m = Metrics::default();
+        m.protocol(Protocol::Ssh)
+            .sessions_total
+            .fetch_add(1, Relaxed);
+        m.decided(Protocol::Ssh, &Verdict::Deny);
+        let s = m.render();
+        assert!(
+            s.contains("portcullis_sessions_total{protocol=\"ssh\"} 1"),
+            "{s}"
+        );
+        assert!(
+            s.contains("portcullis_statements_total{protocol=\"ssh\",verdict=\"deny\"} 1"),
+            "{s}"
+        );
+        // No series for protocols that saw nothing.
+        assert!(!s.contains("protocol=\"postgres\""), "{s}");
     }
 }

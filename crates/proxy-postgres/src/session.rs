@@ -85,7 +85,11 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
         ev.client = Some(peer.to_string());
         ev.identity = identity.map(IdentityRecord::from);
         ev.reason = Some(kind_reason);
-        services.metrics.auth_failures_total.fetch_add(1, Relaxed);
+        services
+            .metrics
+            .protocol(gateway_core::config::Protocol::Postgres)
+            .auth_failures_total
+            .fetch_add(1, Relaxed);
         ev
     };
 
@@ -196,7 +200,11 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
             match target::connect(&conn, tls.as_ref(), password.as_deref(), &passthrough).await {
                 Ok(t) => t,
                 Err(e) => {
-                    services.metrics.target_errors_total.fetch_add(1, Relaxed);
+                    services
+                        .metrics
+                        .protocol(gateway_core::config::Protocol::Postgres)
+                        .target_errors_total
+                        .fetch_add(1, Relaxed);
                     tracing::warn!(error = %e, "target login failed");
                     let code = if matches!(e, PgError::Gateway(_)) {
                         "58000"
@@ -260,8 +268,16 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
             proxy.cancels.remove(pid);
             return;
         }
-        services.metrics.sessions_total.fetch_add(1, Relaxed);
-        services.metrics.sessions_active.fetch_add(1, Relaxed);
+        services
+            .metrics
+            .protocol(gateway_core::config::Protocol::Postgres)
+            .sessions_total
+            .fetch_add(1, Relaxed);
+        services
+            .metrics
+            .protocol(gateway_core::config::Protocol::Postgres)
+            .sessions_active
+            .fetch_add(1, Relaxed);
         tracing::info!("session opened");
 
         let masks = services
@@ -289,7 +305,11 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
         .await;
 
         proxy.cancels.remove(pid);
-        services.metrics.sessions_active.fetch_sub(1, Relaxed);
+        services
+            .metrics
+            .protocol(gateway_core::config::Protocol::Postgres)
+            .sessions_active
+            .fetch_sub(1, Relaxed);
         let mut end = AuditEvent::new(EventKind::SessionEnd, &session_id);
         end.connection = Some(ctx.conn.name.clone());
         end.duration_us = Some(started.elapsed().as_micros() as u64);

@@ -88,6 +88,7 @@ impl SshHandler {
         ev.reason = Some(reason);
         self.services
             .metrics
+            .protocol(gateway_core::config::Protocol::Ssh)
             .auth_failures_total
             .fetch_add(1, Relaxed);
         ev
@@ -211,8 +212,16 @@ impl SshHandler {
         self.target = TargetState::Pending(tokio::spawn(async move {
             target::connect(&cfg, &c, &u, slot).await
         }));
-        self.services.metrics.sessions_total.fetch_add(1, Relaxed);
-        self.services.metrics.sessions_active.fetch_add(1, Relaxed);
+        self.services
+            .metrics
+            .protocol(gateway_core::config::Protocol::Ssh)
+            .sessions_total
+            .fetch_add(1, Relaxed);
+        self.services
+            .metrics
+            .protocol(gateway_core::config::Protocol::Ssh)
+            .sessions_active
+            .fetch_add(1, Relaxed);
         tracing::info!(session_id = %self.session_id, identity = %identity.principal(), connection = %conn.name, "ssh session opened");
         let _ = self.slot.set(Arc::new(SessionCtx {
             session_id: self.session_id.clone(),
@@ -244,6 +253,7 @@ impl SshHandler {
                     tracing::warn!(error = %e, "ssh target connection failed");
                     self.services
                         .metrics
+                        .protocol(gateway_core::config::Protocol::Ssh)
                         .target_errors_total
                         .fetch_add(1, Relaxed);
                     TargetState::Failed(format!("portcullis: {e}"))
@@ -293,6 +303,9 @@ impl SshHandler {
             _ => vec![Action::Ssh(SshRequest::new(kind, command.clone()))],
         };
         let decision = ctx.decide(&actions);
+        ctx.services
+            .metrics
+            .decided(Protocol::Ssh, &decision.verdict);
         let number = ctx.commands.fetch_add(1, Relaxed) + 1;
         let approvals = &ctx.services.approvals;
         // A granted window stands in for review.
@@ -436,6 +449,9 @@ impl SshHandler {
             SshKind::Forward,
             Some(command.clone()),
         ))]);
+        ctx.services
+            .metrics
+            .decided(Protocol::Ssh, &decision.verdict);
         let number = ctx.commands.fetch_add(1, Relaxed) + 1;
         let recorded = record_command(
             &ctx,

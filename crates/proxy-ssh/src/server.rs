@@ -96,7 +96,12 @@ impl SshProxy {
                     }
                     return;
                 };
-                proxy.services.metrics.sessions_active.fetch_sub(1, Relaxed);
+                proxy
+                    .services
+                    .metrics
+                    .protocol(gateway_core::config::Protocol::Ssh)
+                    .sessions_active
+                    .fetch_sub(1, Relaxed);
                 let mut end = AuditEvent::new(EventKind::SessionEnd, &ctx.session_id);
                 end.connection = Some(ctx.conn.name.clone());
                 end.protocol = Some("ssh".into());

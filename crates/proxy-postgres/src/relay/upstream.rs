@@ -11,6 +11,7 @@ use gateway_core::Side;
 use gateway_core::action::{Action, SqlKind, SqlStatement};
 use gateway_core::approvals::{NewKind, NewRequest, Outcome};
 use gateway_core::audit::{AuditEvent, EventKind};
+use gateway_core::config::Protocol;
 use gateway_core::identity::watch::CredentialWatch;
 use gateway_core::masking::SessionMasks;
 use gateway_core::policy::{ConnectionRef, Decision, Verdict};
@@ -492,13 +493,10 @@ impl Upstream<'_> {
         ev.policies = decision.policies.clone();
         ev.reason = decision.reason.clone();
 
-        let metrics = &self.ctx.services.metrics;
-        let counter = match decision.verdict {
-            Verdict::Allow(_) => &metrics.statements_allowed,
-            Verdict::Deny => &metrics.statements_denied,
-            Verdict::Review { .. } => &metrics.statements_review,
-        };
-        counter.fetch_add(1, Relaxed);
+        self.ctx
+            .services
+            .metrics
+            .decided(Protocol::Postgres, &decision.verdict);
         let bind = self.bind_for_hold.take();
 
         if decision.is_allowed() {
