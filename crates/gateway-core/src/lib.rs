@@ -8,6 +8,7 @@ pub mod approvals;
 pub mod audit;
 pub mod config;
 pub mod error;
+pub mod event;
 pub mod identity;
 pub mod listener;
 pub mod masking;
@@ -24,3 +25,16 @@ pub mod util;
 pub use action::{Action, SqlKind, SqlStatement, SshKind, SshRequest};
 pub use error::{Error, Side};
 pub use identity::Identity;
+
+/// Every problem in `cfg`: its own sections' ([`config::Config::validate`]) and what the
+/// parts built from it find (the masking blocks' detectors, column patterns and strategies).
+/// Empty means the gateway can start with it (secrets aside).
+pub fn check_config(cfg: &config::Config) -> Vec<String> {
+    let mut errs = cfg.validate();
+    for (i, m) in cfg.masking.iter().enumerate() {
+        for e in masking::block_problems(m) {
+            errs.push(format!("masking[{i}]{e}"));
+        }
+    }
+    errs
+}

@@ -115,7 +115,7 @@ pub(crate) fn load_config_with_secrets(
 
 fn load(path: &std::path::Path, secrets: bool) -> anyhow::Result<gateway_core::config::Config> {
     let cfg = gateway_core::config::Config::load(path).map_err(anyhow::Error::msg)?;
-    let mut problems = cfg.validate();
+    let mut problems = gateway_core::check_config(&cfg);
     if secrets {
         problems.extend(cfg.secret_problems());
     }
@@ -137,7 +137,7 @@ fn config_check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let mut problems = cfg.validate();
+    let mut problems = gateway_core::check_config(&cfg);
     problems.extend(cfg.secret_problems());
     let policy_path = cfg.resolve(&cfg.gateway.policy);
     if policy_path.is_file() {

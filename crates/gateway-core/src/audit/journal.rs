@@ -21,11 +21,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::audit::chain::{canonical_body, chain_hash};
-use crate::audit::event::AuditEvent;
 use crate::error::{Error, Result};
 use crate::store::Store;
 
+pub(crate) use crate::event::line::{parse_line, push_line};
 pub(crate) use recover::recover;
 
 /// The journal's directory name under the state directory.
@@ -36,14 +35,6 @@ pub const SEGMENT_BYTES: u64 = 64 << 20;
 const LOCK_FILE: &str = "lock";
 /// How long a starting gateway waits for a command-line recovery to let go of the journal.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
-
-/// What a canonical body starts and ends with: the chain fields blanked. A journal line is
-/// the body with those three fields filled in, so it is built from the body by splicing
-/// rather than by serialising the event a second time.
-const BODY_HEAD: &str = "{\"seq\":0,";
-const BODY_TAIL: &str = ",\"prev_hash\":\"\",\"hash\":\"\"}";
-const LINE_HEAD: &str = "{\"seq\":";
-const LINE_PREV: &str = ",\"prev_hash\":\"";
 
 /// The journal directory for a state directory.
 pub fn journal_dir(state_dir: &Path) -> PathBuf {
@@ -108,60 +99,6 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     }
     segs.sort_unstable();
     Ok(segs)
-}
-
-/// Append `ev` (chain fields set) as one JSON line, built from its canonical `body`.
-pub(crate) fn push_line(buf: &mut Vec<u8>, ev: &AuditEvent, body: &str) -> Result<()> {
-    match body
-        .strip_prefix(BODY_HEAD)
-        .and_then(|b| b.strip_suffix(BODY_TAIL))
-    {
-        // Hashes are hex, so they need no escaping.
-        Some(middle) => {
-            let _ = write!(buf, "{LINE_HEAD}{},", ev.seq);
-            buf.extend_from_slice(middle.as_bytes());
-            buf.extend_from_slice(LINE_PREV.as_bytes());
-            buf.extend_from_slice(ev.prev_hash.as_bytes());
-            buf.extend_from_slice(b"\",\"hash\":\"");
-            buf.extend_from_slice(ev.hash.as_bytes());
-            buf.extend_from_slice(b"\"}");
-        }
-        // Not the expected shape (cannot happen with the derived serialiser): say it in full.
-        None => serde_json::to_writer(&mut *buf, ev)
-            .map_err(|e| Error::Audit(format!("cannot serialise event {}: {e}", ev.seq)))?,
-    }
-    buf.push(b'\n');
-    Ok(())
-}
-
-/// The canonical body inside a journal line: the inverse of [`push_line`].
-pub(crate) fn splice_body(line: &str) -> Option<String> {
-    let rest = line.strip_prefix(LINE_HEAD)?;
-    let rest = &rest[rest.find(',')? + 1..];
-    // The last `,"prev_hash":"` is the event's own: the chain fields come last, and inside
-    // strings a quote is escaped.
-    let middle = &rest[..rest.rfind(LINE_PREV)?];
-    Some(format!("{BODY_HEAD}{middle}{BODY_TAIL}"))
-}
-
-/// Parse one journal line (without its newline) and check it against its own hash.
-pub(crate) fn parse_line(line: &[u8]) -> Result<AuditEvent> {
-    let event: AuditEvent = serde_json::from_slice(line)
-        .map_err(|e| Error::Audit(format!("not an audit event: {e}")))?;
-    let matches = |body: &String| chain_hash(&event.prev_hash, event.seq, body) == event.hash;
-    let intact = std::str::from_utf8(line)
-        .ok()
-        .and_then(splice_body)
-        .filter(matches)
-        .or_else(|| canonical_body(&event).ok().filter(matches))
-        .is_some();
-    if !intact {
-        return Err(Error::Audit(format!(
-            "event {}: content does not match its hash",
-            event.seq
-        )));
-    }
-    Ok(event)
 }
 
 /// A segment that will get no more events.

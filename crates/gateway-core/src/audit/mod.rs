@@ -3,8 +3,6 @@
 //! Audit is not logging: if an event cannot be recorded, the command it records does not run.
 
 pub mod anchor;
-pub mod chain;
-pub mod event;
 mod indexer;
 pub mod journal;
 pub mod jsonl;
@@ -12,6 +10,6 @@ pub mod tail;
 pub mod verify;
 pub mod writer;
 
-pub use event::{AuditEvent, EventFilter, EventKind, IdentityRecord, Verdict};
+pub use crate::event::{self, AuditEvent, EventFilter, EventKind, IdentityRecord, Verdict, chain};
 pub use journal::{journal_dir, recover_journal};
 pub use writer::{Anchoring, AuditLog, AuditStats};

@@ -420,9 +420,6 @@ impl Config {
                     errs.push(format!("{p}.connections[{j}]: no connection named `{c}`"));
                 }
             }
-            for e in crate::masking::block_problems(m) {
-                errs.push(format!("{p}{e}"));
-            }
         }
         errs
     }

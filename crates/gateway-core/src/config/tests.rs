@@ -48,7 +48,7 @@ connections = []
         Some(&MaskStrategy::Partial)
     );
     assert_eq!(cfg.masking[0].strategy, MaskStrategy::Redact);
-    let errs = cfg.validate();
+    let errs = crate::check_config(&cfg);
     let has = |prefix: &str| errs.iter().any(|e| e.starts_with(prefix));
     assert!(
         !errs.iter().any(|e| e.starts_with("masking[0]")),

@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::collections::hash_map::RandomState;
 
 use super::decision::Decision;
-use super::engine::{ConnectionRef, PrincipalRef};
+use super::request::{ConnectionRef, PrincipalRef};
 use crate::action::Action;
 use crate::config::Protocol;
 

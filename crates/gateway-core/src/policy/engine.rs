@@ -1,6 +1,6 @@
 //! One version of the policy, and how it decides a command.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -12,40 +12,10 @@ use cedar_policy::{
 use super::cache::{CAPACITY, DecisionCache};
 use super::compile::{PolicyMeta, compile};
 use super::decision::{Decision, Permit, Verdict, combine};
+use super::request::{ConnectionRef, PrincipalRef};
 use super::schema::{Shipped, shipped};
 use crate::action::Action;
-use crate::config::Protocol;
 use crate::identity::Identity;
-
-/// The connection a command is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionRef<'a> {
-    /// Connection name as configured (`orders`).
-    pub name: &'a str,
-    pub protocol: Protocol,
-}
-
-/// The parts of a caller that policy sees. Built from a verified [`Identity`]; the
-/// `policy test` command builds one from its arguments to explain a decision.
-#[derive(Debug, Clone, Copy)]
-pub struct PrincipalRef<'a> {
-    pub issuer: &'a str,
-    pub subject: &'a str,
-    pub groups: &'a [String],
-    /// Kept claims, visible to policy as tags.
-    pub claims: &'a BTreeMap<String, String>,
-}
-
-impl<'a> From<&'a Identity> for PrincipalRef<'a> {
-    fn from(id: &'a Identity) -> Self {
-        PrincipalRef {
-            issuer: &id.issuer,
-            subject: &id.subject,
-            groups: &id.groups,
-            claims: &id.claims,
-        }
-    }
-}
 
 /// One evaluation, with what `explain` shows beyond the decision.
 pub(super) struct Evaluated {

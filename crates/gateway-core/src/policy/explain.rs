@@ -6,7 +6,8 @@ use std::fmt;
 use cedar_policy::{Context, Request};
 
 use super::decision::{Decision, Verdict};
-use super::engine::{ConnectionRef, PolicyEngine, PrincipalRef, context_for};
+use super::engine::{PolicyEngine, context_for};
+use super::request::{ConnectionRef, PrincipalRef};
 use super::schema::{Shipped, shipped};
 use crate::action::Action;
 use crate::identity::Identity;

@@ -11,12 +11,14 @@ mod decision;
 mod engine;
 mod explain;
 mod reload;
+mod request;
 mod schema;
 
 pub use decision::{Decision, Permit, Verdict};
-pub use engine::{ConnectionRef, PolicyEngine, PrincipalRef};
+pub use engine::PolicyEngine;
 pub use explain::{Explanation, PolicyNote};
 pub use reload::PolicyHandle;
+pub use request::{ConnectionRef, PrincipalRef};
 pub use schema::SCHEMA_TEXT;
 
 #[cfg(test)]

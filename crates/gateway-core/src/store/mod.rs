@@ -6,9 +6,9 @@ pub mod sqlite;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::event::IdentityRecord;
-use crate::audit::event::{AuditEvent, EventFilter};
 use crate::error::{Error, Result};
+use crate::event::IdentityRecord;
+use crate::event::{AuditEvent, EventFilter};
 
 pub use sqlite::SqliteStore;
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{AccessKeyRecord, ChainReport, Probed, Store};
-use crate::audit::event::{AuditEvent, EventFilter};
 use crate::error::{Error, Result};
+use crate::event::{AuditEvent, EventFilter};
 
 // Approval requests (store/sqlite_approvals.rs): a child module so it shares the connections.
 #[path = "sqlite_approvals.rs"]

@@ -182,7 +182,7 @@ impl ApprovalStore for SqliteStore {
 mod tests {
     use super::*;
     use crate::approvals::{State, Vote, fingerprint, new_approval_id};
-    use crate::audit::event::IdentityRecord;
+    use crate::event::IdentityRecord;
     use crate::identity::Identity;
     use crate::store::sqlite::tests::TempDir;
 

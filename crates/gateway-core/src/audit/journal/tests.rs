@@ -3,6 +3,9 @@
 use super::*;
 use crate::audit::chain::GENESIS_HASH;
 use crate::audit::event::EventKind;
+use crate::event::AuditEvent;
+use crate::event::chain::{canonical_body, chain_hash};
+use crate::event::line::splice_body;
 use crate::store::sqlite::tests::{TempDir, command_event};
 
 /// An event chained after `prev` at `seq`, with its canonical body.

@@ -14,10 +14,10 @@ use std::collections::BTreeSet;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use crate::audit::chain::{GENESIS_HASH, canonical_body, chain_hash};
-use crate::audit::event::{AuditEvent, EventFilter};
-use crate::audit::journal::{push_line, splice_body};
 use crate::error::{Error, Result};
+use crate::event::chain::{GENESIS_HASH, canonical_body, chain_hash};
+use crate::event::line::{push_line, splice_body};
+use crate::event::{AuditEvent, EventFilter};
 use crate::store::{ChainReport, Probed};
 
 /// Events per block, at most.

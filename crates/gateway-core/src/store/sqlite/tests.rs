@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use rusqlite::Connection;
 
 use super::*;
-use crate::audit::chain::{GENESIS_HASH, canonical_body, chain_hash};
-use crate::audit::event::{EventKind, IdentityRecord};
-use crate::audit::journal::push_line;
+use crate::event::chain::{GENESIS_HASH, canonical_body, chain_hash};
+use crate::event::line::push_line;
+use crate::event::{EventKind, IdentityRecord};
 use crate::identity::AuthMethod;
 
 /// A fresh directory under the system temp dir, removed on drop.

@@ -1,6 +1,9 @@
 //! The audit event: one record of a session boundary, a command and its decision, or a
 //! gateway-level occurrence. Stored hash-chained; never contains result data.
 
+pub mod chain;
+pub mod line;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use sha2::{Digest, Sha256};
 
-use crate::audit::event::AuditEvent;
+use super::AuditEvent;
 use crate::error::{Error, Result};
 
 /// `prev_hash` of the first event in a chain.
@@ -43,7 +43,7 @@ pub fn chain_hash(prev_hash: &str, seq: u64, body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::event::EventKind;
+    use crate::event::EventKind;
 
     #[test]
     fn canonical_body_ignores_chain_fields() {
