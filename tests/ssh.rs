@@ -891,10 +891,40 @@ fn reviewed_exec_is_held_until_approved_or_denied() {
     );
     assert!(!flag.exists(), "the target ran a denied command");
 
-    let events = s.gw.audit(&["--connection", "web"]);
-    assert!(events.iter().any(|e| e["kind"] == "command"
-        && e["verdict"] == "review"
-        && e["approval"] == id.as_str()));
+    // One `command` event per held command, written when its wait ended: the denied one
+    // carries its approval id.
+    let events = s.gw.audit(&["--connection", "web", "--kind", "command"]);
+    let denied: Vec<_> = events
+        .iter()
+        .filter(|e| e["approval"] == id.as_str())
+        .collect();
+    assert_eq!(denied.len(), 1, "{events:?}");
+    assert_eq!(denied[0]["verdict"], "deny");
+    let mut numbers: Vec<(String, u64)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["session"].as_str().unwrap().to_string(),
+                e["command"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let all = numbers.len();
+    numbers.sort();
+    numbers.dedup();
+    assert_eq!(
+        numbers.len(),
+        all,
+        "a command number recorded twice: {events:?}"
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["verdict"] == "allow" && e["approval"].is_string())
+            .count(),
+        1,
+        "{events:?}"
+    );
 }
 
 /// An interactive shell is one long channel request: revoking the access key it logged in

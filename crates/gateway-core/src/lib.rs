@@ -9,6 +9,7 @@ pub mod audit;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod gate;
 pub mod identity;
 pub mod listener;
 pub mod masking;

@@ -9,12 +9,12 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use gateway_core::Identity;
-use gateway_core::action::{Action, SshKind, SshRequest};
-use gateway_core::approvals::{NewKind, NewRequest};
-use gateway_core::audit::{AuditEvent, EventKind, IdentityRecord, Verdict as AuditVerdict};
+use gateway_core::action::{Action, SshKind};
+use gateway_core::audit::{AuditEvent, EventKind, IdentityRecord};
 use gateway_core::config::Protocol;
+use gateway_core::gate::{Gated, SessionGate};
 use gateway_core::identity::IdentityError;
-use gateway_core::policy::{ConnectionRef, Verdict};
+use gateway_core::policy::ConnectionRef;
 use gateway_core::services::Services;
 use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use crate::error::SshError;
 use crate::names;
 use crate::relay::{self, Ctl, Started};
-use crate::session::{SessionCtx, SessionSlot, VERIFY_TIMEOUT, exec_detail, record_command};
+use crate::session::{self, SessionCtx, SessionSlot, VERIFY_TIMEOUT};
 use crate::target::{self, Target};
 
 /// Longest token or access key accepted (Entra tokens run to a few KB).
@@ -225,17 +225,21 @@ impl SshHandler {
         tracing::info!(session_id = %self.session_id, identity = %identity.principal(), connection = %conn.name, "ssh session opened");
         let _ = self.slot.set(Arc::new(SessionCtx {
             session_id: self.session_id.clone(),
-            identity,
+            gate: SessionGate::new(
+                self.services.clone(),
+                &self.session_id,
+                identity,
+                &conn.name,
+                Protocol::Ssh,
+            ),
             conn,
             target_user,
             services: self.services.clone(),
-            commands: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             front: OnceLock::new(),
             remote_forwards: std::sync::Mutex::new(Vec::new()),
             agent: watch::Sender::new(None),
-            credential: Default::default(),
         }));
         Ok(Auth::Accept)
     }
@@ -298,118 +302,29 @@ impl SshHandler {
             return Ok(());
         };
         let command: Option<Arc<str>> = command.map(Arc::from);
-        let actions = match (kind, &command) {
-            (SshKind::Exec, Some(line)) => SshRequest::exec(line.clone()),
-            _ => vec![Action::Ssh(SshRequest::new(kind, command.clone()))],
-        };
-        let decision = ctx.decide(&actions);
-        ctx.services
-            .metrics
-            .decided(Protocol::Ssh, &decision.verdict);
-        let number = ctx.commands.fetch_add(1, Relaxed) + 1;
-        let approvals = &ctx.services.approvals;
-        // A granted window stands in for review.
-        let window = match decision.verdict {
-            Verdict::Review { .. } => {
-                approvals.active_window(&ctx.identity, &ctx.conn.name, kind.cedar_id())
+        match ctx.gate.admit(session::command(kind, command)).await {
+            Gated::Forward(admitted) => {
+                session.channel_success(channel)?;
+                if let Some(ctl) = ctl {
+                    let _ = ctl.send(Ctl::Go(Started { kind, admitted })).await;
+                }
             }
-            _ => None,
-        };
-        let held = match (&decision.verdict, &window) {
-            (Verdict::Review { .. }, None) => {
-                let text = command.as_deref().unwrap_or(kind.cedar_id()).to_string();
-                let new = NewRequest::new(
-                    NewKind::OneTime {
-                        fingerprint: gateway_core::approvals::fingerprint(&text, &[]),
-                        statement: text,
-                        session: ctx.session_id.clone(),
-                        parameters: Vec::new(),
-                        tables: Vec::new(),
-                    },
-                    &ctx.conn.name,
-                    kind.cedar_id(),
-                )
-                .with_review(&decision);
-                Some(approvals.request(&ctx.identity, new).await)
-            }
-            _ => None,
-        };
-        let (verdict, approval) = match (&decision.verdict, &window, &held) {
-            (Verdict::Review { .. }, Some(id), _) => (AuditVerdict::Allow, Some(id.clone())),
-            (_, _, Some(Ok(req))) => (AuditVerdict::Review, Some(req.id.clone())),
-            (_, _, Some(Err(_))) => (AuditVerdict::Deny, None),
-            _ => (decision.audit_verdict(), None),
-        };
-        let recorded = record_command(
-            &ctx,
-            number,
-            kind,
-            command.as_deref(),
-            &decision,
-            verdict,
-            approval.clone(),
-            exec_detail(&actions),
-        )
-        .await;
-        let refusal = match (&decision.verdict, recorded, &held) {
-            (_, Err(e), _) => Some(format!("portcullis: audit is unavailable: {e}")),
-            (Verdict::Allow(_), Ok(()), _) => None,
-            (Verdict::Review { .. }, Ok(()), None) => None, // a window covers it
-            (Verdict::Review { .. }, Ok(()), Some(Ok(req))) => {
-                let who = if req.approver_groups.is_empty() {
-                    "anyone else".to_string()
-                } else {
-                    format!("members of {}", req.approver_groups.join(", "))
-                };
-                let notice = format!(
-                    "portcullis: {} held for approval {id}: {n} approval(s) needed from {who}; \
-                     approve with `portcullis approvals approve {id}`\r\n",
-                    kind.cedar_id(),
-                    id = req.id,
-                    n = req.required,
-                );
+            Gated::Hold(held) => {
+                let notice = format!("portcullis: {}\r\n", held.notice(kind.cedar_id()));
                 session.channel_success(channel)?;
                 session.extended_data(channel, 1, Bytes::from(notice))?;
                 if let Some(ctl) = ctl {
-                    let _ = ctl
-                        .send(Ctl::Hold {
-                            id: req.id.clone(),
-                            started: Started {
-                                kind,
-                                number,
-                                policies: decision.policies.clone(),
-                            },
-                        })
-                        .await;
-                }
-                return Ok(());
-            }
-            (Verdict::Review { .. }, Ok(()), Some(Err(e))) => Some(format!(
-                "portcullis: approval required ({}), but it could not be requested: {e}",
-                decision.reason.as_deref().unwrap_or("policy")
-            )),
-            (Verdict::Deny, Ok(()), _) => Some(format!(
-                "portcullis: {} denied by policy: {}",
-                kind.cedar_id(),
-                decision.reason.as_deref().unwrap_or("not permitted")
-            )),
-        };
-        match refusal {
-            None => {
-                session.channel_success(channel)?;
-                if let Some(ctl) = ctl {
-                    let _ = ctl
-                        .send(Ctl::Go(Started {
-                            kind,
-                            number,
-                            policies: decision.policies.clone(),
-                        }))
-                        .await;
+                    let _ = ctl.send(Ctl::Hold { held, kind }).await;
                 }
             }
-            Some(msg) => {
+            Gated::Refuse(r) => {
                 tracing::info!(session_id = %ctx.session_id, action = kind.cedar_id(), "ssh request refused");
-                refuse(session, channel, &msg, EXIT_REFUSED)?;
+                refuse(
+                    session,
+                    channel,
+                    &format!("portcullis: {}", r.message),
+                    EXIT_REFUSED,
+                )?;
                 if let Some(ctl) = ctl {
                     let _ = ctl.send(Ctl::Stop).await;
                 }
@@ -444,27 +359,8 @@ impl SshHandler {
         let Some(ctx) = self.slot.get().cloned() else {
             return false;
         };
-        let command: Arc<str> = Arc::from(what);
-        let decision = ctx.decide(&[Action::Ssh(SshRequest::new(
-            SshKind::Forward,
-            Some(command.clone()),
-        ))]);
-        ctx.services
-            .metrics
-            .decided(Protocol::Ssh, &decision.verdict);
-        let number = ctx.commands.fetch_add(1, Relaxed) + 1;
-        let recorded = record_command(
-            &ctx,
-            number,
-            SshKind::Forward,
-            Some(&command),
-            &decision,
-            decision.audit_verdict(),
-            None,
-            None,
-        )
-        .await;
-        decision.is_allowed() && recorded.is_ok()
+        let cmd = session::command(SshKind::Forward, Some(Arc::from(what)));
+        matches!(ctx.gate.admit(cmd).await, Gated::Forward(_))
     }
 }
 

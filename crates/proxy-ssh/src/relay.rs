@@ -15,6 +15,7 @@ use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, c
 use tokio::sync::mpsc;
 
 use crate::session::SessionCtx;
+use gateway_core::gate::{Admitted, Held};
 use gateway_core::recording::{Asciicast, Header, Recorder};
 
 /// What the handler tells a channel's relay about its start request.
@@ -24,7 +25,7 @@ pub(crate) enum Ctl {
     /// Refused (and already answered to the client): the target never sees it.
     Stop,
     /// Held for approval `id` (the client has been told): forward it once approved.
-    Hold { id: String, started: Started },
+    Hold { held: Box<Held>, kind: SshKind },
 }
 
 /// Client messages kept while a request is held (stdin sent ahead of the approval).
@@ -36,13 +37,17 @@ const DECISION_WAIT: Duration = Duration::from_secs(15);
 /// How long one direction may outlive the other once its side has closed.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-/// An allowed start request.
+/// An admitted start request: the gate's proof is what lets the relay forward it.
 pub(crate) struct Started {
     pub kind: SshKind,
+    pub admitted: Admitted,
+}
+
+impl Started {
     /// Command number within the session (links audit `command` and `command_end`).
-    pub number: u64,
-    /// Policies that allowed it, for the recording's marker.
-    pub policies: Vec<String>,
+    fn number(&self) -> u64 {
+        self.admitted.number()
+    }
 }
 
 /// Terminal size and type from the client's pty request.
@@ -412,7 +417,7 @@ async fn finish(
     let mut ev = AuditEvent::new(EventKind::CommandEnd, &ctx.session_id);
     ev.connection = Some(ctx.conn.name.clone());
     ev.protocol = Some("ssh".into());
-    ev.command = Some(s.number);
+    ev.command = Some(s.number());
     ev.action = Some(s.kind.cedar_id().into());
     ev.duration_us = Some(t.elapsed().as_micros() as u64);
     ev.error = up.error.or(down.error);
@@ -460,23 +465,24 @@ async fn decided(
     client: &mut Channel<server::Msg>,
     handle: &server::Handle,
 ) -> Option<(Option<Started>, Vec<ChannelMsg>)> {
-    let (approval, started) = match ctl.recv().await {
+    let (held, kind) = match ctl.recv().await {
         Some(Ctl::Go(s)) => return Some((Some(s), Vec::new())),
         Some(Ctl::Stop) | None => {
             close_target(target).await;
             *target = None;
             return Some((None, Vec::new()));
         }
-        Some(Ctl::Hold { id, started }) => (id, started),
+        Some(Ctl::Hold { held, kind }) => (held, kind),
     };
+    let approval = held.request.id.clone();
     let approvals = &ctx.services.approvals;
     let wait = approvals.wait(&approval);
     tokio::pin!(wait);
-    let mut held = Vec::new();
+    let mut kept = Vec::new();
     let outcome = loop {
         tokio::select! {
             o = &mut wait => break o,
-            m = client.wait(), if held.len() < MAX_HELD_MESSAGES => match m {
+            m = client.wait(), if kept.len() < MAX_HELD_MESSAGES => match m {
                 None | Some(ChannelMsg::Close) => {
                     let _ = approvals
                         .cancel_held(&approval, &ctx.session_id, "the client disconnected while the command was held")
@@ -484,31 +490,20 @@ async fn decided(
                     close_target(target).await;
                     return None;
                 }
-                Some(m) => held.push(m),
+                Some(m) => kept.push(m),
             },
         }
     };
     let id = client.id();
-    let mut ev = AuditEvent::new(EventKind::Command, &ctx.session_id);
-    ev.identity = Some(gateway_core::audit::IdentityRecord::from(&ctx.identity));
-    ev.connection = Some(ctx.conn.name.clone());
-    ev.protocol = Some("ssh".into());
-    ev.command = Some(started.number);
-    ev.action = Some(started.kind.cedar_id().into());
-    ev.approval = Some(approval.clone());
-    ev.reason = Some(outcome.message());
-    if outcome.is_approved() {
-        ev.verdict = Some(gateway_core::audit::Verdict::Allow);
-        if ctx.services.audit.record(ev).await.is_ok() {
+    let refusal = match ctx.gate.resolve(held, &outcome).await {
+        Ok(admitted) => {
             let note = format!("portcullis: approval {approval} granted; running\r\n");
             let _ = handle.extended_data(id, 1, Bytes::from(note)).await;
-            return Some((Some(started), held));
+            return Some((Some(Started { kind, admitted }), kept));
         }
-    } else {
-        ev.verdict = Some(gateway_core::audit::Verdict::Deny);
-        let _ = ctx.services.audit.record_later(ev).await;
-    }
-    let msg = format!("portcullis: {}\r\n", outcome.message());
+        Err(r) => r,
+    };
+    let msg = format!("portcullis: {}\r\n", refusal.message);
     let _ = handle.extended_data(id, 1, Bytes::from(msg)).await;
     let _ = handle
         .exit_status_request(id, crate::handler::EXIT_REFUSED)
@@ -526,8 +521,8 @@ fn open_recording(ctx: &SessionCtx, s: &Started, pty: Option<&Pty>) -> Option<Bo
         Some(p) => (p.term.as_str(), p.cols, p.rows),
         None => ("", 80, 24),
     };
-    let title = format!("{} on {}", ctx.identity.principal(), ctx.conn.name);
-    let name = format!("{}-{}", ctx.session_id, s.number);
+    let title = format!("{} on {}", ctx.identity().principal(), ctx.conn.name);
+    let name = format!("{}-{}", ctx.session_id, s.number());
     match Asciicast::create(
         &ctx.services.config.state_dir(),
         &name,
@@ -542,7 +537,7 @@ fn open_recording(ctx: &SessionCtx, s: &Started, pty: Option<&Pty>) -> Option<Bo
             r.marker(&format!(
                 "{} allowed by [{}]",
                 s.kind.cedar_id(),
-                s.policies.join(", ")
+                s.admitted.policies().join(", ")
             ));
             Some(Box::new(r))
         }

@@ -109,7 +109,7 @@ impl SshProxy {
                 end.detail = Some(serde_json::json!({
                     "bytes_in": ctx.bytes_in.load(Relaxed),
                     "bytes_out": ctx.bytes_out.load(Relaxed),
-                    "commands": ctx.commands.load(Relaxed),
+                    "commands": ctx.gate.commands(),
                     "target_user": ctx.target_user,
                 }));
                 if let Some(why) = ended.get() {
@@ -137,7 +137,11 @@ async fn watch_credential(
         let Some(ctx) = slot.get() else {
             continue;
         };
-        match ctx.credential.state(&ctx.services.verifier, &ctx.identity) {
+        match ctx
+            .gate
+            .credential()
+            .state(&ctx.services.verifier, ctx.identity())
+        {
             CredentialState::Valid => {}
             CredentialState::Revoked => {
                 let why = "the session's access key was revoked or has expired";

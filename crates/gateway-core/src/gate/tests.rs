@@ -1,0 +1,222 @@
+//! The gate against real services (SQLite in memory, the journal in a temporary directory,
+//! the approvals service): what it admits, holds and refuses, and what it puts on record.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::action::{SshKind, SshRequest};
+use crate::approvals::{ApprovalSettings, Approvals};
+use crate::audit::AuditLog;
+use crate::audit::tail::journal_tail;
+use crate::config::{Config, Durability};
+use crate::identity::Verifier;
+use crate::metrics::Metrics;
+use crate::policy::PolicyHandle;
+use crate::sql::Classifier;
+use crate::store::SqliteStore;
+use crate::store::sqlite::tests::TempDir;
+
+const POLICY: &str = r#"
+@id("ops-exec")
+permit(principal in Group::"ops", action == Action::"ssh.exec", resource)
+when { ["ls", "id"].contains(context.program) };
+
+@id("restart")
+@approval("1")
+@approvers("dba")
+permit(principal in Group::"ops", action == Action::"ssh.exec", resource)
+when { context.program == "systemctl" };
+"#;
+
+struct Fixture {
+    dir: TempDir,
+    services: Arc<Services>,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let dir = TempDir::new("gate");
+        std::fs::write(dir.path().join("policy.cedar"), POLICY).unwrap();
+        let mut cfg: Config = toml::from_str(&format!(
+            "[gateway]\nstate_dir = \"{}\"\npolicy = \"policy.cedar\"\n",
+            dir.path().display()
+        ))
+        .unwrap();
+        cfg.base_dir = dir.path().to_path_buf();
+        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let audit = AuditLog::start(
+            store.clone(),
+            Durability::Process,
+            dir.path().join("journal"),
+            None,
+        )
+        .unwrap();
+        let settings = ApprovalSettings {
+            approvers: vec!["dba".into()],
+            pending_ttl: Duration::from_secs(900),
+            max_window: Duration::from_secs(3600),
+            node: "n1".into(),
+            poll_interval: Duration::from_secs(1),
+        };
+        let approvals = Approvals::start(store.clone(), settings, Arc::new(audit.clone()), None)
+            .await
+            .unwrap();
+        let services = Services {
+            verifier: Verifier::new(&cfg.identity, None, store.clone()).unwrap(),
+            policy: Arc::new(PolicyHandle::load(&dir.path().join("policy.cedar")).unwrap()),
+            classifier: Classifier::new(16),
+            audit,
+            approvals,
+            store,
+            metrics: Arc::new(Metrics::default()),
+            masking: None,
+            config: Arc::new(cfg),
+        };
+        Fixture {
+            dir,
+            services: Arc::new(services),
+        }
+    }
+
+    fn gate(&self, identity: Identity) -> SessionGate {
+        SessionGate::new(self.services.clone(), "s1", identity, "web", Protocol::Ssh)
+    }
+
+    /// The `command` events on record, in order.
+    fn commands(&self) -> Vec<AuditEvent> {
+        journal_tail(&self.dir.path().join("journal"), 0)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == EventKind::Command)
+            .collect()
+    }
+}
+
+fn exec(line: &str) -> Command {
+    Command {
+        actions: SshRequest::exec(Arc::from(line)),
+        action: SshKind::Exec.cedar_id().into(),
+        text: line.into(),
+        tables: Vec::new(),
+        parameters: Vec::new(),
+        detail: None,
+        can_hold: true,
+    }
+}
+
+fn ops() -> Identity {
+    Identity::for_tests("builtin", "alice", &["ops"])
+}
+
+#[tokio::test]
+async fn allowed_commands_are_admitted_after_their_event_is_on_record() {
+    let f = Fixture::new().await;
+    let gate = f.gate(ops());
+    let Gated::Forward(a) = gate.admit(exec("ls -la && id")).await else {
+        panic!("not admitted");
+    };
+    assert_eq!(a.number(), 1);
+    assert_eq!(a.policies(), ["ops-exec"]);
+    let evs = f.commands();
+    assert_eq!(evs.len(), 1);
+    let ev = &evs[0];
+    assert_eq!(ev.verdict, Some(AuditVerdict::Allow));
+    assert_eq!(ev.command, Some(1));
+    assert_eq!(ev.connection.as_deref(), Some("web"));
+    assert_eq!(ev.protocol.as_deref(), Some("ssh"));
+    assert_eq!(
+        ev.identity.as_ref().map(|i| i.subject.as_str()),
+        Some("alice")
+    );
+    assert_eq!(ev.statement.as_deref(), Some("ls -la && id"));
+}
+
+#[tokio::test]
+async fn denied_commands_are_refused_with_the_reason_and_recorded() {
+    let f = Fixture::new().await;
+    let gate = f.gate(ops());
+    let Gated::Refuse(r) = gate.admit(exec("ls && rm -rf /")).await else {
+        panic!("not refused");
+    };
+    assert_eq!(r.number, 1);
+    assert!(
+        r.message.starts_with("ssh.exec denied by policy:"),
+        "{}",
+        r.message
+    );
+    assert!(r.message.contains("it runs rm"), "{}", r.message);
+    let evs = f.commands();
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].verdict, Some(AuditVerdict::Deny));
+    // Numbers go on across outcomes.
+    assert!(matches!(gate.admit(exec("id")).await, Gated::Forward(a) if a.number() == 2));
+}
+
+#[tokio::test]
+async fn held_commands_get_one_event_when_their_wait_ends() {
+    let f = Fixture::new().await;
+    let gate = f.gate(ops());
+    let Gated::Hold(held) = gate.admit(exec("systemctl restart nginx")).await else {
+        panic!("not held");
+    };
+    assert!(held.notice("ssh.exec").contains("members of dba"));
+    let id = held.request.id.clone();
+    // Nothing on record as a command yet: the wait is on record as the approval request.
+    assert!(f.commands().is_empty());
+    let admitted = gate
+        .resolve(
+            held,
+            &Outcome::Approved(f.services.approvals.get(&id).await.unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(admitted.approval(), Some(id.as_str()));
+    let evs = f.commands();
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].verdict, Some(AuditVerdict::Allow));
+    assert_eq!(evs[0].approval.as_deref(), Some(id.as_str()));
+
+    let Gated::Hold(held) = gate.admit(exec("systemctl stop nginx")).await else {
+        panic!("not held");
+    };
+    let request = held.request.clone();
+    let refusal = gate
+        .resolve(held, &Outcome::Refused(request))
+        .await
+        .unwrap_err();
+    assert_eq!(refusal.number, 2);
+    let evs = f.commands();
+    assert_eq!(evs.len(), 2);
+    assert_eq!(evs[1].verdict, Some(AuditVerdict::Deny));
+    assert_eq!(evs[1].command, Some(2));
+}
+
+#[tokio::test]
+async fn nothing_is_admitted_without_a_record_or_a_valid_credential() {
+    let f = Fixture::new().await;
+    // An expired token admits nothing.
+    let mut expired = ops();
+    expired.expires_at = crate::util::now_secs() - 1;
+    let Gated::Refuse(r) = f.gate(expired).admit(exec("id")).await else {
+        panic!("admitted on an expired token");
+    };
+    assert!(r.message.contains("expired"), "{}", r.message);
+    // Audit gone: refused, never forwarded.
+    f.services.audit.shutdown().await;
+    let Gated::Refuse(r) = f.gate(ops()).admit(exec("id")).await else {
+        panic!("admitted without a record");
+    };
+    assert!(
+        r.message.starts_with("audit is unavailable"),
+        "{}",
+        r.message
+    );
+    assert_eq!(
+        f.services
+            .metrics
+            .audit_failures_total
+            .load(Ordering::Relaxed),
+        1
+    );
+}
