@@ -9,7 +9,8 @@ use bytes::BytesMut;
 use gateway_core::Identity;
 use gateway_core::action::Action;
 use gateway_core::audit::{AuditEvent, EventKind, IdentityRecord};
-use gateway_core::config::ConnectionConfig;
+use gateway_core::config::{ConnectionConfig, Protocol};
+use gateway_core::gate::SessionGate;
 use gateway_core::policy::{ConnectionRef, Verdict};
 use gateway_core::services::Services;
 use tokio::io::AsyncWriteExt;
@@ -29,7 +30,8 @@ const VERIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// What the relay needs to know about its session.
 pub(crate) struct SessionCtx {
     pub session_id: String,
-    pub identity: Identity,
+    /// Decides every command of the session (credential, then policy).
+    pub gate: SessionGate,
     pub conn: ConnectionConfig,
     pub services: Arc<Services>,
     pub max_message: usize,
@@ -37,6 +39,12 @@ pub(crate) struct SessionCtx {
     pub hold: Arc<HoldControl>,
     /// The masking that applies to this session; `None` means no masking work at all.
     pub masks: Option<Arc<gateway_core::masking::SessionMasks>>,
+}
+
+impl SessionCtx {
+    pub(crate) fn identity(&self) -> &Identity {
+        self.gate.identity()
+    }
 }
 
 /// Serve one accepted connection to its end.
@@ -287,7 +295,13 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
         let ctx = SessionCtx {
             session_id: session_id.clone(),
             masks,
-            identity,
+            gate: SessionGate::new(
+                services.clone(),
+                &session_id,
+                identity,
+                &conn.name,
+                Protocol::Postgres,
+            ),
             conn,
             services: services.clone(),
             max_message: proxy.max_message,

@@ -71,35 +71,23 @@ impl<S: Store> Store for WithJournal<S> {
     }
 
     fn query_events(&self, filter: &EventFilter) -> Result<Vec<AuditEvent>> {
-        let limit = filter.limit;
-        let mut unlimited = filter.clone();
-        unlimited.limit = None;
-        let last = self.store.last_event()?.map_or(0, |(seq, _)| seq);
-        let mut events = if limit.is_some() {
-            // Newest first from the journal, then enough from the store.
-            let tail: Vec<AuditEvent> = journal_tail(&self.journal, last)?
-                .into_iter()
-                .filter(|e| filter.matches(e))
-                .collect();
-            let mut f = filter.clone();
-            f.limit = limit.map(|n| n.saturating_sub(tail.len()));
-            let mut head = if f.limit == Some(0) {
-                Vec::new()
-            } else {
-                self.store.query_events(&f)?
-            };
-            head.extend(tail);
-            head
+        // The journal first: a segment the indexer deletes after this read has its events in
+        // the store by the time the store is read, so nothing falls between the two. (Read
+        // the other way round, events indexed in between were in neither.)
+        let tail: Vec<AuditEvent> = journal_tail(&self.journal, 0)?
+            .into_iter()
+            .filter(|e| filter.matches(e))
+            .collect();
+        let mut events = if filter.limit == Some(0) {
+            Vec::new()
         } else {
-            let mut head = self.store.query_events(&unlimited)?;
-            head.extend(
-                journal_tail(&self.journal, last)?
-                    .into_iter()
-                    .filter(|e| filter.matches(e)),
-            );
-            head
+            self.store.query_events(filter)?
         };
-        if let Some(n) = limit
+        // Events both indexed and not yet deleted from the journal appear once.
+        let stored: std::collections::HashSet<u64> = events.iter().map(|e| e.seq).collect();
+        events.extend(tail.into_iter().filter(|e| !stored.contains(&e.seq)));
+        events.sort_by_key(|e| e.seq);
+        if let Some(n) = filter.limit
             && events.len() > n
         {
             events.drain(..events.len() - n);

@@ -11,10 +11,8 @@ use gateway_core::Side;
 use gateway_core::action::{Action, SqlKind, SqlStatement};
 use gateway_core::approvals::{NewKind, NewRequest, Outcome};
 use gateway_core::audit::{AuditEvent, EventKind};
-use gateway_core::config::Protocol;
-use gateway_core::identity::watch::CredentialWatch;
 use gateway_core::masking::SessionMasks;
-use gateway_core::policy::{ConnectionRef, Decision, Verdict};
+use gateway_core::policy::{Decision, Verdict};
 use gateway_core::sql::LexOptions;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedSender;
@@ -90,8 +88,6 @@ struct Upstream<'a> {
     portal_formats: HashMap<Name, Arc<[i16]>>,
     /// The statements of the simple Query just decided, for masking to reuse.
     query_statements: Option<Arc<[Arc<SqlStatement>]>>,
-    /// The session's access key, looked at again while the session runs.
-    credential: CredentialWatch,
 }
 
 /// Client bytes read ahead while a statement is held, at most (reading stops there).
@@ -122,7 +118,6 @@ where
         bind_for_hold: None,
         portal_formats: HashMap::new(),
         query_statements: None,
-        credential: CredentialWatch::default(),
     };
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     let mut events: Vec<AuditEvent> = Vec::new();
@@ -426,31 +421,8 @@ impl Upstream<'_> {
     }
 
     fn evaluate(&self, statements: &[Arc<SqlStatement>]) -> Decision {
-        let deny = |reason: String| Decision {
-            verdict: Verdict::Deny,
-            policies: Vec::new(),
-            reason: Some(reason),
-            policy_version: 0,
-        };
-        if gateway_core::util::now_secs() > self.ctx.identity.expires_at {
-            return deny("the session's token has expired; reconnect with a fresh token".into());
-        }
-        if let Some(reason) = self
-            .credential
-            .refusal(&self.ctx.services.verifier, &self.ctx.identity)
-        {
-            return deny(reason);
-        }
         let actions: Vec<Action> = statements.iter().map(|s| Action::Sql(s.clone())).collect();
-        let conn = ConnectionRef {
-            name: &self.ctx.conn.name,
-            protocol: self.ctx.conn.protocol,
-        };
-        self.ctx
-            .services
-            .policy
-            .current()
-            .decide_all(&self.ctx.identity, &conn, &actions)
+        self.ctx.gate.decide(&actions)
     }
 
     fn decide_statements(
@@ -493,10 +465,6 @@ impl Upstream<'_> {
         ev.policies = decision.policies.clone();
         ev.reason = decision.reason.clone();
 
-        self.ctx
-            .services
-            .metrics
-            .decided(Protocol::Postgres, &decision.verdict);
         let bind = self.bind_for_hold.take();
 
         if decision.is_allowed() {
@@ -511,7 +479,7 @@ impl Upstream<'_> {
             let approvals = &self.ctx.services.approvals;
             // A granted window stands in for review: the command runs, carrying its id.
             if let Some(id) =
-                approvals.active_window(&self.ctx.identity, &self.ctx.conn.name, action)
+                approvals.active_window(self.ctx.identity(), &self.ctx.conn.name, action)
             {
                 ev.verdict = Some(gateway_core::audit::Verdict::Allow);
                 ev.approval = Some(id);

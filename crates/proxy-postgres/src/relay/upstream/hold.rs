@@ -44,7 +44,7 @@ impl Upstream<'_> {
             action,
         )
         .with_review(&decision);
-        let req = match approvals.request(&ctx.identity, new).await {
+        let req = match approvals.request(ctx.identity(), new).await {
             Ok(r) => r,
             Err(e) => {
                 let message = format!("portcullis: approval could not be requested: {e}");
