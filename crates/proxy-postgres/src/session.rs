@@ -7,11 +7,9 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::BytesMut;
 use gateway_core::Identity;
-use gateway_core::action::Action;
-use gateway_core::audit::{AuditEvent, EventKind, IdentityRecord};
-use gateway_core::config::{ConnectionConfig, Protocol};
-use gateway_core::gate::SessionGate;
-use gateway_core::policy::{ConnectionRef, Verdict};
+use gateway_core::audit::{AuditEvent, EventKind};
+use gateway_core::config::ConnectionConfig;
+use gateway_core::gate::{self, SessionGate};
 use gateway_core::services::Services;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -75,7 +73,12 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
         }
     };
     let services = proxy.services.clone();
-    let session_id = gateway_core::util::new_session_id();
+    let opening = gate::Opening::new(
+        services.clone(),
+        gateway_core::config::Protocol::Postgres,
+        peer.to_string(),
+    );
+    let session_id = opening.session_id().to_string();
     let param = |name: &str| {
         params
             .iter()
@@ -85,21 +88,6 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
     let conn_name = param("database")
         .or_else(|| param("user"))
         .unwrap_or_default();
-
-    let refuse = |kind_reason: String, identity: Option<&Identity>| {
-        let mut ev = AuditEvent::new(EventKind::AuthFailed, &session_id);
-        ev.connection = Some(conn_name.clone());
-        ev.protocol = Some("postgres".into());
-        ev.client = Some(peer.to_string());
-        ev.identity = identity.map(IdentityRecord::from);
-        ev.reason = Some(kind_reason);
-        services
-            .metrics
-            .protocol(gateway_core::config::Protocol::Postgres)
-            .auth_failures_total
-            .fetch_add(1, Relaxed);
-        ev
-    };
 
     // This gateway speaks protocol 3.0 and no protocol extensions: say so, as PostgreSQL
     // does, rather than let a newer client believe its requests took effect.
@@ -136,51 +124,25 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
     let identity = match verified {
         Ok(id) => id,
         Err(e) => {
-            let _ = services
-                .audit
-                .record_later(refuse(e.to_string(), None))
-                .await;
+            opening.refused(&conn_name, None, &e.to_string()).await;
             front::fatal(&mut stream, "28P01", &format!("portcullis: {e}")).await;
             return;
         }
     };
     // Only Postgres connections: naming another protocol's connection is the same as naming
     // none.
-    let Some(conn) = services
-        .config
-        .connection(&conn_name)
-        .filter(|c| c.protocol == gateway_core::config::Protocol::Postgres)
-        .cloned()
-    else {
-        let msg = format!("connection \"{conn_name}\" is not configured on this gateway");
-        let _ = services
-            .audit
-            .record_later(refuse(msg.clone(), Some(&identity)))
-            .await;
-        front::fatal(&mut stream, "3D000", &format!("portcullis: {msg}")).await;
-        return;
+    let admission = match opening.admit(&identity, &conn_name).await {
+        Ok(a) => a,
+        Err(e) => {
+            let code = match e {
+                gate::OpenRefusal::UnknownConnection(_) => "3D000",
+                _ => "42501",
+            };
+            front::fatal(&mut stream, code, &format!("portcullis: {e}")).await;
+            return;
+        }
     };
-    let decision = services.policy.current().decide(
-        &identity,
-        &ConnectionRef {
-            name: &conn.name,
-            protocol: conn.protocol,
-        },
-        &Action::Connect,
-    );
-    if !matches!(decision.verdict, Verdict::Allow(_)) {
-        let reason = decision
-            .reason
-            .clone()
-            .unwrap_or_else(|| "denied by policy".into());
-        let mut ev = refuse(reason.clone(), Some(&identity));
-        ev.action = Some("connect".into());
-        ev.verdict = Some(decision.audit_verdict());
-        ev.policies = decision.policies.clone();
-        let _ = services.audit.record_later(ev).await;
-        front::fatal(&mut stream, "42501", &format!("portcullis: {reason}")).await;
-        return;
-    }
+    let conn = admission.conn.clone();
 
     let span = tracing::info_span!("session", session_id = %session_id, identity = %identity.principal(), connection = %conn.name);
     async move {
@@ -225,27 +187,18 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
             };
 
         // The session starts only once its start is on record.
-        let mut start = AuditEvent::new(EventKind::SessionStart, &session_id);
-        start.identity = Some(IdentityRecord::from(&identity));
-        start.connection = Some(conn.name.clone());
-        start.protocol = Some("postgres".into());
-        start.client = Some(peer.to_string());
-        start.action = Some("connect".into());
-        start.verdict = Some(decision.audit_verdict());
-        start.policies = decision.policies.clone();
-        let recorded = tokio::time::timeout(VERIFY_TIMEOUT, services.audit.record(start))
-            .await
-            .unwrap_or_else(|_| Err(gateway_core::Error::Audit("timed out".into())));
-        if let Err(e) = recorded {
-            services.metrics.audit_failures_total.fetch_add(1, Relaxed);
-            front::fatal(
-                &mut stream,
-                "58000",
-                &format!("portcullis: audit is unavailable: {e}"),
-            )
-            .await;
-            return;
-        }
+        let groups = identity.groups.clone();
+        let gate = match opening.start(identity, &admission, None).await {
+            Ok(g) => g,
+            Err(e) => {
+                front::fatal(&mut stream, "58000", &format!("portcullis: {e}")).await;
+                return;
+            }
+        };
+        let active = &services
+            .metrics
+            .protocol(gateway_core::config::Protocol::Postgres)
+            .sessions_active;
 
         let hold = Arc::new(HoldControl::default());
         let Some((pid, key)) = proxy.cancels.register(
@@ -263,6 +216,7 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
                 "portcullis: no cancel key could be generated",
             )
             .await;
+            active.fetch_sub(1, Relaxed);
             return;
         };
         let mut hello = BytesMut::with_capacity(512);
@@ -274,34 +228,19 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
         codec::put_ready_for_query(&mut hello, b'I');
         if stream.write_all(&hello).await.is_err() {
             proxy.cancels.remove(pid);
+            active.fetch_sub(1, Relaxed);
             return;
         }
-        services
-            .metrics
-            .protocol(gateway_core::config::Protocol::Postgres)
-            .sessions_total
-            .fetch_add(1, Relaxed);
-        services
-            .metrics
-            .protocol(gateway_core::config::Protocol::Postgres)
-            .sessions_active
-            .fetch_add(1, Relaxed);
         tracing::info!("session opened");
 
         let masks = services
             .masking
             .as_ref()
-            .and_then(|m| m.for_session(&conn.name, &identity.groups));
+            .and_then(|m| m.for_session(&conn.name, &groups));
         let ctx = SessionCtx {
             session_id: session_id.clone(),
             masks,
-            gate: SessionGate::new(
-                services.clone(),
-                &session_id,
-                identity,
-                &conn.name,
-                Protocol::Postgres,
-            ),
+            gate,
             conn,
             services: services.clone(),
             max_message: proxy.max_message,

@@ -9,12 +9,10 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use gateway_core::Identity;
-use gateway_core::action::{Action, SshKind};
-use gateway_core::audit::{AuditEvent, EventKind, IdentityRecord};
+use gateway_core::action::SshKind;
 use gateway_core::config::Protocol;
-use gateway_core::gate::{Gated, SessionGate};
+use gateway_core::gate::{Gated, OpenRefusal, Opening};
 use gateway_core::identity::IdentityError;
-use gateway_core::policy::ConnectionRef;
 use gateway_core::services::Services;
 use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
@@ -55,6 +53,8 @@ pub(crate) struct SshHandler {
     services: Arc<Services>,
     peer: SocketAddr,
     session_id: String,
+    /// Until the session starts: records refusals, and starts it.
+    opening: Option<Opening>,
     slot: SessionSlot,
     /// Connect denied by policy: the reason every channel reads.
     refused: Option<String>,
@@ -64,10 +64,12 @@ pub(crate) struct SshHandler {
 
 impl SshHandler {
     pub(crate) fn new(services: Arc<Services>, peer: SocketAddr, slot: SessionSlot) -> SshHandler {
+        let opening = Opening::new(services.clone(), Protocol::Ssh, peer.to_string());
         SshHandler {
             services,
             peer,
-            session_id: gateway_core::util::new_session_id(),
+            session_id: opening.session_id().to_string(),
+            opening: Some(opening),
             slot,
             refused: None,
             target: TargetState::None,
@@ -79,19 +81,11 @@ impl SshHandler {
         self.slot.get().is_some() || self.refused.is_some()
     }
 
-    fn auth_failed(&self, conn: &str, identity: Option<&Identity>, reason: String) -> AuditEvent {
-        let mut ev = AuditEvent::new(EventKind::AuthFailed, &self.session_id);
-        ev.connection = Some(conn.to_string());
-        ev.protocol = Some("ssh".into());
-        ev.client = Some(self.peer.to_string());
-        ev.identity = identity.map(IdentityRecord::from);
-        ev.reason = Some(reason);
-        self.services
-            .metrics
-            .protocol(gateway_core::config::Protocol::Ssh)
-            .auth_failures_total
-            .fetch_add(1, Relaxed);
-        ev
+    /// Record a refused login (`auth_failed`).
+    async fn refused(&self, conn: &str, identity: Option<&Identity>, reason: &str) {
+        if let Some(o) = &self.opening {
+            o.refused(conn, identity, reason).await;
+        }
     }
 
     /// Verify the token presented for `user` and open the session. A bad token, an unknown
@@ -104,8 +98,8 @@ impl SshHandler {
         let login = names::parse_login(user);
         let token = token.trim();
         if token.is_empty() || token.len() > MAX_TOKEN {
-            let ev = self.auth_failed(login.connection, None, IdentityError::Missing.to_string());
-            let _ = self.services.audit.record_later(ev).await;
+            self.refused(login.connection, None, &IdentityError::Missing.to_string())
+                .await;
             return Ok(Auth::reject());
         }
         let verified = tokio::time::timeout(VERIFY_TIMEOUT, self.services.verifier.verify(token))
@@ -120,8 +114,7 @@ impl SshHandler {
             Ok(identity) => self.open_session(user, identity).await,
             Err(e) => {
                 tracing::debug!(peer = %self.peer, error = %e, "ssh login refused");
-                let ev = self.auth_failed(login.connection, None, e.to_string());
-                let _ = self.services.audit.record_later(ev).await;
+                self.refused(login.connection, None, &e.to_string()).await;
                 Ok(Auth::reject())
             }
         }
@@ -130,21 +123,25 @@ impl SshHandler {
     /// Open the session for a verified `identity` on the connection `user` names.
     async fn open_session(&mut self, user: &str, identity: Identity) -> Result<Auth, SshError> {
         let login = names::parse_login(user);
-        let conn = self
-            .services
-            .config
-            .connection(login.connection)
-            .filter(|c| c.protocol == Protocol::Ssh)
-            .cloned();
-        let Some(conn) = conn else {
-            let msg = format!(
-                "ssh connection \"{}\" is not configured on this gateway",
-                login.connection
-            );
-            let ev = self.auth_failed(login.connection, Some(&identity), msg);
-            let _ = self.services.audit.record_later(ev).await;
+        let Some(opening) = self.opening.take() else {
             return Ok(Auth::reject());
         };
+        let admission = match opening.admit(&identity, login.connection).await {
+            Ok(a) => a,
+            Err(OpenRefusal::Denied(reason)) => {
+                // Let in only to read why, on every channel.
+                self.refused = Some(format!(
+                    "portcullis: access to \"{}\" denied: {reason}",
+                    login.connection
+                ));
+                return Ok(Auth::Accept);
+            }
+            Err(_) => {
+                self.opening = Some(opening);
+                return Ok(Auth::reject());
+            }
+        };
+        let conn = admission.conn.clone();
         let default_user = conn.user.clone().unwrap_or_default();
         let Some(target_user) =
             names::target_user(login.target_user, &default_user, &conn.users).map(str::to_string)
@@ -154,56 +151,19 @@ impl SshHandler {
                 login.target_user.unwrap_or_default(),
                 conn.name
             );
-            let ev = self.auth_failed(&conn.name, Some(&identity), msg);
-            let _ = self.services.audit.record_later(ev).await;
+            opening.refused(&conn.name, Some(&identity), &msg).await;
+            self.opening = Some(opening);
             return Ok(Auth::reject());
         };
-        let decision = self.services.policy.current().decide(
-            &identity,
-            &ConnectionRef {
-                name: &conn.name,
-                protocol: conn.protocol,
-            },
-            &Action::Connect,
-        );
-        if !decision.is_allowed() {
-            let reason = decision
-                .reason
-                .clone()
-                .unwrap_or_else(|| "denied by policy".into());
-            let mut ev = self.auth_failed(&conn.name, Some(&identity), reason.clone());
-            ev.action = Some("connect".into());
-            ev.verdict = Some(decision.audit_verdict());
-            ev.policies = decision.policies.clone();
-            let _ = self.services.audit.record_later(ev).await;
-            self.refused = Some(format!(
-                "portcullis: access to \"{}\" denied: {reason}",
-                conn.name
-            ));
-            return Ok(Auth::Accept);
-        }
-
-        // The session starts only once its start is on record.
-        let mut start = AuditEvent::new(EventKind::SessionStart, &self.session_id);
-        start.identity = Some(IdentityRecord::from(&identity));
-        start.connection = Some(conn.name.clone());
-        start.protocol = Some("ssh".into());
-        start.client = Some(self.peer.to_string());
-        start.action = Some("connect".into());
-        start.verdict = Some(decision.audit_verdict());
-        start.policies = decision.policies.clone();
-        start.detail = Some(serde_json::json!({ "target_user": target_user }));
-        let recorded = tokio::time::timeout(VERIFY_TIMEOUT, self.services.audit.record(start))
-            .await
-            .unwrap_or_else(|_| Err(gateway_core::Error::Audit("timed out".into())));
-        if let Err(e) = recorded {
-            self.services
-                .metrics
-                .audit_failures_total
-                .fetch_add(1, Relaxed);
-            tracing::error!(error = %e, "audit unavailable; ssh session refused");
-            return Ok(Auth::reject());
-        }
+        let principal = identity.principal();
+        let detail = serde_json::json!({ "target_user": target_user });
+        let gate = match opening.start(identity, &admission, Some(detail)).await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(error = %e, "ssh session refused");
+                return Ok(Auth::reject());
+            }
+        };
         // Reach the target while the client opens its channel.
         let cfg = self.services.config.clone();
         let c = conn.clone();
@@ -212,26 +172,10 @@ impl SshHandler {
         self.target = TargetState::Pending(tokio::spawn(async move {
             target::connect(&cfg, &c, &u, slot).await
         }));
-        self.services
-            .metrics
-            .protocol(gateway_core::config::Protocol::Ssh)
-            .sessions_total
-            .fetch_add(1, Relaxed);
-        self.services
-            .metrics
-            .protocol(gateway_core::config::Protocol::Ssh)
-            .sessions_active
-            .fetch_add(1, Relaxed);
-        tracing::info!(session_id = %self.session_id, identity = %identity.principal(), connection = %conn.name, "ssh session opened");
+        tracing::info!(session_id = %self.session_id, identity = %principal, connection = %conn.name, "ssh session opened");
         let _ = self.slot.set(Arc::new(SessionCtx {
             session_id: self.session_id.clone(),
-            gate: SessionGate::new(
-                self.services.clone(),
-                &self.session_id,
-                identity,
-                &conn.name,
-                Protocol::Ssh,
-            ),
+            gate,
             conn,
             target_user,
             services: self.services.clone(),

@@ -13,6 +13,9 @@
 //!   [`SessionGate::resolve`], which records the command and admits or refuses it.
 //! - [`Gated::Refuse`] with a [`Refusal`] the proxy renders in its own wire form.
 //!
+//! Sessions open through [`Opening`]: the connection looked up among the protocol's own, the
+//! `connect` decision, refusals recorded, and the start on record before the session exists.
+//!
 //! Each command gets one `command` event, written once its fate is known (a held command's
 //! wait is on record as its approval request), carrying identity, connection and protocol.
 
@@ -396,5 +399,8 @@ impl SessionGate {
     }
 }
 
+mod open;
 #[cfg(test)]
 mod tests;
+
+pub use open::{Admission, OpenRefusal, Opening};

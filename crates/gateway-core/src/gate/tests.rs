@@ -18,6 +18,9 @@ use crate::store::SqliteStore;
 use crate::store::sqlite::tests::TempDir;
 
 const POLICY: &str = r#"
+@id("ops-connect")
+permit(principal in Group::"ops", action == Action::"connect", resource);
+
 @id("ops-exec")
 permit(principal in Group::"ops", action == Action::"ssh.exec", resource)
 when { ["ls", "id"].contains(context.program) };
@@ -39,7 +42,9 @@ impl Fixture {
         let dir = TempDir::new("gate");
         std::fs::write(dir.path().join("policy.cedar"), POLICY).unwrap();
         let mut cfg: Config = toml::from_str(&format!(
-            "[gateway]\nstate_dir = \"{}\"\npolicy = \"policy.cedar\"\n",
+            "[gateway]\nstate_dir = \"{}\"\npolicy = \"policy.cedar\"\n\
+             [[connections]]\nname = \"web\"\nprotocol = \"ssh\"\ntarget = \"127.0.0.1:22\"\n\
+             [[connections]]\nname = \"orders\"\nprotocol = \"postgres\"\ntarget = \"127.0.0.1:5432\"\n",
             dir.path().display()
         ))
         .unwrap();
@@ -85,10 +90,14 @@ impl Fixture {
 
     /// The `command` events on record, in order.
     fn commands(&self) -> Vec<AuditEvent> {
+        self.events(EventKind::Command)
+    }
+
+    fn events(&self, kind: EventKind) -> Vec<AuditEvent> {
         journal_tail(&self.dir.path().join("journal"), 0)
             .unwrap()
             .into_iter()
-            .filter(|e| e.kind == EventKind::Command)
+            .filter(|e| e.kind == kind)
             .collect()
     }
 }
@@ -219,4 +228,48 @@ async fn nothing_is_admitted_without_a_record_or_a_valid_credential() {
             .load(Ordering::Relaxed),
         1
     );
+}
+
+#[tokio::test]
+async fn sessions_open_only_on_their_own_protocol_and_only_when_allowed() {
+    let f = Fixture::new().await;
+    let opening = Opening::new(f.services.clone(), Protocol::Ssh, "10.0.0.7:50000".into());
+    // A Postgres connection is no SSH connection.
+    assert_eq!(
+        opening.admit(&ops(), "orders").await.err(),
+        Some(OpenRefusal::UnknownConnection("orders".into()))
+    );
+    let stranger = Identity::for_tests("builtin", "eve", &["guests"]);
+    assert!(matches!(
+        opening.admit(&stranger, "web").await,
+        Err(OpenRefusal::Denied(_))
+    ));
+    // Refusals are written with the next batch, within milliseconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let failed = loop {
+        let failed = f.events(EventKind::AuthFailed);
+        if failed.len() >= 2 || std::time::Instant::now() > deadline {
+            break failed;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(failed.len(), 2);
+    assert!(failed.iter().all(|e| e.protocol.as_deref() == Some("ssh")
+        && e.client.as_deref() == Some("10.0.0.7:50000")
+        && e.session == opening.session_id()));
+    assert!(f.events(EventKind::SessionStart).is_empty());
+
+    let admission = opening.admit(&ops(), "web").await.unwrap();
+    let id = opening.session_id().to_string();
+    let gate = opening.start(ops(), &admission, None).await.unwrap();
+    let starts = f.events(EventKind::SessionStart);
+    assert_eq!(starts.len(), 1);
+    assert_eq!(starts[0].session, id);
+    assert_eq!(starts[0].connection.as_deref(), Some("web"));
+    let counters = f.services.metrics.protocol(Protocol::Ssh);
+    assert_eq!(counters.sessions_active.load(Ordering::Relaxed), 1);
+    assert_eq!(counters.auth_failures_total.load(Ordering::Relaxed), 2);
+    // Its commands are recorded under the same session.
+    assert!(matches!(gate.admit(exec("id")).await, Gated::Forward(_)));
+    assert_eq!(f.commands()[0].session, id);
 }
