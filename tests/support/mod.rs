@@ -3,6 +3,9 @@
 //! config, state and ports, and real clients (psql, pgbench, curl) run as processes.
 #![allow(dead_code)]
 
+pub mod masking;
+pub mod ssh;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
