@@ -27,11 +27,26 @@ pub use action::{Action, SqlKind, SqlStatement, SshKind, SshRequest};
 pub use error::{Error, Side};
 pub use identity::Identity;
 
-/// Every problem in `cfg`: its own sections' ([`config::Config::validate`]) and what the
-/// parts built from it find (the masking blocks' detectors, column patterns and strategies).
-/// Empty means the gateway can start with it (secrets aside).
-pub fn check_config(cfg: &config::Config) -> Vec<String> {
+/// What a proxy checks in each connection of its protocol: the config, the connection, and the
+/// path to prefix problems with (`connections[2]`).
+pub type ConnectionCheck = fn(&config::Config, &config::ConnectionConfig, &str) -> Vec<String>;
+
+/// Every problem in `cfg`: its own sections' ([`config::Config::validate`]), what the parts
+/// built from it find (the masking blocks' detectors, column patterns and strategies), and
+/// what each protocol's proxy finds in its connections (`checks`). Empty means the gateway
+/// can start with it (secrets aside).
+pub fn check_config(
+    cfg: &config::Config,
+    checks: &[(config::Protocol, ConnectionCheck)],
+) -> Vec<String> {
     let mut errs = cfg.validate();
+    for (i, c) in cfg.connections.iter().enumerate() {
+        for (protocol, check) in checks {
+            if c.protocol == *protocol {
+                errs.extend(check(cfg, c, &format!("connections[{i}]")));
+            }
+        }
+    }
     for (i, m) in cfg.masking.iter().enumerate() {
         for e in masking::block_problems(m) {
             errs.push(format!("masking[{i}]{e}"));

@@ -107,6 +107,21 @@ pub(crate) fn load_config(path: &std::path::Path) -> anyhow::Result<gateway_core
 }
 
 /// [`load_config`], and every secret the gateway holds must be readable.
+/// What each protocol's proxy checks in its connections.
+const CONNECTION_CHECKS: &[(
+    gateway_core::config::Protocol,
+    gateway_core::ConnectionCheck,
+)] = &[
+    (
+        gateway_core::config::Protocol::Postgres,
+        proxy_postgres::check::connection_problems,
+    ),
+    (
+        gateway_core::config::Protocol::Ssh,
+        proxy_ssh::check::connection_problems,
+    ),
+];
+
 pub(crate) fn load_config_with_secrets(
     path: &std::path::Path,
 ) -> anyhow::Result<gateway_core::config::Config> {
@@ -115,7 +130,7 @@ pub(crate) fn load_config_with_secrets(
 
 fn load(path: &std::path::Path, secrets: bool) -> anyhow::Result<gateway_core::config::Config> {
     let cfg = gateway_core::config::Config::load(path).map_err(anyhow::Error::msg)?;
-    let mut problems = gateway_core::check_config(&cfg);
+    let mut problems = gateway_core::check_config(&cfg, CONNECTION_CHECKS);
     if secrets {
         problems.extend(cfg.secret_problems());
     }
@@ -137,7 +152,7 @@ fn config_check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let mut problems = gateway_core::check_config(&cfg);
+    let mut problems = gateway_core::check_config(&cfg, CONNECTION_CHECKS);
     problems.extend(cfg.secret_problems());
     let policy_path = cfg.resolve(&cfg.gateway.policy);
     if policy_path.is_file() {

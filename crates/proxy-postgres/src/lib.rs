@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod cancel;
+pub mod check;
 pub mod codec;
 mod error;
 mod front;

@@ -4,6 +4,7 @@
 //! host key is pinned, and interactive sessions are recorded as asciicast v2.
 #![forbid(unsafe_code)]
 
+pub mod check;
 mod error;
 mod handler;
 pub mod hostkey;

@@ -375,9 +375,6 @@ impl Config {
             {
                 errs.push(format!("{p}.target: `{}` is not host:port", c.target));
             }
-            if c.protocol == Protocol::Postgres && c.user.is_none() {
-                errs.push(format!("{p}.user: required for a postgres connection"));
-            }
             if c.protocol != Protocol::Postgres {
                 if c.sslmode.is_some() {
                     errs.push(format!("{p}.sslmode: only for postgres connections"));
@@ -386,32 +383,12 @@ impl Config {
                     errs.push(format!("{p}.sslrootcert: only for postgres connections"));
                 }
             }
-            if let Some(f) = &c.sslrootcert {
-                if matches!(c.sslmode(), SslMode::Disable | SslMode::Require) {
-                    errs.push(format!(
-                        "{p}.sslrootcert: has no effect unless sslmode is verify-ca or verify-full"
-                    ));
-                }
-                if !self.resolve(f).is_file() {
-                    errs.push(format!(
-                        "{p}.sslrootcert: {} does not exist",
-                        self.resolve(f).display()
-                    ));
-                }
-            }
             if c.password_env.is_some() && c.password_file.is_some() {
                 errs.push(format!(
                     "{p}: set one of password_env and password_file, not both"
                 ));
             }
             self.ssh_problems(c, &p, &mut errs);
-            for param in &c.allow_startup_params {
-                if matches!(param.as_str(), "user" | "database" | "replication") {
-                    errs.push(format!(
-                        "{p}.allow_startup_params: `{param}` is set by the gateway and cannot be passed through"
-                    ));
-                }
-            }
         }
         for (i, m) in self.masking.iter().enumerate() {
             let p = format!("masking[{i}]");
@@ -426,62 +403,21 @@ impl Config {
 }
 
 impl Config {
-    /// Problems with the SSH-only fields of connection `c` (path prefix `p`).
+    /// SSH-only fields set on a connection of another protocol (path prefix `p`).
     fn ssh_problems(&self, c: &ConnectionConfig, p: &str, errs: &mut Vec<String>) {
-        if c.protocol != Protocol::Ssh {
-            for (key, set) in [
-                ("users", !c.users.is_empty()),
-                ("private_key_file", c.private_key_file.is_some()),
-                ("known_hosts", c.known_hosts.is_some()),
-                ("host_key_fingerprint", c.host_key_fingerprint.is_some()),
-                ("allow_env", !c.allow_env.is_empty()),
-            ] {
-                if set {
-                    errs.push(format!("{p}.{key}: only for ssh connections"));
-                }
-            }
+        if c.protocol == Protocol::Ssh {
             return;
         }
-        if c.user.is_none() {
-            errs.push(format!("{p}.user: required for an ssh connection"));
-        }
-        for (i, u) in c.users.iter().enumerate() {
-            if u.is_empty() || u.contains('+') {
-                errs.push(format!(
-                    "{p}.users[{i}]: must be non-empty and contain no `+`"
-                ));
+        for (key, set) in [
+            ("users", !c.users.is_empty()),
+            ("private_key_file", c.private_key_file.is_some()),
+            ("known_hosts", c.known_hosts.is_some()),
+            ("host_key_fingerprint", c.host_key_fingerprint.is_some()),
+            ("allow_env", !c.allow_env.is_empty()),
+        ] {
+            if set {
+                errs.push(format!("{p}.{key}: only for ssh connections"));
             }
-        }
-        if c.name.contains('+') {
-            errs.push(format!(
-                "{p}.name: an ssh connection name cannot contain `+`"
-            ));
-        }
-        let password = c.password_env.is_some() || c.password_file.is_some();
-        match (&c.private_key_file, password) {
-            (Some(_), true) => errs.push(format!(
-                "{p}: set one of private_key_file and password_env/password_file, not both"
-            )),
-            (None, false) => errs.push(format!(
-                "{p}: an ssh connection needs a credential: private_key_file, password_env or password_file"
-            )),
-            _ => {}
-        }
-        match (&c.known_hosts, &c.host_key_fingerprint) {
-            (None, None) => errs.push(format!(
-                "{p}: pin the target's host key with known_hosts or host_key_fingerprint"
-            )),
-            (Some(_), Some(_)) => errs.push(format!(
-                "{p}: set one of known_hosts and host_key_fingerprint, not both"
-            )),
-            (Some(f), None) if !self.resolve(f).is_file() => errs.push(format!(
-                "{p}.known_hosts: {} does not exist",
-                self.resolve(f).display()
-            )),
-            (None, Some(fp)) if !fp.starts_with("SHA256:") || fp.len() < 20 => errs.push(format!(
-                "{p}.host_key_fingerprint: `{fp}` is not a SHA256:<base64> fingerprint"
-            )),
-            _ => {}
         }
     }
 }
