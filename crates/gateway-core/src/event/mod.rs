@@ -8,8 +8,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::identity::{AuthMethod, Identity};
-
 /// What an event records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -64,6 +62,19 @@ pub enum Verdict {
     Review,
 }
 
+/// How an identity proved itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// A JWT verified against the issuer's keys.
+    Jwt,
+    /// An opaque access key from `token exchange`, bound to an earlier verified JWT.
+    AccessKey,
+    /// An SSH public key mapped to an identity in the configuration, whose possession the
+    /// SSH layer verified.
+    SshKey,
+}
+
 /// The identity as recorded with an event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdentityRecord {
@@ -77,20 +88,6 @@ pub struct IdentityRecord {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub claims: BTreeMap<String, String>,
     pub method: AuthMethod,
-}
-
-impl From<&Identity> for IdentityRecord {
-    fn from(id: &Identity) -> Self {
-        IdentityRecord {
-            principal: id.principal(),
-            issuer: id.issuer.clone(),
-            subject: id.subject.clone(),
-            display_name: id.display_name.clone(),
-            groups: id.groups.clone(),
-            claims: id.claims.clone(),
-            method: id.method,
-        }
-    }
 }
 
 /// One audit event. `seq`, `prev_hash` and `hash` are assigned by the store when appended.

@@ -14,18 +14,7 @@ pub mod watch;
 
 pub use verifier::Verifier;
 
-/// How an identity proved itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthMethod {
-    /// A JWT verified against the issuer's keys.
-    Jwt,
-    /// An opaque access key from `token exchange`, bound to an earlier verified JWT.
-    AccessKey,
-    /// An SSH public key mapped to an identity in the configuration, whose possession the
-    /// SSH layer verified.
-    SshKey,
-}
+pub use crate::event::AuthMethod;
 
 /// Issuer name of identities from `[[identity.ssh_keys]]`.
 pub const SSH_KEY_ISSUER: &str = "ssh-key";
@@ -132,4 +121,18 @@ pub enum IdentityError {
     BadAccessKey,
     #[error("issuer `{issuer}` is unavailable: {reason}")]
     IssuerUnavailable { issuer: String, reason: String },
+}
+
+impl From<&Identity> for crate::event::IdentityRecord {
+    fn from(id: &Identity) -> Self {
+        crate::event::IdentityRecord {
+            principal: id.principal(),
+            issuer: id.issuer.clone(),
+            subject: id.subject.clone(),
+            display_name: id.display_name.clone(),
+            groups: id.groups.clone(),
+            claims: id.claims.clone(),
+            method: id.method,
+        }
+    }
 }
