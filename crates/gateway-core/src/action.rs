@@ -11,6 +11,10 @@ pub enum Action {
     Sql(Arc<SqlStatement>),
     /// An SSH channel request: a shell, a command, the sftp subsystem or a forward.
     Ssh(SshRequest),
+    /// A Kubernetes API request.
+    Kube(Arc<KubeRequest>),
+    /// An HTTP API request.
+    Http(Arc<HttpRequest>),
 }
 
 impl Action {
@@ -20,8 +24,102 @@ impl Action {
             Action::Connect => "connect",
             Action::Sql(s) => s.kind.cedar_id(),
             Action::Ssh(r) => r.kind.cedar_id(),
+            Action::Kube(r) => r.verb.cedar_id(),
+            Action::Http(r) => r.kind.cedar_id(),
         }
     }
+}
+
+/// A Kubernetes API verb, as the API server derives it from method, path and query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KubeVerb {
+    Get,
+    List,
+    Watch,
+    Create,
+    Update,
+    Patch,
+    Delete,
+    DeleteCollection,
+    Exec,
+    Attach,
+    PortForward,
+    Proxy,
+}
+
+impl KubeVerb {
+    /// The Cedar action id, e.g. `kube.get`.
+    pub fn cedar_id(self) -> &'static str {
+        match self {
+            KubeVerb::Get => "kube.get",
+            KubeVerb::List => "kube.list",
+            KubeVerb::Watch => "kube.watch",
+            KubeVerb::Create => "kube.create",
+            KubeVerb::Update => "kube.update",
+            KubeVerb::Patch => "kube.patch",
+            KubeVerb::Delete => "kube.delete",
+            KubeVerb::DeleteCollection => "kube.deletecollection",
+            KubeVerb::Exec => "kube.exec",
+            KubeVerb::Attach => "kube.attach",
+            KubeVerb::PortForward => "kube.portforward",
+            KubeVerb::Proxy => "kube.proxy",
+        }
+    }
+}
+
+/// One Kubernetes API request as policy sees it; parts a request does not have are `None`
+/// (a cluster-scoped resource has no namespace, a list no name).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KubeRequest {
+    pub verb: KubeVerb,
+    pub resource: Option<String>,
+    pub subresource: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    /// API group; empty for the core group.
+    pub group: Option<String>,
+}
+
+/// The effect class of an HTTP request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HttpKind {
+    /// GET, HEAD, OPTIONS.
+    Read,
+    /// POST, PUT, PATCH and any other method.
+    Write,
+    /// DELETE.
+    Delete,
+}
+
+impl HttpKind {
+    /// The class of `method` (case-insensitive); unknown methods count as writes.
+    pub fn of_method(method: &str) -> HttpKind {
+        match method.to_ascii_uppercase().as_str() {
+            "GET" | "HEAD" | "OPTIONS" => HttpKind::Read,
+            "DELETE" => HttpKind::Delete,
+            _ => HttpKind::Write,
+        }
+    }
+
+    /// The Cedar action id, e.g. `http.read`.
+    pub fn cedar_id(self) -> &'static str {
+        match self {
+            HttpKind::Read => "http.read",
+            HttpKind::Write => "http.write",
+            HttpKind::Delete => "http.delete",
+        }
+    }
+}
+
+/// One HTTP request as policy sees it. `path` is normalised by the proxy before it gets
+/// here (percent-decoding, dot segments, repeated slashes), so a rule on it cannot be dodged
+/// by spelling.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HttpRequest {
+    pub kind: HttpKind,
+    pub method: String,
+    pub path: String,
+    pub host: String,
 }
 
 /// The effect class of one SQL statement, worst effect wins.

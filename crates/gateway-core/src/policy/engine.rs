@@ -443,6 +443,35 @@ pub(super) fn context_for(action: &Action) -> Result<Context, String> {
             Context::from_pairs(pairs)
                 .map_err(|e| format!("policy context could not be built: {e}"))
         }
+        Action::Kube(r) => {
+            let fields = [
+                ("resource", &r.resource),
+                ("subresource", &r.subresource),
+                ("namespace", &r.namespace),
+                ("name", &r.name),
+                ("group", &r.group),
+            ];
+            Context::from_pairs(fields.into_iter().filter_map(|(k, v)| {
+                v.as_ref()
+                    .map(|v| (k.to_string(), RestrictedExpression::new_string(v.clone())))
+            }))
+            .map_err(|e| format!("policy context could not be built: {e}"))
+        }
+        Action::Http(r) => Context::from_pairs([
+            (
+                "method".to_string(),
+                RestrictedExpression::new_string(r.method.to_ascii_uppercase()),
+            ),
+            (
+                "path".to_string(),
+                RestrictedExpression::new_string(r.path.clone()),
+            ),
+            (
+                "host".to_string(),
+                RestrictedExpression::new_string(r.host.to_ascii_lowercase()),
+            ),
+        ])
+        .map_err(|e| format!("policy context could not be built: {e}")),
         Action::Sql(stmt) => Context::from_pairs([
             (
                 "tables".to_string(),

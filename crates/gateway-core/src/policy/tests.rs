@@ -8,7 +8,9 @@ use super::engine::context_for;
 use super::schema::{Shipped, shipped};
 use super::ssh_tests::ssh;
 use super::*;
-use crate::action::{Action, SqlKind, SqlStatement, SshKind};
+use crate::action::{
+    Action, HttpKind, HttpRequest, KubeRequest, KubeVerb, SqlKind, SqlStatement, SshKind,
+};
 use crate::audit::event;
 use crate::config::Protocol;
 use crate::identity::Identity;
@@ -362,6 +364,28 @@ fn built_contexts_match_the_schema() {
         ssh(SshKind::Shell, None),
         ssh(SshKind::Sftp, None),
         ssh(SshKind::Forward, Some("direct-tcpip db:5432")),
+        Action::Kube(Arc::new(KubeRequest {
+            verb: KubeVerb::Get,
+            resource: Some("secrets".into()),
+            subresource: None,
+            namespace: Some("prod".into()),
+            name: Some("db".into()),
+            group: Some(String::new()),
+        })),
+        Action::Kube(Arc::new(KubeRequest {
+            verb: KubeVerb::List,
+            resource: Some("nodes".into()),
+            subresource: None,
+            namespace: None,
+            name: None,
+            group: None,
+        })),
+        Action::Http(Arc::new(HttpRequest {
+            kind: HttpKind::of_method("delete"),
+            method: "delete".into(),
+            path: "/subscriptions/s/resourceGroups/rg".into(),
+            host: "Management.Azure.com".into(),
+        })),
     ];
     for action in actions {
         let (uid, _) = s.action(action.cedar_id()).unwrap();
@@ -578,4 +602,102 @@ fn quickstart_example_validates_and_decides() {
     }
     let stranger = Identity::for_tests("builtin", "eve", &[]);
     assert!(!e.decide(&stranger, &ORDERS, &Action::Connect).is_allowed());
+}
+
+/// Kubernetes and HTTP requests are decided on their context like any other action.
+#[test]
+fn kube_and_http_requests_are_decided_on_their_context() {
+    let e = PolicyEngine::from_text(
+        r#"
+@id("deploy-reads")
+permit(principal in Group::"ci", action in [Action::"kube.get", Action::"kube.list"], resource)
+when { context has namespace && context.namespace == "staging" };
+
+@id("no-secrets")
+forbid(principal, action in Action::"kube", resource)
+when { context has resource && context.resource == "secrets" };
+
+@id("arm-reads")
+permit(principal in Group::"ci", action == Action::"http.read", resource)
+when { context.host == "management.azure.com" && context.path like "/subscriptions/*" };
+"#,
+        1,
+    )
+    .unwrap();
+    let kube = |verb: KubeVerb, resource: &str, ns: Option<&str>| {
+        Action::Kube(Arc::new(KubeRequest {
+            verb,
+            resource: Some(resource.into()),
+            subresource: None,
+            namespace: ns.map(Into::into),
+            name: None,
+            group: None,
+        }))
+    };
+    let cluster = ConnectionRef {
+        name: "aks",
+        protocol: Protocol::Kube,
+    };
+    assert!(
+        e.decide(
+            &ci(),
+            &cluster,
+            &kube(KubeVerb::List, "pods", Some("staging"))
+        )
+        .is_allowed()
+    );
+    assert!(
+        !e.decide(&ci(), &cluster, &kube(KubeVerb::List, "pods", Some("prod")))
+            .is_allowed()
+    );
+    assert!(
+        !e.decide(
+            &ci(),
+            &cluster,
+            &kube(KubeVerb::Delete, "pods", Some("staging"))
+        )
+        .is_allowed()
+    );
+    let d = e.decide(
+        &ci(),
+        &cluster,
+        &kube(KubeVerb::Get, "secrets", Some("staging")),
+    );
+    assert_eq!(d.policies, vec!["no-secrets"]);
+    let http = |method: &str, host: &str, path: &str| {
+        Action::Http(Arc::new(HttpRequest {
+            kind: HttpKind::of_method(method),
+            method: method.into(),
+            path: path.into(),
+            host: host.into(),
+        }))
+    };
+    let arm = ConnectionRef {
+        name: "arm",
+        protocol: Protocol::Http,
+    };
+    assert!(
+        e.decide(
+            &ci(),
+            &arm,
+            &http("GET", "Management.Azure.com", "/subscriptions/x")
+        )
+        .is_allowed()
+    );
+    assert!(
+        !e.decide(
+            &ci(),
+            &arm,
+            &http("DELETE", "management.azure.com", "/subscriptions/x")
+        )
+        .is_allowed()
+    );
+    assert!(
+        !e.decide(
+            &ci(),
+            &arm,
+            &http("GET", "evil.example", "/subscriptions/x")
+        )
+        .is_allowed()
+    );
 }
