@@ -151,28 +151,41 @@ fn forwards_and_agent_work_when_policy_allows_them() {
     let token = s.gw.token("alice", &["ops", "tunnel"]);
     let port = s.port.to_string();
 
-    // ssh -L: a local port reaches the target's side (here the sshd itself).
-    let lport = free_port();
-    let mut tunnel = s
-        .ssh_command("ssh", &token)
-        .args(["-N", "-o", "ExitOnForwardFailure=yes", "-L"])
-        .arg(format!("127.0.0.1:{lport}:127.0.0.1:{}", sshd().port))
-        .args(["-p", &port, "web@127.0.0.1"])
-        .spawn()
-        .unwrap();
+    // ssh -L: a local port reaches the target's side (here the sshd itself). The local port
+    // is picked free, but a test running beside this one may take it first: then ssh exits
+    // (ExitOnForwardFailure) and another port is tried.
     let mut banner = String::new();
-    for _ in 0..100 {
-        if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", lport)) {
-            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let mut buf = [0u8; 64];
-            let n = c.read(&mut buf).unwrap_or(0);
-            banner = text(&buf[..n]);
-            break;
+    'attempt: for _ in 0..3 {
+        let lport = free_port();
+        let mut tunnel = s
+            .ssh_command("ssh", &token)
+            .args(["-N", "-o", "ExitOnForwardFailure=yes", "-L"])
+            .arg(format!("127.0.0.1:{lport}:127.0.0.1:{}", sshd().port))
+            .args(["-p", &port, "web@127.0.0.1"])
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if tunnel.try_wait().unwrap().is_some() {
+                continue 'attempt;
+            }
+            if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", lport)) {
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut buf = [0u8; 64];
+                let n = c.read(&mut buf).unwrap_or(0);
+                banner = text(&buf[..n]);
+                // Whatever answered, it was not this tunnel if ssh gave up on the port.
+                std::thread::sleep(Duration::from_millis(300));
+                if !banner.starts_with("SSH-2.0-") && tunnel.try_wait().unwrap().is_some() {
+                    continue 'attempt;
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        let _ = tunnel.kill();
+        let _ = tunnel.wait();
+        break;
     }
-    let _ = tunnel.kill();
-    let _ = tunnel.wait();
     assert!(banner.starts_with("SSH-2.0-"), "through -L: {banner:?}");
 
     // ssh -R: the target listens; a connection made there reaches a listener here.
