@@ -91,6 +91,51 @@ fn sessions_are_listed_and_replayed_as_a_transcript() {
     );
 }
 
+/// Every Postgres command event names who ran it, on which connection and protocol, so a
+/// search by connection or identity finds the commands, not only the session boundaries.
+#[test]
+fn commands_are_found_by_connection_and_identity() {
+    let gw = Gateway::start(GatewaySpec::default());
+    let token = gw.token("pipeline-7", &["ci"]);
+    assert!(gw.psql(&token, "SELECT count(*) FROM customers").ok);
+    assert!(!gw.psql(&token, "DROP TABLE customers").ok);
+    let other = gw.token("pipeline-8", &["ci"]);
+    assert!(gw.psql(&other, "SELECT 2").ok);
+    let events = |args: &[&str]| -> Vec<serde_json::Value> {
+        let r = gw.cli(&[&["audit", "query", "--json"][..], args].concat());
+        assert!(r.ok, "{}", r.stderr);
+        r.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let by_connection = events(&["--connection", "orders", "--kind", "command"]);
+    let statements: Vec<&str> = by_connection
+        .iter()
+        .filter_map(|e| e["statement"].as_str())
+        .collect();
+    assert!(
+        statements.contains(&"SELECT count(*) FROM customers")
+            && statements.contains(&"DROP TABLE customers")
+            && statements.contains(&"SELECT 2"),
+        "{statements:?}"
+    );
+    for e in &by_connection {
+        assert_eq!(e["protocol"], "postgres", "{e}");
+        assert_eq!(e["connection"], "orders", "{e}");
+    }
+    let mine = events(&["--identity", "pipeline-7", "--kind", "command"]);
+    assert_eq!(mine.len(), 2, "{mine:?}");
+    assert!(
+        mine.iter()
+            .all(|e| e["identity"]["subject"] == "pipeline-7")
+    );
+    assert_eq!(mine[1]["verdict"], "deny", "{}", mine[1]);
+    let ends = events(&["--connection", "orders", "--kind", "command_end"]);
+    assert_eq!(ends.len(), 2, "the refused DROP never ran: {ends:?}");
+    assert!(ends.iter().all(|e| e["protocol"] == "postgres"));
+}
+
 /// The state directory and everything in it (store, journal, keys) is private to the
 /// gateway's user, also after someone loosened it; the audit file too.
 #[test]

@@ -157,7 +157,7 @@ async fn exchange(
         Ok((key, record)) => {
             let mut ev =
                 gateway_core::audit::AuditEvent::new(gateway_core::audit::EventKind::AccessKey, "");
-            ev.identity = Some(record.identity.clone());
+            ev.identity = Some(std::sync::Arc::new(record.identity.clone()));
             ev.detail = Some(json!({"minted": record.id, "expires_at": record.expires_at}));
             if st.services.audit.record(ev).await.is_err() {
                 return error(StatusCode::SERVICE_UNAVAILABLE, "audit is unavailable");

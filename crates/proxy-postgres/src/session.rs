@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::BytesMut;
-use gateway_core::Identity;
-use gateway_core::audit::{AuditEvent, EventKind};
 use gateway_core::config::ConnectionConfig;
 use gateway_core::gate::{self, SessionGate};
 use gateway_core::services::Services;
@@ -27,7 +25,6 @@ const VERIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the relay needs to know about its session.
 pub(crate) struct SessionCtx {
-    pub session_id: String,
     /// Decides every command of the session (credential, then policy).
     pub gate: SessionGate,
     pub conn: ConnectionConfig,
@@ -37,12 +34,6 @@ pub(crate) struct SessionCtx {
     pub hold: Arc<HoldControl>,
     /// The masking that applies to this session; `None` means no masking work at all.
     pub masks: Option<Arc<gateway_core::masking::SessionMasks>>,
-}
-
-impl SessionCtx {
-    pub(crate) fn identity(&self) -> &Identity {
-        self.gate.identity()
-    }
 }
 
 /// Serve one accepted connection to its end.
@@ -238,7 +229,6 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
             .as_ref()
             .and_then(|m| m.for_session(&conn.name, &groups));
         let ctx = SessionCtx {
-            session_id: session_id.clone(),
             masks,
             gate,
             conn,
@@ -263,8 +253,7 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
             .protocol(gateway_core::config::Protocol::Postgres)
             .sessions_active
             .fetch_sub(1, Relaxed);
-        let mut end = AuditEvent::new(EventKind::SessionEnd, &session_id);
-        end.connection = Some(ctx.conn.name.clone());
+        let mut end = ctx.gate.end();
         end.duration_us = Some(started.elapsed().as_micros() as u64);
         if let Err(e) = &outcome {
             end.error = Some(e.to_string());

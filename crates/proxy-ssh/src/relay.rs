@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gateway_core::SshKind;
-use gateway_core::audit::{AuditEvent, EventKind};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client, server};
 use tokio::sync::mpsc;
 
@@ -414,10 +413,7 @@ async fn finish(
             rel
         });
     let Some((s, t)) = started else { return };
-    let mut ev = AuditEvent::new(EventKind::CommandEnd, &ctx.session_id);
-    ev.connection = Some(ctx.conn.name.clone());
-    ev.protocol = Some("ssh".into());
-    ev.command = Some(s.number());
+    let mut ev = ctx.gate.complete(s.number());
     ev.action = Some(s.kind.cedar_id().into());
     ev.duration_us = Some(t.elapsed().as_micros() as u64);
     ev.error = up.error.or(down.error);

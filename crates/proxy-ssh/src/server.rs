@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use gateway_core::audit::{AuditEvent, EventKind};
 use gateway_core::identity::watch::{CredentialState, RECHECK_EVERY};
 use gateway_core::services::Services;
 use russh::server;
@@ -102,9 +101,7 @@ impl SshProxy {
                     .protocol(gateway_core::config::Protocol::Ssh)
                     .sessions_active
                     .fetch_sub(1, Relaxed);
-                let mut end = AuditEvent::new(EventKind::SessionEnd, &ctx.session_id);
-                end.connection = Some(ctx.conn.name.clone());
-                end.protocol = Some("ssh".into());
+                let mut end = ctx.gate.end();
                 end.duration_us = Some(started.elapsed().as_micros() as u64);
                 end.detail = Some(serde_json::json!({
                     "bytes_in": ctx.bytes_in.load(Relaxed),

@@ -34,6 +34,7 @@ pub(crate) fn command(kind: SshKind, command: Option<Arc<str>>) -> Command {
         },
         tables: Vec::new(),
         parameters: Vec::new(),
+        fingerprint: None,
         can_hold: kind != SshKind::Forward,
     }
 }

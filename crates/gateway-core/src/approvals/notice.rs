@@ -1,6 +1,8 @@
 //! What the outside hears about a request: its audit events and its webhook bodies. All link
 //! to the one approval id.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 use super::model::{ApprovalKind, ApprovalRequest, State, Vote};
@@ -16,8 +18,8 @@ fn base(kind: EventKind, req: &ApprovalRequest, identity: &IdentityRecord) -> Au
         ApprovalKind::Window { .. } => "",
     };
     let mut ev = AuditEvent::new(kind, session);
-    ev.identity = Some(identity.clone());
-    ev.connection = Some(req.connection.clone());
+    ev.identity = Some(Arc::new(identity.clone()));
+    ev.connection = Some(req.connection.as_str().into());
     ev.action = Some(req.action.clone());
     ev.approval = Some(req.id.clone());
     ev.policies = req.policies.clone();

@@ -47,7 +47,7 @@ impl EventFilter {
             && self
                 .connection
                 .as_ref()
-                .is_none_or(|c| ev.connection.as_ref() == Some(c))
+                .is_none_or(|c| ev.connection.as_deref() == Some(c.as_str()))
             && self.kind.is_none_or(|k| k == ev.kind)
             && self
                 .approval

@@ -4,7 +4,9 @@
 pub mod chain;
 pub mod line;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -103,11 +105,12 @@ pub struct AuditEvent {
     #[serde(default)]
     pub session: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identity: Option<IdentityRecord>,
+    /// Shared by every event of a session: cloned by reference, written in full.
+    pub identity: Option<Arc<IdentityRecord>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connection: Option<String>,
+    pub connection: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub protocol: Option<String>,
+    pub protocol: Option<Cow<'static, str>>,
     /// Client address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,

@@ -2,16 +2,26 @@
 //! refuse it, and put it on record before a byte of it reaches the target.
 //!
 //! A session's [`SessionGate`] decides a command's actions ([`SessionGate::decide`]: the
-//! session's credential first, then policy), and [`SessionGate::admit`] turns the decision into
-//! one of three outcomes:
+//! session's credential first, then policy), and turns the decision into one of three
+//! outcomes:
 //!
-//! - [`Gated::Forward`] with an [`Admitted`]: allowed (by policy, or by a granted time window
+//! - **Forward**, with an [`Admitted`]: allowed (by policy, or by a granted time window
 //!   standing in for review), and its `command` event is durable. Only the gate makes an
 //!   `Admitted`, and forwarders take one as the proof that they may act.
-//! - [`Gated::Hold`]: review is required and a one-time approval was requested. The proxy
-//!   parks the command in its own way and, once the wait ends, hands the outcome to
-//!   [`SessionGate::resolve`], which records the command and admits or refuses it.
-//! - [`Gated::Refuse`] with a [`Refusal`] the proxy renders in its own wire form.
+//! - **Hold**: review is required. The gate requests a one-time approval bound to the
+//!   command's fingerprint ([`SessionGate::hold`]); the proxy parks the command in its own
+//!   way and, once the wait ends, hands the outcome to [`SessionGate::resolve`] (or, when the
+//!   client gives up, [`SessionGate::withdraw`]), which records the command and admits or
+//!   refuses it.
+//! - **Refuse**, with a [`Refusal`] the proxy renders in its own wire form.
+//!
+//! Two ways in, one set of rules:
+//! - [`SessionGate::admit`] takes one command and returns once its fate is on record
+//!   ([`Gated`]). Request/response and channel protocols (SSH, HTTP) use it.
+//! - [`SessionGate::stage`] decides a command into a [`Batch`] without waiting; the proxy
+//!   stages every command that has arrived, then [`SessionGate::commit`]s the batch with one
+//!   journal write, and only then turns each [`Pending`] into its [`Admitted`]. Pipelining
+//!   protocols (PostgreSQL) use it, so a burst of commands costs one write.
 //!
 //! Sessions open through [`Opening`]: the connection looked up among the protocol's own, the
 //! `connect` decision, refusals recorded, and the start on record before the session exists.
@@ -19,21 +29,17 @@
 //! Each command gets one `command` event, written once its fate is known (a held command's
 //! wait is on record as its approval request), carrying identity, connection and protocol.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use crate::action::Action;
-use crate::approvals::{ApprovalRequest, NewKind, NewRequest, Outcome};
 use crate::audit::{AuditEvent, EventKind, IdentityRecord, Verdict as AuditVerdict};
 use crate::config::Protocol;
 use crate::identity::Identity;
 use crate::identity::watch::CredentialWatch;
 use crate::policy::{ConnectionRef, Decision, Verdict};
 use crate::services::Services;
-
-/// Longest wait for a command's audit event.
-const RECORD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Proof that a command may reach its target: admitted and on record. Made only here.
 #[derive(Debug)]
@@ -66,38 +72,16 @@ impl Admitted {
 pub struct Refusal {
     /// The command's number within its session.
     pub number: u64,
-    /// What the client reads (without a product prefix).
+    /// The Cedar action refused.
+    pub action: String,
+    /// What the client reads (without a product prefix): the action and why.
     pub message: String,
+    /// Why, on its own: the rule's reason, the approval's outcome, or the failure.
+    pub reason: String,
     /// The policies that refused it, if any did.
     pub policies: Vec<String>,
-}
-
-/// A command held for approval.
-#[derive(Debug)]
-#[must_use = "a held command is resolved, or its client is never answered"]
-pub struct Held {
-    pub number: u64,
-    /// The approval request, as made.
-    pub request: ApprovalRequest,
-    record: Record,
-}
-
-impl Held {
-    /// What the client reads while it waits.
-    pub fn notice(&self, action: &str) -> String {
-        let r = &self.request;
-        let who = if r.approver_groups.is_empty() {
-            "anyone else".to_string()
-        } else {
-            format!("members of {}", r.approver_groups.join(", "))
-        };
-        format!(
-            "{action} held for approval {id}: {n} approval(s) needed from {who}; \
-             approve with `portcullis approvals approve {id}`",
-            id = r.id,
-            n = r.required,
-        )
-    }
+    /// Whether the client withdrew it while it was held.
+    pub withdrawn: bool,
 }
 
 /// What became of a command at the gate.
@@ -121,6 +105,9 @@ pub struct Command {
     pub tables: Vec<String>,
     /// Bound parameter values for reviewers, already masked.
     pub parameters: Vec<Option<String>>,
+    /// What an approval is bound to, when more than the text (bound parameter values):
+    /// see [`approvals::fingerprint`](crate::approvals::fingerprint).
+    pub fingerprint: Option<String>,
     /// Anything else its audit event should carry.
     pub detail: Option<serde_json::Value>,
     /// Whether the proxy can park it for approval; when not (a forwarded port's
@@ -137,6 +124,7 @@ impl Command {
             text: text.into(),
             tables: Vec::new(),
             parameters: Vec::new(),
+            fingerprint: None,
             detail: None,
             can_hold: true,
         }
@@ -159,7 +147,9 @@ pub struct SessionGate {
     services: Arc<Services>,
     session_id: String,
     identity: Identity,
-    connection: String,
+    /// What every event of the session says about who and where, shared.
+    record: Arc<IdentityRecord>,
+    connection: Arc<str>,
     protocol: Protocol,
     credential: CredentialWatch,
     commands: AtomicU64,
@@ -177,8 +167,9 @@ impl SessionGate {
         SessionGate {
             services,
             session_id: session_id.to_string(),
+            record: Arc::new(IdentityRecord::from(&identity)),
             identity,
-            connection: connection.to_string(),
+            connection: Arc::from(connection),
             protocol,
             credential: CredentialWatch::default(),
             commands: AtomicU64::new(0),
@@ -233,150 +224,33 @@ impl SessionGate {
     /// record first; if it cannot be recorded, it is refused (fail closed).
     pub async fn admit(&self, cmd: Command) -> Gated {
         let decision = self.decide(&cmd.actions);
-        let number = self.commands.fetch_add(1, Ordering::Relaxed) + 1;
-        let record = Record {
-            action: cmd.action,
-            text: cmd.text,
-            tables: cmd.tables,
-            detail: cmd.detail,
-            policies: decision.policies.clone(),
-            reason: decision.reason.clone(),
-        };
-        match &decision.verdict {
-            Verdict::Allow(_) => self.admitted(number, record, None).await,
-            Verdict::Deny => {
-                let message = format!(
-                    "{} denied by policy: {}",
-                    record.action,
-                    decision.reason.as_deref().unwrap_or("not permitted")
-                );
-                self.refused(number, record, message, None).await
+        let mut batch = Batch::default();
+        match self.stage(cmd, &decision, &mut batch) {
+            Staged::Forward(pending) => match self.commit(&mut batch) {
+                Ok(on_record) => Gated::Forward(pending.admit(&on_record)),
+                Err(reason) => Gated::Refuse(pending.unrecorded(reason)),
+            },
+            Staged::Refuse(refusal) => {
+                // Refused either way; a failure to record it is counted and logged.
+                let _ = self.commit(&mut batch);
+                Gated::Refuse(refusal)
             }
-            Verdict::Review { .. } => {
-                let approvals = &self.services.approvals;
-                // A granted window stands in for review.
-                if let Some(window) =
-                    approvals.active_window(&self.identity, &self.connection, &record.action)
-                {
-                    return self.admitted(number, record, Some(window)).await;
-                }
-                if !cmd.can_hold {
-                    let message = format!(
-                        "{} needs approval, which this request cannot wait for",
-                        record.action
-                    );
-                    return self.refused(number, record, message, None).await;
-                }
-                let new = NewRequest::new(
-                    NewKind::OneTime {
-                        fingerprint: crate::approvals::fingerprint(&record.text, &[]),
-                        statement: record.text.clone(),
-                        session: self.session_id.clone(),
-                        parameters: cmd.parameters,
-                        tables: record.tables.clone(),
-                    },
-                    &self.connection,
-                    &record.action,
-                )
-                .with_review(&decision);
-                match approvals.request(&self.identity, new).await {
-                    Ok(request) => Gated::Hold(Box::new(Held {
-                        number,
-                        request,
-                        record,
-                    })),
-                    Err(e) => {
-                        let message = format!(
-                            "approval required ({}), but it could not be requested: {e}",
-                            decision.reason.as_deref().unwrap_or("policy")
-                        );
-                        self.refused(number, record, message, None).await
-                    }
-                }
-            }
+            Staged::Review(review) => self.hold(review).await,
         }
     }
 
-    /// The end of a held command's wait: admitted (and recorded) if approved, else refused.
-    pub async fn resolve(&self, held: Box<Held>, outcome: &Outcome) -> Result<Admitted, Refusal> {
-        let Held {
-            number,
-            request,
-            mut record,
-        } = *held;
-        record.reason = Some(outcome.message());
-        let gated = if outcome.is_approved() {
-            self.admitted(number, record, Some(request.id)).await
-        } else {
-            let message = outcome.message();
-            self.refused(number, record, message, Some(request.id))
-                .await
-        };
-        match gated {
-            Gated::Forward(a) => Ok(a),
-            Gated::Refuse(r) => Err(r),
-            // Neither path holds.
-            Gated::Hold(h) => Err(Refusal {
-                number: h.number,
-                message: "approval could not be resolved".into(),
-                policies: Vec::new(),
-            }),
-        }
-    }
-
-    async fn admitted(&self, number: u64, record: Record, approval: Option<String>) -> Gated {
-        let policies = record.policies.clone();
-        match self
-            .record(number, record, AuditVerdict::Allow, approval.clone())
-            .await
-        {
-            Ok(()) => Gated::Forward(Admitted {
-                number,
-                approval,
-                policies,
-            }),
-            Err(e) => Gated::Refuse(Refusal {
-                number,
-                message: format!("audit is unavailable: {e}"),
-                policies: Vec::new(),
-            }),
-        }
-    }
-
-    async fn refused(
-        &self,
-        number: u64,
-        record: Record,
-        message: String,
-        approval: Option<String>,
-    ) -> Gated {
-        let policies = record.policies.clone();
-        // Refused either way; a failure to record it is counted, not shown.
-        if let Err(e) = self
-            .record(number, record, AuditVerdict::Deny, approval)
-            .await
-        {
-            tracing::error!(error = %e, session_id = %self.session_id, "a refused command could not be recorded");
-        }
-        Gated::Refuse(Refusal {
-            number,
-            message,
-            policies,
-        })
-    }
-
-    /// Write the command's event and wait until it is durable.
-    async fn record(
+    /// The `command` event of command `number`.
+    fn event(
         &self,
         number: u64,
         record: Record,
         verdict: AuditVerdict,
         approval: Option<String>,
-    ) -> crate::error::Result<()> {
+    ) -> AuditEvent {
         let mut ev = AuditEvent::new(EventKind::Command, &self.session_id);
-        ev.identity = Some(IdentityRecord::from(&self.identity));
+        ev.identity = Some(self.record.clone());
         ev.connection = Some(self.connection.clone());
-        ev.protocol = Some(self.protocol.as_str().to_string());
+        ev.protocol = Some(Cow::Borrowed(self.protocol.as_str()));
         ev.command = Some(number);
         ev.statement = Some(record.text);
         ev.action = Some(record.action);
@@ -386,21 +260,41 @@ impl SessionGate {
         ev.policies = record.policies;
         ev.reason = record.reason;
         ev.detail = record.detail;
-        let recorded = tokio::time::timeout(RECORD_TIMEOUT, self.services.audit.record(ev))
-            .await
-            .unwrap_or_else(|_| Err(crate::Error::Audit("timed out".into())));
-        if recorded.is_err() {
-            self.services
-                .metrics
-                .audit_failures_total
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        recorded.map(|_| ())
+        ev
+    }
+
+    /// The `command_end` event of command `number`, naming its connection and protocol,
+    /// for the proxy to fill with the outcome (duration, rows, error) and record. Who ran it
+    /// is on its `command` event, linked by session and number.
+    pub fn complete(&self, number: u64) -> AuditEvent {
+        let mut ev = AuditEvent::new(EventKind::CommandEnd, &self.session_id);
+        ev.connection = Some(self.connection.clone());
+        ev.protocol = Some(Cow::Borrowed(self.protocol.as_str()));
+        ev.command = Some(number);
+        ev
+    }
+
+    /// The session's `session_end` event, naming who and where, for the proxy to fill with
+    /// how it ended and record.
+    pub fn end(&self) -> AuditEvent {
+        let mut ev = AuditEvent::new(EventKind::SessionEnd, &self.session_id);
+        ev.identity = Some(self.record.clone());
+        ev.connection = Some(self.connection.clone());
+        ev.protocol = Some(Cow::Borrowed(self.protocol.as_str()));
+        ev
+    }
+
+    fn next_number(&self) -> u64 {
+        self.commands.fetch_add(1, Ordering::Relaxed) + 1
     }
 }
 
+mod batch;
+mod hold;
 mod open;
 #[cfg(test)]
 mod tests;
 
+pub use batch::{Batch, OnRecord, Pending, Review, Staged};
+pub use hold::Held;
 pub use open::{Admission, OpenRefusal, Opening};

@@ -83,10 +83,10 @@ impl Opening {
         reason: String,
     ) -> AuditEvent {
         let mut ev = AuditEvent::new(EventKind::AuthFailed, &self.session_id);
-        ev.connection = Some(connection.to_string());
-        ev.protocol = Some(self.protocol.as_str().to_string());
+        ev.connection = Some(connection.into());
+        ev.protocol = Some(self.protocol.as_str().into());
         ev.client = Some(self.client.clone());
-        ev.identity = identity.map(IdentityRecord::from);
+        ev.identity = identity.map(|i| Arc::new(IdentityRecord::from(i)));
         ev.reason = Some(reason);
         self.services
             .metrics
@@ -143,9 +143,9 @@ impl Opening {
         detail: Option<serde_json::Value>,
     ) -> Result<SessionGate, OpenRefusal> {
         let mut start = AuditEvent::new(EventKind::SessionStart, &self.session_id);
-        start.identity = Some(IdentityRecord::from(&identity));
-        start.connection = Some(admission.conn.name.clone());
-        start.protocol = Some(self.protocol.as_str().to_string());
+        start.identity = Some(Arc::new(IdentityRecord::from(&identity)));
+        start.connection = Some(admission.conn.name.as_str().into());
+        start.protocol = Some(self.protocol.as_str().into());
         start.client = Some(self.client.clone());
         start.action = Some("connect".into());
         start.verdict = Some(admission.decision.audit_verdict());

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::action::{SshKind, SshRequest};
+use crate::approvals::Outcome;
 use crate::approvals::{ApprovalSettings, Approvals};
 use crate::audit::AuditLog;
 use crate::audit::tail::journal_tail;
@@ -109,6 +110,7 @@ fn exec(line: &str) -> Command {
         text: line.into(),
         tables: Vec::new(),
         parameters: Vec::new(),
+        fingerprint: None,
         detail: None,
         can_hold: true,
     }
@@ -272,4 +274,101 @@ async fn sessions_open_only_on_their_own_protocol_and_only_when_allowed() {
     // Its commands are recorded under the same session.
     assert!(matches!(gate.admit(exec("id")).await, Gated::Forward(_)));
     assert_eq!(f.commands()[0].session, id);
+}
+
+#[tokio::test]
+async fn a_batch_is_admitted_only_once_all_its_events_are_on_record() {
+    let f = Fixture::new().await;
+    let gate = f.gate(ops());
+    let mut batch = Batch::default();
+    let mut staged = Vec::new();
+    for line in ["id", "rm -rf /", "ls"] {
+        let cmd = exec(line);
+        let decision = gate.decide(&cmd.actions);
+        staged.push(gate.stage(cmd, &decision, &mut batch));
+    }
+    // Decided, numbered, but nothing written until the commit.
+    assert!(f.commands().is_empty());
+    assert!(matches!(&staged[1], Staged::Refuse(r) if r.number == 2 && r.action == "ssh.exec"));
+    let on_record = gate.commit(&mut batch).unwrap();
+    assert!(batch.is_empty());
+    let evs = f.commands();
+    assert_eq!(evs.len(), 3);
+    assert_eq!(on_record.seq(), Some(evs[2].seq));
+    let verdicts: Vec<_> = evs.iter().map(|e| e.verdict.unwrap()).collect();
+    assert_eq!(
+        verdicts,
+        [AuditVerdict::Allow, AuditVerdict::Deny, AuditVerdict::Allow]
+    );
+    assert!(evs.iter().all(|e| e.connection.as_deref() == Some("web")
+        && e.identity.as_ref().is_some_and(|i| i.subject == "alice")));
+    let numbers: Vec<u64> = staged
+        .into_iter()
+        .filter_map(|s| match s {
+            Staged::Forward(p) => Some(p.admit(&on_record).number()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(numbers, [1, 3]);
+}
+
+#[tokio::test]
+async fn a_batch_that_cannot_be_recorded_admits_nothing() {
+    let f = Fixture::new().await;
+    let gate = f.gate(ops());
+    let mut batch = Batch::default();
+    let cmd = exec("id");
+    let decision = gate.decide(&cmd.actions);
+    let Staged::Forward(pending) = gate.stage(cmd, &decision, &mut batch) else {
+        panic!("not allowed");
+    };
+    f.services.audit.shutdown().await;
+    let err = gate.commit(&mut batch).unwrap_err();
+    assert!(err.starts_with("audit is unavailable"), "{err}");
+    assert_eq!(pending.unrecorded(err).number, 1);
+}
+
+#[tokio::test]
+async fn a_held_command_the_client_withdraws_is_recorded_as_refused() {
+    let f = Fixture::new().await;
+    let gate = f.gate(ops());
+    let mut batch = Batch::default();
+    let cmd = exec("systemctl restart nginx");
+    let decision = gate.decide(&cmd.actions);
+    let Staged::Review(review) = gate.stage(cmd, &decision, &mut batch) else {
+        panic!("not sent to review");
+    };
+    // Review writes nothing to the batch: the command's event waits for the outcome.
+    assert!(batch.is_empty());
+    let Gated::Hold(held) = gate.hold(review).await else {
+        panic!("not held");
+    };
+    assert_eq!(held.action(), "ssh.exec");
+    assert_eq!(held.policies(), ["restart"]);
+    let id = held.request.id.clone();
+    let r = gate.withdraw(held, "cancelled by the client").await;
+    assert!(r.withdrawn);
+    assert!(r.reason.contains("cancelled by the client"), "{}", r.reason);
+    let evs = f.commands();
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].verdict, Some(AuditVerdict::Deny));
+    assert_eq!(evs[0].approval.as_deref(), Some(id.as_str()));
+    // The request is no longer pending: approving it now admits nothing.
+    let req = f.services.approvals.get(&id).await.unwrap();
+    assert_ne!(req.state, crate::approvals::State::Pending);
+}
+
+#[tokio::test]
+async fn completions_and_ends_name_their_connection_and_protocol() {
+    let f = Fixture::new().await;
+    let gate = f.gate(ops());
+    let done = gate.complete(7);
+    assert_eq!(done.kind, EventKind::CommandEnd);
+    assert_eq!(done.command, Some(7));
+    assert_eq!(done.connection.as_deref(), Some("web"));
+    assert_eq!(done.protocol.as_deref(), Some("ssh"));
+    let end = gate.end();
+    assert_eq!(end.kind, EventKind::SessionEnd);
+    assert_eq!(end.session, "s1");
+    assert!(end.identity.is_some_and(|i| i.subject == "alice"));
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::{Bytes, BytesMut};
 use gateway_core::Side;
-use gateway_core::audit::{AuditEvent, EventKind};
+use gateway_core::audit::AuditEvent;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
@@ -221,8 +221,7 @@ fn complete(
     }
     let elapsed = f.started.elapsed();
     ctx.services.metrics.statement_latency.observe(elapsed);
-    let mut ev = AuditEvent::new(EventKind::CommandEnd, &ctx.session_id);
-    ev.command = Some(f.command);
+    let mut ev = ctx.gate.complete(f.command);
     ev.duration_us = Some(elapsed.as_micros() as u64);
     ev.rows = rows;
     ev.error = error;

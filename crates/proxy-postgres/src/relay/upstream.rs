@@ -2,15 +2,13 @@
 //! audit event durable, then forward the whole batch in one write.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use gateway_core::Side;
 use gateway_core::action::{Action, SqlKind, SqlStatement};
-use gateway_core::approvals::{NewKind, NewRequest, Outcome};
-use gateway_core::audit::{AuditEvent, EventKind};
+use gateway_core::gate::{Admitted, Batch, Command, Gated, OnRecord, Pending, Review, Staged};
 use gateway_core::masking::SessionMasks;
 use gateway_core::policy::{Decision, Verdict};
 use gateway_core::sql::LexOptions;
@@ -30,8 +28,8 @@ use crate::session::SessionCtx;
 enum Plan {
     /// Forward as is; carries no command (Bind, Describe, Sync, CopyData...).
     Raw,
-    /// Forward; a command with `statements` completions expected.
-    Command { command: u64, statements: usize },
+    /// Forward; a command with `statements` completions expected, admitted by the gate.
+    Command { ticket: Ticket, statements: usize },
     /// Forward; an empty query (one EmptyQueryResponse, nothing to audit).
     Empty,
     /// Refused: send the substitute instead and swap its error for `error`. A refused
@@ -43,22 +41,35 @@ enum Plan {
     },
     /// Policy sends it to review and no granted window covers it: hold it in the session
     /// until people decide.
-    Hold(Box<Held>),
+    Hold {
+        review: Box<Review>,
+        statements: usize,
+    },
 }
 
-/// A command waiting for approval, with what it becomes either way.
-struct Held {
-    command: u64,
-    statements: usize,
-    text: String,
-    action: &'static str,
-    decision: Decision,
-    /// Its audit event, recorded once the outcome is known (with the approval id).
-    event: AuditEvent,
-    fingerprint: String,
-    /// Bound parameters as approvers see them.
-    parameters: Vec<Option<String>>,
-    tables: Vec<String>,
+/// The gate's admission of a forwarded command.
+enum Ticket {
+    /// Its event is in the batch being assembled: admitted once the batch is on record.
+    Staged(Pending),
+    /// Admitted already (after a hold, its event written when the wait ended).
+    Admitted(Admitted),
+}
+
+impl Ticket {
+    fn admit(self, on_record: &OnRecord) -> Admitted {
+        match self {
+            Ticket::Staged(p) => p.admit(on_record),
+            Ticket::Admitted(a) => a,
+        }
+    }
+}
+
+/// A command refused by the proxy itself, whatever policy says: its results could not be
+/// masked.
+struct Veto {
+    code: &'static str,
+    message: &'static str,
+    detail: &'static str,
 }
 
 /// Per-session state of the client → target direction.
@@ -68,8 +79,6 @@ struct Upstream<'a> {
     /// pipelined commands are made against it.
     statements: HashMap<Name, Arc<Prepared>>,
     portals: HashMap<Name, Arc<Prepared>>,
-    /// Commands numbered within the session, linking `command` and `command_end` events.
-    next_command: u64,
     /// A command of the current extended-protocol batch was refused: like PostgreSQL after
     /// an error, drop everything up to the next Sync.
     skip_until_sync: bool,
@@ -109,7 +118,6 @@ where
         ctx,
         statements: HashMap::new(),
         portals: HashMap::new(),
-        next_command: 1,
         skip_until_sync: false,
         ops: Vec::new(),
         standard_conforming_strings: true,
@@ -120,7 +128,7 @@ where
         query_statements: None,
     };
     let mut out = BytesMut::with_capacity(READ_CHUNK);
-    let mut events: Vec<AuditEvent> = Vec::new();
+    let mut batch = Batch::default();
     let mut pending: Vec<(Frame, Plan, Option<PendingOp>, Extra)> = Vec::new();
     let max = ctx.max_message;
     loop {
@@ -138,17 +146,17 @@ where
             if up.skip_until_sync && frame.tag != fe::SYNC {
                 continue;
             }
-            let mut plan = up.decide(shared, &frame, &mut events)?;
-            if let Plan::Hold(held) = plan {
+            let mut plan = up.decide(shared, &frame, &mut batch)?;
+            if let Plan::Hold { review, statements } = plan {
                 // What came before goes out first, so its results reach the client while
                 // this one waits.
-                send(ctx, shared, &mut events, &mut pending, &mut out, target).await?;
+                send(ctx, shared, &mut batch, &mut pending, &mut out, target).await?;
                 plan = up
-                    .hold(*held, client, &mut buf, &notices, &mut events)
+                    .hold(review, statements, client, &mut buf, &notices)
                     .await?;
             }
             let extra = match &ctx.masks {
-                Some(masks) => up.mask_extra(masks, &frame, &mut plan, &mut events),
+                Some(masks) => up.mask_extra(masks, &frame, &plan),
                 None => Extra::None,
             };
             match (&plan, frame.tag) {
@@ -159,7 +167,7 @@ where
             let op = up.ops.pop();
             pending.push((frame, plan, op, extra));
         }
-        send(ctx, shared, &mut events, &mut pending, &mut out, target).await?;
+        send(ctx, shared, &mut batch, &mut pending, &mut out, target).await?;
         if terminate {
             let mut x = BytesMut::with_capacity(5);
             codec::put_terminate(&mut x);
@@ -180,15 +188,15 @@ where
     }
 }
 
-/// Stage the audit events of the pending frames, write them to the journal (synced in fsync
-/// mode), then forward the frames in one write. No byte of a command reaches the target
-/// before its event is written, so a crash at any instant cannot leave an executed command
-/// without its event. Group commit still applies: one journal write carries whatever every
-/// session has staged.
+/// Commit the batch's audit events (one journal write, synced in fsync mode), then forward
+/// the pending frames in one write. No byte of a command reaches the target before its
+/// event is written, so a crash at any instant cannot leave an executed command without its
+/// event. Group commit still applies: one journal write carries whatever every session has
+/// staged.
 async fn send<W: AsyncWrite + Unpin>(
     ctx: &SessionCtx,
     shared: &Mutex<Shared>,
-    events: &mut Vec<AuditEvent>,
+    batch: &mut Batch,
     pending: &mut Vec<(Frame, Plan, Option<PendingOp>, Extra)>,
     out: &mut BytesMut,
     target: &mut W,
@@ -196,25 +204,9 @@ async fn send<W: AsyncWrite + Unpin>(
     if pending.is_empty() {
         return Ok(());
     }
-    let mut staged = None;
-    if !events.is_empty() {
-        let started = Instant::now();
-        let audit = &ctx.services.audit;
-        match audit
-            .stage(std::mem::take(events))
-            .and_then(|seq| audit.flush(seq).map(|()| seq))
-        {
-            Ok(seq) => staged = Some(seq),
-            Err(e) => {
-                ctx.services
-                    .metrics
-                    .audit_failures_total
-                    .fetch_add(1, Relaxed);
-                return Err(PgError::Gateway(format!(
-                    "audit is unavailable, so no command can run: {e}"
-                )));
-            }
-        }
+    let started = (!batch.is_empty()).then(Instant::now);
+    let on_record = ctx.gate.commit(batch).map_err(PgError::Gateway)?;
+    if let Some(started) = started {
         ctx.services
             .metrics
             .decision_latency
@@ -222,11 +214,11 @@ async fn send<W: AsyncWrite + Unpin>(
     }
     {
         let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(seq) = staged {
+        if let Some(seq) = on_record.seq() {
             sh.audit_seq = seq;
         }
         for (frame, plan, op, extra) in pending.drain(..) {
-            forward(&mut sh, frame, plan, op, extra, out);
+            forward(&mut sh, frame, plan, op, extra, &on_record, out);
         }
     }
     target.write_all(out).await.map_err(PgError::target_io)?;
@@ -257,12 +249,7 @@ impl Upstream<'_> {
     }
 
     /// Classify and decide one frame, queueing its audit event.
-    fn decide(
-        &mut self,
-        shared: &Mutex<Shared>,
-        frame: &Frame,
-        events: &mut Vec<AuditEvent>,
-    ) -> Result<Plan> {
+    fn decide(&mut self, shared: &Mutex<Shared>, frame: &Frame, batch: &mut Batch) -> Result<Plan> {
         let bad = |err| PgError::Codec {
             side: Side::Client,
             err,
@@ -305,7 +292,7 @@ impl Upstream<'_> {
                         .unwrap_or_else(|e| e.into_inner())
                         .forget_all();
                 }
-                Ok(self.decide_statements(text, &statements, events))
+                Ok(self.decide_statements(text, &statements, batch))
             }
             fe::PARSE => {
                 let p = codec::parse_parse(frame.body()).map_err(bad)?;
@@ -317,7 +304,7 @@ impl Upstream<'_> {
                     let decision = self.evaluate(&statements);
                     if !decision.is_allowed() && !matches!(decision.verdict, Verdict::Review { .. })
                     {
-                        let plan = self.record(p.query, &statements, &decision, events);
+                        let plan = self.record(p.query, &statements, decision, None, batch);
                         if p.name.is_empty() {
                             self.statements.remove(&key);
                         }
@@ -383,10 +370,14 @@ impl Upstream<'_> {
                     .map(|(_, raw)| raw.clone());
                 self.bind_for_hold = params;
                 Ok(
-                    match self.decide_statements(&p.text, &p.statements, events) {
+                    match self.decide_statements(&p.text, &p.statements, batch) {
                         // One Execute, one completion, whatever the statement count.
-                        Plan::Command { command, .. } => Plan::Command {
-                            command,
+                        Plan::Command { ticket, .. } => Plan::Command {
+                            ticket,
+                            statements: 1,
+                        },
+                        Plan::Hold { review, .. } => Plan::Hold {
+                            review,
                             statements: 1,
                         },
                         other => other,
@@ -408,7 +399,7 @@ impl Upstream<'_> {
                 // The fast-path interface runs server functions by OID (lo_import and
                 // friends use it): nothing to classify, so it is unknown.
                 let p = Prepared::unknown("<fast-path function call>".into());
-                Ok(self.decide_statements(&p.text, &p.statements, events))
+                Ok(self.decide_statements(&p.text, &p.statements, batch))
             }
             fe::DESCRIBE | fe::SYNC | fe::FLUSH | fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL => {
                 Ok(Plan::Raw)
@@ -429,105 +420,136 @@ impl Upstream<'_> {
         &mut self,
         text: &str,
         statements: &[Arc<SqlStatement>],
-        events: &mut Vec<AuditEvent>,
+        batch: &mut Batch,
     ) -> Plan {
         let decision = self.evaluate(statements);
-        self.record(text, statements, &decision, events)
+        let veto = match &self.ctx.masks {
+            Some(_) => veto(text, statements),
+            None => None,
+        };
+        self.record(text, statements, decision, veto, batch)
     }
 
-    /// Queue the command's audit event and plan its forwarding or refusal.
+    /// Stage the command at the gate (its event joins the batch) and plan its forwarding,
+    /// hold or refusal. A veto refuses what policy would let through.
     fn record(
         &mut self,
         text: &str,
         statements: &[Arc<SqlStatement>],
-        decision: &Decision,
-        events: &mut Vec<AuditEvent>,
+        mut decision: Decision,
+        veto: Option<Veto>,
+        batch: &mut Batch,
     ) -> Plan {
-        let command = self.next_command;
-        self.next_command += 1;
         let worst = statements
             .iter()
             .map(|s| s.kind)
             .max()
             .unwrap_or(SqlKind::Unknown);
-        let mut ev = AuditEvent::new(EventKind::Command, &self.ctx.session_id);
-        ev.command = Some(command);
-        ev.statement = Some(text.to_string());
-        ev.action = Some(worst.cedar_id().to_string());
         let mut tables: Vec<String> = statements
             .iter()
             .flat_map(|s| s.tables.iter().cloned())
             .collect();
         tables.sort();
         tables.dedup();
-        ev.tables = tables;
-        ev.verdict = Some(decision.audit_verdict());
-        ev.policies = decision.policies.clone();
-        ev.reason = decision.reason.clone();
-
         let bind = self.bind_for_hold.take();
-
-        if decision.is_allowed() {
-            events.push(ev);
-            return Plan::Command {
-                command,
-                statements: statements.len(),
+        let veto = veto.filter(|_| !matches!(decision.verdict, Verdict::Deny));
+        if let Some(v) = &veto {
+            decision = Decision {
+                verdict: Verdict::Deny,
+                policies: Vec::new(),
+                reason: Some(v.message.to_string()),
+                policy_version: decision.policy_version,
             };
         }
-        if let Verdict::Review { .. } = decision.verdict {
-            let action = worst.cedar_id();
-            let approvals = &self.ctx.services.approvals;
-            // A granted window stands in for review: the command runs, carrying its id.
-            if let Some(id) =
-                approvals.active_window(self.ctx.identity(), &self.ctx.conn.name, action)
-            {
-                ev.verdict = Some(gateway_core::audit::Verdict::Allow);
-                ev.approval = Some(id);
-                events.push(ev);
-                return Plan::Command {
-                    command,
-                    statements: statements.len(),
-                };
-            }
+        let mut cmd = Command {
+            // Decided already.
+            actions: Vec::new(),
+            action: worst.cedar_id().to_string(),
+            text: text.to_string(),
+            tables,
+            parameters: Vec::new(),
+            fingerprint: None,
+            detail: None,
+            can_hold: true,
+        };
+        if matches!(decision.verdict, Verdict::Review { .. }) {
+            // What approvers see, and what the approval is bound to: the text and the
+            // values bound to it.
             let bound = bind
                 .as_ref()
                 .and_then(|raw| raw.get(5..))
                 .and_then(|body| codec::parse_bind(body).ok());
-            let (fingerprint, parameters) = match &bound {
-                Some(b) => (
-                    gateway_core::approvals::fingerprint(text, &b.params),
-                    shown_parameters(b, self.ctx.masks.as_deref(), text),
-                ),
-                None => (gateway_core::approvals::fingerprint(text, &[]), Vec::new()),
-            };
-            let tables = ev.tables.clone();
-            return Plan::Hold(Box::new(Held {
-                command,
-                statements: statements.len(),
-                text: text.to_string(),
-                action,
-                decision: decision.clone(),
-                event: ev,
-                fingerprint,
-                parameters,
-                tables,
-            }));
+            if let Some(b) = &bound {
+                cmd.fingerprint = Some(gateway_core::approvals::fingerprint(text, &b.params));
+                cmd.parameters = shown_parameters(b, self.ctx.masks.as_deref(), text);
+            }
         }
-        events.push(ev);
-        let reason = decision.reason.as_deref().unwrap_or("denied by policy");
-        let message = if matches!(decision.verdict, Verdict::Review { .. }) {
-            format!("portcullis: approval required: {reason}")
-        } else {
-            format!("portcullis: {reason}")
-        };
-        let detail = format!(
-            "{} refused on connection \"{}\" by policy [{}]",
-            worst.cedar_id(),
-            self.ctx.conn.name,
-            decision.policies.join(", ")
-        );
-        refuse("42501", &message, &detail)
+        let count = statements.len();
+        match self.ctx.gate.stage(cmd, &decision, batch) {
+            Staged::Forward(pending) => Plan::Command {
+                ticket: Ticket::Staged(pending),
+                statements: count,
+            },
+            Staged::Review(review) => Plan::Hold {
+                review,
+                statements: count,
+            },
+            Staged::Refuse(r) => match veto {
+                Some(v) => refuse(v.code, v.message, v.detail),
+                None => {
+                    let detail = format!(
+                        "{} refused on connection \"{}\" by policy [{}]",
+                        r.action,
+                        self.ctx.conn.name,
+                        r.policies.join(", ")
+                    );
+                    refuse("42501", &format!("portcullis: {}", r.reason), &detail)
+                }
+            },
+        }
     }
+}
+
+/// Catalog relations holding samples of column values (bare names; qualified names add them
+/// too).
+const STATISTICS: &[&str] = &[
+    "pg_stats",
+    "pg_stats_ext",
+    "pg_stats_ext_exprs",
+    "pg_statistic",
+    "pg_statistic_ext",
+    "pg_statistic_ext_data",
+];
+
+/// What a masked session refuses whatever policy says: the planner's statistics (they hold
+/// column values outside any column's lineage) and binary COPY out (it can't be masked).
+fn veto(text: &str, statements: &[Arc<SqlStatement>]) -> Option<Veto> {
+    if statements
+        .iter()
+        .flat_map(|s| s.tables.iter())
+        .any(|t| STATISTICS.contains(&t.as_str()))
+    {
+        return Some(Veto {
+            code: "42501",
+            message: "portcullis: the planner's statistics are not readable on this connection because its results are masked: they hold column values",
+            detail: "pg_stats and pg_statistic* show values of any column",
+        });
+    }
+    let copy = text
+        .as_bytes()
+        .windows(4)
+        .any(|w| w.eq_ignore_ascii_case(b"copy"));
+    if copy
+        && let Some(c) = crate::mask::copy::parse_copy(text)
+        && c.format == crate::mask::copy::CopyFormat::Binary
+    {
+        return Some(Veto {
+            code: "0A000",
+            message: "portcullis: binary COPY is refused on this connection because its results are masked; use text or CSV format",
+            detail: "binary COPY data can't be masked",
+        });
+    }
+    None
 }
 
 mod batch;

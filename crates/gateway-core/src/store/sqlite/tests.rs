@@ -39,7 +39,7 @@ impl Drop for TempDir {
 /// A command event by `who` in `session` whose statement is `select {i}`.
 pub(crate) fn command_event(session: &str, who: &str, i: u64) -> AuditEvent {
     let mut ev = AuditEvent::new(EventKind::Command, session);
-    ev.identity = Some(IdentityRecord {
+    ev.identity = Some(std::sync::Arc::new(IdentityRecord {
         principal: format!("entra/{who}"),
         issuer: "entra".to_string(),
         subject: who.to_string(),
@@ -47,8 +47,8 @@ pub(crate) fn command_event(session: &str, who: &str, i: u64) -> AuditEvent {
         groups: vec!["dba".to_string()],
         claims: BTreeMap::new(),
         method: AuthMethod::Jwt,
-    });
-    ev.connection = Some("orders".to_string());
+    }));
+    ev.connection = Some("orders".into());
     ev.statement = Some(format!("select {i}"));
     ev
 }
@@ -393,7 +393,7 @@ fn query_filters() {
         let mut ev = command_event(session, who, i);
         ev.time_us = 1_000 * i as i64;
         if i == 4 {
-            ev.connection = Some("billing".to_string());
+            ev.connection = Some("billing".into());
             ev.approval = Some("ap-1".to_string());
         }
         if i == 9 {
@@ -495,7 +495,11 @@ fn query_filters() {
 fn access_keys_put_get_revoke() {
     let dir = TempDir::new("keys");
     let store = SqliteStore::open(&dir.path().join("audit.db")).unwrap();
-    let identity = command_event("s", "alice", 0).identity.unwrap();
+    let identity = command_event("s", "alice", 0)
+        .identity
+        .unwrap()
+        .as_ref()
+        .clone();
     let key = AccessKeyRecord {
         id: "ak_1".to_string(),
         secret_hash: "ab".repeat(32),

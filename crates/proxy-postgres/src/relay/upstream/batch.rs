@@ -19,6 +19,7 @@ pub(super) fn forward(
     plan: Plan,
     op: Option<PendingOp>,
     extra: Extra,
+    on_record: &OnRecord,
     out: &mut BytesMut,
 ) {
     let batch = sh.batches_sent;
@@ -33,10 +34,9 @@ pub(super) fn forward(
     };
     match plan {
         Plan::Raw => out.extend_from_slice(&frame.raw),
-        Plan::Command {
-            command,
-            statements,
-        } => {
+        Plan::Command { ticket, statements } => {
+            // The proof that the command may run: its event is on record.
+            let command = ticket.admit(on_record).number();
             for _ in 0..statements {
                 sh.inflight.push_back(InFlight {
                     batch,
@@ -57,7 +57,7 @@ pub(super) fn forward(
             out.extend_from_slice(&frame.raw);
         }
         // Decided by `hold` before anything is forwarded.
-        Plan::Hold(_) => debug_assert!(false, "a held command reached forwarding"),
+        Plan::Hold { .. } => debug_assert!(false, "a held command reached forwarding"),
         Plan::Refuse { error, parse_name } => {
             sh.substitutes.push_back(Substitute { batch, error });
             if matches!(frame.tag, fe::QUERY | fe::FUNCTION_CALL) {

@@ -2,17 +2,6 @@
 
 use super::*;
 
-/// Catalog relations holding samples of column values (bare names; qualified names add them
-/// too).
-const STATISTICS: &[&str] = &[
-    "pg_stats",
-    "pg_stats_ext",
-    "pg_stats_ext_exprs",
-    "pg_statistic",
-    "pg_statistic_ext",
-    "pg_statistic_ext_data",
-];
-
 /// What masking needs from a forwarded frame.
 pub(super) enum Extra {
     None,
@@ -23,15 +12,8 @@ pub(super) enum Extra {
 }
 
 impl Upstream<'_> {
-    /// What masking needs from a frame about to be forwarded; also refuses binary COPY out,
-    /// which can't be masked, before it reaches the target.
-    pub(super) fn mask_extra(
-        &mut self,
-        masks: &SessionMasks,
-        frame: &Frame,
-        plan: &mut Plan,
-        events: &mut [AuditEvent],
-    ) -> Extra {
+    /// What masking needs from a frame about to be forwarded.
+    pub(super) fn mask_extra(&mut self, masks: &SessionMasks, frame: &Frame, plan: &Plan) -> Extra {
         let (text, exec) = match frame.tag {
             fe::BIND => {
                 if let Ok(b) = codec::parse_bind(frame.body()) {
@@ -89,8 +71,6 @@ impl Upstream<'_> {
             }
             _ => return Extra::None,
         };
-        // The planner's statistics hold column values (most common values, histogram
-        // bounds) outside any column's lineage: not readable on a masked session.
         let statements = match (&exec, self.query_statements.take()) {
             (Some((p, _)), _) => p.statements.clone(),
             (None, Some(decided)) => decided,
@@ -101,39 +81,6 @@ impl Upstream<'_> {
                 },
             ),
         };
-        if statements
-            .iter()
-            .flat_map(|s| s.tables.iter())
-            .any(|t| STATISTICS.contains(&t.as_str()))
-        {
-            let message = "portcullis: the planner's statistics are not readable on this connection because its results are masked: they hold column values";
-            if let Some(ev) = events.last_mut() {
-                ev.verdict = Some(gateway_core::audit::Verdict::Deny);
-                ev.reason = Some(message.into());
-            }
-            *plan = refuse(
-                "42501",
-                message,
-                "pg_stats and pg_statistic* show values of any column",
-            );
-            return Extra::None;
-        }
-        let copy = text
-            .as_bytes()
-            .windows(4)
-            .any(|w| w.eq_ignore_ascii_case(b"copy"));
-        if copy
-            && let Some(c) = crate::mask::copy::parse_copy(&text)
-            && c.format == crate::mask::copy::CopyFormat::Binary
-        {
-            let message = "portcullis: binary COPY is refused on this connection because its results are masked; use text or CSV format";
-            if let Some(ev) = events.last_mut() {
-                ev.verdict = Some(gateway_core::audit::Verdict::Deny);
-                ev.reason = Some(message.into());
-            }
-            *plan = refuse("0A000", message, "binary COPY data can't be masked");
-            return Extra::None;
-        }
         let mentioned = masks.mentioned_rule(&text);
         let touched = mentioned.or_else(|| {
             masks.touched_rule(

@@ -3,74 +3,53 @@
 use super::*;
 
 impl Upstream<'_> {
-    /// Hold a command for approval: request it, tell the client, and wait for the outcome, a
-    /// cancel, or the client leaving. Returns the plan for the command either way; its audit
-    /// event (with the approval id) is queued with it.
+    /// Hold a command for approval: the gate requests it, the client is told, and the
+    /// session waits for the outcome, a cancel, or the client leaving. Returns the plan for
+    /// the command either way; the gate has its event on record by then.
     pub(super) async fn hold<R: AsyncRead + Unpin>(
         &mut self,
-        h: Held,
+        review: Box<Review>,
+        statements: usize,
         client: &mut R,
         buf: &mut BytesMut,
         notices: &UnboundedSender<Bytes>,
-        events: &mut Vec<AuditEvent>,
     ) -> Result<Plan> {
         let ctx = self.ctx;
-        let approvals = &ctx.services.approvals;
-        let Held {
-            command,
-            statements,
-            text,
-            action,
-            decision,
-            mut event,
-            fingerprint,
-            parameters,
-            tables,
-        } = h;
-        let detail = format!(
-            "{action} on connection \"{}\" held by policy [{}]",
-            ctx.conn.name,
-            decision.policies.join(", ")
-        );
-        let new = NewRequest::new(
-            NewKind::OneTime {
-                fingerprint,
-                statement: text,
-                session: ctx.session_id.clone(),
-                parameters,
-                tables,
-            },
-            &ctx.conn.name,
-            action,
-        )
-        .with_review(&decision);
-        let req = match approvals.request(ctx.identity(), new).await {
-            Ok(r) => r,
-            Err(e) => {
-                let message = format!("portcullis: approval could not be requested: {e}");
-                event.verdict = Some(gateway_core::audit::Verdict::Deny);
-                event.reason = Some(message.clone());
-                events.push(event);
-                return Ok(refuse("42501", &message, &detail));
+        let refused_detail = |action: &str, policies: &[String]| {
+            format!(
+                "{action} on connection \"{}\" held by policy [{}]",
+                ctx.conn.name,
+                policies.join(", ")
+            )
+        };
+        let held = match ctx.gate.hold(review).await {
+            Gated::Hold(held) => held,
+            Gated::Refuse(r) => {
+                let detail = refused_detail(&r.action, &r.policies);
+                return Ok(refuse(
+                    "42501",
+                    &format!("portcullis: {}", r.message),
+                    &detail,
+                ));
+            }
+            Gated::Forward(admitted) => {
+                return Ok(Plan::Command {
+                    ticket: Ticket::Admitted(admitted),
+                    statements,
+                });
             }
         };
-        event.approval = Some(req.id.clone());
-        let who = if req.approver_groups.is_empty() {
-            "anyone else".to_string()
-        } else {
-            format!("members of {}", req.approver_groups.join(", "))
-        };
+        let detail = refused_detail(held.action(), held.policies());
+        let id = held.request.id.clone();
         let message = format!(
-            "portcullis: statement held for approval {id}: {n} approval(s) needed from {who}; \
-             approve with `portcullis approvals approve {id}`, or cancel to withdraw it",
-            id = req.id,
-            n = req.required,
+            "portcullis: {}, or cancel to withdraw it",
+            held.notice("statement")
         );
         let mut notice = BytesMut::with_capacity(64 + message.len() + detail.len());
         codec::put_notice(&mut notice, "NOTICE", "01000", &message, Some(&detail));
         let _ = notices.send(notice.freeze());
-        ctx.hold.set(Some(req.id.clone()));
-        let wait = approvals.wait(&req.id);
+        ctx.hold.set(Some(id.clone()));
+        let wait = ctx.services.approvals.wait(&id);
         tokio::pin!(wait);
         let outcome = loop {
             let read_more = buf.len() < MAX_READ_WHILE_HELD;
@@ -84,48 +63,34 @@ impl Upstream<'_> {
                     Ok(n) if n > 0 => {}
                     _ => {
                         ctx.hold.set(None);
-                        let _ = approvals
-                            .cancel_held(&req.id, &ctx.session_id, "the client disconnected while the statement was held")
+                        let _ = ctx
+                            .gate
+                            .withdraw(held, "the client disconnected while the statement was held")
                             .await;
                         return Err(PgError::Client(format!(
-                            "the client disconnected while statement was held for approval {}",
-                            req.id
+                            "the client disconnected while statement was held for approval {id}"
                         )));
                     }
                 },
             }
         };
         ctx.hold.set(None);
-        let plan = match outcome {
-            Some(Outcome::Approved(r)) => {
-                event.verdict = Some(gateway_core::audit::Verdict::Allow);
-                event.reason = Some(r.outcome_message());
-                Plan::Command {
-                    command,
+        Ok(match outcome {
+            Some(outcome) => match ctx.gate.resolve(held, &outcome).await {
+                Ok(admitted) => Plan::Command {
+                    ticket: Ticket::Admitted(admitted),
                     statements,
-                }
-            }
-            Some(o) => {
-                let message = format!("portcullis: {}", o.message());
-                event.verdict = Some(gateway_core::audit::Verdict::Deny);
-                event.reason = Some(message.clone());
-                refuse("42501", &message, &detail)
-            }
+                },
+                Err(r) => refuse("42501", &format!("portcullis: {}", r.message), &detail),
+            },
             None => {
-                let _ = approvals
-                    .cancel_held(&req.id, &ctx.session_id, "cancelled by the client")
-                    .await;
-                let message = "canceling statement due to user request";
-                event.verdict = Some(gateway_core::audit::Verdict::Deny);
-                event.reason = Some(format!("approval {} cancelled by the client", req.id));
+                let _ = ctx.gate.withdraw(held, "cancelled by the client").await;
                 refuse(
                     "57014",
-                    message,
-                    &format!("approval {} was cancelled", req.id),
+                    "canceling statement due to user request",
+                    &format!("approval {id} was cancelled"),
                 )
             }
-        };
-        events.push(event);
-        Ok(plan)
+        })
     }
 }
