@@ -8,7 +8,7 @@ use std::time::Duration;
 use gateway_core::Identity;
 use gateway_core::action::{Action, SshKind, SshRequest};
 use gateway_core::config::ConnectionConfig;
-use gateway_core::gate::{Command, SessionGate};
+use gateway_core::gate::{Command, SessionGate, Waiting};
 use gateway_core::services::Services;
 use russh::server;
 use tokio::sync::watch;
@@ -35,7 +35,11 @@ pub(crate) fn command(kind: SshKind, command: Option<Arc<str>>) -> Command {
         tables: Vec::new(),
         parameters: Vec::new(),
         fingerprint: None,
-        can_hold: kind != SshKind::Forward,
+        waiting: if kind == SshKind::Forward {
+            Waiting::Never
+        } else {
+            Waiting::Hold
+        },
     }
 }
 

@@ -111,10 +111,14 @@ pub enum ApprovalKind {
         /// The tables the command touches, as classified.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         tables: Vec<String>,
-        /// The session holding the command.
+        /// The session holding the command (for a grant, the one that asked).
         session: String,
-        /// The gateway node holding the session (restart handling).
+        /// The gateway node holding the session (restart handling); empty for a grant.
         node: String,
+        /// A grant: the command is not held. Its requester sends it again once approved, and
+        /// it runs once (request/response protocols: HTTP, Kubernetes).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        grant: bool,
     },
     /// A time window of `window_secs` from the moment it is granted.
     Window { window_secs: u64 },
@@ -187,6 +191,11 @@ pub struct ApprovalRequest {
     /// Why it was cancelled or abandoned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closed_reason: Option<String>,
+    /// When an approved grant was used, and by which session: it runs once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_us: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_by: Option<String>,
 }
 
 /// Who asks to cancel.
@@ -334,6 +343,66 @@ impl ApprovalRequest {
         self.close(State::Cancelled, now_us);
         self.closed_by = Some(closed_by);
         self.closed_reason = reason;
+        Ok(())
+    }
+
+    /// Whether this is a grant for `fingerprint` that is pending, or approved and unused
+    /// within `ttl_us` of its approval.
+    pub fn grant_open(&self, fingerprint: &str, now_us: i64, ttl_us: i64) -> bool {
+        let ApprovalKind::OneTime {
+            grant: true,
+            fingerprint: f,
+            ..
+        } = &self.kind
+        else {
+            return false;
+        };
+        f == fingerprint
+            && match self.state {
+                State::Pending => now_us < self.expires_us,
+                State::Approved => {
+                    self.used_us.is_none()
+                        && self
+                            .closed_us
+                            .is_some_and(|c| now_us < c.saturating_add(ttl_us))
+                }
+                _ => false,
+            }
+    }
+
+    /// Use an approved grant (once) for `session`.
+    pub(crate) fn use_grant(
+        &mut self,
+        session: &str,
+        now_us: i64,
+        ttl_us: i64,
+    ) -> Result<(), ApprovalError> {
+        let fingerprint = match &self.kind {
+            ApprovalKind::OneTime {
+                grant: true,
+                fingerprint,
+                ..
+            } => fingerprint.clone(),
+            _ => {
+                return Err(ApprovalError::Invalid(format!(
+                    "{} is not a grant",
+                    self.id
+                )));
+            }
+        };
+        if self.state != State::Approved || !self.grant_open(&fingerprint, now_us, ttl_us) {
+            return Err(ApprovalError::Invalid(format!(
+                "approval {} is {} and cannot be used",
+                self.id,
+                if self.used_us.is_some() {
+                    "used already".to_string()
+                } else {
+                    self.state.to_string()
+                }
+            )));
+        }
+        self.used_us = Some(now_us);
+        self.used_by = Some(session.to_string());
         Ok(())
     }
 

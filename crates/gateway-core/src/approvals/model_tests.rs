@@ -27,6 +27,8 @@ fn request(kind: ApprovalKind, required: u32, groups: &[&str]) -> ApprovalReques
         closed_us: None,
         closed_by: None,
         closed_reason: None,
+        used_us: None,
+        used_by: None,
     }
 }
 
@@ -38,6 +40,7 @@ fn one_time() -> ApprovalKind {
         parameters: Vec::new(),
         tables: Vec::new(),
         node: "n1".into(),
+        grant: false,
     }
 }
 

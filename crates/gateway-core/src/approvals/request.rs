@@ -19,6 +19,9 @@ pub enum NewKind {
         parameters: Vec<Option<String>>,
         /// Tables the command touches.
         tables: Vec<String>,
+        /// Not held: a grant its requester uses by sending the command again once approved
+        /// (see [`ApprovalKind::OneTime`](super::ApprovalKind::OneTime)).
+        grant: bool,
     },
     /// A window of this length, starting when granted.
     Window { duration: Duration },

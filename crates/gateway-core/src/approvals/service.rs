@@ -160,6 +160,7 @@ impl Approvals {
                 session,
                 parameters,
                 tables,
+                grant,
             } => {
                 if fingerprint.is_empty() || session.is_empty() {
                     return Err(ApprovalError::Invalid(
@@ -172,7 +173,9 @@ impl Approvals {
                     parameters,
                     tables,
                     session,
-                    node: s.node.clone(),
+                    // A grant holds nothing on this node: a restart leaves it usable.
+                    node: if grant { String::new() } else { s.node.clone() },
+                    grant,
                 }
             }
             NewKind::Window { duration } => {
@@ -216,6 +219,8 @@ impl Approvals {
             closed_us: None,
             closed_by: None,
             closed_reason: None,
+            used_us: None,
+            used_by: None,
         };
         self.inner.store.create_approval(&req)?;
         self.audit(notice::request_event(&req)).await;
@@ -269,6 +274,59 @@ impl Approvals {
             Ok(Step::Changed)
         })
         .await
+    }
+
+    /// The newest grant `identity` asked for `action` on `connection` with this
+    /// `fingerprint` that is still pending, or approved and not yet used.
+    pub async fn open_grant(
+        &self,
+        identity: &Identity,
+        connection: &str,
+        action: &str,
+        fingerprint: &str,
+    ) -> Result<Option<ApprovalRequest>, ApprovalError> {
+        let now = self.now();
+        let ttl = self.grant_ttl();
+        let principal = identity.principal();
+        let mut found = None;
+        for state in [State::Approved, State::Pending] {
+            let list = self.inner.store.list_approvals(&ApprovalFilter {
+                state: Some(state),
+                kind: Some("one_time"),
+                connection: Some(connection.to_string()),
+                requester: Some(principal.clone()),
+                ..ApprovalFilter::default()
+            })?;
+            found = list.into_iter().rev().find(|r| {
+                r.action == action
+                    && r.requester.principal == principal
+                    && r.grant_open(fingerprint, now, ttl)
+            });
+            if found.is_some() {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Use approved grant `id` for `session`: once only, across every gateway sharing the
+    /// store.
+    pub async fn use_grant(
+        &self,
+        id: &str,
+        session: &str,
+    ) -> Result<ApprovalRequest, ApprovalError> {
+        let ttl = self.grant_ttl();
+        self.transition(id, |req, now| {
+            req.use_grant(session, now, ttl)?;
+            Ok(Step::Changed)
+        })
+        .await
+    }
+
+    /// How long an approved grant stays usable: as long as a request may wait.
+    fn grant_ttl(&self) -> i64 {
+        i64::try_from(self.inner.settings.pending_ttl.as_micros()).unwrap_or(i64::MAX)
     }
 
     /// One request, with a due expiry applied.

@@ -86,6 +86,7 @@ pub(super) fn held(session: &str) -> NewRequest {
             session: session.into(),
             parameters: Vec::new(),
             tables: Vec::new(),
+            grant: false,
         },
         "orders",
         "sql.write",
@@ -444,6 +445,7 @@ async fn bad_requests_are_refused() {
         session: "s1".into(),
         parameters: Vec::new(),
         tables: Vec::new(),
+        grant: false,
     };
     assert!(matches!(
         svc.request(&alice(), no_fp).await,

@@ -160,6 +160,7 @@ fn pending() -> ApprovalRequest {
             parameters: Vec::new(),
             tables: Vec::new(),
             node: "n1".into(),
+            grant: false,
         },
         requester,
         connection: "orders".into(),
@@ -176,6 +177,8 @@ fn pending() -> ApprovalRequest {
         closed_us: None,
         closed_by: None,
         closed_reason: None,
+        used_us: None,
+        used_by: None,
     }
 }
 

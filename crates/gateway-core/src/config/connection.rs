@@ -39,9 +39,9 @@ pub struct ConnectionConfig {
     /// `disable`.
     #[serde(default)]
     pub sslmode: Option<SslMode>,
-    /// Postgres: CA certificates (PEM) the target's certificate must chain to; without it,
-    /// `verify-ca` and `verify-full` trust the system's roots (as for Azure Database for
-    /// PostgreSQL).
+    /// Postgres and TDS: CA certificates (PEM) the target's certificate must chain to;
+    /// without it, verification trusts the system's roots (as for Azure Database for
+    /// PostgreSQL and Azure SQL).
     #[serde(default)]
     pub sslrootcert: Option<PathBuf>,
     /// SSH: further target users a client may choose with `<user>+<connection>@`; `user`
@@ -60,6 +60,25 @@ pub struct ConnectionConfig {
     /// SSH: environment variables passed to the target beyond `LANG`, `LC_*` and `TERM`.
     #[serde(default)]
     pub allow_env: Vec<String>,
+    /// TDS: encryption to the target, as the SQL Server drivers' `Encrypt` names it:
+    /// `mandatory` (default: TLS negotiated in PRELOGIN, the certificate verified),
+    /// `strict` (TDS 8.0: TLS before any TDS byte, certificate verified), `off` (plain TCP;
+    /// for loopback targets only).
+    #[serde(default)]
+    pub encrypt: Option<TdsEncrypt>,
+}
+
+/// TLS from the gateway to a TDS target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TdsEncrypt {
+    /// Plain TCP.
+    Off,
+    /// TLS negotiated in PRELOGIN (TDS 7.x), certificate verified.
+    #[default]
+    Mandatory,
+    /// TDS 8.0: TLS first, certificate verified.
+    Strict,
 }
 
 /// TLS from the gateway to a Postgres target (libpq's `sslmode` names).

@@ -379,9 +379,14 @@ impl Config {
                 if c.sslmode.is_some() {
                     errs.push(format!("{p}.sslmode: only for postgres connections"));
                 }
-                if c.sslrootcert.is_some() {
-                    errs.push(format!("{p}.sslrootcert: only for postgres connections"));
+                if c.sslrootcert.is_some() && c.protocol != Protocol::Tds {
+                    errs.push(format!(
+                        "{p}.sslrootcert: only for postgres and tds connections"
+                    ));
                 }
+            }
+            if c.protocol != Protocol::Tds && c.encrypt.is_some() {
+                errs.push(format!("{p}.encrypt: only for tds connections"));
             }
             if c.password_env.is_some() && c.password_file.is_some() {
                 errs.push(format!(

@@ -208,8 +208,17 @@ protocol = "ssh"
 target = "h:22"
 user = "u"
 sslmode = "verify-full"
+encrypt = "strict"
+[[connections]]
+name = "d"
+protocol = "tds"
+target = "h:1433"
+user = "u"
+encrypt = "strict"
+sslrootcert = "ca.pem"
 "#;
     let cfg: Config = toml::from_str(text).unwrap();
+    assert_eq!(cfg.connections[3].encrypt, Some(TdsEncrypt::Strict));
     assert_eq!(cfg.connections[0].sslmode(), SslMode::Disable);
     let mut with_ca = cfg.connections[1].clone();
     with_ca.sslmode = None;
@@ -218,6 +227,8 @@ sslmode = "verify-full"
     let has = |prefix: &str| errs.iter().any(|e| e.starts_with(prefix));
     // The CA file itself is the Postgres proxy's to check (proxy-postgres `check`).
     assert!(has("connections[2].sslmode: only for postgres"), "{errs:?}");
+    assert!(has("connections[2].encrypt: only for tds"), "{errs:?}");
+    assert!(!has("connections[3]"), "{errs:?}");
     assert!(!has("connections[0]"), "{errs:?}");
     let bad = text.replace("\"require\"", "\"prefer\"");
     assert!(toml::from_str::<Config>(&bad).is_err());

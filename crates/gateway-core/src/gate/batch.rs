@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Admitted, Command, Record, Refusal, SessionGate};
+use super::{Admitted, Command, Record, Refusal, SessionGate, Waiting};
 use crate::audit::{AuditEvent, Verdict as AuditVerdict};
 use crate::policy::{Decision, Verdict};
 
@@ -57,6 +57,7 @@ impl Pending {
             reason,
             policies: Vec::new(),
             withdrawn: false,
+            approval: None,
         }
     }
 }
@@ -71,6 +72,7 @@ pub struct Review {
     pub(super) decision: Decision,
     pub(super) fingerprint: String,
     pub(super) parameters: Vec<Option<String>>,
+    pub(super) waiting: Waiting,
 }
 
 impl Review {
@@ -125,13 +127,14 @@ impl SessionGate {
                 );
                 match window {
                     Some(window) => Some(window),
-                    None if cmd.can_hold => {
+                    None if cmd.waiting != Waiting::Never => {
                         return Staged::Review(Box::new(Review {
                             number,
                             record,
                             decision: decision.clone(),
                             fingerprint,
                             parameters: cmd.parameters,
+                            waiting: cmd.waiting,
                         }));
                     }
                     None => {
@@ -179,6 +182,7 @@ impl SessionGate {
             reason,
             policies: record.policies.clone(),
             withdrawn: false,
+            approval: None,
         };
         batch
             .events

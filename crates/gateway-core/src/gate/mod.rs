@@ -82,6 +82,22 @@ pub struct Refusal {
     pub policies: Vec<String>,
     /// Whether the client withdrew it while it was held.
     pub withdrawn: bool,
+    /// The approval it waits for or that refused it, if any: a request/response client
+    /// sends the same command again once it is approved (see [`Review`]).
+    pub approval: Option<String>,
+}
+
+/// How a proxy lets a command wait for review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// Parked in the live session until people decide (SQL sessions, SSH channels).
+    Hold,
+    /// Not parked: the first request asks for a grant bound to the command's fingerprint and
+    /// is refused with its id; the same command sent again by the same identity once the
+    /// grant is approved runs, once (HTTP, Kubernetes).
+    Retry,
+    /// It cannot wait (a forwarded port's connection): a rule asking for review refuses it.
+    Never,
 }
 
 /// What became of a command at the gate.
@@ -110,9 +126,8 @@ pub struct Command {
     pub fingerprint: Option<String>,
     /// Anything else its audit event should carry.
     pub detail: Option<serde_json::Value>,
-    /// Whether the proxy can park it for approval; when not (a forwarded port's
-    /// connection), a rule asking for review refuses it instead.
-    pub can_hold: bool,
+    /// How it may wait for review.
+    pub waiting: Waiting,
 }
 
 impl Command {
@@ -126,7 +141,7 @@ impl Command {
             parameters: Vec::new(),
             fingerprint: None,
             detail: None,
-            can_hold: true,
+            waiting: Waiting::Hold,
         }
     }
 }

@@ -112,7 +112,7 @@ fn exec(line: &str) -> Command {
         parameters: Vec::new(),
         fingerprint: None,
         detail: None,
-        can_hold: true,
+        waiting: Waiting::Hold,
     }
 }
 
@@ -371,4 +371,77 @@ async fn completions_and_ends_name_their_connection_and_protocol() {
     assert_eq!(end.kind, EventKind::SessionEnd);
     assert_eq!(end.session, "s1");
     assert!(end.identity.is_some_and(|i| i.subject == "alice"));
+}
+
+#[tokio::test]
+async fn a_request_that_cannot_wait_runs_once_on_its_approved_grant() {
+    let f = Fixture::new().await;
+    let gate = f.gate(ops());
+    let retry = |line: &str| Command {
+        waiting: Waiting::Retry,
+        ..exec(line)
+    };
+    // First: a grant is requested, the request refused with its id. Nothing held.
+    let Gated::Refuse(first) = gate.admit(retry("systemctl restart nginx")).await else {
+        panic!("not refused");
+    };
+    let id = first.approval.clone().expect("a grant was requested");
+    assert!(
+        first.message.contains("send the same request again"),
+        "{}",
+        first.message
+    );
+    // Again while pending: the same grant, not a second request.
+    let Gated::Refuse(again) = gate.admit(retry("systemctl restart nginx")).await else {
+        panic!("not refused");
+    };
+    assert_eq!(again.approval.as_deref(), Some(id.as_str()));
+    assert!(
+        again.message.contains("is waiting for approval"),
+        "{}",
+        again.message
+    );
+    // Another command is another grant.
+    let Gated::Refuse(other) = gate.admit(retry("systemctl stop nginx")).await else {
+        panic!("not refused");
+    };
+    assert_ne!(other.approval.as_deref(), Some(id.as_str()));
+
+    let dba = Identity::for_tests("builtin", "bob", &["dba"]);
+    f.services
+        .approvals
+        .vote(&id, &dba, true, None)
+        .await
+        .unwrap();
+    // Someone else sending the same command gets no use of it.
+    let mut mallory = ops();
+    mallory.subject = "mallory".into();
+    let Gated::Refuse(theirs) = f
+        .gate(mallory)
+        .admit(retry("systemctl restart nginx"))
+        .await
+    else {
+        panic!("another identity used the grant");
+    };
+    assert_ne!(theirs.approval.as_deref(), Some(id.as_str()));
+    // The requester's retry runs, once.
+    let Gated::Forward(a) = gate.admit(retry("systemctl restart nginx")).await else {
+        panic!("approved grant not used");
+    };
+    assert_eq!(a.approval(), Some(id.as_str()));
+    let req = f.services.approvals.get(&id).await.unwrap();
+    assert!(req.used_us.is_some() && req.used_by.as_deref() == Some("s1"));
+    let Gated::Refuse(next) = gate.admit(retry("systemctl restart nginx")).await else {
+        panic!("a grant ran twice");
+    };
+    assert_ne!(next.approval.as_deref(), Some(id.as_str()));
+    // On record: every attempt, the run carrying the grant.
+    let evs = f.commands();
+    let allowed: Vec<_> = evs
+        .iter()
+        .filter(|e| e.verdict == Some(AuditVerdict::Allow))
+        .collect();
+    assert_eq!(allowed.len(), 1);
+    assert_eq!(allowed[0].approval.as_deref(), Some(id.as_str()));
+    assert_eq!(evs.len(), 6);
 }

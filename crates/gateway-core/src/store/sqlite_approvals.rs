@@ -206,6 +206,8 @@ mod tests {
             closed_us: None,
             closed_by: None,
             closed_reason: None,
+            used_us: None,
+            used_by: None,
         }
     }
 
@@ -217,6 +219,7 @@ mod tests {
             parameters: Vec::new(),
             tables: Vec::new(),
             node: node.into(),
+            grant: false,
         }
     }
 

@@ -8,7 +8,9 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use gateway_core::Side;
 use gateway_core::action::{Action, SqlKind, SqlStatement};
-use gateway_core::gate::{Admitted, Batch, Command, Gated, OnRecord, Pending, Review, Staged};
+use gateway_core::gate::{
+    Admitted, Batch, Command, Gated, OnRecord, Pending, Review, Staged, Waiting,
+};
 use gateway_core::masking::SessionMasks;
 use gateway_core::policy::{Decision, Verdict};
 use gateway_core::sql::LexOptions;
@@ -470,7 +472,7 @@ impl Upstream<'_> {
             parameters: Vec::new(),
             fingerprint: None,
             detail: None,
-            can_hold: true,
+            waiting: Waiting::Hold,
         };
         if matches!(decision.verdict, Verdict::Review { .. }) {
             // What approvers see, and what the approval is bound to: the text and the
