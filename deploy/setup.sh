@@ -16,6 +16,7 @@ command -v python3 >/dev/null || need+=(python3)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v sshpass >/dev/null || need+=(sshpass)
+command -v tsql >/dev/null || need+=(freetds-bin)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "setup: missing ${need[*]}; run as root or install them" >&2
@@ -32,4 +33,9 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 if [ ! -d "$root/tests/oidc/node_modules" ]; then
   (cd "$root/tests/oidc" && npm ci --silent --no-audit --no-fund >/dev/null 2>&1 || npm install --silent --no-audit --no-fund >/dev/null)
+fi
+# python-tds, a TDS client the SQL Server gateway's tests drive, kept inside the tree.
+if [ ! -d "$root/tests/tds/pylib/pytds" ]; then
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
+    --target "$root/tests/tds/pylib" python-tds >/dev/null
 fi

@@ -1,3 +1,12 @@
-//! The Azure SQL / SQL Server gateway: a wire-level TDS proxy.
+//! The Azure SQL / SQL Server gateway: a wire-level TDS proxy. Clients log in with a token
+//! (an Entra access token in LOGIN7's FEDAUTH extension, or a Portcullis access key as the
+//! password), every batch and RPC is decided by policy and audited before it reaches the
+//! target, and the target is reached with a credential the client never sees.
+#![forbid(unsafe_code)]
 
+pub mod check;
 pub mod codec;
+mod error;
+pub mod prelogin_tls;
+
+pub use error::TdsError;

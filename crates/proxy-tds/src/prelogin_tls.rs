@@ -1,0 +1,194 @@
+//! TLS as TDS 7.x carries it: the handshake's records travel inside PRELOGIN packets, and
+//! once it is done every TLS record goes on the wire bare, with the TDS packets inside.
+//!
+//! [`PreloginFramed`] sits between the TCP stream and the TLS engine (either side): while
+//! framing is on it wraps what the engine writes into packets (PRELOGIN from a client, tabular
+//! result from a server, as each side sends its PRELOGIN message) and strips the packet
+//! headers from what it reads (either type); [`PreloginFramed::finish_handshake`] turns it into a plain
+//! pass-through. It never reads past the end of a packet while framing, so the first bare
+//! record after the handshake is never mistaken for a header.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// PRELOGIN packet type: a client's handshake packets.
+pub const FROM_CLIENT: u8 = 0x12;
+/// Tabular result packet type: a server's handshake packets.
+pub const FROM_SERVER: u8 = 0x04;
+/// Header length.
+const HEADER: usize = 8;
+/// Largest handshake packet written (TLS records are at most ~16 KiB; several packets carry a
+/// long flight).
+const MAX_OUT_PAYLOAD: usize = 4096 - HEADER;
+
+/// A stream that frames a TLS handshake in PRELOGIN packets until told otherwise.
+#[derive(Debug)]
+pub struct PreloginFramed<S> {
+    inner: S,
+    framing: bool,
+    /// Packet type of what this side writes.
+    ty: u8,
+    /// The header being read, and how much of it has arrived.
+    header: [u8; HEADER],
+    header_len: usize,
+    /// Payload bytes of the current packet not yet read.
+    remaining: usize,
+    /// Framed bytes waiting to be written, and how many are written.
+    out: Vec<u8>,
+    written: usize,
+    /// Packet id of the next packet written.
+    packet_id: u8,
+}
+
+impl<S> PreloginFramed<S> {
+    /// Frame the handshake over `inner`, writing packets of type `ty` ([`FROM_CLIENT`] or
+    /// [`FROM_SERVER`]).
+    pub fn new(inner: S, ty: u8) -> Self {
+        PreloginFramed {
+            inner,
+            framing: true,
+            ty,
+            header: [0; HEADER],
+            header_len: 0,
+            remaining: 0,
+            out: Vec::new(),
+            written: 0,
+            packet_id: 1,
+        }
+    }
+
+    /// The handshake is over: from now on bytes pass unchanged. Errors if a packet was left
+    /// half read or unwritten.
+    pub fn finish_handshake(&mut self) -> io::Result<()> {
+        if self.header_len != 0 || self.remaining != 0 || self.written < self.out.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the TLS handshake ended inside a PRELOGIN packet",
+            ));
+        }
+        self.framing = false;
+        self.out = Vec::new();
+        Ok(())
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for PreloginFramed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.framing {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        while this.remaining == 0 {
+            // Read the next packet's header, no further.
+            let mut hb = ReadBuf::new(&mut this.header[this.header_len..]);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut hb))?;
+            let n = hb.filled().len();
+            if n == 0 {
+                return if this.header_len == 0 {
+                    Poll::Ready(Ok(()))
+                } else {
+                    Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()))
+                };
+            }
+            this.header_len += n;
+            if this.header_len < HEADER {
+                continue;
+            }
+            this.header_len = 0;
+            if this.header[0] != FROM_CLIENT && this.header[0] != FROM_SERVER {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "expected a PRELOGIN packet carrying the TLS handshake, got packet type {:#04x}",
+                        this.header[0]
+                    ),
+                )));
+            }
+            let len = usize::from(u16::from_be_bytes([this.header[2], this.header[3]]));
+            if len < HEADER {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("a PRELOGIN packet of length {len} is shorter than its header"),
+                )));
+            }
+            this.remaining = len - HEADER;
+        }
+        let want = this.remaining.min(buf.remaining());
+        // Handshake bytes only: zeroing the space first keeps this free of unsafe code.
+        let space = buf.initialize_unfilled_to(want);
+        let mut limited = ReadBuf::new(space);
+        ready!(Pin::new(&mut this.inner).poll_read(cx, &mut limited))?;
+        let n = limited.filled().len();
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+        }
+        buf.advance(n);
+        this.remaining -= n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> PreloginFramed<S> {
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.written < self.out.len() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.out[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        self.out.clear();
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for PreloginFramed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if !this.framing {
+            return Pin::new(&mut this.inner).poll_write(cx, data);
+        }
+        // Whatever is framed already goes first.
+        ready!(this.poll_drain(cx))?;
+        let take = data.len().min(MAX_OUT_PAYLOAD);
+        let len = u16::try_from(take + HEADER).unwrap_or(u16::MAX);
+        let [hi, lo] = len.to_be_bytes();
+        this.out
+            .extend_from_slice(&[this.ty, 0x01, hi, lo, 0, 0, this.packet_id, 0]);
+        this.out.extend_from_slice(&data[..take]);
+        this.packet_id = this.packet_id.wrapping_add(1);
+        // Written or not, the bytes are taken: flushing finishes them.
+        if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(take))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}

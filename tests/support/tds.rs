@@ -1,0 +1,300 @@
+//! A SQL Server gateway in front of a TDS server, and how tests reach it with real clients.
+//!
+//! No real SQL Server or Azure SQL can run on these machines (none is in any registry they
+//! reach, and there is no Docker). The target is Microsoft's own `mssql-mock-tds` (the mock
+//! server of the `mssql-rs` project), run in-process: PRELOGIN, TLS inside PRELOGIN and
+//! TDS 8.0 strict TLS, LOGIN7 with a SQL login or a FEDAUTH token, SQL batches answered from
+//! a registry of scripted result sets, Attention. The clients are real: FreeTDS `tsql` and
+//! `python-tds`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+
+use mssql_mock_tds::{
+    ColumnDefinition, ColumnValue, ConnectionInfo, ConnectionStore, MockTdsServer, QueryRegistry,
+    QueryResponse, Row, SqlDataType,
+};
+
+use super::{Gateway, free_port, root};
+
+/// How the mock target speaks TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MockTls {
+    Off,
+    /// TDS 7.x: TLS negotiated in PRELOGIN.
+    Prelogin,
+    /// TDS 8.0: TLS before any TDS byte.
+    Strict,
+}
+
+/// The mock target, running on a runtime of its own.
+pub struct Mock {
+    rt: tokio::runtime::Runtime,
+    pub addr: SocketAddr,
+    registry: Arc<tokio::sync::Mutex<QueryRegistry>>,
+    store: Arc<tokio::sync::Mutex<ConnectionStore>>,
+}
+
+impl Mock {
+    /// A mock on a free loopback port; TLS with the certificate in `tls_dir` (made by
+    /// `tests/scripts/tls-ca.sh`).
+    pub fn start(tls: MockTls, tls_dir: &Path) -> Mock {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let identity = || {
+            let cert = std::fs::read(tls_dir.join("server.crt")).expect("server.crt");
+            let key = std::fs::read(tls_dir.join("server.key")).expect("server.key");
+            mssql_mock_tds::create_test_identity(&cert, &key).expect("identity")
+        };
+        let server = rt.block_on(async {
+            match tls {
+                MockTls::Off => MockTdsServer::new("127.0.0.1:0").await,
+                MockTls::Prelogin => MockTdsServer::new_with_tls("127.0.0.1:0", Some(identity())).await,
+                MockTls::Strict => MockTdsServer::new_with_strict_tls("127.0.0.1:0", identity()).await,
+            }
+        });
+        let server = server.expect("mock TDS server");
+        let addr = server.local_addr();
+        let registry = server.query_registry();
+        let store = server.connection_store();
+        rt.spawn(async move {
+            let _ = server.run().await;
+        });
+        let mock = Mock {
+            rt,
+            addr,
+            registry,
+            store,
+        };
+        mock.register("SELECT 1", QueryResponse::select_one());
+        mock.register(CUSTOMERS_QUERY, customers());
+        mock
+    }
+
+    /// Answer `sql` (exactly this batch text) with `response`.
+    pub fn register(&self, sql: &str, response: QueryResponse) {
+        self.rt
+            .block_on(async { self.registry.lock().await.register(sql, response) });
+    }
+
+    /// What each login the mock took sent it.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        self.rt.block_on(async {
+            self.store
+                .lock()
+                .await
+                .all()
+                .values()
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// SQL batches and RPCs the mock received, over all connections.
+    pub fn requests(&self) -> usize {
+        self.connections()
+            .iter()
+            .map(|c| c.transaction_descriptor_headers.len())
+            .sum()
+    }
+}
+
+/// A batch the mock answers with customer rows (names, e-mails, card numbers).
+pub const CUSTOMERS_QUERY: &str = "SELECT id, name, email, card FROM customers";
+
+fn customers() -> QueryResponse {
+    let rows = [
+        (1, "Ada Lovelace", "ada@example.com", "4111 1111 1111 1111"),
+        (2, "Alan Turing", "alan@example.org", "5500-0000-0000-0004"),
+    ];
+    QueryResponse::new(
+        vec![
+            ColumnDefinition::new("id", SqlDataType::Int),
+            ColumnDefinition::new("name", SqlDataType::NVarChar),
+            ColumnDefinition::new("email", SqlDataType::NVarChar),
+            ColumnDefinition::new("card", SqlDataType::NVarChar),
+        ],
+        rows.iter()
+            .map(|(id, name, email, card)| {
+                Row::new(vec![
+                    ColumnValue::Int(*id),
+                    ColumnValue::NVarChar((*name).into()),
+                    ColumnValue::NVarChar((*email).into()),
+                    ColumnValue::NVarChar((*card).into()),
+                ])
+            })
+            .collect(),
+    )
+}
+
+/// A throwaway CA and a `localhost` certificate in `dir`.
+pub fn tls_files(dir: &Path) -> PathBuf {
+    let tls = dir.join("tls");
+    let status = Command::new("bash")
+        .arg(root().join("tests/scripts/tls-ca.sh"))
+        .arg(&tls)
+        .status()
+        .expect("tls-ca.sh");
+    assert!(status.success());
+    tls
+}
+
+/// The policy TDS tests run under.
+pub const POLICY: &str = r#"
+@id("connect")
+permit(principal in Group::"ci", action == Action::"connect", resource);
+
+@id("reads")
+permit(principal in Group::"ci", action == Action::"sql.read", resource);
+
+@id("session")
+permit(principal in Group::"ci", action == Action::"sql.session", resource);
+
+@id("no-ddl")
+@reason("schema changes go through migrations, not the gateway")
+forbid(principal, action == Action::"sql.ddl", resource);
+"#;
+
+/// A gateway with a TDS listener and connection `sales` to `mock`.
+pub struct TdsGw {
+    pub gw: Gateway,
+    pub port: u16,
+    pub tls: PathBuf,
+}
+
+pub fn start(mock: &Mock, tls: &Path, target_encrypt: &str, extra: &str) -> TdsGw {
+    start_with_policy(mock, tls, target_encrypt, POLICY, extra)
+}
+
+pub fn start_with_policy(
+    mock: &Mock,
+    tls: &Path,
+    target_encrypt: &str,
+    policy: &str,
+    extra: &str,
+) -> TdsGw {
+    let port = free_port();
+    let target = mock.addr;
+    let gw = Gateway::start_config(port, policy, |dir, admin| {
+        std::fs::write(dir.join("sales.password"), "held-secret-Pa55").expect("password");
+        format!(
+            r#"
+[gateway]
+state_dir = "state"
+admin_listen = "127.0.0.1:{admin}"
+policy = "policy.cedar"
+
+[[identity.issuers]]
+name = "builtin"
+
+[[listeners]]
+protocol = "tds"
+listen = "127.0.0.1:{port}"
+tls = {{ cert = "{cert}", key = "{key}" }}
+
+[[connections]]
+name = "sales"
+protocol = "tds"
+target = "{target}"
+database = "sales"
+user = "portcullis_app"
+password_file = "sales.password"
+encrypt = "{target_encrypt}"
+sslrootcert = "{ca}"
+
+[audit]
+jsonl = "audit.jsonl"
+{extra}
+"#,
+            cert = tls.join("server.crt").display(),
+            key = tls.join("server.key").display(),
+            ca = tls.join("ca.crt").display(),
+        )
+    });
+    TdsGw {
+        gw,
+        port,
+        tls: tls.to_path_buf(),
+    }
+}
+
+impl TdsGw {
+    /// An access key for `sub` in `groups`: what a client that can only send a password
+    /// sends.
+    pub fn access_key(&self, sub: &str, groups: &[&str]) -> String {
+        let token = self.gw.token(sub, groups);
+        let out = Command::new(super::bin())
+            .args(["token", "exchange", "--gateway"])
+            .arg(format!("http://127.0.0.1:{}", self.gw.admin_port))
+            .env("PORTCULLIS_TOKEN", &token)
+            .output()
+            .expect("token exchange");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_string()
+    }
+
+    /// Run `sql` through FreeTDS `tsql` with `password`, TLS required and verified against
+    /// the test CA.
+    pub fn tsql(&self, password: &str, sql: &str) -> Output {
+        let conf = self.gw.scratch.0.join("freetds.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[global]\n\ttds version = 7.4\n\tencryption = require\n\tca file = {}\n",
+                self.tls.join("ca.crt").display()
+            ),
+        )
+        .expect("freetds.conf");
+        let mut child = Command::new("tsql")
+            .args(["-H", "localhost", "-p", &self.port.to_string()])
+            .args(["-U", "pipeline", "-P", password, "-D", "sales", "-o", "q"])
+            .env("FREETDSCONF", &conf)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tsql");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("stdin");
+            let _ = writeln!(stdin, "{sql}\ngo\nexit");
+        }
+        child.wait_with_output().expect("tsql output")
+    }
+
+    /// Run `script` (Python using `pytds`, connection `conn` prepared) and return its output.
+    pub fn python(&self, script: &str) -> Output {
+        let prelude = format!(
+            "import sys, pytds\nPORT = {port}\nCA = {ca:?}\n",
+            port = self.port,
+            ca = self.tls.join("ca.crt").display().to_string(),
+        );
+        Command::new("python3")
+            .arg("-c")
+            .arg(format!("{prelude}{script}"))
+            .env("PYTHONPATH", root().join("tests/tds/pylib"))
+            .output()
+            .expect("python3")
+    }
+}
+
+/// A process's stdout and stderr as text.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
