@@ -277,6 +277,7 @@ impl Upstream<'_> {
                 text,
                 LexOptions {
                     standard_conforming_strings: scs,
+                    ..LexOptions::default()
                 },
             )
         };
