@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::limits::MAX_TEXT_BYTES;
-use super::{LexOptions, classify, lexer};
+use super::{Dialect, LexOptions, classify, lexer};
 use crate::action::SqlStatement;
 
 /// Classified statements of one query text.
@@ -72,10 +72,12 @@ impl std::fmt::Debug for Classifier {
 }
 
 /// The cache key, or `None` when the text must not share a cached result: the scanner gave
-/// up, or backslashes make the text unknown under standard_conforming_strings=off (the key
-/// does not record them).
+/// up, or backslashes make PostgreSQL text unknown under standard_conforming_strings=off (the
+/// key does not record them). The dialect is part of the key: one text can mean different
+/// things in PostgreSQL and T-SQL.
 fn cache_key(text: &str, opts: LexOptions) -> Option<Key> {
-    if !opts.standard_conforming_strings && text.contains('\\') {
+    if opts.dialect == Dialect::Postgres && !opts.standard_conforming_strings && text.contains('\\')
+    {
         return None;
     }
     Some((lexer::cache_key(text, opts)?, opts))

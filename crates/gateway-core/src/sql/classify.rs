@@ -10,7 +10,6 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
-use super::LexOptions;
 use super::kinds::{pg_ident_text, table_names, utility_kind};
 use super::lexer::{self, Scan, Segment, Tok, TokKind};
 use super::limits::{
@@ -18,10 +17,14 @@ use super::limits::{
     nesting_bound,
 };
 use super::walk::analyse;
+use super::{Dialect, LexOptions, classify_tsql};
 use crate::action::{SqlKind, SqlStatement};
 
 /// Classifies every statement of `text`; see the module documentation for the rules.
 pub(crate) fn classify(text: &str, opts: LexOptions) -> Vec<SqlStatement> {
+    if opts.dialect == Dialect::TSql {
+        return classify_tsql::classify(text, opts);
+    }
     if text.len() > MAX_TEXT_BYTES {
         return vec![refused(
             format!("<query text of {} bytes>", text.len()),
@@ -79,7 +82,7 @@ pub(crate) fn classify(text: &str, opts: LexOptions) -> Vec<SqlStatement> {
     out
 }
 
-fn unknown(shape: String) -> SqlStatement {
+pub(super) fn unknown(shape: String) -> SqlStatement {
     SqlStatement {
         kind: SqlKind::Unknown,
         tables: Vec::new(),
@@ -91,21 +94,21 @@ fn unknown(shape: String) -> SqlStatement {
     }
 }
 
-fn refused(shape: String, reason: &'static str) -> SqlStatement {
+pub(super) fn refused(shape: String, reason: &'static str) -> SqlStatement {
     SqlStatement {
         refusal: Some(reason),
         ..unknown(shape)
     }
 }
 
-fn all_unknown(scan: &Scan) -> Vec<SqlStatement> {
+pub(super) fn all_unknown(scan: &Scan) -> Vec<SqlStatement> {
     scan.segments
         .iter()
         .map(|s| unknown(shape_of(scan, s)))
         .collect()
 }
 
-fn shape_of(scan: &Scan, seg: &Segment) -> String {
+pub(super) fn shape_of(scan: &Scan, seg: &Segment) -> String {
     scan.fingerprint
         .get(seg.shape.clone())
         .unwrap_or_default()
@@ -136,7 +139,7 @@ fn classify_segment(text: &str, scan: &Scan, seg: &Segment) -> Option<SqlStateme
     let [stmt] = stmts.as_slice() else {
         return None;
     };
-    let fx = analyse(stmt);
+    let fx = analyse(stmt, Dialect::Postgres);
     Some(SqlStatement {
         kind: fx.kind.unwrap_or(SqlKind::Unknown),
         tables: fx.tables,
@@ -282,8 +285,8 @@ fn scanner_items<'a>(text: &'a str, toks: &[Tok]) -> Vec<Item<'a>> {
                     .unwrap_or_default()
                     .replace("\"\"", "\""),
             ),
-            // sqlparser has no U&"..." identifiers; this never matches.
-            TokKind::UnicodeIdent | TokKind::Semi => Item::Other,
+            // sqlparser has no U&"..." identifiers; this never matches. `[...]` is T-SQL only.
+            TokKind::UnicodeIdent | TokKind::BracketIdent | TokKind::Semi => Item::Other,
             TokKind::Str | TokKind::Num => Item::Literal,
             TokKind::Param => Item::Param(raw),
             TokKind::Op => continue,

@@ -62,7 +62,7 @@ proptest! {
         Just("DELETE FROM".to_owned()), Just(" ".to_owned()), Just("$1".to_owned()),
         literal(),
     ], 0..14), off in any::<bool>()) {
-        let opts = LexOptions { standard_conforming_strings: !off };
+        let opts = LexOptions { standard_conforming_strings: !off, ..LexOptions::default() };
         let text = parts.concat();
         let c = Classifier::new(64);
         for variant in [text.clone(), text.replace('7', "8"), text.clone()] {

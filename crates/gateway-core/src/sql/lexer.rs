@@ -5,10 +5,13 @@
 //! classification cache is keyed by its output, and `sqlparser`'s view of each statement is
 //! checked against it token by token. Anything it cannot place with certainty (unterminated
 //! constructs, text whose meaning differs between PostgreSQL versions) makes it give up.
+//!
+//! T-SQL text is scanned by `lexer_tsql` instead; the token types, segmenting and output
+//! written here are shared.
 
 use std::ops::Range;
 
-use super::LexOptions;
+use super::{Dialect, LexOptions, lexer_tsql};
 
 /// The class of one scanned token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,6 +20,8 @@ pub(crate) enum TokKind {
     Word,
     /// `"..."` identifier.
     QuotedIdent,
+    /// `[...]` identifier (T-SQL only).
+    BracketIdent,
     /// `U&"..."` identifier.
     UnicodeIdent,
     /// String of any kind (plain, E, N, U&, B, X, dollar-quoted).
@@ -55,6 +60,8 @@ pub(crate) struct Segment {
 pub(crate) struct Scan {
     pub fingerprint: String,
     pub tokens: Vec<Tok>,
+    /// Byte range of each token's text in `fingerprint`, parallel to `tokens`.
+    pub shapes: Vec<Range<usize>>,
     pub segments: Vec<Segment>,
 }
 
@@ -78,6 +85,7 @@ pub(crate) fn cache_key(text: &str, opts: LexOptions) -> Option<String> {
 pub(crate) fn scan(text: &str, opts: LexOptions) -> Option<Scan> {
     let mut out = String::with_capacity(text.len());
     let mut tokens = Vec::new();
+    let mut shapes = Vec::new();
     let mut segments = Vec::new();
     // Start of the open segment: token index, and the first token's text and shape offsets.
     let mut open: Option<(usize, usize, usize)> = None;
@@ -98,6 +106,7 @@ pub(crate) fn scan(text: &str, opts: LexOptions) -> Option<Scan> {
             last = (tok.end, shape.end);
         }
         tokens.push(tok);
+        shapes.push(shape);
     })?;
     if let Some((t0, x0, s0)) = open {
         segments.push(Segment {
@@ -109,6 +118,7 @@ pub(crate) fn scan(text: &str, opts: LexOptions) -> Option<Scan> {
     Some(Scan {
         fingerprint: out,
         tokens,
+        shapes,
         segments,
     })
 }
@@ -143,7 +153,7 @@ enum Quote {
 
 /// How literals are written to the output.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Emit {
+pub(super) enum Emit {
     Shape,
     Key,
 }
@@ -157,6 +167,9 @@ fn scan_into(
     emit: Emit,
     mut sink: impl FnMut(Tok, Range<usize>),
 ) -> Option<()> {
+    if opts.dialect == Dialect::TSql {
+        return lexer_tsql::scan_into(text, out, emit, sink);
+    }
     let b = text.as_bytes();
     let n = b.len();
     let mut i = 0;
@@ -264,18 +277,7 @@ fn scan_into(
             // NUL, vertical tab and other control characters: refuse.
             _ => return None,
         }
-        let raw = text.get(start..i)?;
-        match kind {
-            TokKind::Word => {
-                for ch in raw.chars() {
-                    out.push(ch.to_ascii_lowercase());
-                }
-            }
-            TokKind::Str | TokKind::Num if emit == Emit::Shape => out.push('?'),
-            TokKind::Str => out.push('\x01'),
-            TokKind::Num => out.push('\x02'),
-            _ => out.push_str(raw),
-        }
+        push_token(out, text.get(start..i)?, kind, emit);
         sink(
             Tok {
                 kind,
@@ -288,6 +290,21 @@ fn scan_into(
     Some(())
 }
 
+/// Appends one token's shape (or key) text: words lower-cased (ASCII only), literals replaced.
+pub(super) fn push_token(out: &mut String, raw: &str, kind: TokKind, emit: Emit) {
+    match kind {
+        TokKind::Word => {
+            for ch in raw.chars() {
+                out.push(ch.to_ascii_lowercase());
+            }
+        }
+        TokKind::Str | TokKind::Num if emit == Emit::Shape => out.push('?'),
+        TokKind::Str => out.push('\x01'),
+        TokKind::Num => out.push('\x02'),
+        _ => out.push_str(raw),
+    }
+}
+
 /// `--` to the end of the line; returns the index of the newline (or the end).
 fn skip_line_comment(b: &[u8], mut i: usize) -> usize {
     while i < b.len() && b[i] != b'\n' && b[i] != b'\r' {
@@ -297,7 +314,7 @@ fn skip_line_comment(b: &[u8], mut i: usize) -> usize {
 }
 
 /// Nested `/* ... */`; returns the index after the closing `*/`.
-fn skip_block_comment(b: &[u8], mut i: usize) -> Option<usize> {
+pub(super) fn skip_block_comment(b: &[u8], mut i: usize) -> Option<usize> {
     let mut depth = 1usize;
     i += 2;
     while i < b.len() {

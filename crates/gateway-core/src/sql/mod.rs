@@ -1,4 +1,5 @@
-//! SQL classification for PostgreSQL.
+//! SQL classification for PostgreSQL and T-SQL (SQL Server, Azure SQL); the dialect is part
+//! of [`LexOptions`]. The sections before `# T-SQL` describe PostgreSQL.
 //!
 //! Every statement of a query text becomes a [`SqlStatement`]: its worst effect
 //! ([`SqlKind`](crate::action::SqlKind)), the tables it names, whether it is an UPDATE or
@@ -84,6 +85,69 @@
 //! table `only` aliased `t`). `BEGIN ATOMIC` bodies hold `;` that does not end a statement,
 //! so such texts are all `Unknown`.
 //!
+//! # T-SQL
+//! The same design with SQL Server's rules (`lexer_tsql`, `classify_tsql`, `kinds_tsql`,
+//! `pure_tsql`), failing closed: anything not listed is `Unknown`, never `Read`.
+//! - **Scanning.** `'...'` and `N'...'` strings with `''` (no backslash escapes, no E-strings,
+//!   no dollar quotes); `[...]` with `]]` and `"..."` with `""` are identifiers
+//!   (QUOTED_IDENTIFIER ON); `--` comments end at a line feed; `/* */` comments nest; `@v`,
+//!   `@@global`, `#t`, `##t` are names; numbers include `1.5e3` and binary `0x1F`. The scanner
+//!   gives up (one `Unknown` statement) on anything unterminated, `$` (money, `$action`),
+//!   `{`/`}` (ODBC escapes), `?`, `` ` ``, `\`, NUL and control characters, non-ASCII outside
+//!   literals, quoted identifiers and comments, a lone carriage return in a `--` comment, a
+//!   number run into a name (`1abc`, `0x1G`), a lone `@` or `#`, and any line whose first token
+//!   is `GO`: that is a client tool's batch separator, which a client that sends it has got
+//!   wrong (mid-line, `GO` is an ordinary name, as the server reads it).
+//! - **Statements.** They need no `;`, so the whole batch is rebuilt as canonical text and
+//!   `sqlparser` (`MsSqlDialect`, semicolons optional) reads statement after statement; its
+//!   tokens must match the scanner's over the whole batch, `;` included. Each statement it
+//!   finds is one [`SqlStatement`] whose shape is its own tokens (`select 1 delete from t` is a
+//!   `Read` and an unbounded `Write`). A block (`IF`/`ELSE`, `WHILE`, `BEGIN ... END`, a
+//!   procedure body) is one statement with the worst kind of everything inside it; `BEGIN
+//!   TRY`/`END TRY`/`BEGIN CATCH`/`END CATCH` are read as statements of their own (`Session`)
+//!   between the statements they hold. If `sqlparser` cannot read the batch, each
+//!   `;`-separated part is read alone, and a part it cannot read is accepted only when it is
+//!   exactly `RECONFIGURE [WITH OVERRIDE]`, `SHUTDOWN [WITH NOWAIT]`, `DBCC name [(names and
+//!   literals)] [WITH options]` (`Admin`) or `BEGIN|COMMIT|ROLLBACK|SAVE TRAN[SACTION] name`
+//!   (`Session`); otherwise every statement of the batch is `Unknown`. So BULK INSERT,
+//!   BACKUP, RESTORE, CREATE/ALTER LOGIN, `EXEC @r = p`, `INSERT ... EXEC`, `OPENROWSET(BULK
+//!   ...)` and `NEXT VALUE FOR` are `Unknown` (which ranks above `Admin`).
+//! - **Read**: SELECT without INTO, WITH ... SELECT.
+//! - **Session**: BEGIN/COMMIT/ROLLBACK/SAVE TRAN, DECLARE (variables and cursors), `SET @v =`
+//!   (plus the kind of what they compute), OPEN/FETCH/CLOSE/DEALLOCATE, PRINT, WAITFOR
+//!   DELAY/TIME, THROW, RAISERROR (without `WITH LOG`), RETURN, IF/WHILE/BEGIN...END
+//!   themselves, SET TRANSACTION ISOLATION LEVEL, SET STATISTICS, and SET of the ordinary
+//!   options in `kinds_tsql` (NOCOUNT, XACT_ABORT, ANSI_*, ARITHABORT, LOCK_TIMEOUT,
+//!   DEADLOCK_PRIORITY, DATEFORMAT, DATEFIRST, LANGUAGE, ROWCOUNT, TEXTSIZE, NOEXEC,
+//!   SHOWPLAN_*, ...), whose value must be a single word, number, string or variable. Any other
+//!   option is `Unknown`.
+//! - **Write**: INSERT, UPDATE, DELETE, MERGE, SELECT INTO (a `#temp` target too: it is named
+//!   `#t` so policy can allow it). UPDATE/DELETE without WHERE are `unbounded`.
+//! - **Ddl**: CREATE/ALTER/DROP of tables, views, indexes, procedures, functions, triggers,
+//!   schemas, types, sequences; TRUNCATE.
+//! - **Admin**: GRANT, REVOKE, DENY, CREATE/ALTER/DROP ROLE and USER, CREATE/DROP DATABASE,
+//!   KILL, EXEC/EXECUTE of anything (a procedure runs arbitrary code; `EXEC sp_executesql
+//!   N'...'` and `EXEC ('...')` run text the classifier does not see), `USE db` (it redirects
+//!   unqualified names, as `search_path` does), RAISERROR WITH LOG, SET QUOTED_IDENTIFIER OFF
+//!   and ANSI_DEFAULTS OFF (they turn `"..."` into strings for the rest of the session),
+//!   SET CONTEXT_INFO (read by applications as a security context), SET IDENTITY_INSERT,
+//!   the utility statements above, a four-part name (`server.db.schema.t`, a linked server),
+//!   and calls of OPENROWSET, OPENQUERY, OPENDATASOURCE, OPENXML and the `fn_*` functions that
+//!   read server files or logs.
+//! - **Call**: any function not on the allow-list of side-effect-free built-ins (`pure_tsql`).
+//!   Only unqualified names qualify (SQL Server requires the schema on a scalar user function);
+//!   in FROM only the table-valued built-ins `string_split` and `generate_series` do, since a
+//!   user's table function may be called without its schema.
+//! - **Tables**: every name lower-cased, bracketed or quoted ones too (SQL Server names are
+//!   case-insensitive under the usual collations), no truncation, each suffix added
+//!   (`[DB].[dbo].[Orders]` gives `db.dbo.orders`, `dbo.orders`, `orders`; `db..t` gives
+//!   `db..t` and `t`); temporary tables and table variables as written (`#t`, `##t`, `@t`).
+//! - **Bounds**: as for PostgreSQL, but the whole batch is parsed at once, so the token limit
+//!   applies to the batch and one `;`-separated part nesting too deep refuses the batch (that
+//!   part with the refusal, the others `Unknown`). A part without `;` counts all its
+//!   statements' tokens towards its nesting bound. Blocks nest through `sqlparser`'s recursion
+//!   limit: deeper is `Unknown`.
+//!
 //! # Shapes and caching
 //! The fingerprint lower-cases keywords and unquoted identifiers (ASCII only, like
 //! PostgreSQL), replaces literals by `?`, keeps quoted identifiers and `$n` verbatim, and
@@ -93,10 +157,14 @@
 
 mod cache;
 mod classify;
+mod classify_tsql;
 mod kinds;
+mod kinds_tsql;
 mod lexer;
+mod lexer_tsql;
 mod limits;
 mod pure;
+mod pure_tsql;
 mod walk;
 
 #[cfg(test)]
@@ -105,22 +173,37 @@ mod attack_tests;
 mod fingerprint_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tsql_tests;
 
 use crate::action::SqlStatement;
 pub use cache::{Classified, Classifier};
 
-/// Lexer mode that must track the server: when the backend reports
-/// standard_conforming_strings=off, backslashes escape in plain '...' strings.
+/// The SQL language a text is written in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// PostgreSQL.
+    #[default]
+    Postgres,
+    /// Transact-SQL (SQL Server, Azure SQL), with QUOTED_IDENTIFIER ON.
+    TSql,
+}
+
+/// Lexer mode that must track the server: the dialect, and for PostgreSQL, when the backend
+/// reports standard_conforming_strings=off, backslashes escape in plain '...' strings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LexOptions {
-    /// The server's `standard_conforming_strings` setting.
+    /// The server's `standard_conforming_strings` setting (PostgreSQL only; ignored for T-SQL).
     pub standard_conforming_strings: bool,
+    /// The language of the text.
+    pub dialect: Dialect,
 }
 
 impl Default for LexOptions {
     fn default() -> Self {
         LexOptions {
             standard_conforming_strings: true,
+            dialect: Dialect::Postgres,
         }
     }
 }

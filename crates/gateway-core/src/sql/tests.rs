@@ -8,9 +8,11 @@ use crate::action::SqlKind::{self, *};
 
 pub(super) const ON: LexOptions = LexOptions {
     standard_conforming_strings: true,
+    dialect: Dialect::Postgres,
 };
 const OFF: LexOptions = LexOptions {
     standard_conforming_strings: false,
+    dialect: Dialect::Postgres,
 };
 
 fn kinds(text: &str) -> Vec<SqlKind> {

@@ -3,14 +3,16 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    AccessExpr, CopySource, Expr, FromTable, ObjectName, ObjectType, Query, Select, SetExpr,
+    AccessExpr, CopySource, Expr, FromTable, Ident, ObjectName, ObjectType, Query, Select, SetExpr,
     Statement, TableFactor, TableObject, TableWithJoins, Visit, Visitor,
 };
 
+use super::Dialect;
 use super::kinds::{
     effect_by_name, explain_runs, function_kind, pg_ident, pg_name_parts, statement_kind,
     table_names,
 };
+use super::kinds_tsql;
 use crate::action::SqlKind;
 
 /// What one statement does.
@@ -23,9 +25,12 @@ pub(crate) struct Effects {
     pub functions: Vec<String>,
 }
 
-/// Classifies one statement, nested parts included.
-pub(crate) fn analyse(stmt: &Statement) -> Effects {
-    let mut w = Walk::default();
+/// Classifies one statement, nested parts included, by the rules of `dialect`.
+pub(crate) fn analyse(stmt: &Statement, dialect: Dialect) -> Effects {
+    let mut w = Walk {
+        dialect,
+        ..Walk::default()
+    };
     // The walk never breaks.
     let _ = stmt.visit(&mut w);
     let mut fx = w.fx;
@@ -82,6 +87,7 @@ fn is_builtin_field(root: &Expr, field: &str) -> bool {
 
 #[derive(Default)]
 struct Walk {
+    dialect: Dialect,
     fx: Effects,
     frames: Vec<Frame>,
     /// Depth of EXPLAIN without ANALYZE: its statement is planned, not run.
@@ -95,12 +101,33 @@ impl Walk {
         self.fx.kind = Some(self.fx.kind.map_or(k, |old| old.max(k)));
     }
 
-    /// A call of `name`: its kind if known, else `Call` with the name recorded.
-    fn call(&mut self, name: &ObjectName) {
-        match function_kind(name) {
+    /// An identifier as the dialect resolves it.
+    fn ident(&self, ident: &Ident) -> String {
+        match self.dialect {
+            Dialect::Postgres => pg_ident(ident),
+            Dialect::TSql => kinds_tsql::tsql_ident(ident),
+        }
+    }
+
+    /// The parts of a name as the dialect resolves them; `None` for non-identifier parts.
+    fn name_parts(&self, name: &ObjectName) -> Option<Vec<String>> {
+        match self.dialect {
+            Dialect::Postgres => pg_name_parts(name),
+            Dialect::TSql => kinds_tsql::tsql_name_parts(name),
+        }
+    }
+
+    /// A call of `name` (`in_from`: in a FROM list): its kind if known, else `Call` with the
+    /// name recorded.
+    fn call(&mut self, name: &ObjectName, in_from: bool) {
+        let known = match self.dialect {
+            Dialect::Postgres => function_kind(name),
+            Dialect::TSql => kinds_tsql::function_kind(name, in_from),
+        };
+        match known {
             Some(kind) => self.raise(kind),
             None => {
-                let written = match pg_name_parts(name) {
+                let written = match self.name_parts(name) {
                     Some(p) => p.join("."),
                     None => name.to_string().to_lowercase(),
                 };
@@ -111,10 +138,20 @@ impl Walk {
     }
 
     fn add_table(&mut self, name: &ObjectName) {
-        let parts = match pg_name_parts(name) {
+        let parts = match self.name_parts(name) {
             Some(p) => p,
             None => vec![name.to_string()],
         };
+        if self.dialect == Dialect::TSql {
+            // `server.db.schema.t` reads another server through a linked server, like
+            // OPENQUERY. `db..t` has an empty schema part: record `db..t` and `t`.
+            if parts.len() > 3 {
+                self.raise(SqlKind::Admin);
+            }
+            let names = table_names(&parts).filter(|n| !n.starts_with('.'));
+            self.fx.tables.extend(names.collect::<Vec<_>>());
+            return;
+        }
         self.fx.tables.extend(table_names(&parts));
     }
 
@@ -134,7 +171,7 @@ impl Walk {
         let Some(ident) = part.as_ident() else {
             return false;
         };
-        let n = pg_ident(ident);
+        let n = self.ident(ident);
         self.frames.iter().any(|f| f.visible().contains(&n))
     }
 
@@ -207,7 +244,10 @@ impl Visitor for Walk {
     fn pre_visit_statement(&mut self, stmt: &Statement) -> ControlFlow<()> {
         self.add_targets(stmt);
         if self.plan_only == 0 {
-            self.raise(statement_kind(stmt));
+            self.raise(match self.dialect {
+                Dialect::Postgres => statement_kind(stmt),
+                Dialect::TSql => kinds_tsql::statement_kind(stmt),
+            });
             match stmt {
                 Statement::Update(u) if u.selection.is_none() => self.fx.unbounded = true,
                 Statement::Delete(d) if d.selection.is_none() => self.fx.unbounded = true,
@@ -217,6 +257,7 @@ impl Visitor for Walk {
         if let Statement::Explain {
             analyze, options, ..
         } = stmt
+            && self.dialect == Dialect::Postgres
             && !explain_runs(*analyze, options.as_deref())
         {
             self.plan_only += 1;
@@ -228,6 +269,7 @@ impl Visitor for Walk {
         if let Statement::Explain {
             analyze, options, ..
         } = stmt
+            && self.dialect == Dialect::Postgres
             && !explain_runs(*analyze, options.as_deref())
         {
             self.plan_only = self.plan_only.saturating_sub(1);
@@ -249,7 +291,7 @@ impl Visitor for Walk {
             frame.names = with
                 .cte_tables
                 .iter()
-                .map(|c| pg_ident(&c.alias.name))
+                .map(|c| self.ident(&c.alias.name))
                 .collect();
         }
         self.frames.push(frame);
@@ -291,11 +333,11 @@ impl Visitor for Walk {
                 ..
             } => {
                 self.function_names.push(name as *const ObjectName);
-                self.call(name);
+                self.call(name, true);
             }
             TableFactor::Function { name, .. } => {
                 self.function_names.push(name as *const ObjectName);
-                self.call(name);
+                self.call(name, true);
             }
             _ => {}
         }
@@ -316,21 +358,25 @@ impl Visitor for Walk {
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
         // Functions are checked even under plain EXPLAIN: planning can evaluate them.
         match e {
-            Expr::Function(f) => self.call(&f.name),
+            Expr::Function(f) => self.call(&f.name, false),
             // `(x).f` is `f(x)` when `x` has no field `f`: every name selected from a value
             // is a call unless it is a built-in free of side effects.
             Expr::CompoundFieldAccess { root, access_chain } => {
                 for (i, access) in access_chain.iter().enumerate() {
                     if let AccessExpr::Dot(Expr::Identifier(field)) = access
-                        && !(i == 0 && is_builtin_field(root, &pg_ident(field)))
+                        && !(i == 0
+                            && self.dialect == Dialect::Postgres
+                            && is_builtin_field(root, &pg_ident(field)))
                     {
-                        self.call(&ObjectName::from(vec![field.clone()]));
+                        self.call(&ObjectName::from(vec![field.clone()]), false);
                     }
                 }
             }
             // `t.f` is `f(t)` when `t` has no column `f`. Column names are not known here,
             // so only names of functions with known effects count.
-            Expr::CompoundIdentifier(parts) if parts.len() > 1 => {
+            Expr::CompoundIdentifier(parts)
+                if parts.len() > 1 && self.dialect == Dialect::Postgres =>
+            {
                 if let Some(kind) = parts.last().and_then(|p| effect_by_name(&pg_ident(p))) {
                     self.raise(kind);
                 }

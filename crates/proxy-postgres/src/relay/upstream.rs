@@ -266,6 +266,7 @@ impl Upstream<'_> {
                 text,
                 LexOptions {
                     standard_conforming_strings: scs,
+                    ..LexOptions::default()
                 },
             )
         };

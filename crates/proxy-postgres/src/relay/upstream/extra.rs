@@ -78,6 +78,7 @@ impl Upstream<'_> {
                 &text,
                 LexOptions {
                     standard_conforming_strings: self.standard_conforming_strings,
+                    ..LexOptions::default()
                 },
             ),
         };
