@@ -35,7 +35,7 @@ if [ ! -d "$root/tests/oidc/node_modules" ]; then
   (cd "$root/tests/oidc" && npm ci --silent --no-audit --no-fund >/dev/null 2>&1 || npm install --silent --no-audit --no-fund >/dev/null)
 fi
 # python-tds, a TDS client the SQL Server gateway's tests drive, kept inside the tree.
-if [ ! -d "$root/tests/tds/pylib/pytds" ]; then
+if [ ! -d "$root/tests/tds/pylib/pytds" ] || [ ! -d "$root/tests/tds/pylib/OpenSSL" ]; then
   python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
-    --target "$root/tests/tds/pylib" python-tds >/dev/null
+    --target "$root/tests/tds/pylib" python-tds pyOpenSSL >/dev/null
 fi

@@ -5,6 +5,7 @@
 
 pub mod masking;
 pub mod ssh;
+pub mod tds;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

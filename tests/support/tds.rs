@@ -54,8 +54,12 @@ impl Mock {
         let server = rt.block_on(async {
             match tls {
                 MockTls::Off => MockTdsServer::new("127.0.0.1:0").await,
-                MockTls::Prelogin => MockTdsServer::new_with_tls("127.0.0.1:0", Some(identity())).await,
-                MockTls::Strict => MockTdsServer::new_with_strict_tls("127.0.0.1:0", identity()).await,
+                MockTls::Prelogin => {
+                    MockTdsServer::new_with_tls("127.0.0.1:0", Some(identity())).await
+                }
+                MockTls::Strict => {
+                    MockTdsServer::new_with_strict_tls("127.0.0.1:0", identity()).await
+                }
             }
         });
         let server = server.expect("mock TDS server");
@@ -84,15 +88,8 @@ impl Mock {
 
     /// What each login the mock took sent it.
     pub fn connections(&self) -> Vec<ConnectionInfo> {
-        self.rt.block_on(async {
-            self.store
-                .lock()
-                .await
-                .all()
-                .values()
-                .cloned()
-                .collect()
-        })
+        self.rt
+            .block_on(async { self.store.lock().await.all().values().cloned().collect() })
     }
 
     /// SQL batches and RPCs the mock received, over all connections.
@@ -258,7 +255,7 @@ impl TdsGw {
         )
         .expect("freetds.conf");
         let mut child = Command::new("tsql")
-            .args(["-H", "localhost", "-p", &self.port.to_string()])
+            .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-U", "pipeline", "-P", password, "-D", "sales", "-o", "q"])
             .env("FREETDSCONF", &conf)
             .stdin(Stdio::piped())

@@ -21,6 +21,7 @@ pub mod shell;
 pub mod sql;
 pub mod store;
 pub mod timefmt;
+pub mod tls;
 pub mod util;
 
 pub use action::{Action, SqlKind, SqlStatement, SshKind, SshRequest};

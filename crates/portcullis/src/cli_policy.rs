@@ -26,7 +26,8 @@ pub enum PolicyCommand {
         /// Action id, e.g. `sql.write`, `connect`; or `sql` with --sql to classify a statement.
         #[arg(long)]
         action: String,
-        /// A SQL statement to classify (its kind, tables and shape become the action and context).
+        /// A SQL statement to classify (its kind, tables and shape become the action and
+        /// context), in the connection's dialect: T-SQL for a tds connection, else PostgreSQL.
         #[arg(long)]
         sql: Option<String>,
         /// An SSH exec command line to parse as the proxy does: each simple command in it
@@ -86,8 +87,19 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     }
     let mut action = action;
     if let Some(sql) = sql {
-        // Classify the statement as the proxy would and decide on its worst effect.
-        let statements = gateway_core::sql::classify_uncached(&sql, Default::default());
+        // Classify the statement as the connection's proxy would (T-SQL for a tds
+        // connection) and decide on its worst effect.
+        let dialect = match conn.protocol {
+            gateway_core::config::Protocol::Tds => gateway_core::sql::Dialect::TSql,
+            _ => gateway_core::sql::Dialect::Postgres,
+        };
+        let statements = gateway_core::sql::classify_uncached(
+            &sql,
+            gateway_core::sql::LexOptions {
+                dialect,
+                ..Default::default()
+            },
+        );
         let worst = statements
             .iter()
             .max_by_key(|s| s.kind)

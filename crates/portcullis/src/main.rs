@@ -120,6 +120,10 @@ const CONNECTION_CHECKS: &[(
         gateway_core::config::Protocol::Ssh,
         proxy_ssh::check::connection_problems,
     ),
+    (
+        gateway_core::config::Protocol::Tds,
+        proxy_tds::check::connection_problems,
+    ),
 ];
 
 pub(crate) fn load_config_with_secrets(

@@ -170,6 +170,19 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let tls_required = l.tls.as_ref().is_some_and(|t| t.required);
         let front: Arc<dyn ProtocolListener> = match l.protocol {
             Protocol::Postgres => proxy_postgres::PgProxy::new(services.clone(), tls, tls_required),
+            Protocol::Tds => {
+                // TLS inside PRELOGIN is TLS 1.2, as SQL Server negotiates it there: FreeTDS
+                // loses its last handshake flight under TLS 1.3. TDS 8.0 strict gets both.
+                let prelogin = match &l.tls {
+                    Some(t) => Some(load_tls_versions(
+                        &cfg.resolve(&t.cert),
+                        &cfg.resolve(&t.key),
+                        &[&rustls::version::TLS12],
+                    )?),
+                    None => None,
+                };
+                proxy_tds::TdsProxy::new(services.clone(), prelogin, tls, tls_required)
+            }
             Protocol::Ssh => {
                 proxy_ssh::SshProxy::new(services.clone()).context("setting up the ssh listener")?
             }
@@ -273,6 +286,15 @@ async fn shutdown_signal() {
 }
 
 fn load_tls(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    load_tls_versions(cert, key, rustls::DEFAULT_VERSIONS)
+}
+
+/// A server configuration offering only `versions`.
+fn load_tls_versions(
+    cert: &Path,
+    key: &Path,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
         std::fs::File::open(cert).with_context(|| format!("opening {}", cert.display()))?,
     ))
@@ -283,7 +305,7 @@ fn load_tls(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>
     ))
     .with_context(|| format!("reading the private key from {}", key.display()))?
     .with_context(|| format!("no private key in {}", key.display()))?;
-    let config = rustls::ServerConfig::builder()
+    let config = rustls::ServerConfig::builder_with_protocol_versions(versions)
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .context("building the TLS configuration")?;

@@ -11,9 +11,7 @@ use gateway_core::config::{ConnectionConfig, SslMode};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -86,7 +84,7 @@ fn build(mode: SslMode, ca: Option<&Path>) -> Result<ClientConfig> {
             .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
             .with_no_client_auth(),
         SslMode::VerifyCa | SslMode::VerifyFull => {
-            let roots = Arc::new(roots(ca).map_err(bad)?);
+            let roots = Arc::new(gateway_core::tls::trust_roots(ca).map_err(bad)?);
             let webpki = WebPkiServerVerifier::builder(roots)
                 .build()
                 .map_err(|e| bad(e.to_string()))?;
@@ -102,33 +100,6 @@ fn build(mode: SslMode, ca: Option<&Path>) -> Result<ClientConfig> {
         SslMode::Disable => return Err(bad("sslmode is disable".into())),
     };
     Ok(config)
-}
-
-/// Trusted roots: the PEM file's certificates, or the system's.
-fn roots(ca: Option<&Path>) -> std::result::Result<RootCertStore, String> {
-    let mut store = RootCertStore::empty();
-    match ca {
-        Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-                store
-                    .add(cert)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-            }
-            if store.is_empty() {
-                return Err(format!("{}: no PEM certificate in it", path.display()));
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            let (added, _) = store.add_parsable_certificates(found.certs);
-            if added == 0 {
-                return Err("no system root certificates found; set sslrootcert".into());
-            }
-        }
-    }
-    Ok(store)
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

@@ -24,7 +24,9 @@ pub fn connection_problems(cfg: &Config, c: &ConnectionConfig, p: &str) -> Vec<S
     }
     if let Some(f) = &c.sslrootcert {
         if encrypt == TdsEncrypt::Off {
-            errs.push(format!("{p}.sslrootcert: has no effect with encrypt = \"off\""));
+            errs.push(format!(
+                "{p}.sslrootcert: has no effect with encrypt = \"off\""
+            ));
         }
         if !cfg.resolve(f).is_file() {
             errs.push(format!(
@@ -96,7 +98,8 @@ sslrootcert = "missing.pem"
         assert!(has("connections[2].user: required"), "{errs:?}");
         assert!(has("connections[2]: set password_env"), "{errs:?}");
         assert!(
-            errs.iter().any(|e| e.contains("missing.pem does not exist")),
+            errs.iter()
+                .any(|e| e.contains("missing.pem does not exist")),
             "{errs:?}"
         );
     }

@@ -7,6 +7,15 @@
 pub mod check;
 pub mod codec;
 mod error;
+mod front;
 pub mod prelogin_tls;
+mod relay;
+mod server;
+mod session;
+mod stream;
+mod target;
+mod target_tls;
+mod wire;
 
 pub use error::TdsError;
+pub use server::TdsProxy;

@@ -2,11 +2,13 @@
 //! once it is done every TLS record goes on the wire bare, with the TDS packets inside.
 //!
 //! [`PreloginFramed`] sits between the TCP stream and the TLS engine (either side): while
-//! framing is on it wraps what the engine writes into packets (PRELOGIN from a client, tabular
-//! result from a server, as each side sends its PRELOGIN message) and strips the packet
-//! headers from what it reads (either type); [`PreloginFramed::finish_handshake`] turns it into a plain
+//! framing is on it wraps what the engine writes into PRELOGIN packets (as SQL Server does
+//! both ways; python-tds insists on it) and strips the packet headers from what it reads
+//! (PRELOGIN or tabular result: Microsoft's mock server answers in the latter); [`PreloginFramed::finish_handshake`] turns it into a plain
 //! pass-through. It never reads past the end of a packet while framing, so the first bare
-//! record after the handshake is never mistaken for a header.
+//! record after the handshake is never mistaken for a header. A peer that stops framing
+//! before the handshake ends (FreeTDS sends its last flight bare) is recognised by a TLS
+//! record type where a packet type belongs, and read bare from there on.
 
 use std::io;
 use std::pin::Pin;
@@ -14,10 +16,12 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// PRELOGIN packet type: a client's handshake packets.
+/// PRELOGIN packet type: what either side writes.
 pub const FROM_CLIENT: u8 = 0x12;
-/// Tabular result packet type: a server's handshake packets.
-pub const FROM_SERVER: u8 = 0x04;
+/// What the gateway writes as a server: PRELOGIN too.
+pub const FROM_SERVER: u8 = 0x12;
+/// Tabular result packet type, also read during the handshake.
+const TABULAR_RESULT: u8 = 0x04;
 /// Header length.
 const HEADER: usize = 8;
 /// Largest handshake packet written (TLS records are at most ~16 KiB; several packets carry a
@@ -29,6 +33,10 @@ const MAX_OUT_PAYLOAD: usize = 4096 - HEADER;
 pub struct PreloginFramed<S> {
     inner: S,
     framing: bool,
+    /// Reads are framed (until the handshake ends or the peer sends bare records).
+    read_framed: bool,
+    /// Bytes read as a header that turned out to start a bare TLS record.
+    stash: Vec<u8>,
     /// Packet type of what this side writes.
     ty: u8,
     /// The header being read, and how much of it has arrived.
@@ -50,6 +58,8 @@ impl<S> PreloginFramed<S> {
         PreloginFramed {
             inner,
             framing: true,
+            read_framed: true,
+            stash: Vec::new(),
             ty,
             header: [0; HEADER],
             header_len: 0,
@@ -70,6 +80,7 @@ impl<S> PreloginFramed<S> {
             ));
         }
         self.framing = false;
+        self.read_framed = false;
         self.out = Vec::new();
         Ok(())
     }
@@ -86,7 +97,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for PreloginFramed<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.framing {
+        if !this.stash.is_empty() {
+            let n = this.stash.len().min(buf.remaining());
+            buf.put_slice(&this.stash[..n]);
+            this.stash.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
+        if !this.read_framed {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
         while this.remaining == 0 {
@@ -102,11 +119,21 @@ impl<S: AsyncRead + Unpin> AsyncRead for PreloginFramed<S> {
                 };
             }
             this.header_len += n;
+            if (0x14..=0x17).contains(&this.header[0]) {
+                // A bare TLS record: the peer has stopped framing.
+                this.stash = this.header[..this.header_len].to_vec();
+                this.header_len = 0;
+                this.read_framed = false;
+                let n = this.stash.len().min(buf.remaining());
+                buf.put_slice(&this.stash[..n]);
+                this.stash.drain(..n);
+                return Poll::Ready(Ok(()));
+            }
             if this.header_len < HEADER {
                 continue;
             }
             this.header_len = 0;
-            if this.header[0] != FROM_CLIENT && this.header[0] != FROM_SERVER {
+            if this.header[0] != FROM_CLIENT && this.header[0] != TABULAR_RESULT {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(

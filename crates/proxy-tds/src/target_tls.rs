@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use gateway_core::config::{ConnectionConfig, TdsEncrypt};
+use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, RootCertStore};
 
 use crate::error::{Result, TdsError};
 
@@ -55,7 +55,7 @@ pub(crate) fn for_connection(conn: &ConnectionConfig, base: &Path) -> Result<Opt
             name,
         }));
     }
-    let roots = roots(ca.as_deref())
+    let roots = gateway_core::tls::trust_roots(ca.as_deref())
         .map_err(|e| TdsError::Gateway(format!("TLS to the target: {e}")))?;
     let mut config = ClientConfig::builder()
         .with_root_certificates(roots)
@@ -69,31 +69,4 @@ pub(crate) fn for_connection(conn: &ConnectionConfig, base: &Path) -> Result<Opt
         .unwrap_or_else(|e| e.into_inner())
         .insert(key, config.clone());
     Ok(Some(TargetTls { config, name }))
-}
-
-/// Trusted roots: the PEM file's certificates, or the system's.
-fn roots(ca: Option<&Path>) -> std::result::Result<RootCertStore, String> {
-    let mut store = RootCertStore::empty();
-    match ca {
-        Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-                store
-                    .add(cert)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-            }
-            if store.is_empty() {
-                return Err(format!("{}: no PEM certificate in it", path.display()));
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            let (added, _) = store.add_parsable_certificates(found.certs);
-            if added == 0 {
-                return Err("no system root certificates found; set sslrootcert".into());
-            }
-        }
-    }
-    Ok(store)
 }

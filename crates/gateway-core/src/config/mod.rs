@@ -337,7 +337,10 @@ impl Config {
             if !seen.insert(l.listen.clone()) {
                 errs.push(format!("{p}.listen: `{}` is used twice", l.listen));
             }
-            if !matches!(l.protocol, Protocol::Postgres | Protocol::Ssh) {
+            if !matches!(
+                l.protocol,
+                Protocol::Postgres | Protocol::Ssh | Protocol::Tds
+            ) {
                 errs.push(format!(
                     "{p}.protocol: `{}` is not supported by this build yet",
                     l.protocol.as_str()

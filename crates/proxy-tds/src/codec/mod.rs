@@ -3,6 +3,14 @@
 
 use std::fmt;
 
+pub mod login7;
+pub mod packet;
+pub mod prelogin;
+pub mod request;
+pub mod text;
+pub mod tokens;
+pub mod write;
+
 /// What is wrong with bytes read from the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CodecError {

@@ -1,0 +1,396 @@
+//! LOGIN7: who the client is and how it authenticates, including the FEDAUTH feature
+//! extension that carries an access token.
+//!
+//! A fixed 94-byte part (lengths and flags, little-endian), then an offset/length table into
+//! the variable part (UTF-16LE strings; lengths in characters), then, with fExtension, the
+//! FeatureExt block: `id, u32 length, data` until 0xFF.
+
+use super::text;
+use super::{CodecError, Result};
+
+const FIXED: usize = 94;
+/// OptionFlags2: integrated (Windows) security.
+const INT_SECURITY: u8 = 0x80;
+/// OptionFlags3: change password.
+const CHANGE_PASSWORD: u8 = 0x01;
+/// OptionFlags3: FeatureExt present.
+const EXTENSION: u8 = 0x10;
+
+/// Feature id of federated authentication.
+pub const FEATURE_FEDAUTH: u8 = 0x02;
+const FEATURE_TERMINATOR: u8 = 0xFF;
+/// FEDAUTH library: a security token in LOGIN7 itself.
+const FEDAUTH_SECURITY_TOKEN: u8 = 0x01;
+
+/// Characters at most in a name field; passwords are capped by LOGIN7 itself at 128.
+const MAX_NAME: usize = 256;
+const MAX_PASSWORD: usize = 128;
+/// Bytes at most in a FEDAUTH token (an Entra token is a few KiB).
+const MAX_TOKEN: usize = 64 * 1024;
+/// Features at most.
+const MAX_FEATURES: usize = 32;
+
+/// A LOGIN7, as the gateway reads a client's and writes its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Login7 {
+    pub tds_version: u32,
+    pub packet_size: u32,
+    pub client_prog_ver: u32,
+    pub client_pid: u32,
+    pub connection_id: u32,
+    pub option_flags1: u8,
+    pub option_flags2: u8,
+    pub type_flags: u8,
+    pub option_flags3: u8,
+    pub client_time_zone: i32,
+    pub client_lcid: u32,
+    pub host_name: String,
+    pub user_name: String,
+    pub password: String,
+    pub app_name: String,
+    pub server_name: String,
+    /// The client library's name (CltIntName).
+    pub library: String,
+    pub language: String,
+    pub database: String,
+    pub client_id: [u8; 6],
+    /// The FEDAUTH security token, when the client sent one.
+    pub token: Option<String>,
+    /// Other features the client asked for, raw (never passed to the target).
+    pub features: Vec<(u8, Vec<u8>)>,
+    /// Whether the client asked for integrated (Kerberos/NTLM) security.
+    pub sspi: bool,
+}
+
+impl Login7 {
+    pub fn parse(p: &[u8]) -> Result<Login7> {
+        if p.len() < FIXED {
+            return Err(CodecError::Truncated("LOGIN7"));
+        }
+        let u32_at = |i: usize| u32::from_le_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]]);
+        let u16_at = |i: usize| usize::from(u16::from_le_bytes([p[i], p[i + 1]]));
+        let declared = u32_at(0) as usize;
+        if declared > p.len() {
+            return Err(CodecError::Truncated("LOGIN7 length"));
+        }
+        let field = |at: usize, max: usize, what: &'static str| -> Result<String> {
+            let (off, chars) = (u16_at(at), u16_at(at + 2));
+            if chars > max {
+                return Err(CodecError::TooLong {
+                    what,
+                    len: chars,
+                    max,
+                });
+            }
+            if chars == 0 {
+                return Ok(String::new());
+            }
+            if off < FIXED {
+                return Err(CodecError::Invalid(format!(
+                    "{what}: offset inside the fixed part"
+                )));
+            }
+            let raw = p
+                .get(off..off + chars * 2)
+                .ok_or(CodecError::Truncated(what))?;
+            text::decode(raw, what)
+        };
+        let option_flags2 = p[25];
+        let option_flags3 = p[27];
+        let raw_password = {
+            let (off, chars) = (u16_at(44), u16_at(46));
+            if chars > MAX_PASSWORD {
+                return Err(CodecError::TooLong {
+                    what: "LOGIN7 password",
+                    len: chars,
+                    max: MAX_PASSWORD,
+                });
+            }
+            if chars > 0 && off < FIXED {
+                return Err(CodecError::Invalid("LOGIN7 password offset".into()));
+            }
+            let raw = p
+                .get(off..off + chars * 2)
+                .ok_or(CodecError::Truncated("LOGIN7 password"))?;
+            let clear: Vec<u8> = raw.iter().map(|b| unscramble(*b)).collect();
+            text::decode(&clear, "LOGIN7 password")?
+        };
+        let mut client_id = [0u8; 6];
+        client_id.copy_from_slice(&p[72..78]);
+        let mut out = Login7 {
+            tds_version: u32_at(4),
+            packet_size: u32_at(8),
+            client_prog_ver: u32_at(12),
+            client_pid: u32_at(16),
+            connection_id: u32_at(20),
+            option_flags1: p[24],
+            option_flags2,
+            type_flags: p[26],
+            option_flags3,
+            client_time_zone: u32_at(28) as i32,
+            client_lcid: u32_at(32),
+            host_name: field(36, MAX_NAME, "LOGIN7 host name")?,
+            user_name: field(40, MAX_NAME, "LOGIN7 user name")?,
+            password: raw_password,
+            app_name: field(48, MAX_NAME, "LOGIN7 app name")?,
+            server_name: field(52, MAX_NAME, "LOGIN7 server name")?,
+            library: field(60, MAX_NAME, "LOGIN7 library name")?,
+            language: field(64, MAX_NAME, "LOGIN7 language")?,
+            database: field(68, MAX_NAME, "LOGIN7 database")?,
+            client_id,
+            token: None,
+            features: Vec::new(),
+            sspi: option_flags2 & INT_SECURITY != 0 || u16_at(80) != 0,
+        };
+        if option_flags3 & EXTENSION != 0 {
+            let (ib, cb) = (u16_at(56), u16_at(58));
+            if cb < 4 {
+                return Err(CodecError::Invalid("LOGIN7 extension pointer".into()));
+            }
+            let ptr = p
+                .get(ib..ib + 4)
+                .ok_or(CodecError::Truncated("LOGIN7 extension pointer"))?;
+            let at = u32::from_le_bytes([ptr[0], ptr[1], ptr[2], ptr[3]]) as usize;
+            out.parse_features(
+                p.get(at..)
+                    .ok_or(CodecError::Truncated("LOGIN7 FeatureExt"))?,
+            )?;
+        }
+        Ok(out)
+    }
+
+    fn parse_features(&mut self, mut b: &[u8]) -> Result<()> {
+        for _ in 0..=MAX_FEATURES {
+            let id = *b
+                .first()
+                .ok_or(CodecError::Truncated("LOGIN7 FeatureExt"))?;
+            if id == FEATURE_TERMINATOR {
+                return Ok(());
+            }
+            let len = b
+                .get(1..5)
+                .map(|l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize)
+                .ok_or(CodecError::Truncated("LOGIN7 feature length"))?;
+            if len > MAX_TOKEN + 64 {
+                return Err(CodecError::TooLong {
+                    what: "LOGIN7 feature",
+                    len,
+                    max: MAX_TOKEN + 64,
+                });
+            }
+            let data = b
+                .get(5..5 + len)
+                .ok_or(CodecError::Truncated("LOGIN7 feature data"))?;
+            if id == FEATURE_FEDAUTH {
+                self.token = Some(fedauth_token(data)?);
+            } else {
+                self.features.push((id, data.to_vec()));
+            }
+            b = &b[5 + len..];
+        }
+        Err(CodecError::TooLong {
+            what: "LOGIN7 features",
+            len: MAX_FEATURES + 1,
+            max: MAX_FEATURES,
+        })
+    }
+
+    /// Whether the client sent a FeatureExt block (and so expects a FEATUREEXTACK).
+    pub fn has_features(&self) -> bool {
+        self.option_flags3 & EXTENSION != 0
+    }
+
+    /// This LOGIN7's payload: names and password as given, no features, no SSPI and no
+    /// password change (what the gateway sends a target).
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let mut strings: Vec<(usize, Vec<u8>)> = Vec::with_capacity(9);
+        for (s, what, max) in [
+            (&self.host_name, "host name", MAX_NAME),
+            (&self.user_name, "user name", MAX_NAME),
+            (&self.password, "password", MAX_PASSWORD),
+            (&self.app_name, "app name", MAX_NAME),
+            (&self.server_name, "server name", MAX_NAME),
+            (&self.library, "library name", MAX_NAME),
+            (&self.language, "language", MAX_NAME),
+            (&self.database, "database", MAX_NAME),
+        ] {
+            let n = text::units(s);
+            if n > max {
+                return Err(CodecError::TooLong { what, len: n, max });
+            }
+            strings.push((n, text::encode(s)));
+        }
+        if let Some(pw) = strings.get_mut(2) {
+            pw.1 = pw.1.iter().map(|b| scramble(*b)).collect();
+        }
+        let mut var = Vec::with_capacity(512);
+        let mut table = [0u8; 58];
+        let mut place = |slot: usize, chars: usize, bytes: &[u8], var: &mut Vec<u8>| {
+            let off = FIXED + var.len();
+            table[slot..slot + 2].copy_from_slice(&(off as u16).to_le_bytes());
+            table[slot + 2..slot + 4].copy_from_slice(&(chars as u16).to_le_bytes());
+            var.extend_from_slice(bytes);
+        };
+        // Table slots, relative to offset 36.
+        for (i, slot) in [0usize, 4, 8, 12, 16].into_iter().enumerate() {
+            let (n, b) = &strings[i];
+            place(slot, *n, b, &mut var);
+        }
+        // Extension/unused: empty.
+        place(20, 0, &[], &mut var);
+        for (i, slot) in [5usize, 6, 7].into_iter().zip([24usize, 28, 32]) {
+            let (n, b) = &strings[i];
+            place(slot, *n, b, &mut var);
+        }
+        // SSPI, AtchDBFile, ChangePassword: empty; cbSSPILong 0.
+        place(42, 0, &[], &mut var);
+        place(46, 0, &[], &mut var);
+        place(50, 0, &[], &mut var);
+        table[36..42].copy_from_slice(&self.client_id);
+        let total = FIXED + var.len();
+        let mut out = Vec::with_capacity(total);
+        out.extend_from_slice(&(total as u32).to_le_bytes());
+        out.extend_from_slice(&self.tds_version.to_le_bytes());
+        out.extend_from_slice(&self.packet_size.to_le_bytes());
+        out.extend_from_slice(&self.client_prog_ver.to_le_bytes());
+        out.extend_from_slice(&self.client_pid.to_le_bytes());
+        out.extend_from_slice(&self.connection_id.to_le_bytes());
+        out.push(self.option_flags1);
+        out.push(self.option_flags2 & !INT_SECURITY);
+        out.push(self.type_flags);
+        out.push(self.option_flags3 & !(EXTENSION | CHANGE_PASSWORD));
+        out.extend_from_slice(&self.client_time_zone.to_le_bytes());
+        out.extend_from_slice(&self.client_lcid.to_le_bytes());
+        out.extend_from_slice(&table);
+        debug_assert_eq!(out.len(), FIXED);
+        out.extend_from_slice(&var);
+        Ok(out)
+    }
+}
+
+/// The token of a FEDAUTH feature using the security-token library.
+fn fedauth_token(data: &[u8]) -> Result<String> {
+    let options = *data
+        .first()
+        .ok_or(CodecError::Truncated("FEDAUTH options"))?;
+    let library = options >> 1;
+    if library != FEDAUTH_SECURITY_TOKEN {
+        return Err(CodecError::Invalid(format!(
+            "FEDAUTH library {library:#04x} (the driver fetches its own token after LOGIN7) is \
+             not supported; pass the access token itself"
+        )));
+    }
+    let len = data
+        .get(1..5)
+        .map(|l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize)
+        .ok_or(CodecError::Truncated("FEDAUTH token length"))?;
+    if len > MAX_TOKEN {
+        return Err(CodecError::TooLong {
+            what: "FEDAUTH token",
+            len,
+            max: MAX_TOKEN,
+        });
+    }
+    let raw = data
+        .get(5..5 + len)
+        .ok_or(CodecError::Truncated("FEDAUTH token"))?;
+    text::decode(raw, "FEDAUTH token")
+}
+
+/// LOGIN7's password obfuscation: swap nibbles, then XOR 0xA5.
+fn scramble(b: u8) -> u8 {
+    b.rotate_left(4) ^ 0xA5
+}
+
+fn unscramble(b: u8) -> u8 {
+    (b ^ 0xA5).rotate_left(4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Login7 {
+        Login7 {
+            tds_version: 0x7400_0004,
+            packet_size: 4096,
+            client_pid: 42,
+            option_flags1: 0xE0,
+            option_flags2: 0x03,
+            host_name: "ci-runner".into(),
+            user_name: "portcullis_app".into(),
+            password: "s3cret-é".into(),
+            app_name: "pytds".into(),
+            server_name: "sql.example.net".into(),
+            library: "Portcullis".into(),
+            language: "us_english".into(),
+            database: "sales".into(),
+            ..Login7::default()
+        }
+    }
+
+    #[test]
+    fn round_trips_with_the_password_obfuscated_on_the_wire() {
+        let l = sample();
+        let wire = l.encode().unwrap();
+        let clear = text::encode("s3cret");
+        assert!(
+            !wire.windows(clear.len()).any(|w| w == clear.as_slice()),
+            "the password is not in clear"
+        );
+        assert_eq!(Login7::parse(&wire).unwrap(), l);
+        assert_eq!(unscramble(scramble(0x3c)), 0x3c);
+    }
+
+    #[test]
+    fn a_fedauth_security_token_is_read_from_the_feature_extension() {
+        let mut l = sample();
+        l.password.clear();
+        let mut wire = l.encode().unwrap();
+        // Point the extension slot at a DWORD that points at the FeatureExt block.
+        let ptr_at = wire.len();
+        let feat_at = ptr_at + 4;
+        wire.extend_from_slice(&(feat_at as u32).to_le_bytes());
+        let token = "eyJhbGciOi.payload.sig";
+        let tok = text::encode(token);
+        wire.push(FEATURE_FEDAUTH);
+        wire.extend_from_slice(&((1 + 4 + tok.len()) as u32).to_le_bytes());
+        wire.push(FEDAUTH_SECURITY_TOKEN << 1 | 1);
+        wire.extend_from_slice(&(tok.len() as u32).to_le_bytes());
+        wire.extend_from_slice(&tok);
+        wire.push(0x0A); // UTF8_SUPPORT
+        wire.extend_from_slice(&1u32.to_le_bytes());
+        wire.push(1);
+        wire.push(FEATURE_TERMINATOR);
+        wire[36 + 20..36 + 22].copy_from_slice(&(ptr_at as u16).to_le_bytes());
+        wire[36 + 22..36 + 24].copy_from_slice(&4u16.to_le_bytes());
+        wire[27] |= EXTENSION;
+        let len = wire.len() as u32;
+        wire[..4].copy_from_slice(&len.to_le_bytes());
+        let back = Login7::parse(&wire).unwrap();
+        assert_eq!(back.token.as_deref(), Some(token));
+        assert_eq!(back.features, vec![(0x0A, vec![1])]);
+        assert!(back.has_features());
+        // What the gateway sends on carries none of it.
+        let ours = Login7::parse(&back.encode().unwrap()).unwrap();
+        assert!(ours.token.is_none() && !ours.has_features());
+    }
+
+    #[test]
+    fn bounds_and_bad_offsets_are_errors() {
+        let wire = sample().encode().unwrap();
+        assert!(Login7::parse(&wire[..50]).is_err());
+        let mut bad = wire.clone();
+        bad[36 + 32..36 + 34].copy_from_slice(&60000u16.to_le_bytes());
+        assert!(Login7::parse(&bad).is_err(), "database offset out of range");
+        let mut long = wire.clone();
+        long[46..48].copy_from_slice(&200u16.to_le_bytes());
+        assert!(matches!(
+            Login7::parse(&long),
+            Err(CodecError::TooLong { .. })
+        ));
+        let mut l = sample();
+        l.password = "x".repeat(129);
+        assert!(l.encode().is_err());
+    }
+}
