@@ -148,3 +148,170 @@ except pytds.tds_base.Error as e:
         .collect();
     assert!(!failed.is_empty());
 }
+
+/// Parameterised statements travel as `sp_executesql` RPCs: the statement inside is what is
+/// decided. A write is refused before the target sees it; a read with parameters runs.
+#[test]
+fn rpc_statements_are_decided_by_the_sql_they_carry() {
+    let dir = Scratch::new("tds-rpc");
+    let tls = tls_files(&dir.0);
+    let mock = Mock::start(MockTls::Prelogin, &tls);
+    let gw = start(&mock, &tls, "mandatory", "");
+    let token = gw.gw.token("pipeline-5", &["ci"]);
+    let script = format!(
+        r#"
+conn = pytds.connect(server="localhost", port=PORT, database="sales", cafile=CA,
+                     access_token_callable=lambda: {token:?}, autocommit=True)
+cur = conn.cursor()
+cur.execute("SELECT id, name FROM customers WHERE id = %s", (1,))
+print("READ OK", cur.description is not None or True)
+try:
+    cur.execute("DELETE FROM customers WHERE id = %s", (2,))
+    print("WRITE RAN")
+except pytds.tds_base.Error as e:
+    print("REFUSED", e)
+"#
+    );
+    let before = mock.requests();
+    let out = gw.python(&script);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}\n{}", gw.gw.log_text());
+    assert!(t.contains("READ OK"), "{t}");
+    assert!(
+        t.contains("REFUSED") && t.contains("sql.write") && !t.contains("WRITE RAN"),
+        "{t}"
+    );
+    let commands = gw.gw.audit(&["--kind", "command"]);
+    let delete = commands
+        .iter()
+        .find(|e| {
+            e["statement"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("DELETE"))
+        })
+        .expect("the DELETE is on record");
+    assert_eq!(delete["verdict"], "deny");
+    assert_eq!(delete["action"], "sql.write");
+    let read = commands
+        .iter()
+        .find(|e| {
+            e["statement"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("SELECT id, name"))
+        })
+        .expect("the SELECT is on record");
+    assert_eq!(read["verdict"], "allow");
+    assert_eq!(read["tables"][0], "customers");
+    // Everything admitted reached the target (but a USE of its own database, which the
+    // gateway answers); the DELETE did not.
+    let forwarded = commands
+        .iter()
+        .filter(|e| {
+            e["verdict"] == "allow"
+                && !e["statement"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_lowercase()
+                    .starts_with("use ")
+        })
+        .count();
+    assert_eq!(mock.requests() - before, forwarded, "{commands:#?}");
+}
+
+/// A batch policy sends to review waits in the session: the client is told at once, and once
+/// someone in the approvers' group approves, the batch runs and the client gets its answer.
+#[test]
+fn a_reviewed_batch_is_held_until_approved() {
+    let policy = format!(
+        "{}\n{}",
+        support::tds::POLICY,
+        r#"
+@id("writes-need-approval")
+@approval("1")
+@approvers("dba")
+permit(principal in Group::"ci", action == Action::"sql.write", resource);
+"#
+    );
+    let dir = Scratch::new("tds-hold");
+    let tls = tls_files(&dir.0);
+    let mock = Mock::start(MockTls::Prelogin, &tls);
+    let gw = support::tds::start_with_policy(&mock, &tls, "mandatory", &policy, "");
+    let token = gw.gw.token("pipeline-3", &["ci"]);
+    let script = format!(
+        r#"
+conn = pytds.connect(server="localhost", port=PORT, database="sales", cafile=CA,
+                     access_token_callable=lambda: {token:?}, autocommit=True)
+cur = conn.cursor()
+cur.execute("UPDATE customers SET name = 'x' WHERE id = 1")
+print("RAN")
+"#
+    );
+    let child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import sys, pytds\nPORT = {}\nCA = {:?}\n{script}",
+            gw.port,
+            tls.join("ca.crt").display().to_string()
+        ))
+        .env("PYTHONPATH", support::root().join("tests/tds/pylib"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the request to appear, then approve it as a DBA.
+    let dba = gw.gw.token("dba-1", &["dba"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let id = loop {
+        let list = gw.gw.cli(&[
+            "approvals",
+            "--token",
+            &dba,
+            "list",
+            "--state",
+            "pending",
+            "--json",
+        ]);
+        let pending: Vec<serde_json::Value> =
+            serde_json::from_str(&list.stdout).unwrap_or_default();
+        if let Some(id) = pending.first().and_then(|v| v["id"].as_str()) {
+            break id.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pending approval: {}{}",
+            list.stderr,
+            gw.gw.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    // Held: what reaches the target now is only what comes after the approval.
+    let before = mock.requests();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        mock.requests(),
+        before,
+        "nothing reached the target while held"
+    );
+    let vote = gw.gw.cli(&["approvals", "--token", &dba, "approve", &id]);
+    assert!(vote.ok, "{}", vote.stderr);
+    let out = child.wait_with_output().unwrap();
+    let t = text(&out);
+    assert!(
+        out.status.success() && t.contains("RAN"),
+        "{t}\n{}",
+        gw.gw.log_text()
+    );
+    assert_eq!(mock.requests(), before + 1);
+    let update = gw
+        .gw
+        .audit(&["--kind", "command"])
+        .into_iter()
+        .find(|e| {
+            e["statement"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("UPDATE"))
+        })
+        .expect("the UPDATE is on record");
+    assert_eq!(update["verdict"], "allow");
+    assert_eq!(update["approval"], id.as_str());
+}

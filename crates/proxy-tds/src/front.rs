@@ -139,7 +139,16 @@ pub(crate) async fn accept(proxy: &TdsProxy, mut tcp: TcpStream) -> Result<Clien
                 }
             }
         };
-    let login = read_login(&mut stream, &mut buf, &mut reader).await?;
+    let login = match read_login(&mut stream, &mut buf, &mut reader).await {
+        Ok(l) => l,
+        Err(e) => {
+            // Say why, in the driver's login error, before closing.
+            if matches!(e, TdsError::Codec { .. }) {
+                refuse_login(&mut stream, &format!("portcullis: login failed: {e}")).await;
+            }
+            return Err(e);
+        }
+    };
     Ok(ClientLogin { stream, buf, login })
 }
 

@@ -95,6 +95,28 @@ pub(crate) async fn handle(proxy: Arc<TdsProxy>, tcp: TcpStream, peer: SocketAdd
         }
     };
     let conn = admission.conn.clone();
+    // Results of this gateway are not masked yet: a session that masking applies to does
+    // not start (fail closed), rather than return what a rule would hide.
+    let masked = services
+        .masking
+        .as_ref()
+        .and_then(|m| m.for_session(&conn.name, &identity.groups))
+        .is_some();
+    if masked {
+        opening
+            .refused(
+                &conn.name,
+                Some(&identity),
+                "masking applies to this connection, and the TDS gateway does not mask results yet",
+            )
+            .await;
+        front::refuse_login(
+            &mut client.stream,
+            "portcullis: login failed: masking applies to this connection, and the TDS gateway does not mask results yet",
+        )
+        .await;
+        return;
+    }
     let span = tracing::info_span!("session", session_id = %opening.session_id(), identity = %identity.principal(), connection = %conn.name);
     async move {
         let password = match conn.password(&services.config.base_dir) {
