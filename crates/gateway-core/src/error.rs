@@ -16,8 +16,9 @@ pub enum Side {
 /// Errors raised by gateway-core.
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error(transparent)]
-    Identity(#[from] crate::identity::IdentityError),
+    /// A credential was refused (the identity module converts its errors into this).
+    #[error("{0}")]
+    Identity(String),
     #[error("configuration: {0}")]
     Config(String),
     #[error("policy: {0}")]

@@ -136,3 +136,9 @@ impl From<&Identity> for crate::event::IdentityRecord {
         }
     }
 }
+
+impl From<IdentityError> for crate::error::Error {
+    fn from(e: IdentityError) -> Self {
+        crate::error::Error::Identity(e.to_string())
+    }
+}

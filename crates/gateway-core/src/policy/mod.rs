@@ -25,3 +25,5 @@ pub use schema::SCHEMA_TEXT;
 mod ssh_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod validation_tests;
