@@ -315,3 +315,32 @@ print("RAN")
     assert_eq!(update["verdict"], "allow");
     assert_eq!(update["approval"], id.as_str());
 }
+
+/// A target that answers the login with a routing redirect (Azure SQL's gateway sending the
+/// client on to its database's node) is followed by the gateway itself: the client's session
+/// runs on the node routed to, and the client never sees the redirect.
+#[test]
+fn a_routing_redirect_is_followed_by_the_gateway() {
+    let dir = Scratch::new("tds-route");
+    let tls = tls_files(&dir.0);
+    let node = Mock::start(MockTls::Off, &tls);
+    let front = Mock::start_redirecting(node.addr);
+    let gw = start(&front, &tls, "off", "");
+    let key = gw.access_key("pipeline-7", &["ci"]);
+    let out = gw.tsql(&key, CUSTOMERS_QUERY);
+    let t = text(&out);
+    assert!(t.contains("Ada Lovelace"), "{t}\n{}", gw.gw.log_text());
+    assert!(
+        !front.connections().is_empty(),
+        "the gateway logged in to the front"
+    );
+    assert_eq!(front.requests(), 0, "no batch ran on the redirecting front");
+    assert!(node.requests() >= 1, "the batch ran on the node routed to");
+    assert!(
+        node.connections()
+            .iter()
+            .any(|c| c.received_server_name.as_deref() == Some("127.0.0.1")),
+        "the login to the node names the server routed to: {:?}",
+        node.connections()
+    );
+}

@@ -80,6 +80,35 @@ impl Mock {
         mock
     }
 
+    /// A plain-TCP mock that answers every login with a routing redirect to `to`, as Azure
+    /// SQL's gateway does to send a client on to the node serving its database.
+    pub fn start_redirecting(to: SocketAddr) -> Mock {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let server = rt
+            .block_on(MockTdsServer::new_with_redirection(
+                "127.0.0.1:0",
+                to.ip().to_string(),
+                to.port(),
+            ))
+            .expect("redirecting mock");
+        let addr = server.local_addr();
+        let registry = server.query_registry();
+        let store = server.connection_store();
+        rt.spawn(async move {
+            let _ = server.run().await;
+        });
+        Mock {
+            rt,
+            addr,
+            registry,
+            store,
+        }
+    }
+
     /// Answer `sql` (exactly this batch text) with `response`.
     pub fn register(&self, sql: &str, response: QueryResponse) {
         self.rt
@@ -202,7 +231,7 @@ database = "sales"
 user = "portcullis_app"
 password_file = "sales.password"
 encrypt = "{target_encrypt}"
-sslrootcert = "{ca}"
+{ca}
 
 [audit]
 jsonl = "audit.jsonl"
@@ -210,7 +239,12 @@ jsonl = "audit.jsonl"
 "#,
             cert = tls.join("server.crt").display(),
             key = tls.join("server.key").display(),
-            ca = tls.join("ca.crt").display(),
+            // A CA only means something when the target leg is encrypted.
+            ca = if target_encrypt == "off" {
+                String::new()
+            } else {
+                format!("sslrootcert = \"{}\"", tls.join("ca.crt").display())
+            },
         )
     });
     TdsGw {
