@@ -5,7 +5,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::Protocol;
 
@@ -23,4 +25,22 @@ pub trait ProtocolListener: Send + Sync + 'static {
     }
     /// Accept and serve connections on `listener` until it fails.
     fn serve_on(self: Arc<Self>, listener: TcpListener) -> Serving;
+}
+
+/// Accept connections on `listener` for ever, handing each to `each` (which spawns its
+/// session). A failed accept (out of file descriptors and the like) backs off briefly rather
+/// than spin.
+pub async fn accept_each(
+    listener: TcpListener,
+    mut each: impl FnMut(TcpStream, SocketAddr),
+) -> std::io::Result<()> {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => each(tcp, peer),
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
 }

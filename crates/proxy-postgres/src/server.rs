@@ -38,18 +38,10 @@ impl PgProxy {
 
     /// Accept connections until the listener fails.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
+        gateway_core::listener::accept_each(listener, |tcp, peer| {
             tokio::spawn(session::handle(self.clone(), tcp, peer));
-        }
+        })
+        .await
     }
 }
 

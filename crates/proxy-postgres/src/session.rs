@@ -20,9 +20,6 @@ use crate::front::{self, Opening};
 use crate::server::PgProxy;
 use crate::{relay, target};
 
-/// Longest wait for token verification (issuer key fetches) or the session's first audit event.
-const VERIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// What the relay needs to know about its session.
 pub(crate) struct SessionCtx {
     /// Decides every command of the session (credential, then policy).
@@ -104,14 +101,7 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
             }
             Err(_) => return,
         };
-    let verified = tokio::time::timeout(VERIFY_TIMEOUT, services.verifier.verify(&token))
-        .await
-        .unwrap_or_else(|_| {
-            Err(gateway_core::identity::IdentityError::IssuerUnavailable {
-                issuer: "token verification".into(),
-                reason: "timed out".into(),
-            })
-        });
+    let verified = services.verifier.verify_in_time(&token).await;
     let identity = match verified {
         Ok(id) => id,
         Err(e) => {

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use crate::error::SshError;
 use crate::names;
 use crate::relay::{self, Ctl, Started};
-use crate::session::{self, SessionCtx, SessionSlot, VERIFY_TIMEOUT};
+use crate::session::{self, SessionCtx, SessionSlot};
 use crate::target::{self, Target};
 
 /// Longest token or access key accepted (Entra tokens run to a few KB).
@@ -102,14 +102,7 @@ impl SshHandler {
                 .await;
             return Ok(Auth::reject());
         }
-        let verified = tokio::time::timeout(VERIFY_TIMEOUT, self.services.verifier.verify(token))
-            .await
-            .unwrap_or_else(|_| {
-                Err(IdentityError::IssuerUnavailable {
-                    issuer: "token verification".into(),
-                    reason: "timed out".into(),
-                })
-            });
+        let verified = self.services.verifier.verify_in_time(token).await;
         match verified {
             Ok(identity) => self.open_session(user, identity).await,
             Err(e) => {

@@ -60,15 +60,7 @@ impl SshProxy {
 
     /// Accept connections until the listener fails.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
+        gateway_core::listener::accept_each(listener, |tcp, peer| {
             let _ = tcp.set_nodelay(true);
             let proxy = self.clone();
             tokio::spawn(async move {
@@ -117,7 +109,8 @@ impl SshProxy {
                 tracing::info!(session_id = %ctx.session_id, "ssh session closed");
                 let _ = proxy.services.audit.record_later(end).await;
             });
-        }
+        })
+        .await
     }
 }
 

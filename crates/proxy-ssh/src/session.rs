@@ -3,7 +3,6 @@
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use gateway_core::Identity;
 use gateway_core::action::{Action, SshKind, SshRequest};
@@ -12,9 +11,6 @@ use gateway_core::gate::{Command, SessionGate, Waiting};
 use gateway_core::services::Services;
 use russh::server;
 use tokio::sync::watch;
-
-/// Longest wait for token verification or an audit write.
-pub(crate) const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The gate's description of a start request (exec, shell, sftp) or forward.
 pub(crate) fn command(kind: SshKind, command: Option<Arc<str>>) -> Command {

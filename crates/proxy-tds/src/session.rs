@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use gateway_core::config::Protocol;
@@ -19,9 +18,6 @@ use crate::front;
 use crate::server::TdsProxy;
 use crate::target::{self, LoginFrom};
 use crate::{relay, wire};
-
-/// Longest wait for token verification (issuer key fetches).
-const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the relay needs to know about its session.
 pub(crate) struct SessionCtx {
@@ -63,14 +59,7 @@ pub(crate) async fn handle(proxy: Arc<TdsProxy>, tcp: TcpStream, peer: SocketAdd
         .await;
         return;
     };
-    let verified = tokio::time::timeout(VERIFY_TIMEOUT, services.verifier.verify(&token))
-        .await
-        .unwrap_or_else(|_| {
-            Err(gateway_core::identity::IdentityError::IssuerUnavailable {
-                issuer: "token verification".into(),
-                reason: "timed out".into(),
-            })
-        });
+    let verified = services.verifier.verify_in_time(&token).await;
     let identity = match verified {
         Ok(id) => id,
         Err(e) => {

@@ -12,7 +12,7 @@ pub mod jwks;
 pub mod verifier;
 pub mod watch;
 
-pub use verifier::Verifier;
+pub use verifier::{VERIFY_TIMEOUT, Verifier};
 
 pub use crate::event::AuthMethod;
 

@@ -66,6 +66,9 @@ impl std::fmt::Debug for Verifier {
     }
 }
 
+/// Longest a login waits for its credential to be verified.
+pub const VERIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Verifier {
     /// Build a verifier for the configured issuers. Nothing is fetched here: external
     /// issuers' keys are fetched on first use, so the gateway starts while they are down.
@@ -141,6 +144,19 @@ impl Verifier {
     }
 
     /// Verify a credential (a JWT or an access key) into an identity.
+    /// [`verify`](Self::verify) within [`VERIFY_TIMEOUT`] (issuer key fetches can hang): a
+    /// credential that cannot be checked in time is refused as its issuer being unavailable.
+    pub async fn verify_in_time(&self, credential: &str) -> Result<Identity, IdentityError> {
+        tokio::time::timeout(VERIFY_TIMEOUT, self.verify(credential))
+            .await
+            .unwrap_or_else(|_| {
+                Err(IdentityError::IssuerUnavailable {
+                    issuer: "token verification".into(),
+                    reason: "timed out".into(),
+                })
+            })
+    }
+
     pub async fn verify(&self, credential: &str) -> Result<Identity, IdentityError> {
         let credential = credential.trim();
         if credential.is_empty() {
