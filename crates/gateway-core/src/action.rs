@@ -180,6 +180,28 @@ pub struct SqlStatement {
     pub refusal: Option<&'static str>,
 }
 
+impl SqlStatement {
+    /// The worst kind among `statements` (`Unknown` when there are none).
+    pub fn worst_kind(statements: &[Arc<SqlStatement>]) -> SqlKind {
+        statements
+            .iter()
+            .map(|s| s.kind)
+            .max()
+            .unwrap_or(SqlKind::Unknown)
+    }
+
+    /// Every table `statements` touch, sorted, each once.
+    pub fn tables_of(statements: &[Arc<SqlStatement>]) -> Vec<String> {
+        let mut tables: Vec<String> = statements
+            .iter()
+            .flat_map(|s| s.tables.iter().cloned())
+            .collect();
+        tables.sort();
+        tables.dedup();
+        tables
+    }
+}
+
 /// What an SSH channel asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SshKind {

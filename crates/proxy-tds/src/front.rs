@@ -178,12 +178,7 @@ async fn reply_prelogin<S: AsyncWrite + Unpin>(
     encryption: u8,
 ) -> Result<()> {
     let reply = PreLogin {
-        version: prelogin::Version {
-            major: 16,
-            minor: 0,
-            build: 1000,
-            sub_build: 0,
-        },
+        version: prelogin::GATEWAY_VERSION,
         encryption,
         fed_auth_required: client.fed_auth_required.map(|_| 1),
         ..PreLogin::default()

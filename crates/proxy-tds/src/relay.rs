@@ -145,15 +145,7 @@ where
                 let mut payload = BytesMut::with_capacity(64);
                 write::put_env_change_text(&mut payload, 1, &ctx.database, &ctx.database);
                 write::put_done(&mut payload, 0, 0, 0);
-                let mut out = BytesMut::with_capacity(payload.len() + 16);
-                packet::put_message(
-                    &mut out,
-                    packet::TABULAR_RESULT,
-                    &payload,
-                    ctx.packet_size,
-                    0,
-                );
-                cw.write_all(&out).await.map_err(TdsError::client_io)
+                answer(ctx, cw, &payload, true).await
             }
             Gated::Refuse(r) => answer_refusal(ctx, cw, &refusal_text(&r)).await,
             Gated::Hold(held) => {
@@ -210,17 +202,8 @@ where
     );
     let mut payload = BytesMut::with_capacity(128 + notice.len() * 2);
     write::put_info(&mut payload, 0, 1, 0, &notice, "portcullis", "", 1);
-    let mut out = BytesMut::with_capacity(payload.len() + 16);
-    // Not the answer's last packet: the answer follows.
-    packet::put_message_part(
-        &mut out,
-        packet::TABULAR_RESULT,
-        &payload,
-        ctx.packet_size,
-        0,
-        false,
-    );
-    cw.write_all(&out).await.map_err(TdsError::client_io)?;
+    // Not the answer's end: the answer follows.
+    answer(ctx, cw, &payload, false).await?;
     let id = held.request.id.clone();
     let wait = ctx.services.approvals.wait(&id);
     tokio::pin!(wait);
@@ -260,15 +243,7 @@ where
             let r = ctx.gate.withdraw(held, "cancelled by the client").await;
             let mut payload = BytesMut::new();
             write::put_done(&mut payload, write::DONE_ATTN, 0, 0);
-            let mut out = BytesMut::new();
-            packet::put_message(
-                &mut out,
-                packet::TABULAR_RESULT,
-                &payload,
-                ctx.packet_size,
-                0,
-            );
-            cw.write_all(&out).await.map_err(TdsError::client_io)?;
+            answer(ctx, cw, &payload, true).await?;
             tracing::info!(reason = %r.reason, "held batch withdrawn");
             HoldEnd::Withdrawn
         }
@@ -297,13 +272,25 @@ async fn answer_refusal<C: AsyncWrite + Unpin>(
     let mut payload = BytesMut::with_capacity(128 + text.len() * 2);
     write::put_error(&mut payload, 229, 1, 14, text, "portcullis", "", 1);
     write::put_done(&mut payload, write::DONE_ERROR, 0, 0);
+    answer(ctx, cw, &payload, true).await
+}
+
+/// Send the client an answer the gateway wrote itself; `last` false leaves it open (more of
+/// the answer follows).
+async fn answer<C: AsyncWrite + Unpin>(
+    ctx: &SessionCtx,
+    cw: &mut C,
+    payload: &[u8],
+    last: bool,
+) -> Result<()> {
     let mut out = BytesMut::with_capacity(payload.len() + 16);
-    packet::put_message(
+    packet::put_message_part(
         &mut out,
         packet::TABULAR_RESULT,
-        &payload,
+        payload,
         ctx.packet_size,
         0,
+        last,
     );
     cw.write_all(&out).await.map_err(TdsError::client_io)
 }
@@ -369,17 +356,8 @@ fn describe(ctx: &SessionCtx, m: &Message) -> std::result::Result<Command, Strin
             ));
         }
     };
-    let worst = statements
-        .iter()
-        .map(|s| s.kind)
-        .max()
-        .unwrap_or(SqlKind::Unknown);
-    let mut tables: Vec<String> = statements
-        .iter()
-        .flat_map(|s| s.tables.iter().cloned())
-        .collect();
-    tables.sort();
-    tables.dedup();
+    let worst = SqlStatement::worst_kind(&statements);
+    let tables = SqlStatement::tables_of(&statements);
     let mut cmd = Command::new(Action::Sql(unknown("", Vec::new())), text);
     cmd.actions = statements.into_iter().map(Action::Sql).collect();
     if cmd.actions.is_empty() {

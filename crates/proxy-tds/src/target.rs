@@ -242,12 +242,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let ours = PreLogin {
-        version: prelogin::Version {
-            major: 16,
-            minor: 0,
-            build: 1000,
-            sub_build: 0,
-        },
+        version: prelogin::GATEWAY_VERSION,
         encryption,
         ..PreLogin::default()
     };

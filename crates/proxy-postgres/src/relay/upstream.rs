@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use gateway_core::Side;
-use gateway_core::action::{Action, SqlKind, SqlStatement};
+use gateway_core::action::{Action, SqlStatement};
 use gateway_core::gate::{
     Admitted, Batch, Command, Gated, OnRecord, Pending, Review, Staged, Waiting,
 };
@@ -443,17 +443,8 @@ impl Upstream<'_> {
         veto: Option<Veto>,
         batch: &mut Batch,
     ) -> Plan {
-        let worst = statements
-            .iter()
-            .map(|s| s.kind)
-            .max()
-            .unwrap_or(SqlKind::Unknown);
-        let mut tables: Vec<String> = statements
-            .iter()
-            .flat_map(|s| s.tables.iter().cloned())
-            .collect();
-        tables.sort();
-        tables.dedup();
+        let worst = SqlStatement::worst_kind(statements);
+        let tables = SqlStatement::tables_of(statements);
         let bind = self.bind_for_hold.take();
         let veto = veto.filter(|_| !matches!(decision.verdict, Verdict::Deny));
         if let Some(v) = &veto {

@@ -116,6 +116,14 @@ impl MessageReader {
                 }));
             }
             let eom = status & STATUS_EOM != 0;
+            let so_far = self.partial.as_ref().map_or(0, |(_, _, p)| p.len());
+            if so_far + packet.len() > self.max_message {
+                return Err(CodecError::TooLong {
+                    what: "message",
+                    len: so_far + packet.len(),
+                    max: self.max_message,
+                });
+            }
             match &mut self.partial {
                 Some((pty, _, payload)) => {
                     if *pty != ty {
@@ -123,40 +131,17 @@ impl MessageReader {
                             "a packet of type {ty:#04x} inside a message of type {pty:#04x}"
                         )));
                     }
-                    if payload.len() + packet.len() > self.max_message {
-                        return Err(CodecError::TooLong {
-                            what: "message",
-                            len: payload.len() + packet.len(),
-                            max: self.max_message,
-                        });
-                    }
                     payload.extend_from_slice(&packet);
                 }
+                // One packet, one message: no copy.
                 None if eom => {
-                    // One packet, one message: no copy.
-                    if packet.len() > self.max_message {
-                        return Err(CodecError::TooLong {
-                            what: "message",
-                            len: packet.len(),
-                            max: self.max_message,
-                        });
-                    }
                     return Ok(Some(Message {
                         ty,
                         status,
                         payload: packet.freeze(),
                     }));
                 }
-                None => {
-                    if packet.len() > self.max_message {
-                        return Err(CodecError::TooLong {
-                            what: "message",
-                            len: packet.len(),
-                            max: self.max_message,
-                        });
-                    }
-                    self.partial = Some((ty, status, packet));
-                }
+                None => self.partial = Some((ty, status, packet)),
             }
             if eom && let Some((ty, status, payload)) = self.partial.take() {
                 return Ok(Some(Message {

@@ -32,6 +32,15 @@ pub struct Version {
     pub sub_build: u16,
 }
 
+/// The version the gateway states in its own PRELOGINs (SQL Server 2022's major version, so
+/// drivers enable what they enable for it).
+pub const GATEWAY_VERSION: Version = Version {
+    major: 16,
+    minor: 0,
+    build: 1000,
+    sub_build: 0,
+};
+
 /// A parsed PRELOGIN.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PreLogin {
