@@ -17,6 +17,10 @@ command -v python3 >/dev/null || need+=(python3)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v sshpass >/dev/null || need+=(sshpass)
 command -v tsql >/dev/null || need+=(freetds-bin)
+# The SQL Server tests' target (Microsoft's mock TDS server) builds against OpenSSL.
+[ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "setup: missing ${need[*]}; run as root or install them" >&2
@@ -36,6 +40,6 @@ if [ ! -d "$root/tests/oidc/node_modules" ]; then
 fi
 # python-tds, a TDS client the SQL Server gateway's tests drive, kept inside the tree.
 if [ ! -d "$root/tests/tds/pylib/pytds" ] || [ ! -d "$root/tests/tds/pylib/OpenSSL" ]; then
-  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore --break-system-packages \
     --target "$root/tests/tds/pylib" python-tds pyOpenSSL >/dev/null
 fi
