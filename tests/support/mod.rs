@@ -28,12 +28,30 @@ pub fn bin() -> PathBuf {
 }
 
 /// A free loopback port (bound then released).
+///
+/// Ports come from 20000–31999, below the kernel's ephemeral range (32768+):
+/// a port the OS hands out with `bind(0)` can be taken by any outgoing
+/// connection (a client to PostgreSQL, say) before the gateway binds it. Each
+/// test process starts at its own offset and walks the window, so parallel
+/// tests never pick the same port twice.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst) % SPAN;
+        let port = (LOW + n) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN)
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
