@@ -9,6 +9,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::codec::login7::Login7;
+use crate::codec::messages::ServerMessage;
 use crate::codec::packet::{self, MessageReader};
 use crate::codec::prelogin::{self, PreLogin};
 use crate::codec::write;
@@ -210,7 +211,10 @@ async fn read_login(
 /// then the final DONE.
 pub(crate) async fn refuse_login(s: &mut Stream, message: &str) {
     let mut payload = BytesMut::with_capacity(256 + message.len() * 2);
-    write::put_error(&mut payload, 18456, 1, 14, message, "portcullis", "", 1);
-    write::put_done(&mut payload, write::DONE_ERROR, 0, 0);
+    // A gateway message is cut to fit, so this cannot fail.
+    let _ = write::write_refusal(
+        &mut payload,
+        &ServerMessage::from_gateway(18456, 14, message),
+    );
     let _ = wire::write_message(s, packet::TABULAR_RESULT, &payload, INITIAL_PACKET).await;
 }

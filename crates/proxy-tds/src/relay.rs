@@ -13,9 +13,10 @@ use gateway_core::gate::{Admitted, Command, Gated, Held, Refusal};
 use gateway_core::sql::{Dialect, LexOptions};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::codec::messages::{Done, EnvChange, ServerMessage, done_status};
 use crate::codec::packet::{self, Message, MessageReader};
 use crate::codec::request::{self, ProcRef, Rpc, SqlBatch};
-use crate::codec::write;
+use crate::codec::write::{self, DoneKind};
 use crate::error::{Result, TdsError};
 use crate::session::SessionCtx;
 use crate::stream::Stream;
@@ -143,8 +144,12 @@ where
         return match ctx.gate.admit(cmd).await {
             Gated::Forward(_) => {
                 let mut payload = BytesMut::with_capacity(64);
-                write::put_env_change_text(&mut payload, 1, &ctx.database, &ctx.database);
-                write::put_done(&mut payload, 0, 0, 0);
+                let db = EnvChange::Database {
+                    new: ctx.database.clone(),
+                    old: ctx.database.clone(),
+                };
+                write::write_env_change(&mut payload, &db).map_err(TdsError::client_codec)?;
+                write::write_done(&mut payload, DoneKind::Done, &Done::with_status(0));
                 answer(ctx, cw, &payload, true).await
             }
             Gated::Refuse(r) => answer_refusal(ctx, cw, &refusal_text(&r)).await,
@@ -201,7 +206,7 @@ where
         held.notice("batch")
     );
     let mut payload = BytesMut::with_capacity(128 + notice.len() * 2);
-    write::put_info(&mut payload, 0, 1, 0, &notice, "portcullis", "", 1);
+    let _ = write::write_info(&mut payload, &ServerMessage::from_gateway(0, 0, &notice));
     // Not the answer's end: the answer follows.
     answer(ctx, cw, &payload, false).await?;
     let id = held.request.id.clone();
@@ -242,7 +247,8 @@ where
             }
             let r = ctx.gate.withdraw(held, "cancelled by the client").await;
             let mut payload = BytesMut::new();
-            write::put_done(&mut payload, write::DONE_ATTN, 0, 0);
+            let attn = Done::with_status(done_status::ATTN);
+            write::write_done(&mut payload, DoneKind::Done, &attn);
             answer(ctx, cw, &payload, true).await?;
             tracing::info!(reason = %r.reason, "held batch withdrawn");
             HoldEnd::Withdrawn
@@ -270,8 +276,8 @@ async fn answer_refusal<C: AsyncWrite + Unpin>(
     text: &str,
 ) -> Result<()> {
     let mut payload = BytesMut::with_capacity(128 + text.len() * 2);
-    write::put_error(&mut payload, 229, 1, 14, text, "portcullis", "", 1);
-    write::put_done(&mut payload, write::DONE_ERROR, 0, 0);
+    // A gateway message is cut to fit, so this cannot fail.
+    let _ = write::write_refusal(&mut payload, &ServerMessage::from_gateway(229, 14, text));
     answer(ctx, cw, &payload, true).await
 }
 

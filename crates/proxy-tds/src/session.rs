@@ -12,8 +12,9 @@ use gateway_core::services::Services;
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
+use crate::codec::messages::{Done, EnvChange, FeatureAck};
 use crate::codec::packet;
-use crate::codec::write;
+use crate::codec::write::{self, DoneKind};
 use crate::front;
 use crate::server::TdsProxy;
 use crate::target::{self, LoginFrom};
@@ -157,16 +158,30 @@ pub(crate) async fn handle(proxy: Arc<TdsProxy>, tcp: TcpStream, peer: SocketAdd
         // The database the client is in is the one it named (the connection), whatever the
         // target's database is called.
         let mut reply = BytesMut::with_capacity(target.login_tokens.len() + 128);
-        write::put_env_change_text(&mut reply, 1, &conn.name, "master");
-        reply.extend_from_slice(&target.login_tokens);
-        let mut acks: Vec<(u8, &[u8])> = Vec::new();
+        let db = EnvChange::Database {
+            new: conn.name.clone(),
+            old: "master".into(),
+        };
+        let mut acks = Vec::new();
         if client.fedauth() {
-            acks.push((write::FEATURE_FEDAUTH, &[]));
+            acks.push(FeatureAck::fedauth());
         }
-        if client.login.has_features() {
-            write::put_feature_ext_ack(&mut reply, &acks);
+        let written = write::write_env_change(&mut reply, &db).and_then(|()| {
+            reply.extend_from_slice(&target.login_tokens);
+            if client.login.has_features() {
+                write::write_feature_ext_ack(&mut reply, &acks)?;
+            }
+            write::write_done(&mut reply, DoneKind::Done, &Done::with_status(0));
+            Ok(())
+        });
+        if let Err(e) = written {
+            front::refuse_login(
+                &mut client.stream,
+                &format!("portcullis: login failed: {e}"),
+            )
+            .await;
+            return;
         }
-        write::put_done(&mut reply, 0, 0, 0);
         if wire::write_message(
             &mut client.stream,
             packet::TABULAR_RESULT,

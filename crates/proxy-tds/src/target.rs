@@ -12,9 +12,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::codec::login7::Login7;
+use crate::codec::messages::EnvChange;
 use crate::codec::packet::{self, MessageReader};
 use crate::codec::prelogin::{self, PreLogin};
-use crate::codec::tokens::{self, EnvChange, Token};
+use crate::codec::tokens::{self, StreamState, Token};
 use crate::error::{Result, TdsError};
 use crate::prelogin_tls::{FROM_CLIENT, PreloginFramed};
 use crate::stream::Stream;
@@ -184,9 +185,10 @@ async fn login(
     let mut logged_in = false;
     let mut size = packet_size;
     let body = &m.payload[..];
+    let mut state = StreamState::new();
     while at < body.len() {
         let Some((token, used)) =
-            tokens::next_login_token(&body[at..]).map_err(TdsError::target_codec)?
+            tokens::next_token(&body[at..], &mut state).map_err(TdsError::target_codec)?
         else {
             return Err(TdsError::Target(
                 "the target's login response is cut short".into(),
@@ -201,16 +203,21 @@ async fn login(
                     e.number, e.message
                 )));
             }
-            Token::EnvChange(EnvChange::Routing { host, port }) => {
-                return Ok(Attempt::Routed { host, port });
+            Token::EnvChange(
+                EnvChange::Routing { server, port, .. }
+                | EnvChange::EnhancedRouting { server, port, .. },
+            ) => {
+                return Ok(Attempt::Routed { host: server, port });
             }
             // The client is told its own database name instead (the connection's).
-            Token::EnvChange(EnvChange::Database(_)) => {}
-            Token::EnvChange(EnvChange::PacketSize(n)) => {
-                size = n.clamp(512, packet::MAX_PACKET);
+            Token::EnvChange(EnvChange::Database { .. }) => {}
+            Token::EnvChange(EnvChange::PacketSize { new, .. }) => {
+                size = usize::try_from(new)
+                    .unwrap_or(packet::MAX_PACKET)
+                    .clamp(512, packet::MAX_PACKET);
                 kept.extend_from_slice(raw);
             }
-            Token::LoginAck { .. } => {
+            Token::LoginAck(_) => {
                 logged_in = true;
                 kept.extend_from_slice(raw);
             }

@@ -3,12 +3,21 @@
 
 use std::fmt;
 
+pub mod charset;
+#[cfg(test)]
+mod fixtures;
 pub mod login7;
+pub mod messages;
+pub mod metadata;
 pub mod packet;
 pub mod prelogin;
 pub mod request;
+pub mod rows;
 pub mod text;
+mod tokenbuf;
 pub mod tokens;
+pub mod types;
+pub mod values;
 pub mod write;
 
 /// What is wrong with bytes read from the wire.
