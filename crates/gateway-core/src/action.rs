@@ -178,6 +178,27 @@ pub struct SqlStatement {
     /// Why the statement was too deep or too large to analyse. Such a statement is refused
     /// with this reason whatever policy says (`kind == Unknown`, `parsed == false`).
     pub refusal: Option<&'static str>,
+    /// The output columns of a plain `SELECT` (one query block, no set operation), in order,
+    /// as the statement names them; `None` for anything else. Masking uses it to tell a
+    /// column passed through (perhaps renamed) from a value computed from columns.
+    pub outputs: Option<Vec<Output>>,
+}
+
+/// Where one output column of a `SELECT` comes from, read from the statement alone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Output {
+    /// A column reference (`card`, `c.card`), lower-case, perhaps renamed by `alias`.
+    Column { name: String, alias: Option<String> },
+    /// `*` or `t.*`: columns under their own names.
+    Wildcard,
+    /// Computed (functions, operators, casts, literals), perhaps named by `alias`.
+    Expr {
+        alias: Option<String>,
+        /// The names of the columns it reads (last part, lower-case).
+        reads: Vec<String>,
+        /// It holds a subquery, so it may read columns of tables outside `FROM`.
+        opaque: bool,
+    },
 }
 
 impl SqlStatement {

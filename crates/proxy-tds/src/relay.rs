@@ -18,6 +18,7 @@ use crate::codec::packet::{self, Message, MessageReader};
 use crate::codec::request::{self, ProcRef, Rpc, SqlBatch};
 use crate::codec::write::{self, DoneKind};
 use crate::error::{Result, TdsError};
+use crate::results::{Ended, InFlight, Lineage, Responses};
 use crate::session::SessionCtx;
 use crate::stream::Stream;
 
@@ -26,18 +27,6 @@ const MAX_REQUEST: usize = 64 << 20;
 
 /// Client bytes buffered at most while a request waits for approval.
 const MAX_READ_WHILE_HELD: usize = 1 << 20;
-
-/// The request being answered by the target.
-struct InFlight {
-    number: u64,
-    started: Instant,
-}
-
-/// The response stream: packets not yet whole, and the request they answer.
-struct Responses {
-    packets: BytesMut,
-    inflight: Option<InFlight>,
-}
 
 pub(crate) async fn run(
     ctx: &SessionCtx,
@@ -49,11 +38,9 @@ pub(crate) async fn run(
     let (mut cr, mut cw) = tokio::io::split(client);
     let (mut tr, mut tw) = tokio::io::split(target);
     let mut requests = MessageReader::new(ctx.packet_size, MAX_REQUEST);
-    let mut resp = Responses {
-        packets: tbuf,
-        inflight: None,
-    };
+    let mut resp = Responses::new(tbuf, ctx.masks.clone());
     let mut out = BytesMut::with_capacity(ctx.packet_size * 2);
+    let mut ended = Vec::new();
     loop {
         // Requests already here.
         while let Some(m) = requests.next(&mut cbuf).map_err(TdsError::client_codec)? {
@@ -76,38 +63,31 @@ pub(crate) async fn run(
                 if r.map_err(TdsError::target_io)? == 0 {
                     return Err(TdsError::Target("the target closed the connection".into()));
                 }
-                relay_packets(ctx, &mut resp, &mut out)?;
+                let relayed = resp.relay(ctx.packet_size, &mut out, &mut ended);
+                for e in ended.drain(..) {
+                    complete(ctx, e);
+                }
                 if !out.is_empty() {
                     cw.write_all(&out).await.map_err(TdsError::client_io)?;
                     out.clear();
                 }
+                relayed?;
             }
         }
     }
 }
 
-/// Forward every whole packet the target sent; at the end of an answer (its last packet,
-/// marked EOM), record the request's completion.
-fn relay_packets(ctx: &SessionCtx, resp: &mut Responses, out: &mut BytesMut) -> Result<()> {
-    while let Some(len) = packet::whole_packet_len(&resp.packets).map_err(TdsError::target_codec)? {
-        if len > packet::MAX_PACKET {
-            return Err(TdsError::Target(format!("a packet of {len} bytes")));
-        }
-        let raw = resp.packets.split_to(len);
-        let eom = raw[1] & packet::STATUS_EOM != 0;
-        out.extend_from_slice(&raw);
-        if eom && let Some(f) = resp.inflight.take() {
-            complete(ctx, f);
-        }
-    }
-    Ok(())
-}
-
-fn complete(ctx: &SessionCtx, f: InFlight) {
-    let elapsed = f.started.elapsed();
+/// Record the end of an answer: how long it took, its rows and first error, what masking did.
+fn complete(ctx: &SessionCtx, e: Ended) {
+    let elapsed = e.flight.started.elapsed();
     ctx.services.metrics.statement_latency.observe(elapsed);
-    let mut ev = ctx.gate.complete(f.number);
+    let mut ev = ctx.gate.complete(e.flight.number);
     ev.duration_us = Some(elapsed.as_micros() as u64);
+    ev.rows = e.rows;
+    ev.error = e.error;
+    if let Some(masked) = e.masked {
+        ev.detail = Some(serde_json::json!({ "masked": masked }));
+    }
     let audit = ctx.services.audit.clone();
     tokio::spawn(async move {
         let _ = audit.record_later(ev).await;
@@ -134,7 +114,7 @@ where
         // A cancel: straight to the target, which ends its answer with DONE_ATTN.
         return forward(ctx, &m, tw).await;
     }
-    let cmd = match describe(ctx, &m) {
+    let (cmd, lineage) = match describe(ctx, &m) {
         Ok(c) => c,
         Err(why) => return answer_refusal(ctx, cw, &why).await,
     };
@@ -172,6 +152,7 @@ where
     resp.inflight = Some(InFlight {
         number: admitted.number(),
         started: Instant::now(),
+        lineage,
     });
     forward(ctx, &m, tw).await
 }
@@ -302,7 +283,7 @@ async fn answer<C: AsyncWrite + Unpin>(
 }
 
 /// What the gate decides for a request: its statements, or why it cannot be decided.
-fn describe(ctx: &SessionCtx, m: &Message) -> std::result::Result<Command, String> {
+fn describe(ctx: &SessionCtx, m: &Message) -> std::result::Result<(Command, Lineage), String> {
     let classify = |text: &str| {
         ctx.services.classifier.classify(
             text,
@@ -362,6 +343,22 @@ fn describe(ctx: &SessionCtx, m: &Message) -> std::result::Result<Command, Strin
             ));
         }
     };
+    let lineage = match &ctx.masks {
+        Some(masks) => Lineage {
+            mentioned: masks.mentioned_rule(&text),
+            touched: masks.touched_rule(
+                statements
+                    .iter()
+                    .flat_map(|s| s.tables.iter())
+                    .map(String::as_str),
+            ),
+            outputs: match statements.as_slice() {
+                [only] => only.outputs.clone(),
+                _ => None,
+            },
+        },
+        None => Lineage::default(),
+    };
     let worst = SqlStatement::worst_kind(&statements);
     let tables = SqlStatement::tables_of(&statements);
     let mut cmd = Command::new(Action::Sql(unknown("", Vec::new())), text);
@@ -371,7 +368,7 @@ fn describe(ctx: &SessionCtx, m: &Message) -> std::result::Result<Command, Strin
     }
     cmd.action = worst.cedar_id().to_string();
     cmd.tables = tables;
-    Ok(cmd)
+    Ok((cmd, lineage))
 }
 
 /// Whether `text` is `USE <database>` of `database` (bare, bracketed or quoted).
@@ -403,5 +400,6 @@ fn unknown(shape: &str, functions: Vec<String>) -> Arc<SqlStatement> {
         functions,
         parsed: false,
         refusal: None,
+        outputs: None,
     })
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use bytes::BytesMut;
 use gateway_core::config::Protocol;
 use gateway_core::gate::{self, SessionGate};
+use gateway_core::masking::SessionMasks;
 use gateway_core::services::Services;
 use tokio::net::TcpStream;
 use tracing::Instrument;
@@ -29,6 +30,8 @@ pub(crate) struct SessionCtx {
     pub packet_size: usize,
     /// The database the client believes it is in: the connection's name.
     pub database: String,
+    /// The masking that applies to the session's results, if any.
+    pub masks: Option<Arc<SessionMasks>>,
 }
 
 /// Serve one accepted connection to its end.
@@ -85,28 +88,10 @@ pub(crate) async fn handle(proxy: Arc<TdsProxy>, tcp: TcpStream, peer: SocketAdd
         }
     };
     let conn = admission.conn.clone();
-    // Results of this gateway are not masked yet: a session that masking applies to does
-    // not start (fail closed), rather than return what a rule would hide.
-    let masked = services
+    let masks = services
         .masking
         .as_ref()
-        .and_then(|m| m.for_session(&conn.name, &identity.groups))
-        .is_some();
-    if masked {
-        opening
-            .refused(
-                &conn.name,
-                Some(&identity),
-                "masking applies to this connection, and the TDS gateway does not mask results yet",
-            )
-            .await;
-        front::refuse_login(
-            &mut client.stream,
-            "portcullis: login failed: masking applies to this connection, and the TDS gateway does not mask results yet",
-        )
-        .await;
-        return;
-    }
+        .and_then(|m| m.for_session(&conn.name, &identity.groups));
     let span = tracing::info_span!("session", session_id = %opening.session_id(), identity = %identity.principal(), connection = %conn.name);
     async move {
         let password = match conn.password(&services.config.base_dir) {
@@ -198,6 +183,7 @@ pub(crate) async fn handle(proxy: Arc<TdsProxy>, tcp: TcpStream, peer: SocketAdd
             services: services.clone(),
             packet_size: target.packet_size,
             database: conn.name.clone(),
+            masks,
         };
         let started = std::time::Instant::now();
         let outcome = relay::run(&ctx, client.stream, client.buf, target.stream, target.buf).await;

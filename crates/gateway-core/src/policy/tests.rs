@@ -75,6 +75,7 @@ pub(super) fn sql(kind: SqlKind, tables: &[&str], unbounded: bool, shape: &str) 
         functions: Vec::new(),
         parsed: kind != SqlKind::Unknown,
         refusal: None,
+        outputs: None,
     }))
 }
 

@@ -16,6 +16,7 @@ use super::limits::{
     MAX_NESTING, MAX_TEXT_BYTES, MAX_TOKENS, SPILL_NESTING, SPILL_STACK, TOO_DEEP, TOO_LARGE,
     nesting_bound,
 };
+use super::lineage;
 use super::walk::analyse;
 use super::{Dialect, LexOptions, classify_tsql};
 use crate::action::{SqlKind, SqlStatement};
@@ -91,6 +92,7 @@ pub(super) fn unknown(shape: String) -> SqlStatement {
         functions: Vec::new(),
         parsed: false,
         refusal: None,
+        outputs: None,
     }
 }
 
@@ -148,6 +150,7 @@ fn classify_segment(text: &str, scan: &Scan, seg: &Segment) -> Option<SqlStateme
         functions: fx.functions,
         parsed: true,
         refusal: None,
+        outputs: lineage::outputs(stmt),
     })
 }
 
@@ -221,6 +224,7 @@ fn fallback(text: &str, toks: &[Tok], shape: String) -> SqlStatement {
             functions: Vec::new(),
             parsed: true,
             refusal: None,
+            outputs: None,
         },
         None => unknown(shape),
     }

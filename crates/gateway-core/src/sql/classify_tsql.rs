@@ -20,6 +20,7 @@ use super::limits::{
     MAX_NESTING, MAX_TEXT_BYTES, MAX_TOKENS, SPILL_NESTING, SPILL_STACK, TOO_DEEP, TOO_LARGE,
     nesting_bound,
 };
+use super::lineage;
 use super::walk::analyse;
 use super::{Dialect, LexOptions};
 use crate::action::{SqlKind, SqlStatement};
@@ -167,6 +168,7 @@ fn parse_tokens(text: &str, scan: &Scan, range: Range<usize>) -> Parsed {
             functions: fx.functions,
             parsed: true,
             refusal: None,
+            outputs: lineage::outputs(stmt),
         });
     }
     Parsed::Statements(out)
@@ -402,5 +404,6 @@ fn utility(text: &str, scan: &Scan, seg: &Segment) -> Option<SqlStatement> {
         functions: Vec::new(),
         parsed: true,
         refusal: None,
+        outputs: None,
     })
 }

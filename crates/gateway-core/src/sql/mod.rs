@@ -163,6 +163,7 @@ mod kinds_tsql;
 mod lexer;
 mod lexer_tsql;
 mod limits;
+mod lineage;
 mod pure;
 mod pure_tsql;
 mod walk;

@@ -83,6 +83,7 @@ pub(super) fn unknown_statement() -> SqlStatement {
         functions: Vec::new(),
         parsed: false,
         refusal: None,
+        outputs: None,
     }
 }
 

@@ -187,6 +187,14 @@ pub fn put_message_part(
     }
 }
 
+/// One packet of `payload` (at most a packet's room) with the given SPID and packet id.
+pub fn put_packet(out: &mut BytesMut, ty: u8, status: u8, spid: [u8; 2], id: u8, payload: &[u8]) {
+    let len = u16::try_from(payload.len() + HEADER_LEN).unwrap_or(u16::MAX);
+    let [hi, lo] = len.to_be_bytes();
+    out.extend_from_slice(&[ty, status, hi, lo, spid[0], spid[1], id, 0]);
+    out.extend_from_slice(payload);
+}
+
 fn put_header(out: &mut BytesMut, ty: u8, status: u8, payload_len: usize, id: u8) {
     // Chunks are at most MAX_PACKET - HEADER_LEN, so the length fits in 16 bits.
     let len = u16::try_from(payload_len + HEADER_LEN).unwrap_or(u16::MAX);

@@ -1,0 +1,598 @@
+//! The target's answers on their way to the client.
+//!
+//! Every answer's token stream is read as it arrives (packets joined, tokens cut where they
+//! end, a row spanning packets resumed where it stopped), for what its `command_end` event
+//! records: rows counted by DONE tokens and the first error.
+//!
+//! Without masking the target's packets are forwarded as they are, byte for byte, as soon as
+//! each is whole; the token reader only watches. An answer it cannot read is still forwarded
+//! (the event then has no row count).
+//!
+//! With masking, rows are rewritten before they leave: character values (CHAR, VARCHAR,
+//! NCHAR, NVARCHAR, their MAX forms, TEXT, NTEXT, XML, and character SQL_VARIANTs) by the
+//! session's column rules and detectors, error and notice text quoting a protected value,
+//! output parameters. The tokens are packed into packets of the session's size again, with the
+//! target's SPID; an answer where nothing changed is the same token bytes. What cannot be masked
+//! fails closed: a column rule that covers a column of another type (an integer, a date)
+//! withholds the rest of that answer and ends it with an error, and a stream the gateway cannot
+//! read ends the session with an error rather than pass anything on unread.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use gateway_core::action::Output;
+use gateway_core::masking::{
+    ColumnPlan, ColumnRef, MaskCounts, Masked, ResultMask, SessionMasks, TypeHint,
+};
+
+use crate::codec::messages::{ServerMessage, done_status};
+use crate::codec::metadata::ColMetadata;
+use crate::codec::packet::{self, HEADER_LEN};
+use crate::codec::rows::{self, RowMasker};
+use crate::codec::tokens::{StreamState, Token, next_token};
+use crate::codec::types::{DataType, TypeInfo};
+use crate::codec::write;
+use crate::error::{Result, TdsError};
+
+/// What masking needs to know about the request being answered.
+#[derive(Debug, Default)]
+pub(crate) struct Lineage {
+    /// The first column rule the request's text names (expressions over it are masked whole).
+    pub mentioned: Option<usize>,
+    /// The first column rule that may cover a table the request reads.
+    pub touched: Option<usize>,
+    /// The output columns of the request's only statement, when it is a plain `SELECT`.
+    pub outputs: Option<Vec<Output>>,
+}
+
+/// The request being answered by the target.
+pub(crate) struct InFlight {
+    pub number: u64,
+    pub started: Instant,
+    pub lineage: Lineage,
+}
+
+/// How an answer ended, for its `command_end` event.
+pub(crate) struct Ended {
+    pub flight: InFlight,
+    pub rows: Option<u64>,
+    pub error: Option<String>,
+    pub masked: Option<serde_json::Value>,
+}
+
+/// Masking state of a session that masking applies to.
+struct Masking {
+    masks: Arc<SessionMasks>,
+    masker: RowMasker,
+    /// The plan of the current result set (`None` before its COLMETADATA).
+    plan: Option<ResultMask>,
+    counts: MaskCounts,
+    scratch: Vec<u8>,
+    /// Why the rest of this answer is withheld.
+    withheld: Option<String>,
+    /// Masked token bytes not yet packed into a packet.
+    payload: BytesMut,
+    spid: [u8; 2],
+    packet_id: u8,
+}
+
+/// One session's response stream.
+pub(crate) struct Responses {
+    /// Bytes from the target, whole packets not yet handled.
+    pub packets: BytesMut,
+    pub inflight: Option<InFlight>,
+    /// Payload bytes not yet cut into whole tokens.
+    tokens: BytesMut,
+    state: StreamState,
+    masking: Option<Masking>,
+    watch: Watch,
+    /// The answer could not be read (unmasked sessions only): watched no further until it ends.
+    lost: bool,
+}
+
+impl Responses {
+    pub fn new(packets: BytesMut, masks: Option<Arc<SessionMasks>>) -> Responses {
+        Responses {
+            packets,
+            inflight: None,
+            tokens: BytesMut::new(),
+            state: StreamState::new(),
+            masking: masks.map(|masks| Masking {
+                masks,
+                masker: RowMasker::new(),
+                plan: None,
+                counts: MaskCounts::new(),
+                scratch: Vec::new(),
+                withheld: None,
+                payload: BytesMut::new(),
+                spid: [0, 0],
+                packet_id: 1,
+            }),
+            watch: Watch::default(),
+            lost: false,
+        }
+    }
+
+    /// Handles every whole packet received: forwarded (or masked) into `out`. Each answer
+    /// that ended is pushed to `ended`.
+    pub fn relay(
+        &mut self,
+        packet_size: usize,
+        out: &mut BytesMut,
+        ended: &mut Vec<Ended>,
+    ) -> Result<()> {
+        while let Some(len) =
+            packet::whole_packet_len(&self.packets).map_err(TdsError::target_codec)?
+        {
+            if len > packet::MAX_PACKET {
+                return Err(TdsError::Target(format!("a packet of {len} bytes")));
+            }
+            let raw = self.packets.split_to(len);
+            let eom = raw[1] & packet::STATUS_EOM != 0;
+            let body = raw.get(HEADER_LEN..).unwrap_or_default();
+            if let Some(m) = self.masking.as_mut() {
+                m.spid = [raw[4], raw[5]];
+                self.tokens.extend_from_slice(body);
+                if let Err(e) = self.read_tokens() {
+                    // Nothing unread goes to the client: it gets an error, the session ends.
+                    if let Some(m) = self.masking.as_mut() {
+                        m.payload.clear();
+                        let text = format!(
+                            "portcullis: the target's answer cannot be read, so it is not passed on and the session ends: {e}"
+                        );
+                        let msg = ServerMessage::from_gateway(50000, 16, &text);
+                        let _ = write::write_refusal(&mut m.payload, &msg);
+                        m.flush(out, packet_size, true);
+                    }
+                    return Err(TdsError::target_codec(e));
+                }
+                if let Some(m) = self.masking.as_mut() {
+                    m.flush(out, packet_size, eom);
+                }
+            } else {
+                if len <= packet_size {
+                    out.extend_from_slice(&raw);
+                } else {
+                    // Over the size the client was given: cut to it, as it can read no more.
+                    split_packet(&raw, packet_size, out);
+                }
+                if !self.lost {
+                    self.tokens.extend_from_slice(body);
+                    if let Err(e) = self.read_tokens() {
+                        tracing::debug!(error = %e, "an answer's tokens could not be followed");
+                        self.lost = true;
+                        self.watch.rows = None;
+                        self.tokens.clear();
+                    }
+                }
+            }
+            if eom {
+                self.answer_ended(ended);
+            }
+        }
+        Ok(())
+    }
+
+    fn answer_ended(&mut self, ended: &mut Vec<Ended>) {
+        let lost = self.lost || !self.tokens.is_empty();
+        if lost {
+            // The next answer starts afresh.
+            self.tokens.clear();
+            self.state = StreamState::new();
+        }
+        self.lost = false;
+        let w = std::mem::take(&mut self.watch);
+        let rows = w.rows.filter(|_| !lost);
+        let error = w.error;
+        let masked = self.masking.as_mut().and_then(|m| {
+            m.plan = None;
+            m.withheld = None;
+            m.packet_id = 1;
+            let counts = (!m.counts.is_empty())
+                .then(|| serde_json::json!(m.counts.render(m.masks.column_rule_names())));
+            m.counts.clear();
+            counts
+        });
+        if let Some(flight) = self.inflight.take() {
+            ended.push(Ended {
+                flight,
+                rows,
+                error,
+                masked,
+            });
+        }
+    }
+
+    /// Reads every whole token in `tokens`; with masking, writes what the client gets.
+    fn read_tokens(&mut self) -> crate::codec::Result<()> {
+        let mut at = 0;
+        let result = loop {
+            let next = match next_token(self.tokens.get(at..).unwrap_or_default(), &mut self.state)
+            {
+                Ok(Some(t)) => t,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            };
+            let (token, len) = next;
+            let raw = self.tokens.get(at..at + len).unwrap_or_default();
+            at += len;
+            let mut sent_error = None;
+            if let Some(m) = self.masking.as_mut() {
+                let lineage = self.inflight.as_ref().map(|f| &f.lineage);
+                match m.token(&token, raw, self.state.metadata(), lineage) {
+                    Ok(sent) => sent_error = sent,
+                    Err(e) => break Err(e),
+                }
+            }
+            watch(&mut self.watch, &token, sent_error.as_deref());
+        };
+        self.tokens.advance(at);
+        result
+    }
+}
+
+/// What the answer's event records: rows (a DONE's count where it gives one, else the rows
+/// sent since the last DONE), the first error as the client got it.
+fn watch(w: &mut Watch, token: &Token, sent_error: Option<&str>) {
+    match token {
+        Token::Row | Token::NbcRow => w.streamed += 1,
+        Token::Done(d) | Token::DoneProc(d) | Token::DoneInProc(d) => {
+            let n = if d.status & done_status::COUNT != 0 {
+                d.row_count
+            } else {
+                w.streamed
+            };
+            if n > 0 || d.status & done_status::COUNT != 0 {
+                *w.rows.get_or_insert(0) += n;
+            }
+            w.streamed = 0;
+        }
+        Token::Error(e) if w.error.is_none() => {
+            let text = sent_error.unwrap_or(&e.message);
+            w.error = Some(format!("error {}: {}", e.number, text));
+        }
+        _ => {}
+    }
+}
+
+/// What is counted of one answer.
+#[derive(Default)]
+struct Watch {
+    rows: Option<u64>,
+    streamed: u64,
+    error: Option<String>,
+}
+
+impl Masking {
+    /// Writes what the client gets for one token.
+    fn token(
+        &mut self,
+        token: &Token,
+        raw: &[u8],
+        meta: Option<&Arc<ColMetadata>>,
+        lineage: Option<&Lineage>,
+    ) -> crate::codec::Result<Option<String>> {
+        if self.withheld.is_some() {
+            if token.ends_response() {
+                let why = self.withheld.as_deref().unwrap_or_default();
+                let msg = ServerMessage::from_gateway(50000, 16, why);
+                write::write_refusal(&mut self.payload, &msg)?;
+            }
+            return Ok(None);
+        }
+        match token {
+            Token::ColMetadata(meta) => {
+                let plan = plan(&self.masks, meta, lineage);
+                if let Some(why) = unmaskable(&plan, meta) {
+                    self.withheld = Some(why);
+                    return Ok(None);
+                }
+                self.plan = Some(plan);
+                self.payload.extend_from_slice(raw);
+            }
+            Token::Row | Token::NbcRow => {
+                let (Some(plan), Some(meta)) = (self.plan.as_ref(), meta) else {
+                    return Err(crate::codec::CodecError::Invalid(
+                        "a row before its column metadata".into(),
+                    ));
+                };
+                if plan.is_noop() {
+                    self.payload.extend_from_slice(raw);
+                    return Ok(None);
+                }
+                let (scratch, counts) = (&mut self.scratch, &mut self.counts);
+                let masked = self
+                    .masker
+                    .mask_row(raw, meta, &mut self.payload, |col, text| {
+                        replacement(plan.mask(col, text.as_bytes(), scratch, counts), scratch)
+                    })?;
+                if masked == rows::Masked::Unchanged {
+                    self.payload.extend_from_slice(raw);
+                }
+            }
+            Token::ReturnValue(rv) => {
+                let rule = lineage.and_then(|l| l.mentioned);
+                let (masks, scratch, counts) = (&self.masks, &mut self.scratch, &mut self.counts);
+                let masked = self
+                    .masker
+                    .mask_return_value(raw, rv, &mut self.payload, |text| {
+                        let m = match rule {
+                            Some(rule) => masks.mask_with(
+                                ColumnPlan::Whole {
+                                    rule,
+                                    hint: TypeHint::Text,
+                                },
+                                text.as_bytes(),
+                                scratch,
+                                counts,
+                            ),
+                            None => {
+                                masks.mask_value(text.as_bytes(), TypeHint::Text, scratch, counts)
+                            }
+                        };
+                        replacement(m, scratch)
+                    })?;
+                if masked == rows::Masked::Unchanged {
+                    self.payload.extend_from_slice(raw);
+                }
+            }
+            Token::Error(msg) | Token::Info(msg) => {
+                let rule = lineage.and_then(|l| l.mentioned.or(l.touched));
+                match rule
+                    .and_then(|r| quoted_masked(&self.masks, r, &msg.message, &mut self.counts))
+                {
+                    Some(text) => {
+                        let new = ServerMessage {
+                            message: text,
+                            ..msg.clone()
+                        };
+                        if matches!(token, Token::Error(_)) {
+                            write::write_error(&mut self.payload, &new)?;
+                        } else {
+                            write::write_info(&mut self.payload, &new)?;
+                        }
+                        return Ok(Some(new.message));
+                    }
+                    None => self.payload.extend_from_slice(raw),
+                }
+            }
+            _ => self.payload.extend_from_slice(raw),
+        }
+        Ok(None)
+    }
+
+    /// Packs the masked payload into packets: whole packets as they fill, the rest at the end
+    /// of the answer.
+    fn flush(&mut self, out: &mut BytesMut, packet_size: usize, eom: bool) {
+        let room = packet_size.clamp(packet::MIN_PACKET, packet::MAX_PACKET) - HEADER_LEN;
+        while self.payload.len() > room || (eom && !self.payload.is_empty()) {
+            let n = self.payload.len().min(room);
+            let last = eom && n == self.payload.len();
+            let status = if last { packet::STATUS_EOM } else { 0 };
+            packet::put_packet(
+                out,
+                packet::TABULAR_RESULT,
+                status,
+                self.spid,
+                self.packet_id,
+                self.payload.get(..n).unwrap_or_default(),
+            );
+            self.packet_id = self.packet_id.wrapping_add(1);
+            self.payload.advance(n);
+            if last {
+                return;
+            }
+        }
+        if eom {
+            // Everything was sent in whole packets: the end is an empty one.
+            packet::put_packet(
+                out,
+                packet::TABULAR_RESULT,
+                packet::STATUS_EOM,
+                self.spid,
+                self.packet_id,
+                &[],
+            );
+        }
+    }
+}
+
+/// `raw` (one packet) as packets of at most `packet_size`, its header kept and its EOM on the
+/// last.
+fn split_packet(raw: &[u8], packet_size: usize, out: &mut BytesMut) {
+    let room = packet_size.clamp(packet::MIN_PACKET, packet::MAX_PACKET) - HEADER_LEN;
+    let (ty, status, spid, mut id) = (raw[0], raw[1], [raw[4], raw[5]], raw[6]);
+    let mut chunks = raw
+        .get(HEADER_LEN..)
+        .unwrap_or_default()
+        .chunks(room)
+        .peekable();
+    while let Some(chunk) = chunks.next() {
+        let last = chunks.peek().is_none();
+        let st = if last {
+            status
+        } else {
+            status & !packet::STATUS_EOM
+        };
+        packet::put_packet(out, ty, st, spid, id, chunk);
+        id = id.wrapping_add(1);
+    }
+}
+
+/// The replacement text for a value, from what the masking engine did.
+fn replacement(m: Masked, scratch: &[u8]) -> Option<String> {
+    match m {
+        Masked::Unchanged => None,
+        Masked::Replaced => Some(String::from_utf8_lossy(scratch).into_owned()),
+        // Character columns are never planned to NULL; a column past the plan is emptied.
+        Masked::Null => Some(String::new()),
+    }
+}
+
+/// What a column's values are, for the masking engine.
+fn hint_of(ty: &TypeInfo) -> TypeHint {
+    use DataType::*;
+    if ty.may_hold_text() {
+        return TypeHint::Text;
+    }
+    match ty.data_type {
+        Int1 | Int2 | Int4 | Int8 | IntN | Decimal | Numeric | DecimalN | NumericN | Money
+        | Money4 | MoneyN => TypeHint::Numeric,
+        _ => TypeHint::Other,
+    }
+}
+
+/// The plan for one result set: each column by the name it has in its table; a computed
+/// column masked whole when what it reads includes a protected column.
+fn plan(masks: &Arc<SessionMasks>, meta: &ColMetadata, lineage: Option<&Lineage>) -> ResultMask {
+    let mentioned = lineage.and_then(|l| l.mentioned);
+    let outputs = lineage.and_then(|l| l.outputs.as_deref());
+    let sources: Vec<Source<'_>> = meta
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| source(outputs, meta.len(), i, &c.name))
+        .collect();
+    let cols = meta.columns.iter().zip(&sources).map(|(c, s)| ColumnRef {
+        // The wire does not say which table a column is from: rules match by name alone.
+        table: None,
+        name: match s {
+            Source::Column(base) => base,
+            Source::Computed(_) => &c.name,
+        },
+        hint: hint_of(&c.type_info),
+    });
+    let mut plan = masks.columns(cols, None);
+    if mentioned.is_none() {
+        return plan;
+    }
+    for (i, (c, s)) in meta.columns.iter().zip(&sources).enumerate() {
+        let rule = match s {
+            Source::Column(_) => None,
+            Source::Computed(None) => mentioned,
+            Source::Computed(Some(reads)) => reads.iter().find_map(|r| masks.mentioned_rule(r)),
+        };
+        if rule.is_some() {
+            plan.mask_whole(i, rule, hint_of(&c.type_info));
+        }
+    }
+    plan
+}
+
+/// Where a result column comes from, as far as the statement tells.
+enum Source<'a> {
+    /// A table's column of this name.
+    Column(&'a str),
+    /// Computed from the columns named (`None`: from what the gateway cannot tell).
+    Computed(Option<Vec<&'a str>>),
+}
+
+fn source<'a>(outputs: Option<&'a [Output]>, n: usize, i: usize, name: &'a str) -> Source<'a> {
+    let Some(outputs) = outputs else {
+        return Source::Computed(None);
+    };
+    let of_expr = |reads: &'a [String], opaque: bool| {
+        Source::Computed((!opaque).then(|| reads.iter().map(String::as_str).collect()))
+    };
+    let wildcard = outputs.iter().any(|o| matches!(o, Output::Wildcard));
+    if !wildcard {
+        // One output per column, in order.
+        if outputs.len() != n {
+            return Source::Computed(None);
+        }
+        return match outputs.get(i) {
+            Some(Output::Column { name, .. }) => Source::Column(name),
+            Some(Output::Expr { reads, opaque, .. }) => of_expr(reads, *opaque),
+            _ => Source::Computed(None),
+        };
+    }
+    // With `*` the columns can't be counted off: a name an expression gives (an unnamed one
+    // has none) is computed from what all such expressions read, an alias of a column is that
+    // column, any other name is a table's own column.
+    let mut base = name;
+    let mut computed = false;
+    let mut reads: Vec<&str> = Vec::new();
+    for o in outputs {
+        match o {
+            Output::Expr {
+                alias,
+                reads: r,
+                opaque,
+            } if alias
+                .as_deref()
+                .unwrap_or_default()
+                .eq_ignore_ascii_case(name) =>
+            {
+                if *opaque {
+                    return Source::Computed(None);
+                }
+                reads.extend(r.iter().map(String::as_str));
+                computed = true;
+            }
+            Output::Column {
+                name: column,
+                alias: Some(a),
+            } if a.eq_ignore_ascii_case(name) => base = column,
+            _ => {}
+        }
+    }
+    if computed {
+        Source::Computed(Some(reads))
+    } else {
+        Source::Column(base)
+    }
+}
+
+/// Why a result set cannot be masked: a column rule covers a column whose values are not
+/// character data (the gateway rewrites only those).
+fn unmaskable(plan: &ResultMask, meta: &ColMetadata) -> Option<String> {
+    meta.columns.iter().enumerate().find_map(|(i, c)| {
+        let ColumnPlan::Whole { .. } = plan.plan(i) else {
+            return None;
+        };
+        (!c.type_info.may_hold_text()).then(|| {
+            format!(
+                "portcullis: column {:?} is covered by a masking rule and its type ({:?}) is not character data, which this gateway masks; the result is withheld (cast it to a character type to read it masked)",
+                c.name, c.type_info.data_type
+            )
+        })
+    })
+}
+
+/// `text` with the inside of every `'…'` masked whole under `rule`; `None` when it quotes
+/// nothing.
+fn quoted_masked(
+    masks: &SessionMasks,
+    rule: usize,
+    text: &str,
+    counts: &mut MaskCounts,
+) -> Option<String> {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut tmp = Vec::new();
+    let mut rest = text;
+    let mut any = false;
+    while let Some(open) = rest.find('\'') {
+        let Some(len) = rest[open + 1..].find('\'') else {
+            break;
+        };
+        let inner = &rest[open + 1..open + 1 + len];
+        out.push_str(&rest[..=open]);
+        let whole = ColumnPlan::Whole {
+            rule,
+            hint: TypeHint::Text,
+        };
+        match masks.mask_with(whole, inner.as_bytes(), &mut tmp, counts) {
+            Masked::Replaced => out.push_str(&String::from_utf8_lossy(&tmp)),
+            _ => out.push_str("[masked]"),
+        }
+        out.push('\'');
+        rest = &rest[open + 1 + len + 1..];
+        any = true;
+    }
+    if !any {
+        return None;
+    }
+    out.push_str(rest);
+    Some(out)
+}
