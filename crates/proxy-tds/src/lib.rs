@@ -10,6 +10,7 @@ mod error;
 mod front;
 pub mod prelogin_tls;
 mod relay;
+mod result_plan;
 mod results;
 mod server;
 mod session;

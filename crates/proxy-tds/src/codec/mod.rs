@@ -5,7 +5,7 @@ use std::fmt;
 
 pub mod charset;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 pub mod login7;
 pub mod messages;
 pub mod metadata;
