@@ -254,3 +254,37 @@ fn leak_whole_row_values_of_a_table_with_a_covered_column() {
     let out = leak_attempt(&gw, &token, "SELECT o FROM orders o ORDER BY id LIMIT 1");
     assert!(out.starts_with("(1,"), "{out}");
 }
+
+/// Whole rows read through expressions (`c::text`, `to_jsonb(c)`, `row(c.*)`) carry a covered
+/// column's value without naming it, and a string function can disguise it character for
+/// character: such outputs are masked whole. A table with nothing covered passes.
+#[test]
+fn leak_whole_row_values_through_expressions() {
+    let gw = gateway();
+    let token = gw.token("analyst", &["ci"]);
+    let disguise = |s: &str| -> String {
+        s.chars()
+            .map(|c| match c.to_digit(10) {
+                Some(d) => (b'a' + d as u8) as char,
+                None => c,
+            })
+            .collect()
+    };
+    let ssn = disguise("078051120");
+    for sql in [
+        "SELECT translate(c::text, '0123456789', 'abcdefghij') FROM customers_pii c",
+        "SELECT translate(to_jsonb(c)->>'ssn', '0123456789', 'abcdefghij') FROM customers_pii c",
+        "SELECT translate(row(c.*)::text, '0123456789', 'abcdefghij') FROM customers_pii AS c",
+        "SELECT translate(customers_pii::text, '0123456789', 'abcdefghij') FROM customers_pii",
+    ] {
+        let out = leak_attempt(&gw, &token, sql);
+        assert!(!out.contains(&ssn), "{sql}: {out}");
+        assert!(out.contains("[REDACTED:column]"), "{sql}: {out}");
+    }
+    let out = leak_attempt(
+        &gw,
+        &token,
+        "SELECT upper(o::text) FROM orders o ORDER BY id LIMIT 1",
+    );
+    assert!(out.starts_with("(1,"), "{out}");
+}

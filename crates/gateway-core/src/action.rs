@@ -198,6 +198,9 @@ pub enum Output {
         reads: Vec<String>,
         /// It holds a subquery, so it may read columns of tables outside `FROM`.
         opaque: bool,
+        /// Tables (as `FROM` names them, lower-case) whose whole rows it reads: `to_jsonb(c)`,
+        /// `c::text`, `row(c.*)` for `FROM customers c`.
+        rows: Vec<String>,
     },
 }
 

@@ -345,7 +345,9 @@ fn describe(ctx: &SessionCtx, m: &Message) -> std::result::Result<(Command, Line
     };
     let lineage = match &ctx.masks {
         Some(masks) => Lineage {
-            mentioned: masks.mentioned_rule(&text),
+            mentioned: masks
+                .mentioned_rule(&text)
+                .or_else(|| masks.whole_row_rule(&statements)),
             touched: masks.touched_rule(
                 statements
                     .iter()

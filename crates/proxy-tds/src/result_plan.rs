@@ -116,6 +116,7 @@ fn source<'a>(outputs: Option<&'a [Output]>, n: usize, i: usize, name: &'a str) 
                 alias,
                 reads: r,
                 opaque,
+                ..
             } if alias
                 .as_deref()
                 .unwrap_or_default()
@@ -211,6 +212,7 @@ mod tests {
             alias: alias.map(Into::into),
             reads: reads.iter().map(|r| r.to_string()).collect(),
             opaque,
+            rows: Vec::new(),
         }
     }
 

@@ -22,6 +22,7 @@ use std::sync::Arc;
 pub use counts::{Detector, KIND_COUNT, Kind, MaskCounts};
 pub use key::{KEY_LEN, load_or_create_key};
 
+use crate::action::{Output, SqlStatement};
 use crate::config::{MaskStrategy, MaskingConfig};
 use crate::error::{Error, Result};
 use json::Why;
@@ -294,6 +295,26 @@ impl SessionMasks {
             return None;
         }
         tables.find_map(|t| self.rules.iter().position(|r| r.pattern.covers_table(t)))
+    }
+
+    /// The first column rule that may cover a table whose whole rows one of `statements`
+    /// outputs through an expression (`to_jsonb(c)`, `c::text`, `row(c.*)`): such an output
+    /// carries the covered column's values without naming it. Pass it to
+    /// [`SessionMasks::columns`] as the mentioned rule.
+    pub fn whole_row_rule(&self, statements: &[std::sync::Arc<SqlStatement>]) -> Option<usize> {
+        if self.rules.is_empty() {
+            return None;
+        }
+        let rows = statements
+            .iter()
+            .filter_map(|s| s.outputs.as_deref())
+            .flatten()
+            .filter_map(|o| match o {
+                Output::Expr { rows, .. } => Some(rows),
+                _ => None,
+            })
+            .flatten();
+        self.touched_rule(rows.map(String::as_str))
     }
 
     /// The first column rule a SQL statement mentions by name (identifier scan, quoted or not,

@@ -10,8 +10,8 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, Query, Select, SelectItem, SetExpr, Statement, TableFactor, TableWithJoins, Visit,
-    Visitor, WildcardAdditionalOptions,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, Query, Select, SelectItem,
+    SetExpr, Statement, TableFactor, TableWithJoins, Visit, Visitor, WildcardAdditionalOptions,
 };
 
 use crate::action::Output;
@@ -25,7 +25,32 @@ pub(crate) fn outputs(stmt: &Statement) -> Option<Vec<Output>> {
     if select.into.is_some() || !select.from.iter().all(only_tables) {
         return None;
     }
-    select.projection.iter().map(output).collect()
+    let from = relations(select);
+    select.projection.iter().map(|i| output(i, &from)).collect()
+}
+
+/// The relations of `FROM`: the name each is referred to by (its alias, else its own last
+/// name part), and the table name as written.
+fn relations(select: &Select) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for t in &select.from {
+        for f in std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)) {
+            if let TableFactor::Table { name, alias, .. } = f {
+                let parts: Vec<String> = name
+                    .0
+                    .iter()
+                    .filter_map(|p| p.as_ident().map(|i| i.value.to_lowercase()))
+                    .collect();
+                let table = parts.join(".");
+                let by = match alias {
+                    Some(a) => a.name.value.to_lowercase(),
+                    None => parts.last().cloned().unwrap_or_default(),
+                };
+                out.push((by, table));
+            }
+        }
+    }
+    out
 }
 
 /// The one query block of `q`, when there is nothing around it that could rename or compute.
@@ -46,11 +71,11 @@ fn only_tables(t: &TableWithJoins) -> bool {
     table(&t.relation) && t.joins.iter().all(|j| table(&j.relation))
 }
 
-fn output(item: &SelectItem) -> Option<Output> {
+fn output(item: &SelectItem, from: &[(String, String)]) -> Option<Output> {
     Some(match item {
-        SelectItem::UnnamedExpr(e) => of_expr(e, None),
+        SelectItem::UnnamedExpr(e) => of_expr(e, None, from),
         SelectItem::ExprWithAlias { expr, alias } => {
-            of_expr(expr, Some(alias.value.to_lowercase()))
+            of_expr(expr, Some(alias.value.to_lowercase()), from)
         }
         SelectItem::Wildcard(o) => wildcard(o)?,
         SelectItem::QualifiedWildcard(_, o) => wildcard(o)?,
@@ -64,7 +89,7 @@ fn wildcard(o: &WildcardAdditionalOptions) -> Option<Output> {
         .then_some(Output::Wildcard)
 }
 
-fn of_expr(e: &Expr, alias: Option<String>) -> Output {
+fn of_expr(e: &Expr, alias: Option<String>, from: &[(String, String)]) -> Output {
     let mut e = e;
     while let Expr::Nested(inner) = e {
         e = inner;
@@ -74,39 +99,107 @@ fn of_expr(e: &Expr, alias: Option<String>) -> Output {
         Expr::CompoundIdentifier(parts) => parts.last().map(|i| &i.value),
         _ => None,
     };
+    // A bare name that is also a relation's name may be that relation's whole row.
+    let row = |n: &str| from.iter().find(|(by, _)| by == n).map(|(_, t)| t.clone());
     match name {
+        Some(n) if matches!(e, Expr::Identifier(_)) && row(&n.to_lowercase()).is_some() => {
+            Output::Expr {
+                alias,
+                reads: vec![n.to_lowercase()],
+                opaque: false,
+                rows: row(&n.to_lowercase()).into_iter().collect(),
+            }
+        }
         Some(n) => Output::Column {
             name: n.to_lowercase(),
             alias,
         },
         None => {
-            let mut reads = Reads::default();
+            let mut reads = Reads {
+                from,
+                ..Reads::default()
+            };
             // The walk never breaks.
             let _ = e.visit(&mut reads);
             reads.names.sort();
             reads.names.dedup();
+            reads.rows.sort();
+            reads.rows.dedup();
             Output::Expr {
                 alias,
                 reads: reads.names,
                 opaque: reads.opaque,
+                rows: reads.rows,
             }
         }
     }
 }
 
-/// The columns an expression reads, and whether it holds a query.
+/// The columns an expression reads, the relations whose whole rows it reads, and whether it
+/// holds a query.
 #[derive(Default)]
-struct Reads {
+struct Reads<'a> {
+    from: &'a [(String, String)],
     names: Vec<String>,
+    rows: Vec<String>,
     opaque: bool,
 }
 
-impl Visitor for Reads {
+impl Reads<'_> {
+    fn row(&mut self, name: &str) {
+        if let Some((_, t)) = self.from.iter().find(|(by, _)| by == name) {
+            self.rows.push(t.clone());
+        }
+    }
+
+    /// `c.*`: the whole row of relation `c`.
+    fn row_of(&mut self, name: &ObjectName) {
+        if let Some(last) = name.0.last().and_then(|p| p.as_ident()) {
+            self.row(&last.value.to_lowercase());
+        }
+    }
+}
+
+fn is_count(name: &ObjectName) -> bool {
+    name.0
+        .last()
+        .and_then(|p| p.as_ident())
+        .is_some_and(|i| i.value.eq_ignore_ascii_case("count"))
+}
+
+impl Visitor for Reads<'_> {
     type Break = ();
 
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
         match e {
-            Expr::Identifier(i) => self.names.push(i.value.to_lowercase()),
+            Expr::Identifier(i) => {
+                let n = i.value.to_lowercase();
+                self.row(&n);
+                self.names.push(n);
+            }
+            Expr::QualifiedWildcard(name, _) => self.row_of(name),
+            Expr::Function(f) => {
+                let FunctionArguments::List(list) = &f.args else {
+                    return ControlFlow::Continue(());
+                };
+                for arg in &list.args {
+                    let (FunctionArg::Unnamed(a)
+                    | FunctionArg::Named { arg: a, .. }
+                    | FunctionArg::ExprNamed { arg: a, .. }) = arg;
+                    match a {
+                        FunctionArgExpr::QualifiedWildcard(name) => self.row_of(name),
+                        // `count(*)` counts rows; any other `f(*)` may read them all.
+                        FunctionArgExpr::Wildcard | FunctionArgExpr::WildcardWithOptions(_)
+                            if !is_count(&f.name) =>
+                        {
+                            let all: Vec<String> =
+                                self.from.iter().map(|(_, t)| t.clone()).collect();
+                            self.rows.extend(all);
+                        }
+                        _ => {}
+                    }
+                }
+            }
             Expr::CompoundIdentifier(parts) => {
                 if let Some(i) = parts.last() {
                     self.names.push(i.value.to_lowercase());
@@ -145,7 +238,19 @@ mod tests {
             alias: None,
             reads: reads.iter().map(|r| r.to_string()).collect(),
             opaque,
+            rows: Vec::new(),
         }
+    }
+
+    fn rows_of(sql: &str) -> Vec<Vec<String>> {
+        of(sql)
+            .expect("outputs")
+            .into_iter()
+            .map(|o| match o {
+                Output::Expr { rows, .. } => rows,
+                _ => Vec::new(),
+            })
+            .collect()
     }
 
     fn col(name: &str, alias: Option<&str>) -> Output {
@@ -173,6 +278,33 @@ mod tests {
             of("select * from a join b on a.id = b.id where b.card like '4%'"),
             Some(vec![Wildcard])
         );
+    }
+
+    #[test]
+    fn whole_row_references_name_their_table() {
+        let t = |s: &str| vec![s.to_string()];
+        assert_eq!(
+            rows_of(
+                "select translate(c::text, '1', 'a'), to_jsonb(c)->>'ssn', c, id \
+                 from public.customers c join orders on true"
+            ),
+            vec![
+                t("public.customers"),
+                t("public.customers"),
+                t("public.customers"),
+                vec![]
+            ]
+        );
+        assert_eq!(
+            rows_of("select customers from customers"),
+            vec![t("customers")]
+        );
+        let pg = Parser::parse_sql(&PostgreSqlDialect {}, "select row(c.*) from customers c")
+            .expect("parses");
+        assert!(matches!(
+            outputs(&pg[0]).as_deref(),
+            Some([Output::Expr { rows, .. }]) if rows == &t("customers")
+        ));
     }
 
     #[test]

@@ -215,10 +215,15 @@ impl Masking {
     /// Plan a result. Columns with a table origin are judged by it (as resolved through the
     /// catalog); an origin the catalog could not resolve counts as no origin, so the
     /// column's name and the statement-mention rule decide (fail closed).
+    ///
+    /// `rows` (from [`SessionMasks::whole_row_rule`]) masks whole every column with no origin
+    /// that is not JSON: the statement outputs whole rows of a covered table through an
+    /// expression. JSON outputs keep their structure; their fields are masked by name.
     pub fn plan<'a>(
         &self,
         cols: impl IntoIterator<Item = Column<'a>>,
         mentioned: Option<usize>,
+        rows: Option<usize>,
     ) -> Arc<RowPlan> {
         let cols: Vec<Column<'a>> = cols.into_iter().collect();
         let mut modes = Vec::with_capacity(cols.len());
@@ -245,10 +250,17 @@ impl Masking {
                 }
             })
             .collect();
+        let no_origin: Vec<bool> = refs.iter().map(|r| r.table.is_none()).collect();
         let mut mask = self.masks.columns(refs, mentioned);
         for (i, c) in cols.iter().enumerate() {
+            let h = hint(c.type_oid, c.format).0;
             if let Some(rule) = self.whole_row(c) {
-                mask.mask_whole(i, rule, hint(c.type_oid, c.format).0);
+                mask.mask_whole(i, rule, h);
+            } else if let Some(rule) = rows
+                && no_origin.get(i) == Some(&true)
+                && h != TypeHint::Json
+            {
+                mask.mask_whole(i, Some(rule), h);
             }
         }
         Arc::new(RowPlan {

@@ -167,8 +167,8 @@ impl Results {
                     }
                     self.current = None;
                 } else {
-                    let mentioned = mentioned(sh);
-                    self.current = Some(self.m.plan(cols, mentioned));
+                    let (mentioned, rows) = mentioned(sh);
+                    self.current = Some(self.m.plan(cols, mentioned, rows));
                 }
                 Ok(Step::Pass)
             }
@@ -238,9 +238,13 @@ impl Results {
                 }
                 // Copy data with no CopyOutResponse seen: scan it whole.
                 CopyOut::Off => {
-                    let changed =
-                        self.m
-                            .mask_copy(frame.body(), CopyFormat::Lines, None, mentioned(sh), out);
+                    let changed = self.m.mask_copy(
+                        frame.body(),
+                        CopyFormat::Lines,
+                        None,
+                        mentioned(sh).0,
+                        out,
+                    );
                     Ok(written(changed))
                 }
             },
@@ -258,6 +262,7 @@ impl Results {
             .map_or(0, |b| usize::from(u16::from_be_bytes(*b)));
         let source = sh.inflight.front().and_then(|f| f.source.as_ref());
         let mentioned = source.and_then(|s| s.mentioned);
+        let rows = source.and_then(|s| s.rows);
         if let Some((p, formats)) = source.and_then(|s| s.exec.as_ref())
             && let Some(desc) = p.described()
             && desc.len() == ncols
@@ -271,9 +276,10 @@ impl Results {
                     format: format_of(formats, i),
                 }),
                 mentioned,
+                rows,
             );
         }
-        self.m.blind_plan(ncols, mentioned)
+        self.m.blind_plan(ncols, mentioned.or(rows))
     }
 
     fn copy_out(&mut self, sh: &Shared, frame: &Frame, out: &mut BytesMut) -> Result<Step> {
@@ -298,6 +304,7 @@ impl Results {
         }
         let source = sh.inflight.front().and_then(|f| f.source.as_ref());
         let mentioned = source.and_then(|s| s.mentioned);
+        let rows = source.and_then(|s| s.rows);
         let stmt = source.and_then(|s| parse_copy(&s.text));
         let format = match stmt.as_ref().map(|c| c.format) {
             Some(f @ (CopyFormat::Text { .. } | CopyFormat::Csv { .. })) => f,
@@ -319,12 +326,13 @@ impl Results {
                             format: 0,
                         }),
                         mentioned,
+                        rows,
                     ));
                 }
                 Some(_) => {}
             }
         }
-        let plan = plan.unwrap_or_else(|| self.m.blind_plan(ncols, mentioned));
+        let plan = plan.unwrap_or_else(|| self.m.blind_plan(ncols, mentioned.or(rows)));
         self.copy = CopyOut::On {
             format,
             plan: Some(plan),
@@ -336,9 +344,10 @@ impl Results {
 }
 
 /// The column rule the statement now being answered mentions.
-fn mentioned(sh: &Shared) -> Option<usize> {
+/// The rule the in-flight statement mentions, and the one whose table's whole rows it outputs.
+fn mentioned(sh: &Shared) -> (Option<usize>, Option<usize>) {
     sh.inflight
         .front()
         .and_then(|f| f.source.as_ref())
-        .and_then(|s| s.mentioned)
+        .map_or((None, None), |s| (s.mentioned, s.rows))
 }

@@ -56,6 +56,9 @@ pub(super) struct ResultSource {
     pub text: Arc<str>,
     /// The first column rule the text mentions.
     pub mentioned: Option<usize>,
+    /// The first column rule covering a table whose whole rows the statement outputs through
+    /// an expression (see `SessionMasks::whole_row_rule`).
+    pub rows: Option<usize>,
     /// The first column rule that may cover a table the statement reads (or the one it
     /// mentions): its errors and notices carry no quoted value.
     pub touched: Option<usize>,

@@ -83,7 +83,8 @@ impl Upstream<'_> {
             ),
         };
         let mentioned = masks.mentioned_rule(&text);
-        let touched = mentioned.or_else(|| {
+        let rows = masks.whole_row_rule(&statements);
+        let touched = mentioned.or(rows).or_else(|| {
             masks.touched_rule(
                 statements
                     .iter()
@@ -92,6 +93,7 @@ impl Upstream<'_> {
         });
         Extra::Source(Arc::new(ResultSource {
             mentioned,
+            rows,
             touched,
             text,
             exec,
