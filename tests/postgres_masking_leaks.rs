@@ -288,3 +288,45 @@ fn leak_whole_row_values_through_expressions() {
     );
     assert!(out.starts_with("(1,"), "{out}");
 }
+
+/// PostgreSQL names a view as its columns' origin. A view that renames a covered column, or
+/// computes from it, is seen through to the column it reads; a view over a view, or one the
+/// gateway cannot read column by column (a UNION), is masked whole when it reads a covered
+/// table. Columns passed through from unprotected columns stay as they are.
+#[test]
+fn leak_views_that_rename_or_compute_a_covered_column() {
+    let gw = gateway();
+    pg().admin_sql(
+        "CREATE OR REPLACE VIEW pii_renamed AS SELECT id, name, ssn AS tax_id, upper(ssn) AS shout, \
+           translate(ssn, '0123456789', 'abcdefghij') AS disguised FROM customers_pii; \
+         CREATE OR REPLACE VIEW pii_nested AS SELECT id, disguised AS d2 FROM pii_renamed; \
+         CREATE OR REPLACE VIEW pii_union AS \
+           SELECT id, translate(ssn, '0123456789', 'abcdefghij') AS v FROM customers_pii \
+           UNION ALL SELECT id, name FROM customers_pii; \
+         GRANT SELECT ON pii_renamed, pii_nested, pii_union TO app;",
+    );
+    let token = gw.token("analyst", &["ci"]);
+    let disguised = "ahiafbbca"; // the first SSN, digits as letters
+    let out = leak_attempt(
+        &gw,
+        &token,
+        "SELECT id, name, tax_id, shout, disguised FROM pii_renamed WHERE id = 1",
+    );
+    assert_eq!(
+        out.trim(),
+        "1|Ada Lovelace|[REDACTED:column]|[REDACTED:column]|[REDACTED:column]"
+    );
+    for sql in [
+        "SELECT d2 FROM pii_nested WHERE id = 1",
+        "SELECT v FROM pii_union ORDER BY id, v",
+        "SELECT * FROM pii_renamed",
+    ] {
+        let out = leak_attempt(&gw, &token, sql);
+        assert!(!out.contains(disguised), "{sql}: {out}");
+        assert!(out.contains("[REDACTED:column]"), "{sql}: {out}");
+    }
+    // An exempt group reads the view in clear.
+    let dpo = gw.token("dpo-1", &["ci", "dpo"]);
+    let r = gw.psql(&dpo, "SELECT disguised FROM pii_renamed WHERE id = 1");
+    assert_eq!(r.stdout.trim(), disguised, "{}", r.stderr);
+}

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::views::ViewOrigin;
 use crate::codec::{self, tags::backend as be};
 use crate::session::SessionCtx;
 
@@ -30,6 +31,8 @@ pub(crate) struct Origin {
     /// `schema.table`.
     pub table: Arc<str>,
     pub column: Arc<str>,
+    /// For a view's column: where the view takes it from.
+    pub view: Option<Arc<ViewOrigin>>,
 }
 
 /// One column of a described statement.
@@ -106,7 +109,8 @@ impl Catalog {
 
     async fn resolve_some(&mut self, ctx: &SessionCtx, wanted: &[(u32, i16)]) {
         let mut sql = String::from(
-            "SELECT a.attrelid, a.attnum, n.nspname, c.relname, a.attname \
+            "SELECT a.attrelid, a.attnum, n.nspname, c.relname, a.attname, \
+             CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) END \
              FROM pg_catalog.pg_attribute a \
              JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -118,6 +122,7 @@ impl Catalog {
         }
         sql.push(')');
         let mut found = HashMap::new();
+        let mut defs: HashMap<u32, String> = HashMap::new();
         let answered = self
             .ask(
                 ctx,
@@ -125,7 +130,7 @@ impl Catalog {
                 |tag, body| {
                     if tag == be::DATA_ROW
                         && let Ok(v) = codec::parse_data_row(body)
-                        && let [Some(oid), Some(att), Some(ns), Some(rel), Some(col)] = v[..]
+                        && let [Some(oid), Some(att), Some(ns), Some(rel), Some(col), def] = v[..]
                     {
                         let num = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<i64>().ok();
                         if let (Some(oid), Some(att)) = (num(oid), num(att)) {
@@ -134,11 +139,15 @@ impl Catalog {
                                 String::from_utf8_lossy(ns),
                                 String::from_utf8_lossy(rel)
                             );
+                            if let Some(def) = def {
+                                defs.insert(oid as u32, String::from_utf8_lossy(def).into_owned());
+                            }
                             found.insert(
                                 (oid as u32, att as i16),
                                 Origin {
                                     table: Arc::from(table),
                                     column: Arc::from(String::from_utf8_lossy(col).as_ref()),
+                                    view: None,
                                 },
                             );
                         }
@@ -146,6 +155,14 @@ impl Catalog {
                 },
             )
             .await;
+        if !defs.is_empty() {
+            let views = self.views(ctx, &defs).await;
+            for ((oid, att), o) in found.iter_mut() {
+                if let Some(v) = views.get(oid) {
+                    o.view = Some(Arc::new(v.column(*att)));
+                }
+            }
+        }
         if !answered {
             tracing::warn!("catalog lookup failed: result columns are masked as of unknown origin");
         }
@@ -195,6 +212,7 @@ impl Catalog {
                         found.entry(oid).or_default().push(Origin {
                             table: Arc::from(table),
                             column: Arc::from(String::from_utf8_lossy(col).as_ref()),
+                            view: None,
                         });
                     }
                 },
@@ -261,7 +279,7 @@ impl Catalog {
 
     /// Send one request and read to ReadyForQuery, calling `each` per message. False when
     /// the side connection is unavailable or broke (it is then dropped).
-    async fn ask(
+    pub(super) async fn ask(
         &mut self,
         ctx: &SessionCtx,
         request: impl FnOnce(&mut BytesMut),

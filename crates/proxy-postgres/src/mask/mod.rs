@@ -5,6 +5,7 @@
 
 pub(crate) mod catalog;
 pub(crate) mod copy;
+mod views;
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use gateway_core::masking::{
 use crate::codec::{self, CodecError};
 use catalog::Catalog;
 use copy::{CopyFormat, CopyScratch};
+use views::Judged;
 
 /// How one column's values are handled beyond the engine's plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,31 +229,57 @@ impl Masking {
     ) -> Arc<RowPlan> {
         let cols: Vec<Column<'a>> = cols.into_iter().collect();
         let mut modes = Vec::with_capacity(cols.len());
+        // Columns of views a rule covers through the view's definition.
+        let mut through_views = Vec::new();
         let refs: Vec<ColumnRef<'_>> = cols
             .iter()
-            .map(|c| {
+            .enumerate()
+            .map(|(i, c)| {
                 let (h, mode) = hint(c.type_oid, c.format);
                 modes.push(mode);
                 let origin = (c.table_oid != 0)
                     .then(|| self.catalog.origin((c.table_oid, c.column_id)))
                     .flatten()
                     .and_then(|o| o.as_ref());
+                let own = ColumnRef {
+                    table: None,
+                    name: c.name,
+                    hint: h,
+                };
                 match origin {
-                    Some(o) => ColumnRef {
-                        table: Some(&o.table),
-                        name: &o.column,
-                        hint: h,
+                    Some(o) => match o.view.as_deref().map(|v| v.judge(&self.masks)) {
+                        None => ColumnRef {
+                            table: Some(&o.table),
+                            name: &o.column,
+                            hint: h,
+                        },
+                        Some(Judged::Column { table, name }) => ColumnRef {
+                            table,
+                            name,
+                            hint: h,
+                        },
+                        Some(Judged::Whole(rule)) => {
+                            through_views.push((i, rule));
+                            own
+                        }
+                        Some(Judged::Own) => ColumnRef {
+                            table: Some(&o.table),
+                            name: &o.column,
+                            hint: h,
+                        },
                     },
-                    None => ColumnRef {
-                        table: None,
-                        name: c.name,
-                        hint: h,
-                    },
+                    None => own,
                 }
             })
             .collect();
         let no_origin: Vec<bool> = refs.iter().map(|r| r.table.is_none()).collect();
         let mut mask = self.masks.columns(refs, mentioned);
+        for (i, rule) in through_views {
+            let h = cols
+                .get(i)
+                .map_or(TypeHint::Other, |c| hint(c.type_oid, c.format).0);
+            mask.mask_whole(i, Some(rule), h);
+        }
         for (i, c) in cols.iter().enumerate() {
             let h = hint(c.type_oid, c.format).0;
             if let Some(rule) = self.whole_row(c) {
