@@ -330,3 +330,22 @@ fn leak_views_that_rename_or_compute_a_covered_column() {
     let r = gw.psql(&dpo, "SELECT disguised FROM pii_renamed WHERE id = 1");
     assert_eq!(r.stdout.trim(), disguised, "{}", r.stderr);
 }
+
+/// A NOTIFY payload can carry a covered value out of a statement (`pg_notify('c', ssn)`):
+/// once the session has read covered data, payloads reach it masked whole; detectors apply to
+/// every payload.
+#[test]
+fn leak_notify_payloads() {
+    let gw = gateway();
+    let token = gw.token("analyst", &["ci"]);
+    let r = gw.psql(
+        &token,
+        "LISTEN pii; SELECT pg_notify('pii', ssn) FROM customers_pii WHERE id = 1; \
+         SELECT pg_notify('pii', 'mail ada.lovelace@example.com');",
+    );
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(all.contains("Asynchronous notification \"pii\""), "{all}");
+    assert_no_originals("notify", &all);
+    assert!(!all.contains("078051120"), "{all}");
+    assert!(all.contains("[REDACTED:column]"), "{all}");
+}

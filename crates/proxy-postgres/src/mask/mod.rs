@@ -342,6 +342,52 @@ impl Masking {
         })
     }
 
+    /// Mask the payload of a NotificationResponse (`raw` whole) into `out`: scanned by the
+    /// detectors, and masked whole under `rule` once the session has read covered data (a
+    /// `pg_notify` can carry any value out of a statement). False when nothing changed.
+    pub fn mask_notification(
+        &mut self,
+        raw: &[u8],
+        rule: Option<usize>,
+        out: &mut BytesMut,
+    ) -> Result<bool, CodecError> {
+        let body = raw.get(5..).unwrap_or_default();
+        let bad = || CodecError::Malformed("NotificationResponse");
+        let pid = body.get(..4).ok_or_else(bad)?;
+        let rest = &body[4..];
+        let channel_end = memchr::memchr(0, rest).ok_or_else(bad)?;
+        let payload = &rest[channel_end + 1..];
+        let payload = payload.strip_suffix(&[0]).ok_or_else(bad)?;
+        let Masking {
+            masks,
+            counts,
+            scratch,
+            ..
+        } = self;
+        let m = match rule {
+            Some(rule) => {
+                let whole = ColumnPlan::Whole {
+                    rule,
+                    hint: TypeHint::Text,
+                };
+                masks.mask_with(whole, payload, scratch, counts)
+            }
+            None => masks.mask_value(payload, TypeHint::Text, scratch, counts),
+        };
+        if m != Masked::Replaced || scratch.contains(&0) {
+            return Ok(false);
+        }
+        let len = 4 + 4 + channel_end + 1 + scratch.len() + 1;
+        let len = i32::try_from(len).map_err(|_| bad())?;
+        out.extend_from_slice(&[raw[0]]);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(pid);
+        out.extend_from_slice(&rest[..=channel_end]);
+        out.extend_from_slice(scratch);
+        out.extend_from_slice(&[0]);
+        Ok(true)
+    }
+
     /// Mask the message, detail, hint and context of an ErrorResponse / NoticeResponse.
     /// A unique-violation detail (`Key (col)=(value)`) naming a covered column has its value
     /// replaced whole; so has a `Failing row contains (…)` detail when column rules exist.

@@ -62,6 +62,9 @@ pub(super) struct Results {
     /// The side connection's description of the COPY being started (`Some(None)`: it could
     /// not describe it).
     copy_desc: Option<Option<Vec<Described>>>,
+    /// The first rule covering data a statement of this session read: notifications are
+    /// masked whole from then on.
+    touched_any: Option<usize>,
 }
 
 fn target_codec(err: codec::CodecError) -> PgError {
@@ -87,6 +90,7 @@ impl Results {
             current: None,
             copy: CopyOut::Off,
             copy_desc: None,
+            touched_any: None,
         }
     }
 
@@ -195,11 +199,10 @@ impl Results {
                         return Ok(Step::Pass);
                     }
                 }
-                let touched = sh
-                    .inflight
-                    .front()
-                    .and_then(|f| f.source.as_ref())
-                    .and_then(|s| s.touched);
+                let touched = touched(sh);
+                if self.touched_any.is_none() {
+                    self.touched_any = touched;
+                }
                 let changed = self
                     .m
                     .mask_error(&frame.raw, touched, out)
@@ -208,11 +211,22 @@ impl Results {
             }
             be::COMMAND_COMPLETE => {
                 self.current = None;
+                if self.touched_any.is_none() {
+                    self.touched_any = touched(sh);
+                }
                 if matches!(self.copy, CopyOut::Refused) {
                     return Ok(Step::Written);
                 }
                 self.copy = CopyOut::Off;
                 Ok(Step::Pass)
+            }
+            be::NOTIFICATION => {
+                let rule = self.touched_any.or_else(|| touched(sh));
+                let changed = self
+                    .m
+                    .mask_notification(&frame.raw, rule, out)
+                    .map_err(target_codec)?;
+                Ok(written(changed))
             }
             be::EMPTY_QUERY | be::PORTAL_SUSPENDED => {
                 self.current = None;
@@ -344,6 +358,14 @@ impl Results {
 }
 
 /// The column rule the statement now being answered mentions.
+/// The rule covering data the in-flight statement reads, if any.
+fn touched(sh: &Shared) -> Option<usize> {
+    sh.inflight
+        .front()
+        .and_then(|f| f.source.as_ref())
+        .and_then(|s| s.touched)
+}
+
 /// The rule the in-flight statement mentions, and the one whose table's whole rows it outputs.
 fn mentioned(sh: &Shared) -> (Option<usize>, Option<usize>) {
     sh.inflight
