@@ -60,9 +60,14 @@ pub fn fixture() {
 }
 
 pub fn gateway() -> Gateway {
+    gateway_with(MASKING)
+}
+
+/// A gateway over the fixture with `masking` (a `[[masking]]` block) as its masking config.
+pub fn gateway_with(masking: &'static str) -> Gateway {
     fixture();
     Gateway::start(GatewaySpec {
-        extra: MASKING,
+        extra: masking,
         ..Default::default()
     })
 }

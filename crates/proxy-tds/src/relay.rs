@@ -345,9 +345,7 @@ fn describe(ctx: &SessionCtx, m: &Message) -> std::result::Result<(Command, Line
     };
     let lineage = match &ctx.masks {
         Some(masks) => Lineage {
-            mentioned: masks
-                .mentioned_rule(&text)
-                .or_else(|| masks.whole_row_rule(&statements)),
+            mentioned: masks.mentioned_rule(&text),
             touched: masks.touched_rule(
                 statements
                     .iter()

@@ -1,161 +1,406 @@
-//! The output columns of a plain `SELECT`, read from the statement alone: which are columns
-//! of the tables in `FROM` (perhaps renamed) and which are computed. Masking uses it where the
-//! wire does not say where a result column comes from (TDS): a computed column over a
-//! protected one is masked whole, a column passed through is masked by its own name.
+//! The output columns of a `SELECT`, read from the statement alone: which are columns of
+//! tables passed through (perhaps renamed), and which are computed, from which columns and
+//! whole rows. Masking uses it where the wire does not say where a result column comes from
+//! (TDS), and for computed columns (Postgres): a computed column over a protected one is
+//! masked whole, a column passed through is masked by its own name.
 //!
-//! Only what the statement itself proves is reported. A query with a `WITH`, a set operation,
-//! a derived table, a table function, `INTO` or `FOR XML/JSON` reports nothing (`None`), and
-//! the caller treats every output as computed.
+//! Outputs are followed through derived tables, `WITH` queries and set operations (`UNION`:
+//! each output reads what either side's does). Only what the statement itself proves is
+//! reported: a recursive `WITH`, a table function, a `LATERAL` subquery, `INTO`, `FOR
+//! XML/JSON`, or anything else this module does not follow reports nothing (`None`), and the
+//! caller treats every output as computed from anything the statement reads.
 
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, Query, Select, SelectItem,
-    SetExpr, Statement, TableFactor, TableWithJoins, Visit, Visitor, WildcardAdditionalOptions,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, Query, Select,
+    SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias, TableFactor,
+    TableWithJoins, Visit, Visitor, WildcardAdditionalOptions,
 };
 
 use crate::action::Output;
 
-/// The outputs of `stmt` when it is a plain `SELECT` over tables; `None` otherwise.
+/// Queries nested deeper than this (derived tables in derived tables...) are not followed.
+const MAX_DEPTH: usize = 32;
+
+/// An output under the name an enclosing query refers to it by.
+type Named = (String, Output);
+
+/// A relation of `FROM` as the query sees it.
+enum Rel {
+    /// A table or view by name: `by` is its alias, else the last part of its name.
+    Table { by: String, table: String },
+    /// A derived table or `WITH` query, and its outputs.
+    Derived { by: String, outputs: Vec<Named> },
+}
+
+impl Rel {
+    fn by(&self) -> &str {
+        match self {
+            Rel::Table { by, .. } | Rel::Derived { by, .. } => by,
+        }
+    }
+}
+
+/// The outputs of `stmt` when it is a query this module can follow; `None` otherwise.
 pub(crate) fn outputs(stmt: &Statement) -> Option<Vec<Output>> {
     let Statement::Query(q) = stmt else {
         return None;
     };
-    let select = plain_select(q)?;
-    if select.into.is_some() || !select.from.iter().all(only_tables) {
-        return None;
-    }
-    let from = relations(select);
-    select.projection.iter().map(|i| output(i, &from)).collect()
+    Some(query(q, &[], 0)?.into_iter().map(|(_, o)| o).collect())
 }
 
-/// The relations of `FROM`: the name each is referred to by (its alias, else its own last
-/// name part), and the table name as written.
-fn relations(select: &Select) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for t in &select.from {
-        for f in std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)) {
-            if let TableFactor::Table { name, alias, .. } = f {
-                let parts: Vec<String> = name
-                    .0
-                    .iter()
-                    .filter_map(|p| p.as_ident().map(|i| i.value.to_lowercase()))
-                    .collect();
-                let table = parts.join(".");
-                let by = match alias {
-                    Some(a) => a.name.value.to_lowercase(),
-                    None => parts.last().cloned().unwrap_or_default(),
-                };
-                out.push((by, table));
-            }
+fn lower(i: &Ident) -> String {
+    i.value.to_lowercase()
+}
+
+fn query(q: &Query, ctes: &[(String, Vec<Named>)], depth: usize) -> Option<Vec<Named>> {
+    if depth > MAX_DEPTH || q.for_clause.is_some() || !q.pipe_operators.is_empty() {
+        return None;
+    }
+    let mut scope = ctes.to_vec();
+    if let Some(with) = &q.with {
+        if with.recursive {
+            return None;
+        }
+        for cte in &with.cte_tables {
+            let outs = query(&cte.query, &scope, depth + 1)?;
+            scope.push((lower(&cte.alias.name), renamed(outs, &cte.alias)?));
         }
     }
-    out
+    set_expr(&q.body, &scope, depth)
 }
 
-/// The one query block of `q`, when there is nothing around it that could rename or compute.
-fn plain_select(q: &Query) -> Option<&Select> {
-    if q.with.is_some() || q.for_clause.is_some() || !q.pipe_operators.is_empty() {
-        return None;
-    }
-    match q.body.as_ref() {
-        SetExpr::Select(s) => Some(s),
-        SetExpr::Query(inner) => plain_select(inner),
+fn set_expr(body: &SetExpr, ctes: &[(String, Vec<Named>)], depth: usize) -> Option<Vec<Named>> {
+    match body {
+        SetExpr::Select(s) => select(s, ctes, depth),
+        SetExpr::Query(q) => query(q, ctes, depth + 1),
+        SetExpr::SetOperation { left, right, .. } => {
+            let l = set_expr(left, ctes, depth + 1)?;
+            let r = set_expr(right, ctes, depth + 1)?;
+            if l.len() != r.len() {
+                return None;
+            }
+            Some(
+                l.into_iter()
+                    .zip(r)
+                    .map(|((n, a), (_, b))| (n, merge(a, b)))
+                    .collect(),
+            )
+        }
+        SetExpr::Values(v) => {
+            let width = v.rows.first().map_or(0, |r| r.content.len());
+            let mut outs = vec![computed(None, Reads::default()); width];
+            for row in &v.rows {
+                for (o, e) in outs.iter_mut().zip(&row.content) {
+                    *o = merge(o.clone(), resolve(e, None, &[]).1);
+                }
+            }
+            Some(outs.into_iter().map(|o| (String::new(), o)).collect())
+        }
         _ => None,
     }
 }
 
-/// `FROM` items that are tables (or views) by name, joined to tables by name.
-fn only_tables(t: &TableWithJoins) -> bool {
-    let table = |f: &TableFactor| matches!(f, TableFactor::Table { args: None, .. });
-    table(&t.relation) && t.joins.iter().all(|j| table(&j.relation))
+/// An output reading what either `a` or `b` reads (one column of a set operation): the same
+/// table column on both sides stays that column.
+fn merge(a: Output, b: Output) -> Output {
+    if let (Output::Column { name: x, .. }, Output::Column { name: y, .. }) = (&a, &b)
+        && x == y
+    {
+        return a;
+    }
+    let mut r = Reads::default();
+    for o in [a, b] {
+        r.add(o);
+    }
+    computed(None, r)
 }
 
-fn output(item: &SelectItem, from: &[(String, String)]) -> Option<Output> {
-    Some(match item {
-        SelectItem::UnnamedExpr(e) => of_expr(e, None, from),
-        SelectItem::ExprWithAlias { expr, alias } => {
-            of_expr(expr, Some(alias.value.to_lowercase()), from)
+/// Outputs under the column names of a `WITH` or derived table alias (`s(a, b)`).
+fn renamed(outs: Vec<Named>, alias: &TableAlias) -> Option<Vec<Named>> {
+    if alias.columns.is_empty() {
+        return Some(outs);
+    }
+    if alias.columns.len() > outs.len() {
+        return None;
+    }
+    let mut outs = outs;
+    for ((name, o), c) in outs.iter_mut().zip(&alias.columns) {
+        *name = lower(&c.name);
+        match o {
+            Output::Column { name: base, alias } => {
+                *alias = (base != name).then(|| name.clone());
+            }
+            Output::Expr { alias, .. } => *alias = Some(name.clone()),
+            Output::Wildcard => {}
         }
-        SelectItem::Wildcard(o) => wildcard(o)?,
-        SelectItem::QualifiedWildcard(_, o) => wildcard(o)?,
-        SelectItem::ExprWithAliases { .. } => return None,
-    })
+    }
+    Some(outs)
 }
 
-/// A bare `*`; one that renames or replaces columns is not reported.
-fn wildcard(o: &WildcardAdditionalOptions) -> Option<Output> {
-    (o.opt_replace.is_none() && o.opt_rename.is_none() && o.opt_alias.is_none())
-        .then_some(Output::Wildcard)
+fn select(s: &Select, ctes: &[(String, Vec<Named>)], depth: usize) -> Option<Vec<Named>> {
+    if s.into.is_some() {
+        return None;
+    }
+    let mut rels = Vec::new();
+    for t in &s.from {
+        relations(t, ctes, depth, &mut rels)?;
+    }
+    let mut out = Vec::new();
+    for item in &s.projection {
+        match item {
+            SelectItem::UnnamedExpr(e) => out.push(resolve(e, None, &rels)),
+            SelectItem::ExprWithAlias { expr, alias } => {
+                out.push(resolve(expr, Some(lower(alias)), &rels));
+            }
+            SelectItem::Wildcard(o) => {
+                plain_wildcard(o)?;
+                star(rels.iter(), &mut out);
+            }
+            SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(n), o) => {
+                plain_wildcard(o)?;
+                let q = n.0.last().and_then(|p| p.as_ident()).map(lower)?;
+                star(rels.iter().filter(|r| r.by() == q), &mut out);
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
-fn of_expr(e: &Expr, alias: Option<String>, from: &[(String, String)]) -> Output {
+/// A `*` over `rels`: a derived table's outputs one by one; a table's columns, unknown here,
+/// as [`Output::Wildcard`].
+fn star<'a>(rels: impl Iterator<Item = &'a Rel>, out: &mut Vec<Named>) {
+    for r in rels {
+        match r {
+            Rel::Table { .. } => {
+                if !matches!(out.last(), Some((_, Output::Wildcard))) {
+                    out.push((String::new(), Output::Wildcard));
+                }
+            }
+            Rel::Derived { outputs, .. } => out.extend(outputs.iter().cloned()),
+        }
+    }
+}
+
+/// A bare `*`; one that renames or replaces columns is not followed.
+fn plain_wildcard(o: &WildcardAdditionalOptions) -> Option<()> {
+    (o.opt_replace.is_none() && o.opt_rename.is_none() && o.opt_alias.is_none()).then_some(())
+}
+
+/// The relations of one `FROM` item and its joins.
+fn relations(
+    t: &TableWithJoins,
+    ctes: &[(String, Vec<Named>)],
+    depth: usize,
+    rels: &mut Vec<Rel>,
+) -> Option<()> {
+    for f in std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)) {
+        match f {
+            TableFactor::Table {
+                name, alias, args, ..
+            } if args.is_none() => {
+                let parts: Vec<String> = name
+                    .0
+                    .iter()
+                    .map(|p| p.as_ident().map(lower))
+                    .collect::<Option<_>>()?;
+                let last = parts.last().cloned().unwrap_or_default();
+                let by = alias
+                    .as_ref()
+                    .map_or_else(|| last.clone(), |a| lower(&a.name));
+                let cte = (parts.len() == 1)
+                    .then(|| ctes.iter().rev().find(|(n, _)| *n == last))
+                    .flatten();
+                rels.push(match cte {
+                    Some((_, outs)) => Rel::Derived {
+                        by,
+                        outputs: match alias {
+                            Some(a) => renamed(outs.clone(), a)?,
+                            None => outs.clone(),
+                        },
+                    },
+                    None => Rel::Table {
+                        by,
+                        table: parts.join("."),
+                    },
+                });
+            }
+            TableFactor::Derived {
+                lateral: false,
+                subquery,
+                alias,
+                ..
+            } => {
+                let outs = query(subquery, ctes, depth + 1)?;
+                let (by, outputs) = match alias {
+                    Some(a) => (lower(&a.name), renamed(outs, a)?),
+                    None => (String::new(), outs),
+                };
+                rels.push(Rel::Derived { by, outputs });
+            }
+            TableFactor::NestedJoin {
+                table_with_joins,
+                alias: None,
+            } => relations(table_with_joins, ctes, depth + 1, rels)?,
+            _ => return None,
+        }
+    }
+    Some(())
+}
+
+/// The output of one select-list expression, under the name an enclosing query sees.
+fn resolve(e: &Expr, alias: Option<String>, rels: &[Rel]) -> Named {
     let mut e = e;
     while let Expr::Nested(inner) = e {
         e = inner;
     }
-    let name = match e {
-        Expr::Identifier(i) => Some(&i.value),
-        Expr::CompoundIdentifier(parts) => parts.last().map(|i| &i.value),
+    let direct = match e {
+        Expr::Identifier(i) => Some(name_ref(None, &lower(i), rels)),
+        Expr::CompoundIdentifier(parts) => match parts.as_slice() {
+            [.., q, n] => Some(name_ref(Some(&lower(q)), &lower(n), rels)),
+            _ => None,
+        },
         _ => None,
     };
-    // A bare name that is also a relation's name may be that relation's whole row.
-    let row = |n: &str| from.iter().find(|(by, _)| by == n).map(|(_, t)| t.clone());
-    match name {
-        Some(n) if matches!(e, Expr::Identifier(_)) && row(&n.to_lowercase()).is_some() => {
-            Output::Expr {
-                alias,
-                reads: vec![n.to_lowercase()],
-                opaque: false,
-                rows: row(&n.to_lowercase()).into_iter().collect(),
-            }
-        }
-        Some(n) => Output::Column {
-            name: n.to_lowercase(),
-            alias,
-        },
+    let by_name = direct.is_some();
+    let (own, out) = match direct {
+        Some((own, out)) => (own, out),
         None => {
-            let mut reads = Reads {
-                from,
+            let mut r = Reads {
+                rels,
                 ..Reads::default()
             };
             // The walk never breaks.
-            let _ = e.visit(&mut reads);
-            reads.names.sort();
-            reads.names.dedup();
-            reads.rows.sort();
-            reads.rows.dedup();
-            Output::Expr {
-                alias,
-                reads: reads.names,
-                opaque: reads.opaque,
-                rows: reads.rows,
-            }
+            let _ = e.visit(&mut r);
+            let own = match e {
+                Expr::Function(f) => f
+                    .name
+                    .0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .map(lower)
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            (own, computed(None, r))
         }
+    };
+    let name = alias.clone().unwrap_or(own);
+    let out = match out {
+        Output::Column { name: base, .. } => Output::Column {
+            alias: (base != name).then(|| name.clone()),
+            name: base,
+        },
+        Output::Expr {
+            reads,
+            opaque,
+            rows,
+            ..
+        } => Output::Expr {
+            // A computed output referred to by name shows under that name; an unnamed
+            // expression has none (SQL Server sends an empty column name for it).
+            alias: alias.or_else(|| by_name.then(|| name.clone())),
+            reads,
+            opaque,
+            rows,
+        },
+        w => w,
+    };
+    (name, out)
+}
+
+/// What a column name refers to: a derived table's output, a relation's whole row, or a
+/// table's column. Returns the name it shows under, and the output.
+fn name_ref(qualifier: Option<&str>, n: &str, rels: &[Rel]) -> Named {
+    let derived = rels.iter().find_map(|r| match r {
+        Rel::Derived { by, outputs } if qualifier.is_none_or(|q| q == by) => outputs
+            .iter()
+            .find(|(name, _)| name == n)
+            .map(|(_, o)| o.clone()),
+        _ => None,
+    });
+    if let Some(o) = derived {
+        return (n.to_string(), o);
+    }
+    if qualifier.is_none()
+        && let Some(rel) = rels.iter().find(|r| r.by() == n)
+    {
+        let mut r = Reads::default();
+        r.whole(rel);
+        return (n.to_string(), computed(None, r));
+    }
+    (
+        n.to_string(),
+        Output::Column {
+            name: n.to_string(),
+            alias: None,
+        },
+    )
+}
+
+fn computed(alias: Option<String>, mut r: Reads<'_>) -> Output {
+    r.names.sort();
+    r.names.dedup();
+    r.rows.sort();
+    r.rows.dedup();
+    Output::Expr {
+        alias,
+        reads: r.names,
+        opaque: r.opaque,
+        rows: r.rows,
     }
 }
 
-/// The columns an expression reads, the relations whose whole rows it reads, and whether it
+/// The columns an expression reads, the tables whose whole rows it reads, and whether it
 /// holds a query.
 #[derive(Default)]
 struct Reads<'a> {
-    from: &'a [(String, String)],
+    rels: &'a [Rel],
     names: Vec<String>,
     rows: Vec<String>,
     opaque: bool,
 }
 
 impl Reads<'_> {
-    fn row(&mut self, name: &str) {
-        if let Some((_, t)) = self.from.iter().find(|(by, _)| by == name) {
-            self.rows.push(t.clone());
+    /// What `o` reads is read.
+    fn add(&mut self, o: Output) {
+        match o {
+            Output::Column { name, .. } => self.names.push(name),
+            Output::Expr {
+                reads,
+                rows,
+                opaque,
+                ..
+            } => {
+                self.names.extend(reads);
+                self.rows.extend(rows);
+                self.opaque |= opaque;
+            }
+            Output::Wildcard => self.opaque = true,
+        }
+    }
+
+    /// The whole row of `rel` is read.
+    fn whole(&mut self, rel: &Rel) {
+        match rel {
+            Rel::Table { table, .. } => self.rows.push(table.clone()),
+            Rel::Derived { outputs, .. } => {
+                for (_, o) in outputs {
+                    self.add(o.clone());
+                }
+            }
         }
     }
 
     /// `c.*`: the whole row of relation `c`.
-    fn row_of(&mut self, name: &ObjectName) {
-        if let Some(last) = name.0.last().and_then(|p| p.as_ident()) {
-            self.row(&last.value.to_lowercase());
+    fn whole_of(&mut self, name: &ObjectName) {
+        let rels = self.rels;
+        if let Some(q) = name.0.last().and_then(|p| p.as_ident()).map(lower)
+            && let Some(rel) = rels.iter().find(|r| r.by() == q)
+        {
+            self.whole(rel);
         }
     }
 }
@@ -171,13 +416,15 @@ impl Visitor for Reads<'_> {
     type Break = ();
 
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        let rels = self.rels;
         match e {
-            Expr::Identifier(i) => {
-                let n = i.value.to_lowercase();
-                self.row(&n);
-                self.names.push(n);
+            Expr::Identifier(i) => self.add(name_ref(None, &lower(i), rels).1),
+            Expr::CompoundIdentifier(parts) => {
+                if let [.., q, n] = parts.as_slice() {
+                    self.add(name_ref(Some(&lower(q)), &lower(n), rels).1);
+                }
             }
-            Expr::QualifiedWildcard(name, _) => self.row_of(name),
+            Expr::QualifiedWildcard(name, _) => self.whole_of(name),
             Expr::Function(f) => {
                 let FunctionArguments::List(list) = &f.args else {
                     return ControlFlow::Continue(());
@@ -187,22 +434,17 @@ impl Visitor for Reads<'_> {
                     | FunctionArg::Named { arg: a, .. }
                     | FunctionArg::ExprNamed { arg: a, .. }) = arg;
                     match a {
-                        FunctionArgExpr::QualifiedWildcard(name) => self.row_of(name),
+                        FunctionArgExpr::QualifiedWildcard(name) => self.whole_of(name),
                         // `count(*)` counts rows; any other `f(*)` may read them all.
                         FunctionArgExpr::Wildcard | FunctionArgExpr::WildcardWithOptions(_)
                             if !is_count(&f.name) =>
                         {
-                            let all: Vec<String> =
-                                self.from.iter().map(|(_, t)| t.clone()).collect();
-                            self.rows.extend(all);
+                            for rel in rels {
+                                self.whole(rel);
+                            }
                         }
                         _ => {}
                     }
-                }
-            }
-            Expr::CompoundIdentifier(parts) => {
-                if let Some(i) = parts.last() {
-                    self.names.push(i.value.to_lowercase());
                 }
             }
             _ => {}
@@ -217,111 +459,5 @@ impl Visitor for Reads<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::outputs;
-    use crate::action::Output::{self, Column, Wildcard};
-    use sqlparser::dialect::{MsSqlDialect, PostgreSqlDialect};
-    use sqlparser::parser::Parser;
-
-    fn of(sql: &str) -> Option<Vec<Output>> {
-        let ms = Parser::parse_sql(&MsSqlDialect {}, sql).expect("parses");
-        let pg = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok();
-        let got = outputs(&ms[0]);
-        if let Some(pg) = pg {
-            assert_eq!(outputs(&pg[0]), got, "dialects disagree on {sql}");
-        }
-        got
-    }
-
-    fn expr(reads: &[&str], opaque: bool) -> Output {
-        Output::Expr {
-            alias: None,
-            reads: reads.iter().map(|r| r.to_string()).collect(),
-            opaque,
-            rows: Vec::new(),
-        }
-    }
-
-    fn rows_of(sql: &str) -> Vec<Vec<String>> {
-        of(sql)
-            .expect("outputs")
-            .into_iter()
-            .map(|o| match o {
-                Output::Expr { rows, .. } => rows,
-                _ => Vec::new(),
-            })
-            .collect()
-    }
-
-    fn col(name: &str, alias: Option<&str>) -> Output {
-        Column {
-            name: name.into(),
-            alias: alias.map(Into::into),
-        }
-    }
-
-    #[test]
-    fn columns_renamed_and_computed() {
-        assert_eq!(
-            of("select id, c.Card as x, upper(c.card), (name) n, 1, \
-                (select max(s) from t) from customers c"),
-            Some(vec![
-                col("id", None),
-                col("card", Some("x")),
-                expr(&["card"], false),
-                col("name", Some("n")),
-                expr(&[], false),
-                expr(&["s"], true),
-            ])
-        );
-        assert_eq!(
-            of("select * from a join b on a.id = b.id where b.card like '4%'"),
-            Some(vec![Wildcard])
-        );
-    }
-
-    #[test]
-    fn whole_row_references_name_their_table() {
-        let t = |s: &str| vec![s.to_string()];
-        assert_eq!(
-            rows_of(
-                "select translate(c::text, '1', 'a'), to_jsonb(c)->>'ssn', c, id \
-                 from public.customers c join orders on true"
-            ),
-            vec![
-                t("public.customers"),
-                t("public.customers"),
-                t("public.customers"),
-                vec![]
-            ]
-        );
-        assert_eq!(
-            rows_of("select customers from customers"),
-            vec![t("customers")]
-        );
-        let pg = Parser::parse_sql(&PostgreSqlDialect {}, "select row(c.*) from customers c")
-            .expect("parses");
-        assert!(matches!(
-            outputs(&pg[0]).as_deref(),
-            Some([Output::Expr { rows, .. }]) if rows == &t("customers")
-        ));
-    }
-
-    #[test]
-    fn what_could_rename_or_compute_reports_nothing() {
-        for sql in [
-            "with x as (select upper(card) c from t) select c from x",
-            "select c from (select upper(card) c from t) s",
-            "select card from a union select name from b",
-            "select card into #t from customers",
-            "insert into t select card from s",
-            "update t set a = 1",
-        ] {
-            assert_eq!(of(sql), None, "{sql}");
-        }
-        let ms = Parser::parse_sql(&MsSqlDialect {}, "select card from t for json path");
-        if let Ok(s) = ms {
-            assert_eq!(outputs(&s[0]), None);
-        }
-    }
-}
+#[path = "lineage_tests.rs"]
+mod tests;

@@ -83,7 +83,15 @@ impl Upstream<'_> {
             ),
         };
         let mentioned = masks.mentioned_rule(&text);
-        let rows = masks.whole_row_rule(&statements);
+        // Whole rows read through an expression, where the statement shows it; a query the
+        // classifier cannot follow output by output (a UNION, a CTE, a derived table) that
+        // reads a covered table may do the same unseen, so its computed columns count too.
+        let rows = masks.whole_row_rule(&statements).or_else(|| {
+            statements
+                .iter()
+                .filter(|s| s.outputs.is_none() && s.kind == SqlKind::Read)
+                .find_map(|s| masks.touched_rule(s.tables.iter().map(String::as_str)))
+        });
         let touched = mentioned.or(rows).or_else(|| {
             masks.touched_rule(
                 statements
