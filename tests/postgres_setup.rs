@@ -252,58 +252,22 @@ fn the_examples_pass_config_check_and_decide_as_their_comments_say() {
 /// issues client-credentials JWTs; the gateway finds its keys through discovery and JWKS.
 #[test]
 fn tokens_from_a_real_oidc_provider_are_verified_through_discovery_and_jwks() {
-    let dir = support::Scratch::new("oidc");
-    let port = support::free_port();
-    let out = Command::new("bash")
-        .arg(support::root().join("tests/scripts/oidc.sh"))
-        .arg("start")
-        .arg(&dir.0)
-        .arg(port.to_string())
-        .arg(std::process::id().to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "oidc provider: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let oidc = support::oidc::Oidc::start();
     let extra = format!(
         r#"
 [[identity.issuers]]
 name = "ci-idp"
-issuer = "http://127.0.0.1:{port}"
+issuer = "{issuer}"
 audience = "api://portcullis"
 keep_claims = ["repository"]
-"#
+"#,
+        issuer = oidc.issuer()
     );
     let gw = Gateway::start(GatewaySpec {
         extra: &extra,
         ..Default::default()
     });
-    let fetch = |client: &str, secret: &str, resource: &str| -> String {
-        let out = Command::new("curl")
-            .args([
-                "-fsS",
-                "-u",
-                &format!("{client}:{secret}"),
-                "-d",
-                "grant_type=client_credentials",
-            ])
-            .args(["-d", &format!("resource={resource}")])
-            .arg(format!("http://127.0.0.1:{port}/token"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "token endpoint: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["access_token"]
-            .as_str()
-            .expect("access_token")
-            .to_string()
-    };
+    let fetch = |client: &str, secret: &str, resource: &str| oidc.token(client, secret, resource);
     let token = fetch("ci-job", "ci-secret", "api://portcullis");
     let r = gw.psql(&token, "SELECT count(*) FROM customers");
     assert!(r.ok, "{}", r.stderr);
@@ -327,11 +291,6 @@ keep_claims = ["repository"]
         "{}",
         r.stderr
     );
-    let _ = Command::new("bash")
-        .arg(support::root().join("tests/scripts/oidc.sh"))
-        .arg("stop")
-        .arg(&dir.0)
-        .status();
 }
 
 /// TLS from the gateway to PostgreSQL, libpq's sslmodes against a real server with a

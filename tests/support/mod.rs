@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod masking;
+pub mod oidc;
 pub mod ssh;
 pub mod tds;
 

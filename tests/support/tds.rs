@@ -204,6 +204,20 @@ pub fn start_with_policy(
     policy: &str,
     extra: &str,
 ) -> TdsGw {
+    let login = "user = \"portcullis_app\"\npassword_file = \"sales.password\"";
+    start_with_credential(mock, tls, target_encrypt, policy, login, extra)
+}
+
+/// A gateway whose connection `sales` holds `credential` (the connection's settings that
+/// say how the gateway logs in to the target).
+pub fn start_with_credential(
+    mock: &Mock,
+    tls: &Path,
+    target_encrypt: &str,
+    policy: &str,
+    credential: &str,
+    extra: &str,
+) -> TdsGw {
     let port = free_port();
     let target = mock.addr;
     let gw = Gateway::start_config(port, policy, |dir, admin| {
@@ -228,8 +242,7 @@ name = "sales"
 protocol = "tds"
 target = "{target}"
 database = "sales"
-user = "portcullis_app"
-password_file = "sales.password"
+{credential}
 encrypt = "{target_encrypt}"
 {ca}
 

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod listener;
 pub mod masking;
 pub mod metrics;
+pub mod oauth;
 pub mod policy;
 pub mod recording;
 pub mod services;

@@ -5,15 +5,47 @@ use gateway_core::config::{Config, ConnectionConfig, TdsEncrypt};
 /// Problems with TDS connection `c`, each prefixed with its path `p`.
 pub fn connection_problems(cfg: &Config, c: &ConnectionConfig, p: &str) -> Vec<String> {
     let mut errs = Vec::new();
-    if c.user.is_none() {
-        errs.push(format!(
-            "{p}.user: required for a tds connection (the SQL login the gateway uses)"
-        ));
-    }
-    if c.password_env.is_none() && c.password_file.is_none() {
-        errs.push(format!(
-            "{p}: set password_env or password_file (the SQL login's password)"
-        ));
+    match &c.oauth {
+        Some(o) => {
+            if c.user.is_some() || c.password_env.is_some() || c.password_file.is_some() {
+                errs.push(format!(
+                    "{p}: set a SQL login (user and password) or oauth, not both"
+                ));
+            }
+            match o.endpoint() {
+                Ok(url) if !url.starts_with("https://") && !is_loopback_url(&url) => {
+                    errs.push(format!(
+                        "{p}.oauth.token_url: must be https (the client secret is sent to it); \
+                         http is allowed for loopback endpoints only"
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) => errs.push(format!("{p}.oauth: {e}")),
+            }
+            match (&o.client_secret_env, &o.client_secret_file) {
+                (Some(_), Some(_)) | (None, None) => errs.push(format!(
+                    "{p}.oauth: set client_secret_env or client_secret_file"
+                )),
+                (None, Some(f)) if !cfg.resolve(f).is_file() => errs.push(format!(
+                    "{p}.oauth.client_secret_file: {} does not exist",
+                    cfg.resolve(f).display()
+                )),
+                _ => {}
+            }
+        }
+        None => {
+            if c.user.is_none() {
+                errs.push(format!(
+                    "{p}.user: required for a tds connection (the SQL login the gateway uses), \
+                     unless it logs in with oauth"
+                ));
+            }
+            if c.password_env.is_none() && c.password_file.is_none() {
+                errs.push(format!(
+                    "{p}: set password_env or password_file (the SQL login's password)"
+                ));
+            }
+        }
     }
     let encrypt = c.encrypt.unwrap_or_default();
     if encrypt == TdsEncrypt::Off && !is_loopback(&c.target) {
@@ -41,6 +73,17 @@ pub fn connection_problems(cfg: &Config, c: &ConnectionConfig, p: &str) -> Vec<S
         errs.push(format!("{p}.database: longer than 128 characters"));
     }
     errs
+}
+
+/// Whether `url` (`http://host:port/...`) names this machine.
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let hostport = rest.split('/').next().unwrap_or_default();
+    is_loopback(if hostport.contains(':') {
+        hostport
+    } else {
+        rest
+    })
 }
 
 /// Whether `target` (`host:port`) names this machine.
@@ -84,6 +127,18 @@ name = "c"
 protocol = "tds"
 target = "sql.example.net:1433"
 sslrootcert = "missing.pem"
+[[connections]]
+name = "d"
+protocol = "tds"
+target = "sql.example.net:1433"
+oauth = { tenant = "contoso.onmicrosoft.com", client_id = "app", client_secret_env = "S" }
+[[connections]]
+name = "e"
+protocol = "tds"
+target = "sql.example.net:1433"
+user = "u"
+password_env = "PW"
+oauth = { token_url = "http://idp.example.net/token", client_id = "app" }
 "#;
         let cfg: Config = toml::from_str(text).unwrap();
         let errs: Vec<String> = cfg
@@ -100,6 +155,16 @@ sslrootcert = "missing.pem"
         assert!(
             errs.iter()
                 .any(|e| e.contains("missing.pem does not exist")),
+            "{errs:?}"
+        );
+        assert!(!has("connections[3]"), "{errs:?}");
+        assert!(has("connections[4]: set a SQL login"), "{errs:?}");
+        assert!(
+            has("connections[4].oauth.token_url: must be https"),
+            "{errs:?}"
+        );
+        assert!(
+            has("connections[4].oauth: set client_secret_env"),
             "{errs:?}"
         );
     }

@@ -8,6 +8,7 @@ pub mod check;
 pub mod codec;
 mod error;
 mod front;
+mod held;
 pub mod prelogin_tls;
 mod relay;
 mod result_plan;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use gateway_core::services::Services;
 use tokio::net::TcpListener;
 
+use crate::held::HeldCredentials;
 use crate::session;
 
 /// A TDS front end for every `tds` connection in the config.
@@ -15,6 +16,8 @@ pub struct TdsProxy {
     /// The same with the TDS 8.0 ALPN id, for clients that start with TLS.
     pub(crate) strict_tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) tls_required: bool,
+    /// Credentials held for targets (token sources shared by sessions).
+    pub(crate) held: HeldCredentials,
 }
 
 impl TdsProxy {
@@ -44,6 +47,7 @@ impl TdsProxy {
             tls,
             strict_tls,
             tls_required,
+            held: HeldCredentials::default(),
         })
     }
 

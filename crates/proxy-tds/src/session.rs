@@ -94,9 +94,13 @@ pub(crate) async fn handle(proxy: Arc<TdsProxy>, tcp: TcpStream, peer: SocketAdd
         .and_then(|m| m.for_session(&conn.name, &identity.groups));
     let span = tracing::info_span!("session", session_id = %opening.session_id(), identity = %identity.principal(), connection = %conn.name);
     async move {
-        let password = match conn.password(&services.config.base_dir) {
-            Ok(Some(p)) => p,
-            Ok(None) | Err(_) => {
+        let held = match proxy.held.resolve(&conn, &services.config.base_dir).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "the connection's credential is unavailable");
+                opening
+                    .refused(&conn.name, Some(&identity), &format!("credential: {e}"))
+                    .await;
                 front::refuse_login(
                     &mut client.stream,
                     "portcullis: login failed: the connection's credential is unavailable",
@@ -105,11 +109,9 @@ pub(crate) async fn handle(proxy: Arc<TdsProxy>, tcp: TcpStream, peer: SocketAdd
                 return;
             }
         };
-        let user = conn.user.clone().unwrap_or_default();
         let from = LoginFrom {
             client: &client.login,
-            user: &user,
-            password: &password,
+            credential: held.credential(),
         };
         let target = match target::connect(&conn, &services.config.base_dir, &from).await {
             Ok(t) => t,

@@ -43,11 +43,18 @@ pub(crate) struct Target {
     pub buf: BytesMut,
 }
 
-/// What the gateway's LOGIN7 carries from the client's.
+/// What the gateway's LOGIN7 carries from the client's, and the credential it logs in with.
 pub(crate) struct LoginFrom<'a> {
     pub client: &'a Login7,
-    pub user: &'a str,
-    pub password: &'a str,
+    pub credential: Credential<'a>,
+}
+
+/// The credential the gateway holds for a target.
+pub(crate) enum Credential<'a> {
+    /// A SQL login.
+    Sql { user: &'a str, password: &'a str },
+    /// An access token (OAuth 2.0 client credentials), sent as a FEDAUTH security token.
+    Token(&'a str),
 }
 
 /// Connect and log in to `conn`'s target.
@@ -109,20 +116,31 @@ async fn login(
     let _ = tcp.set_nodelay(true);
     let mut reader = MessageReader::new(packet::MAX_PACKET, MAX_LOGIN_RESPONSE);
     let mut buf = BytesMut::with_capacity(8192);
-    let mut stream: Stream = match tls {
+    let fedauth = matches!(from.credential, Credential::Token(_));
+    let mut stream: Stream;
+    let answer: PreLogin;
+    match tls {
         Some(t) if strict => {
             let mut s = TlsConnector::from(t.config.clone())
                 .connect(t.name.clone(), tcp)
                 .await
                 .map_err(|e| TdsError::Target(format!("{address}: TLS: {e}")))?;
-            prelogin_exchange(&mut s, &mut buf, &mut reader, prelogin::ENCRYPT_ON).await?;
-            Box::new(s)
+            answer =
+                prelogin_exchange(&mut s, &mut buf, &mut reader, prelogin::ENCRYPT_ON, fedauth)
+                    .await?;
+            stream = Box::new(s);
         }
         Some(t) => {
             let mut tcp = tcp;
-            let answer =
-                prelogin_exchange(&mut tcp, &mut buf, &mut reader, prelogin::ENCRYPT_ON).await?;
-            if answer == prelogin::ENCRYPT_NOT_SUP {
+            answer = prelogin_exchange(
+                &mut tcp,
+                &mut buf,
+                &mut reader,
+                prelogin::ENCRYPT_ON,
+                fedauth,
+            )
+            .await?;
+            if answer.encryption == prelogin::ENCRYPT_NOT_SUP {
                 return Err(TdsError::Target(format!(
                     "{address} does not support encryption (set encrypt = \"off\" only for a loopback target)"
                 )));
@@ -136,27 +154,36 @@ async fn login(
                 .0
                 .finish_handshake()
                 .map_err(TdsError::target_io)?;
-            Box::new(s)
+            stream = Box::new(s);
         }
         None => {
             let mut tcp = tcp;
-            let answer =
-                prelogin_exchange(&mut tcp, &mut buf, &mut reader, prelogin::ENCRYPT_NOT_SUP)
-                    .await?;
-            if answer == prelogin::ENCRYPT_REQ {
+            answer = prelogin_exchange(
+                &mut tcp,
+                &mut buf,
+                &mut reader,
+                prelogin::ENCRYPT_NOT_SUP,
+                fedauth,
+            )
+            .await?;
+            if answer.encryption == prelogin::ENCRYPT_REQ {
                 return Err(TdsError::Target(format!(
                     "{address} requires encryption; set encrypt = \"mandatory\""
                 )));
             }
-            Box::new(tcp)
+            stream = Box::new(tcp);
         }
-    };
+    }
     let packet_size = (from.client.packet_size as usize).clamp(512, packet::MAX_PACKET);
     let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    let (user, password) = match from.credential {
+        Credential::Sql { user, password } => (user, password),
+        Credential::Token(_) => ("", ""),
+    };
     let ours = Login7 {
         packet_size: packet_size as u32,
-        user_name: from.user.to_string(),
-        password: from.password.to_string(),
+        user_name: user.to_string(),
+        password: password.to_string(),
         server_name: routed_name.unwrap_or(host).to_string(),
         database: conn.database.clone().unwrap_or_default(),
         library: "Portcullis".to_string(),
@@ -165,9 +192,15 @@ async fn login(
         sspi: false,
         ..from.client.clone()
     };
-    let payload = ours
-        .encode()
-        .map_err(|e| TdsError::Gateway(format!("building the target login: {e}")))?;
+    let payload = match from.credential {
+        Credential::Sql { .. } => ours.encode(),
+        Credential::Token(token) => ours.encode_with_token(
+            token,
+            answer.fed_auth_required == Some(1),
+            answer.nonce.as_ref(),
+        ),
+    }
+    .map_err(|e| TdsError::Gateway(format!("building the target login: {e}")))?;
     wire::write_message(
         &mut stream,
         packet::LOGIN7,
@@ -238,19 +271,22 @@ async fn login(
     }))
 }
 
-/// Send our PRELOGIN offering `encryption`; the target's answer.
+/// Send our PRELOGIN offering `encryption` (and saying the login will carry an access
+/// token, with `fedauth`); the target's answer.
 async fn prelogin_exchange<S>(
     s: &mut S,
     buf: &mut BytesMut,
     reader: &mut MessageReader,
     encryption: u8,
-) -> Result<u8>
+    fedauth: bool,
+) -> Result<PreLogin>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let ours = PreLogin {
         version: prelogin::GATEWAY_VERSION,
         encryption,
+        fed_auth_required: fedauth.then_some(1),
         ..PreLogin::default()
     };
     wire::write_message(
@@ -265,6 +301,5 @@ where
         .await
         .map_err(TdsError::target_io)?
         .ok_or_else(|| TdsError::Target("the target closed the connection at PRELOGIN".into()))?;
-    let theirs = PreLogin::parse(&m.payload).map_err(TdsError::target_codec)?;
-    Ok(theirs.encryption)
+    PreLogin::parse(&m.payload).map_err(TdsError::target_codec)
 }

@@ -66,6 +66,82 @@ pub struct ConnectionConfig {
     /// for loopback targets only).
     #[serde(default)]
     pub encrypt: Option<TdsEncrypt>,
+    /// TDS: log in to the target with an access token the gateway obtains itself (OAuth 2.0
+    /// client credentials, e.g. an Entra ID app registration for Azure SQL) instead of a SQL
+    /// login.
+    #[serde(default)]
+    pub oauth: Option<OAuthClientConfig>,
+}
+
+/// `[connections.oauth]`: the OAuth 2.0 client-credentials grant the gateway uses to obtain
+/// the target's access token.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthClientConfig {
+    /// Entra ID tenant (id or domain): the token endpoint is
+    /// `https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token`.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Any OAuth 2.0 token endpoint (instead of `tenant`).
+    #[serde(default)]
+    pub token_url: Option<String>,
+    pub client_id: String,
+    /// Environment variable holding the client secret.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// File holding the client secret.
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// `scope` of the request; with `tenant` it defaults to Azure SQL's
+    /// `https://database.windows.net/.default`.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// `resource` of the request (RFC 8707), for issuers that take one.
+    #[serde(default)]
+    pub resource: Option<String>,
+}
+
+/// The scope Azure SQL accepts tokens for.
+pub const AZURE_SQL_SCOPE: &str = "https://database.windows.net/.default";
+
+impl OAuthClientConfig {
+    /// The token endpoint.
+    pub fn endpoint(&self) -> Result<String, String> {
+        match (&self.tenant, &self.token_url) {
+            (Some(t), None) => Ok(format!(
+                "https://login.microsoftonline.com/{t}/oauth2/v2.0/token"
+            )),
+            (None, Some(u)) => Ok(u.clone()),
+            (Some(_), Some(_)) => Err("set `tenant` or `token_url`, not both".into()),
+            (None, None) => Err("set `tenant` (Entra ID) or `token_url`".into()),
+        }
+    }
+
+    /// The scope to ask for, if any.
+    pub fn scope(&self) -> Option<&str> {
+        self.scope
+            .as_deref()
+            .or(self.tenant.as_ref().map(|_| AZURE_SQL_SCOPE))
+    }
+
+    /// The client secret, read from its environment variable or file.
+    pub fn secret(&self, base: &Path) -> Result<String, String> {
+        match (&self.client_secret_env, &self.client_secret_file) {
+            (Some(var), None) => {
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
+            }
+            (None, Some(file)) => {
+                let path = base.join(file);
+                std::fs::read_to_string(&path)
+                    .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            }
+            (Some(_), Some(_)) => {
+                Err("set `client_secret_env` or `client_secret_file`, not both".into())
+            }
+            (None, None) => Err("set `client_secret_env` or `client_secret_file`".into()),
+        }
+    }
 }
 
 /// TLS from the gateway to a TDS target.

@@ -388,6 +388,9 @@ impl Config {
                     ));
                 }
             }
+            if c.protocol != Protocol::Tds && c.oauth.is_some() {
+                errs.push(format!("{p}.oauth: only for tds connections"));
+            }
             if c.protocol != Protocol::Tds && c.encrypt.is_some() {
                 errs.push(format!("{p}.encrypt: only for tds connections"));
             }

@@ -202,7 +202,46 @@ impl Login7 {
 
     /// This LOGIN7's payload: names and password as given, no features, no SSPI and no
     /// password change (what the gateway sends a target).
+    /// This login on the wire, without features: the credential is the user name and
+    /// password (a token or feature the client sent is never passed on).
     pub fn encode(&self) -> Result<Vec<u8>> {
+        self.encode_with(None)
+    }
+
+    /// This login on the wire with a FEDAUTH feature carrying `token` (the SECURITYTOKEN
+    /// library): `echo` repeats the target's PRELOGIN FEDAUTHREQUIRED, `nonce` its PRELOGIN
+    /// nonce. The user name and password should be empty.
+    pub fn encode_with_token(
+        &self,
+        token: &str,
+        echo: bool,
+        nonce: Option<&[u8; 32]>,
+    ) -> Result<Vec<u8>> {
+        let units = text::encode(token);
+        if units.len() > MAX_TOKEN {
+            return Err(CodecError::TooLong {
+                what: "FEDAUTH token",
+                len: units.len(),
+                max: MAX_TOKEN,
+            });
+        }
+        let mut data = Vec::with_capacity(5 + units.len() + 32);
+        data.push(FEDAUTH_SECURITY_TOKEN << 1 | u8::from(echo));
+        data.extend_from_slice(&(units.len() as u32).to_le_bytes());
+        data.extend_from_slice(&units);
+        if let Some(n) = nonce {
+            data.extend_from_slice(n);
+        }
+        let mut ext = Vec::with_capacity(6 + data.len());
+        ext.push(FEATURE_FEDAUTH);
+        ext.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        ext.extend_from_slice(&data);
+        ext.push(FEATURE_TERMINATOR);
+        self.encode_with(Some(&ext))
+    }
+
+    /// The wire form, with `ext` (a FeatureExt block, terminator included) if given.
+    fn encode_with(&self, ext: Option<&[u8]>) -> Result<Vec<u8>> {
         let mut strings: Vec<(usize, Vec<u8>)> = Vec::with_capacity(9);
         for (s, what, max) in [
             (&self.host_name, "host name", MAX_NAME),
@@ -236,8 +275,12 @@ impl Login7 {
             let (n, b) = &strings[i];
             place(slot, *n, b, &mut var);
         }
-        // Extension/unused: empty.
-        place(20, 0, &[], &mut var);
+        // Extension: a 4-byte offset of the FeatureExt block, which goes last.
+        let ext_pointer = var.len();
+        match ext {
+            Some(_) => place(20, 4, &[0; 4], &mut var),
+            None => place(20, 0, &[], &mut var),
+        }
         for (i, slot) in [5usize, 6, 7].into_iter().zip([24usize, 28, 32]) {
             let (n, b) = &strings[i];
             place(slot, *n, b, &mut var);
@@ -247,6 +290,11 @@ impl Login7 {
         place(46, 0, &[], &mut var);
         place(50, 0, &[], &mut var);
         table[36..42].copy_from_slice(&self.client_id);
+        if let Some(ext) = ext {
+            let at = ((FIXED + var.len()) as u32).to_le_bytes();
+            var[ext_pointer..ext_pointer + 4].copy_from_slice(&at);
+            var.extend_from_slice(ext);
+        }
         let total = FIXED + var.len();
         let mut out = Vec::with_capacity(total);
         out.extend_from_slice(&(total as u32).to_le_bytes());
@@ -258,7 +306,8 @@ impl Login7 {
         out.push(self.option_flags1);
         out.push(self.option_flags2 & !INT_SECURITY);
         out.push(self.type_flags);
-        out.push(self.option_flags3 & !(EXTENSION | CHANGE_PASSWORD));
+        let extension = if ext.is_some() { EXTENSION } else { 0 };
+        out.push(self.option_flags3 & !(EXTENSION | CHANGE_PASSWORD) | extension);
         out.extend_from_slice(&self.client_time_zone.to_le_bytes());
         out.extend_from_slice(&self.client_lcid.to_le_bytes());
         out.extend_from_slice(&table);
@@ -374,6 +423,23 @@ mod tests {
         // What the gateway sends on carries none of it.
         let ours = Login7::parse(&back.encode().unwrap()).unwrap();
         assert!(ours.token.is_none() && !ours.has_features());
+    }
+
+    /// The gateway's own token login reads back as a FEDAUTH security token, with no
+    /// password and the other fields unchanged.
+    #[test]
+    fn a_token_login_carries_the_token_in_fedauth() {
+        let mut l = sample();
+        l.password = String::new();
+        l.user_name = String::new();
+        let token = "eyJ0eXAiOiJKV1QifQ.e30.c2ln";
+        let wire = l.encode_with_token(token, true, Some(&[7; 32])).unwrap();
+        let back = Login7::parse(&wire).unwrap();
+        assert_eq!(back.token.as_deref(), Some(token));
+        assert_eq!(back.database, l.database);
+        assert!(back.password.is_empty() && back.user_name.is_empty());
+        let huge = "x".repeat(MAX_TOKEN);
+        assert!(l.encode_with_token(&huge, true, None).is_err());
     }
 
     #[test]
