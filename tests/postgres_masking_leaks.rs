@@ -349,3 +349,60 @@ fn leak_notify_payloads() {
     assert!(!all.contains("078051120"), "{all}");
     assert!(all.contains("[REDACTED:column]"), "{all}");
 }
+
+/// A statement can be run in one message and its rows read in another: a cursor declared
+/// over a covered value and fetched later, a statement prepared in SQL and executed later,
+/// and `RETURNING` of a write. Each is masked as the statement that computes the rows.
+#[test]
+fn leak_cursors_sql_prepared_statements_and_returning() {
+    let gw = gateway();
+    let token = gw.token("analyst", &["ci"]);
+    let disguised = "ahiafbbca"; // the first SSN, digits as letters
+    let attempts: [&[&str]; 4] = [
+        &[
+            "-c",
+            "BEGIN",
+            "-c",
+            "DECLARE cur CURSOR FOR SELECT translate(ssn, '0123456789', 'abcdefghij') FROM customers_pii ORDER BY id",
+            "-c",
+            "FETCH ALL FROM cur",
+            "-c",
+            "COMMIT",
+        ],
+        &[
+            "-c",
+            "BEGIN",
+            "-c",
+            "DECLARE cur CURSOR FOR SELECT translate(c::text, '0123456789', 'abcdefghij') FROM customers_pii c ORDER BY id",
+            "-c",
+            "FETCH 2 FROM cur",
+            "-c",
+            "COMMIT",
+        ],
+        &[
+            "-c",
+            "PREPARE p AS SELECT translate(ssn, '0123456789', 'abcdefghij') FROM customers_pii ORDER BY id",
+            "-c",
+            "EXECUTE p",
+        ],
+        &[
+            "-c",
+            "BEGIN",
+            "-c",
+            "UPDATE customers_pii SET name = name WHERE id = 1 \
+             RETURNING translate(ssn, '0123456789', 'abcdefghij'), translate(customers_pii::text, '0123456789', 'abcdefghij')",
+            "-c",
+            "ROLLBACK",
+        ],
+    ];
+    for args in attempts {
+        let r = gw.psql_args(&token, args);
+        let all = format!("{}{}", r.stdout, r.stderr);
+        assert!(!all.contains(disguised), "{args:?}: {all}");
+        assert_no_originals("cursor", &all);
+        assert!(
+            all.contains("[REDACTED:column]") || !r.ok,
+            "{args:?}: {all}"
+        );
+    }
+}

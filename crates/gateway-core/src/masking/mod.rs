@@ -297,6 +297,13 @@ impl SessionMasks {
         tables.find_map(|t| self.rules.iter().position(|r| r.pattern.covers_table(t)))
     }
 
+    /// The first column rule, if any. For rows whose source the gateway cannot see in the
+    /// statement that returns them (a cursor fetched, a statement prepared in SQL executed):
+    /// their computed columns are masked whole with it.
+    pub fn any_rule(&self) -> Option<usize> {
+        (!self.rules.is_empty()).then_some(0)
+    }
+
     /// The first column rule that may cover a table whose whole rows one of `statements`
     /// outputs through an expression (`to_jsonb(c)`, `c::text`, `row(c.*)`): such an output
     /// carries the covered column's values without naming it. Pass it to

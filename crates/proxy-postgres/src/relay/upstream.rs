@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use gateway_core::Side;
-use gateway_core::action::{Action, SqlKind, SqlStatement};
+use gateway_core::action::{Action, SqlStatement};
 use gateway_core::gate::{
     Admitted, Batch, Command, Gated, OnRecord, Pending, Review, Staged, Waiting,
 };

@@ -83,15 +83,27 @@ impl Upstream<'_> {
             ),
         };
         let mentioned = masks.mentioned_rule(&text);
-        // Whole rows read through an expression, where the statement shows it; a query the
-        // classifier cannot follow output by output (a UNION, a CTE, a derived table) that
-        // reads a covered table may do the same unseen, so its computed columns count too.
-        let rows = masks.whole_row_rule(&statements).or_else(|| {
-            statements
-                .iter()
-                .filter(|s| s.outputs.is_none() && s.kind == SqlKind::Read)
-                .find_map(|s| masks.touched_rule(s.tables.iter().map(String::as_str)))
-        });
+        // Whole rows read through an expression, where the statement shows it; a statement
+        // the classifier cannot follow output by output (a recursive WITH, a table function,
+        // a write's RETURNING) that reads a covered table may do the same unseen, so its
+        // computed columns count too. Rows fetched from a cursor or returned by a statement
+        // prepared in SQL come from a statement of another message (or of a function):
+        // their computed columns are masked whole.
+        let rows = masks
+            .whole_row_rule(&statements)
+            .or_else(|| {
+                statements
+                    .iter()
+                    .filter(|s| s.outputs.is_none())
+                    .find_map(|s| masks.touched_rule(s.tables.iter().map(String::as_str)))
+            })
+            .or_else(|| {
+                statements
+                    .iter()
+                    .any(|s| runs_an_earlier_statement(&s.shape))
+                    .then(|| masks.any_rule())
+                    .flatten()
+            });
         let touched = mentioned.or(rows).or_else(|| {
             masks.touched_rule(
                 statements
@@ -107,4 +119,13 @@ impl Upstream<'_> {
             exec,
         }))
     }
+}
+
+/// Whether a statement (by its shape) returns rows of a statement that is not in its text:
+/// `FETCH` from a cursor, `EXECUTE` of a statement prepared in SQL.
+fn runs_an_earlier_statement(shape: &str) -> bool {
+    shape
+        .split_whitespace()
+        .next()
+        .is_some_and(|w| w.eq_ignore_ascii_case("fetch") || w.eq_ignore_ascii_case("execute"))
 }
