@@ -6,6 +6,7 @@
 pub mod masking;
 pub mod ssh;
 pub mod tds;
+pub mod tds_pg;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
