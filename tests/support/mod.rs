@@ -7,6 +7,7 @@ pub mod masking;
 pub mod oidc;
 pub mod ssh;
 pub mod tds;
+pub mod tds_pg;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
