@@ -43,3 +43,12 @@ if [ ! -d "$root/tests/tds/pylib/pytds" ] || [ ! -d "$root/tests/tds/pylib/OpenS
   python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore --break-system-packages \
     --target "$root/tests/tds/pylib" python-tds pyOpenSSL >/dev/null
 fi
+# pymssql (FreeTDS's DB-Library bundled in its wheel), a second Python TDS client, beside it.
+if [ ! -d "$root/tests/tds/pylib/pymssql" ]; then
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore --break-system-packages \
+    --target "$root/tests/tds/pylib" pymssql >/dev/null
+fi
+# Node's TDS clients (tedious, and mssql over it), pinned by their lockfile.
+if [ ! -d "$root/tests/tds/node/node_modules" ]; then
+  (cd "$root/tests/tds/node" && npm ci --silent --no-audit --no-fund >/dev/null)
+fi

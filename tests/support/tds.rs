@@ -342,3 +342,93 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// A gateway as [`start`] makes it, with a second TDS listener on the returned port whose
+/// certificate is offered but not required (`required = false`): there a client that does
+/// not support encryption logs in in clear.
+pub fn start_relaxed(mock: &Mock, tls: &Path, target_encrypt: &str, extra: &str) -> (TdsGw, u16) {
+    let plain = free_port();
+    let listener = format!(
+        "[[listeners]]\nprotocol = \"tds\"\nlisten = \"127.0.0.1:{plain}\"\n\
+         tls = {{ cert = \"{}\", key = \"{}\", required = false }}\n{extra}",
+        tls.join("server.crt").display(),
+        tls.join("server.key").display(),
+    );
+    (start(mock, tls, target_encrypt, &listener), plain)
+}
+
+impl TdsGw {
+    /// Run `script` with Node: `tds` is `tests/tds/node/client.js` (tedious helpers), `PORT`
+    /// this gateway's TDS port, `ARGS` the JSON `args`; the test CA is trusted through
+    /// `NODE_EXTRA_CA_CERTS`.
+    pub fn node(&self, args: &serde_json::Value, script: &str) -> Output {
+        let dir = root().join("tests/tds/node");
+        let prelude = format!(
+            "const tds = require({client:?});\nconst PORT = {port};\nconst ARGS = {args};\n",
+            client = dir.join("client.js").display().to_string(),
+            port = self.port,
+        );
+        Command::new("node")
+            .arg("-e")
+            .arg(format!("{prelude}{script}"))
+            .env("NODE_PATH", dir.join("node_modules"))
+            .env("NODE_EXTRA_CA_CERTS", self.tls.join("ca.crt"))
+            .output()
+            .expect("node")
+    }
+
+    /// Run `script` (Python with `pymssql` imported, `PORT` set) with FreeTDS (the one pymssql
+    /// bundles) told to trust the test CA.
+    pub fn pymssql(&self, script: &str) -> Output {
+        let conf = self.gw.scratch.0.join("pymssql-freetds.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[global]\n\ttds version = 7.4\n\tca file = {}\n",
+                self.tls.join("ca.crt").display()
+            ),
+        )
+        .expect("freetds.conf");
+        Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "import sys, pymssql\nPORT = {}\n{script}",
+                self.port
+            ))
+            .env("PYTHONPATH", root().join("tests/tds/pylib"))
+            .env("FREETDSCONF", &conf)
+            .output()
+            .expect("python3")
+    }
+}
+
+/// How a tiberius client proves who it is.
+pub enum TiberiusAuth<'a> {
+    /// A SQL login: the access key as its password.
+    Key(&'a str),
+    /// An access token in LOGIN7's FEDAUTH extension.
+    Token(&'a str),
+}
+
+/// A tiberius client logged in through the gateway at `port` to connection `sales`, TLS
+/// verified against the test CA in `tls`.
+pub async fn tiberius(
+    port: u16,
+    tls: &Path,
+    auth: TiberiusAuth<'_>,
+) -> tiberius::Result<tiberius::Client<tokio_util::compat::Compat<tokio::net::TcpStream>>> {
+    use tokio_util::compat::TokioAsyncWriteCompatExt;
+    let mut config = tiberius::Config::new();
+    config.host("localhost");
+    config.port(port);
+    config.database("sales");
+    config.encryption(tiberius::EncryptionLevel::Required);
+    config.trust_cert_ca(tls.join("ca.crt").display().to_string());
+    config.authentication(match auth {
+        TiberiusAuth::Key(key) => tiberius::AuthMethod::sql_server("pipeline", key),
+        TiberiusAuth::Token(token) => tiberius::AuthMethod::aad_token(token),
+    });
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    tcp.set_nodelay(true)?;
+    tiberius::Client::connect(config, tcp.compat_write()).await
+}

@@ -9,6 +9,10 @@ use super::text;
 use super::{CodecError, Result};
 
 const FIXED: usize = 94;
+/// The fixed part of the TDS 7.0/7.1 layout, without ibChangePassword, cbChangePassword and
+/// cbSSPILong: some clients send it at TDS 7.4 too (FreeTDS 1.5 as pymssql 2.4 bundles it),
+/// with their variable part starting here. Nothing past it in the fixed part is read.
+const FIXED_71: usize = 86;
 /// OptionFlags2: integrated (Windows) security.
 const INT_SECURITY: u8 = 0x80;
 /// OptionFlags3: change password.
@@ -64,7 +68,7 @@ pub struct Login7 {
 
 impl Login7 {
     pub fn parse(p: &[u8]) -> Result<Login7> {
-        if p.len() < FIXED {
+        if p.len() < FIXED_71 {
             return Err(CodecError::Truncated("LOGIN7"));
         }
         let u32_at = |i: usize| u32::from_le_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]]);
@@ -85,7 +89,7 @@ impl Login7 {
             if chars == 0 {
                 return Ok(String::new());
             }
-            if off < FIXED {
+            if off < FIXED_71 {
                 return Err(CodecError::Invalid(format!(
                     "{what}: offset inside the fixed part"
                 )));
@@ -106,7 +110,7 @@ impl Login7 {
                     max: MAX_PASSWORD,
                 });
             }
-            if chars > 0 && off < FIXED {
+            if chars > 0 && off < FIXED_71 {
                 return Err(CodecError::Invalid("LOGIN7 password offset".into()));
             }
             let raw = p
@@ -440,6 +444,29 @@ mod tests {
         assert!(back.password.is_empty() && back.user_name.is_empty());
         let huge = "x".repeat(MAX_TOKEN);
         assert!(l.encode_with_token(&huge, true, None).is_err());
+    }
+
+    /// A LOGIN7 in the 86-byte TDS 7.1 layout (FreeTDS 1.5 sends it at TDS 7.4): its variable
+    /// part starts where ibChangePassword would be, and it reads as the 94-byte layout does.
+    #[test]
+    fn the_tds71_fixed_layout_is_read_by_its_offsets() {
+        let l = sample();
+        let wire = l.encode().unwrap();
+        let mut short = wire[..FIXED_71].to_vec();
+        short.extend_from_slice(&wire[FIXED..]);
+        let len = short.len() as u32;
+        short[..4].copy_from_slice(&len.to_le_bytes());
+        for slot in (36..36 + 36).step_by(4).chain([78, 82]) {
+            let off = u16::from_le_bytes([short[slot], short[slot + 1]]);
+            short[slot..slot + 2].copy_from_slice(&(off - 8).to_le_bytes());
+        }
+        assert_eq!(Login7::parse(&short).unwrap(), l);
+        let mut inside = short.clone();
+        inside[36..38].copy_from_slice(&80u16.to_le_bytes());
+        assert!(
+            Login7::parse(&inside).is_err(),
+            "an offset inside the 7.1 fixed part"
+        );
     }
 
     #[test]
