@@ -21,6 +21,10 @@ command -v tsql >/dev/null || need+=(freetds-bin)
 [ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+# PgJDBC and a JDK to run it (a single-file Java probe in tests/clients: the source
+# launcher needs the compiler).
+command -v javac >/dev/null || need+=(default-jdk-headless)
+[ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "setup: missing ${need[*]}; run as root or install them" >&2
@@ -51,4 +55,13 @@ fi
 # Node's TDS clients (tedious, and mssql over it), pinned by their lockfile.
 if [ ! -d "$root/tests/tds/node/node_modules" ]; then
   (cd "$root/tests/tds/node" && npm ci --silent --no-audit --no-fund >/dev/null)
+fi
+# PostgreSQL drivers the masking tests drive (tests/postgres_clients.rs): asyncpg and
+# psycopg 3 from PyPI, node-postgres from npm, kept inside the tree.
+if [ ! -d "$root/tests/clients/pylib/asyncpg" ] || [ ! -d "$root/tests/clients/pylib/psycopg_binary" ]; then
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore --break-system-packages \
+    --target "$root/tests/clients/pylib" asyncpg==0.32.0 'psycopg[binary]==3.3.9' >/dev/null
+fi
+if [ ! -d "$root/tests/clients/node_modules/pg" ]; then
+  (cd "$root/tests/clients" && npm ci --silent --no-audit --no-fund >/dev/null 2>&1 || npm install --silent --no-audit --no-fund >/dev/null)
 fi

@@ -3,6 +3,7 @@
 //! config, state and ports, and real clients (psql, pgbench, curl) run as processes.
 #![allow(dead_code)]
 
+pub mod clients;
 pub mod masking;
 pub mod oidc;
 pub mod ssh;

@@ -201,6 +201,10 @@ pub enum Output {
         /// Tables (as `FROM` names them, lower-case) whose whole rows it reads: `to_jsonb(c)`,
         /// `c::text`, `row(c.*)` for `FROM customers c`.
         rows: Vec<String>,
+        /// It is a bare reference to one table's whole row (`SELECT c FROM customers c`):
+        /// the row as stored, typed as the table's row type, so a client-side reader of
+        /// that type can judge each field as its column.
+        bare: bool,
     },
 }
 

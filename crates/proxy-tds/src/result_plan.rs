@@ -213,6 +213,7 @@ mod tests {
             reads: reads.iter().map(|r| r.to_string()).collect(),
             opaque,
             rows: Vec::new(),
+            bare: false,
         }
     }
 

@@ -317,7 +317,11 @@ impl SessionMasks {
             .filter_map(|s| s.outputs.as_deref())
             .flatten()
             .filter_map(|o| match o {
-                Output::Expr { rows, .. } => Some(rows),
+                // A bare whole row keeps its type: a reader of structured values judges its
+                // fields as their columns.
+                Output::Expr {
+                    rows, bare: false, ..
+                } => Some(rows),
                 _ => None,
             })
             .flatten();

@@ -297,6 +297,7 @@ fn resolve(e: &Expr, alias: Option<String>, rels: &[Rel]) -> Named {
             reads,
             opaque,
             rows,
+            bare,
             ..
         } => Output::Expr {
             // A computed output referred to by name shows under that name; an unnamed
@@ -305,6 +306,7 @@ fn resolve(e: &Expr, alias: Option<String>, rels: &[Rel]) -> Named {
             reads,
             opaque,
             rows,
+            bare,
         },
         w => w,
     };
@@ -329,7 +331,12 @@ fn name_ref(qualifier: Option<&str>, n: &str, rels: &[Rel]) -> Named {
     {
         let mut r = Reads::default();
         r.whole(rel);
-        return (n.to_string(), computed(None, r));
+        let mut out = computed(None, r);
+        // The table's row as stored, typed as the table's row type.
+        if let (Rel::Table { .. }, Output::Expr { bare, .. }) = (rel, &mut out) {
+            *bare = true;
+        }
+        return (n.to_string(), out);
     }
     (
         n.to_string(),
@@ -350,6 +357,7 @@ fn computed(alias: Option<String>, mut r: Reads<'_>) -> Output {
         reads: r.names,
         opaque: r.opaque,
         rows: r.rows,
+        bare: false,
     }
 }
 

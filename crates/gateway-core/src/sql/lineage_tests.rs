@@ -19,6 +19,7 @@ fn expr(reads: &[&str], opaque: bool) -> Output {
         reads: reads.iter().map(|r| r.to_string()).collect(),
         opaque,
         rows: Vec::new(),
+        bare: false,
     }
 }
 
@@ -61,6 +62,21 @@ fn columns_renamed_and_computed() {
 }
 
 #[test]
+fn bare_whole_rows_are_told_apart_from_expressions_over_them() {
+    let pg = Parser::parse_sql(
+        &PostgreSqlDialect {},
+        "select c, c::text, row(c.*), t.x from customers c, (select c as x from customers c) t",
+    )
+    .expect("parses");
+    let bare: Vec<bool> = outputs(&pg[0])
+        .expect("followed")
+        .iter()
+        .map(|o| matches!(o, Output::Expr { bare: true, .. }))
+        .collect();
+    assert_eq!(bare, [true, false, false, true]);
+}
+
+#[test]
 fn whole_row_references_name_their_table() {
     let t = |s: &str| vec![s.to_string()];
     assert_eq!(
@@ -94,6 +110,7 @@ fn outputs_are_followed_through_derived_tables_ctes_and_unions() {
         reads: reads.iter().map(|r| r.to_string()).collect(),
         opaque: false,
         rows: Vec::new(),
+        bare: false,
     };
     assert_eq!(
         of("with x as (select upper(card) c, id from t) select c, id, x.id as k from x"),

@@ -10,7 +10,7 @@ pub mod backend;
 pub mod encode;
 mod frame;
 pub mod frontend;
-mod reader;
+pub(crate) mod reader;
 mod rewrite;
 mod rows;
 mod startup;

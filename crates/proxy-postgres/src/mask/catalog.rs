@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::deep::TypeInfo;
 use super::views::ViewOrigin;
 use crate::codec::{self, tags::backend as be};
 use crate::session::SessionCtx;
@@ -51,9 +52,14 @@ pub(crate) struct Catalog {
     /// Login failed once: don't try again in this session (every column stays unresolved).
     unavailable: bool,
     origins: HashMap<(u32, i16), Option<Origin>>,
-    /// User-defined types of result columns: for a table's row type (or an array of one),
-    /// the table's columns; `None` for any other type (domain, enum, extension type).
-    rowtypes: HashMap<u32, Option<Arc<[Origin]>>>,
+    /// Types of result columns the built-in table does not know, and the types they are made
+    /// of; `None` for one the lookup did not answer for.
+    types: HashMap<u32, Option<TypeInfo>>,
+}
+
+/// A number in a catalog answer's text.
+fn num<T: std::str::FromStr>(b: &[u8]) -> Option<T> {
+    std::str::from_utf8(b).ok()?.parse().ok()
 }
 
 /// Key under which [`Catalog::resolve`] takes a type to look up rather than a column.
@@ -65,10 +71,15 @@ impl Catalog {
         self.origins.get(&key)
     }
 
-    /// The cached answer for a type: `None` if never asked, `Some(None)` if it is not a row
-    /// type (or could not be looked up), else the row's columns.
-    pub fn rowtype(&self, type_oid: u32) -> Option<&Option<Arc<[Origin]>>> {
-        self.rowtypes.get(&type_oid)
+    /// The cached answer for a type: `None` if never asked, `Some(None)` if it could not be
+    /// looked up.
+    pub fn type_info(&self, type_oid: u32) -> Option<&Option<TypeInfo>> {
+        self.types.get(&type_oid)
+    }
+
+    /// Every type looked up so far.
+    pub fn types(&self) -> &HashMap<u32, Option<TypeInfo>> {
+        &self.types
     }
 
     /// Ask about the columns (and, keyed `(type, TYPE_KEY)`, the types) not cached yet;
@@ -76,15 +87,12 @@ impl Catalog {
     pub async fn resolve(&mut self, ctx: &SessionCtx, keys: &[(u32, i16)]) {
         let mut types: Vec<u32> = keys
             .iter()
-            .filter(|k| k.1 == TYPE_KEY && k.0 != 0 && !self.rowtypes.contains_key(&k.0))
+            .filter(|k| k.1 == TYPE_KEY && k.0 != 0 && !self.types.contains_key(&k.0))
             .map(|k| k.0)
             .collect();
         types.sort_unstable();
         types.dedup();
         if !types.is_empty() {
-            if self.rowtypes.len() + types.len() > MAX_CACHED {
-                self.rowtypes.clear();
-            }
             for chunk in types.chunks(MAX_BATCH) {
                 self.resolve_types(ctx, chunk).await;
             }
@@ -172,26 +180,39 @@ impl Catalog {
         }
     }
 
-    /// Which of `wanted` are a table's row type (or an array of one), with that table's
-    /// columns. A type the lookup does not answer for counts as no row type; the caller
-    /// treats an anonymous record as covered anyway.
+    /// Describe the types in `wanted` and every type they are made of (elements, fields,
+    /// domains' base types), for masking inside their values. A type the lookup does not
+    /// answer for stays unknown (`None`): its values can't be looked into.
     async fn resolve_types(&mut self, ctx: &SessionCtx, wanted: &[u32]) {
-        let mut sql = String::from(
-            "SELECT t.oid, n.nspname, c.relname, a.attname \
-             FROM pg_catalog.pg_type t \
-             LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem \
-             JOIN pg_catalog.pg_class c ON c.oid = COALESCE(NULLIF(t.typrelid, 0), e.typrelid) \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid \
-             AND a.attnum > 0 AND NOT a.attisdropped \
-             WHERE t.oid IN (",
-        );
+        let mut list = String::new();
         for (i, oid) in wanted.iter().enumerate() {
             let sep = if i == 0 { "" } else { "," };
-            let _ = write!(sql, "{sep}{oid}::oid");
+            let _ = write!(list, "{sep}{oid}");
         }
-        sql.push(')');
-        let mut found: HashMap<u32, Vec<Origin>> = HashMap::new();
+        let sql = format!(
+            "WITH RECURSIVE w(oid, depth) AS ( \
+               SELECT o, 0 FROM pg_catalog.unnest('{{{list}}}'::pg_catalog.oid[]) AS o \
+               UNION \
+               SELECT s.x, w.depth + 1 FROM w \
+               JOIN pg_catalog.pg_type y ON y.oid = w.oid \
+               CROSS JOIN LATERAL ( \
+                 SELECT y.typelem UNION ALL SELECT y.typbasetype \
+                 UNION ALL SELECT a.atttypid FROM pg_catalog.pg_attribute a \
+                 WHERE a.attrelid = y.typrelid AND a.attnum > 0 AND NOT a.attisdropped \
+               ) s(x) \
+               WHERE s.x <> 0 AND w.depth < 8 \
+             ) \
+             SELECT y.oid, y.typtype, y.typsend::pg_catalog.text, y.typelem, y.typbasetype, \
+               y.typdelim, n.nspname, c.relname, c.relkind, a.attname, a.atttypid \
+             FROM (SELECT DISTINCT oid FROM w) d \
+             JOIN pg_catalog.pg_type y ON y.oid = d.oid \
+             LEFT JOIN pg_catalog.pg_class c ON c.oid = y.typrelid \
+             LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = y.typrelid \
+               AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY y.oid, a.attnum"
+        );
+        let mut found: HashMap<u32, TypeInfo> = HashMap::new();
         let answered = self
             .ask(
                 ctx,
@@ -199,37 +220,65 @@ impl Catalog {
                 |tag, body| {
                     if tag == be::DATA_ROW
                         && let Ok(v) = codec::parse_data_row(body)
-                        && let [Some(oid), Some(ns), Some(rel), Some(col)] = v[..]
-                        && let Some(oid) = std::str::from_utf8(oid)
-                            .ok()
-                            .and_then(|o| o.parse::<u32>().ok())
+                        && let [
+                            Some(oid),
+                            Some(typtype),
+                            Some(send),
+                            Some(elem),
+                            Some(base),
+                            Some(delim),
+                            ns,
+                            rel,
+                            relkind,
+                            att,
+                            atttype,
+                        ] = v[..]
+                        && let Some(oid) = num(oid)
                     {
-                        let table = format!(
-                            "{}.{}",
-                            String::from_utf8_lossy(ns),
-                            String::from_utf8_lossy(rel)
-                        );
-                        found.entry(oid).or_default().push(Origin {
-                            table: Arc::from(table),
-                            column: Arc::from(String::from_utf8_lossy(col).as_ref()),
-                            view: None,
+                        let info = found.entry(oid).or_insert_with(|| {
+                            let send = String::from_utf8_lossy(send);
+                            let send = send.rsplit('.').next().unwrap_or_default();
+                            TypeInfo {
+                                typtype: typtype.first().copied().unwrap_or(b'b'),
+                                send: send.trim_matches('"').into(),
+                                elem: num(elem).unwrap_or(0),
+                                base: num(base).unwrap_or(0),
+                                delim: delim.first().copied().unwrap_or(b','),
+                                row: None,
+                                view: false,
+                            }
                         });
+                        if let (Some(ns), Some(rel)) = (ns, rel) {
+                            info.view = matches!(relkind, Some(b"v" | b"m"));
+                            let row = info.row.get_or_insert_with(|| {
+                                let table = format!(
+                                    "{}.{}",
+                                    String::from_utf8_lossy(ns),
+                                    String::from_utf8_lossy(rel)
+                                );
+                                (Arc::from(table), Vec::new())
+                            });
+                            if let (Some(att), Some(t)) = (att, atttype.and_then(num)) {
+                                row.1
+                                    .push((Arc::from(String::from_utf8_lossy(att).as_ref()), t));
+                            }
+                        }
                     }
                 },
             )
             .await;
         if !answered {
-            tracing::warn!("catalog lookup of result types failed: whole-row values are masked");
+            tracing::warn!("catalog lookup of result types failed: their values are masked");
+        }
+        if self.types.len() + found.len() + wanted.len() > MAX_CACHED {
+            self.types.clear();
         }
         for t in wanted {
-            let cols = found.remove(t).map(Arc::from);
-            // Unanswered: remember as a row type with no known columns, so it is masked.
-            let cols = if answered {
-                cols
-            } else {
-                Some(Arc::from(Vec::new()))
-            };
-            self.rowtypes.insert(*t, cols);
+            let info = found.remove(t);
+            self.types.insert(*t, info);
+        }
+        for (t, info) in found {
+            self.types.insert(t, Some(info));
         }
     }
 

@@ -22,7 +22,7 @@ pub(crate) enum CopyFormat {
     Text { delimiter: u8 },
     /// CSV with this delimiter and quote (escape = quote).
     Csv { delimiter: u8, quote: u8 },
-    /// Binary: never relayed under masking.
+    /// Binary: fields decoded by their column types ([`binary`]).
     Binary,
     /// Options this proxy does not split by (a non-default ESCAPE, a multi-byte delimiter):
     /// every line is scanned whole by the detectors.
@@ -531,6 +531,7 @@ pub(crate) fn rewrite_copy_data(
     true
 }
 
+pub(crate) mod binary;
 mod text;
 
 use text::{escape_text, memchr_nl, unescape_text};

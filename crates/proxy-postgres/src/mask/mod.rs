@@ -5,36 +5,48 @@
 
 pub(crate) mod catalog;
 pub(crate) mod copy;
+mod deep;
+mod errors;
 mod views;
 
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use gateway_core::masking::{
-    ColumnPlan, ColumnRef, MaskCounts, Masked, ResultMask, SessionMasks, TypeHint,
+    ColumnPlan, ColumnRef, Detector, MaskCounts, Masked, ResultMask, SessionMasks, TypeHint,
 };
 
 use crate::codec::{self, CodecError};
 use catalog::Catalog;
 use copy::{CopyFormat, CopyScratch};
+use deep::shape::{self, oid};
+use deep::{Pool, Shape, Shaper, Walker};
+use errors::{detail_values, quoted_masked};
 use views::Judged;
 
-/// How one column's values are handled beyond the engine's plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How one column's values are handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Mode {
     /// The engine's plan for the column, on the value as is.
     Engine,
-    /// Binary jsonb: a version byte (1), then JSON text.
-    JsonbBinary,
-    /// A binary format this proxy can't look inside (arrays of text, records, types of
-    /// extensions): sent as NULL, so nothing passes unseen.
-    Opaque,
+    /// Nothing can change (a container of scalars, with no rule on it).
+    Pass,
+    /// Walked by type (arrays, composites, records, enums, binary numbers and jsonb), under
+    /// `whole` when a rule covers the column.
+    Deep {
+        shape: Arc<Shape>,
+        binary: bool,
+        whole: Option<usize>,
+    },
 }
 
 /// The plan for one result shape.
 pub(crate) struct RowPlan {
     mask: ResultMask,
     modes: Box<[Mode]>,
+    noop: bool,
+    /// The card detector is on (integers in binary are checked).
+    card: bool,
 }
 
 impl RowPlan {
@@ -48,7 +60,24 @@ impl RowPlan {
 
     /// True when every value passes untouched.
     pub fn is_noop(&self) -> bool {
-        self.mask.is_noop() && self.modes.iter().all(|m| *m != Mode::Opaque)
+        self.noop
+    }
+
+    /// A column whose binary values this proxy can't read (they would be sent as NULL).
+    pub fn unreadable_binary(&self) -> Option<usize> {
+        self.modes.iter().position(
+            |m| matches!(m, Mode::Deep { shape, binary: true, .. } if contains_opaque(shape)),
+        )
+    }
+}
+
+/// Whether a shape has a part whose binary form can't be read.
+fn contains_opaque(s: &Shape) -> bool {
+    match s {
+        Shape::Opaque => true,
+        Shape::Array { elem, .. } => contains_opaque(elem),
+        Shape::Row(fields) => fields.iter().any(|f| contains_opaque(&f.shape)),
+        _ => false,
     }
 }
 
@@ -63,90 +92,25 @@ pub(crate) struct Column<'a> {
     pub format: i16,
 }
 
-mod oid {
-    pub const BOOL: u32 = 16;
-    pub const BYTEA: u32 = 17;
-    pub const CHAR: u32 = 18;
-    pub const NAME: u32 = 19;
-    pub const INT8: u32 = 20;
-    pub const INT2: u32 = 21;
-    pub const INT4: u32 = 23;
-    pub const TEXT: u32 = 25;
-    pub const OID: u32 = 26;
-    pub const JSON: u32 = 114;
-    pub const XML: u32 = 142;
-    pub const FLOAT4: u32 = 700;
-    pub const FLOAT8: u32 = 701;
-    pub const UNKNOWN: u32 = 705;
-    pub const MONEY: u32 = 790;
-    pub const BPCHAR: u32 = 1042;
-    pub const VARCHAR: u32 = 1043;
-    pub const DATE: u32 = 1082;
-    pub const TIME: u32 = 1083;
-    pub const TIMESTAMP: u32 = 1114;
-    pub const TIMESTAMPTZ: u32 = 1184;
-    pub const INTERVAL: u32 = 1186;
-    pub const TIMETZ: u32 = 1266;
-    pub const NUMERIC: u32 = 1700;
-    pub const UUID: u32 = 2950;
-    pub const JSONB: u32 = 3802;
-    /// An anonymous row (`SELECT t FROM (SELECT …) t`, `ROW(…)`) and arrays of them.
-    pub const RECORD: u32 = 2249;
-    pub const RECORD_ARRAY: u32 = 2287;
-    /// Types created in a database (tables' row types, domains, enums, extensions) start here.
-    pub const FIRST_USER: u32 = 16384;
-    /// Arrays of the scalar non-text types above (bool, int2/4/8, float4/8, numeric, date,
-    /// timestamp(tz), uuid, oid).
-    pub const SCALAR_ARRAYS: &[u32] = &[
-        1000, 1005, 1007, 1016, 1021, 1022, 1231, 1182, 1115, 1185, 2951, 1028,
-    ];
-}
-
-/// Scalar types whose values can't hold text: never scanned (a column rule makes them NULL).
-fn is_scalar(t: u32) -> bool {
-    use oid::*;
-    matches!(
-        t,
-        BOOL | BYTEA
-            | OID
-            | FLOAT4
-            | FLOAT8
-            | MONEY
-            | DATE
-            | TIME
-            | TIMESTAMP
-            | TIMESTAMPTZ
-            | INTERVAL
-            | TIMETZ
-            | UUID
-            | 869
-            | 650
-            | 829
-            | 774
-            | 1560
-            | 1562
-            | 28
-            | 3220
-    ) || oid::SCALAR_ARRAYS.contains(&t)
-}
-
-/// The hint and handling for a column of type `t` in format `format`.
-fn hint(t: u32, format: i16) -> (TypeHint, Mode) {
-    use oid::*;
-    let text_like = matches!(t, TEXT | VARCHAR | BPCHAR | NAME | XML | UNKNOWN | CHAR);
-    match (format, t) {
-        (_, JSON) => (TypeHint::Json, Mode::Engine),
-        (0, JSONB) => (TypeHint::Json, Mode::Engine),
-        (_, JSONB) => (TypeHint::Json, Mode::JsonbBinary),
-        (_, INT2 | INT4 | INT8 | NUMERIC) if format == 0 => (TypeHint::Numeric, Mode::Engine),
-        (_, t) if is_scalar(t) || matches!(t, INT2 | INT4 | INT8 | NUMERIC) => {
-            (TypeHint::Other, Mode::Engine)
-        }
-        // Text form of anything else (text-like types, arrays, records, domains, types of
-        // extensions such as citext) is scanned as text.
-        (0, _) => (TypeHint::Text, Mode::Engine),
-        (_, _) if text_like => (TypeHint::Text, Mode::Engine),
-        _ => (TypeHint::Other, Mode::Opaque),
+/// The engine's hint for a column of `shape`, and whether it is walked by type.
+fn hint(shape: &Shape, binary: bool) -> (TypeHint, bool) {
+    match shape {
+        Shape::Text => (TypeHint::Text, false),
+        Shape::Json => (TypeHint::Json, false),
+        Shape::Jsonb => (TypeHint::Json, binary),
+        Shape::Int(_) | Shape::Numeric => (TypeHint::Numeric, binary),
+        Shape::Scalar => (TypeHint::Other, false),
+        // Text form of a type this proxy can't read is scanned as text.
+        Shape::Opaque => (
+            if binary {
+                TypeHint::Other
+            } else {
+                TypeHint::Text
+            },
+            binary,
+        ),
+        Shape::Enum => (TypeHint::Other, true),
+        Shape::Array { .. } | Shape::Row(_) | Shape::Record => (TypeHint::Text, true),
     }
 }
 
@@ -158,6 +122,7 @@ pub(crate) struct Masking {
     pub counts: MaskCounts,
     scratch: Vec<u8>,
     copy_scratch: CopyScratch,
+    pool: Pool,
 }
 
 impl Masking {
@@ -168,49 +133,44 @@ impl Masking {
             counts: MaskCounts::new(),
             scratch: Vec::new(),
             copy_scratch: CopyScratch::default(),
+            pool: Pool::default(),
         }
     }
 
-    /// Column origins (and user-defined types of columns with no origin, keyed
-    /// `(type, TYPE_KEY)`) the catalog has not answered for yet.
+    /// Column origins, and types the built-in table does not know (keyed
+    /// `(type, TYPE_KEY)`), the catalog has not answered for yet.
     pub fn unresolved<'a>(&self, cols: impl IntoIterator<Item = Column<'a>>) -> Vec<(u32, i16)> {
-        let rules = !self.masks.column_rule_names().is_empty();
-        cols.into_iter()
-            .filter_map(|c| {
-                let k = (c.table_oid, c.column_id);
-                if k.0 != 0 && k.1 > 0 {
-                    return self.catalog.origin(k).is_none().then_some(k);
-                }
-                (rules
-                    && c.type_oid >= oid::FIRST_USER
-                    && self.catalog.rowtype(c.type_oid).is_none())
-                .then_some((c.type_oid, catalog::TYPE_KEY))
-            })
-            .collect()
+        let mut keys = Vec::new();
+        for c in cols {
+            let k = (c.table_oid, c.column_id);
+            if k.0 != 0 && k.1 > 0 && self.catalog.origin(k).is_none() {
+                keys.push(k);
+            }
+            if shape::needs_lookup(c.type_oid) && self.catalog.type_info(c.type_oid).is_none() {
+                keys.push((c.type_oid, catalog::TYPE_KEY));
+            }
+        }
+        keys
     }
 
-    /// Whether a column with no origin carries whole rows with covered columns: an anonymous
-    /// record (can't tell what is in it), or a table's row type (or an array of one) where
-    /// one of the table's columns is covered. The rule to credit, if one is known.
-    fn whole_row(&self, c: &Column<'_>) -> Option<Option<usize>> {
+    /// Whether a column with no origin is masked whole for what it may carry: an anonymous
+    /// record (can't tell what is in it) of a statement that reads data a rule may cover
+    /// (`touched`), or a value of a type the catalog could not describe. The rule to
+    /// credit, if one is known.
+    fn whole_row(&self, c: &Column<'_>, touched: Option<usize>) -> Option<Option<usize>> {
         if self.masks.column_rule_names().is_empty() || (c.table_oid != 0 && c.column_id > 0) {
             return None;
         }
         if matches!(c.type_oid, oid::RECORD | oid::RECORD_ARRAY) {
-            return Some(None);
+            return touched.map(Some);
         }
-        if c.type_oid < oid::FIRST_USER {
+        if !shape::needs_lookup(c.type_oid) {
             return None;
         }
-        match self.catalog.rowtype(c.type_oid) {
-            // Never looked up (no side connection asked): fail closed.
-            None => Some(None),
-            Some(None) => None,
-            Some(Some(cols)) if cols.is_empty() => Some(None),
-            Some(Some(cols)) => cols
-                .iter()
-                .find_map(|o| self.masks.rule_for(&o.table, &o.column))
-                .map(Some),
+        match self.catalog.type_info(c.type_oid) {
+            // Never looked up, or the lookup failed: fail closed.
+            None | Some(None) => Some(None),
+            Some(Some(_)) => None,
         }
     }
 
@@ -221,22 +181,37 @@ impl Masking {
     /// `rows` (from [`SessionMasks::whole_row_rule`]) masks whole every column with no origin
     /// that is not JSON: the statement outputs whole rows of a covered table through an
     /// expression. JSON outputs keep their structure; their fields are masked by name.
+    /// `touched`: the rule that may cover data the statement reads (anonymous records are
+    /// then masked whole). Arrays, composites and records masked whole keep their structure:
+    /// text inside becomes the rule's text, other values NULL.
     pub fn plan<'a>(
         &self,
         cols: impl IntoIterator<Item = Column<'a>>,
         mentioned: Option<usize>,
         rows: Option<usize>,
+        touched: Option<usize>,
     ) -> Arc<RowPlan> {
         let cols: Vec<Column<'a>> = cols.into_iter().collect();
-        let mut modes = Vec::with_capacity(cols.len());
+        let shaper = Shaper {
+            types: self.catalog.types(),
+            masks: &self.masks,
+        };
+        let shapes: Vec<(Arc<Shape>, TypeHint, bool)> = cols
+            .iter()
+            .map(|c| {
+                let s = shaper.shape(c.type_oid);
+                let (h, deep) = hint(&s, c.format == 1);
+                (s, h, deep)
+            })
+            .collect();
         // Columns of views a rule covers through the view's definition.
         let mut through_views = Vec::new();
         let refs: Vec<ColumnRef<'_>> = cols
             .iter()
+            .zip(&shapes)
             .enumerate()
-            .map(|(i, c)| {
-                let (h, mode) = hint(c.type_oid, c.format);
-                modes.push(mode);
+            .map(|(i, (c, (_, h, _)))| {
+                let h = *h;
                 let origin = (c.table_oid != 0)
                     .then(|| self.catalog.origin((c.table_oid, c.column_id)))
                     .flatten()
@@ -248,7 +223,7 @@ impl Masking {
                 };
                 match origin {
                     Some(o) => match o.view.as_deref().map(|v| v.judge(&self.masks)) {
-                        None => ColumnRef {
+                        None | Some(Judged::Own) => ColumnRef {
                             table: Some(&o.table),
                             name: &o.column,
                             hint: h,
@@ -262,11 +237,6 @@ impl Masking {
                             through_views.push((i, rule));
                             own
                         }
-                        Some(Judged::Own) => ColumnRef {
-                            table: Some(&o.table),
-                            name: &o.column,
-                            hint: h,
-                        },
                     },
                     None => own,
                 }
@@ -275,14 +245,12 @@ impl Masking {
         let no_origin: Vec<bool> = refs.iter().map(|r| r.table.is_none()).collect();
         let mut mask = self.masks.columns(refs, mentioned);
         for (i, rule) in through_views {
-            let h = cols
-                .get(i)
-                .map_or(TypeHint::Other, |c| hint(c.type_oid, c.format).0);
+            let h = shapes.get(i).map_or(TypeHint::Other, |s| s.1);
             mask.mask_whole(i, Some(rule), h);
         }
         for (i, c) in cols.iter().enumerate() {
-            let h = hint(c.type_oid, c.format).0;
-            if let Some(rule) = self.whole_row(c) {
+            let h = shapes.get(i).map_or(TypeHint::Other, |s| s.1);
+            if let Some(rule) = self.whole_row(c, touched) {
                 mask.mask_whole(i, rule, h);
             } else if let Some(rule) = rows
                 && no_origin.get(i) == Some(&true)
@@ -291,9 +259,41 @@ impl Masking {
                 mask.mask_whole(i, Some(rule), h);
             }
         }
+        let scan =
+            self.masks.detectors().next().is_some() || !self.masks.column_rule_names().is_empty();
+        let card = self.masks.detectors().any(|d| d == Detector::Card);
+        let modes: Box<[Mode]> = shapes
+            .into_iter()
+            .zip(&cols)
+            .enumerate()
+            .map(|(i, ((shape, _, deep), c))| {
+                if !deep {
+                    return Mode::Engine;
+                }
+                let whole = match mask.plan(i) {
+                    ColumnPlan::Whole { rule, .. } => Some(rule),
+                    _ => None,
+                };
+                if whole.is_none() && !shape.active(scan, card) {
+                    return Mode::Pass;
+                }
+                Mode::Deep {
+                    shape,
+                    binary: c.format == 1,
+                    whole,
+                }
+            })
+            .collect();
+        let noop = modes.iter().enumerate().all(|(i, m)| match m {
+            Mode::Engine => mask.plan(i) == ColumnPlan::Pass,
+            Mode::Pass => true,
+            Mode::Deep { .. } => false,
+        });
         Arc::new(RowPlan {
             mask,
-            modes: modes.into(),
+            modes,
+            noop,
+            card,
         })
     }
 
@@ -305,9 +305,12 @@ impl Masking {
             name: "?column?",
             hint: TypeHint::Text,
         });
+        let mask = self.masks.columns(refs, mentioned);
         Arc::new(RowPlan {
-            mask: self.masks.columns(refs, mentioned),
+            noop: mask.is_noop(),
+            mask,
             modes: vec![Mode::Engine; columns].into(),
+            card: false,
         })
     }
 
@@ -322,23 +325,11 @@ impl Masking {
             masks,
             counts,
             scratch,
+            pool,
             ..
         } = self;
         codec::rewrite_data_row(raw, scratch, out, |col, v, s| {
-            match plan.modes.get(col).copied().unwrap_or(Mode::Engine) {
-                Mode::Engine => plan.mask.mask(col, v, s, counts),
-                Mode::JsonbBinary => match v.split_first() {
-                    Some((1, json)) => {
-                        let m = plan.mask.mask(col, json, s, counts);
-                        if m == Masked::Replaced {
-                            s.insert(0, 1);
-                        }
-                        m
-                    }
-                    _ => opaque(masks, v, s, counts),
-                },
-                Mode::Opaque => opaque(masks, v, s, counts),
-            }
+            mask_field(plan, masks, counts, pool, col, v, s)
         })
     }
 
@@ -456,9 +447,13 @@ impl Masking {
             masks,
             counts,
             copy_scratch,
+            pool,
             ..
         } = self;
         copy::rewrite_copy_data(data, format, copy_scratch, out, |col, v, s| match plan {
+            Some(p) if matches!(p.modes.get(col), Some(Mode::Pass | Mode::Deep { .. })) => {
+                mask_field(p, masks, counts, pool, col, v, s)
+            }
             // COPY text is text whatever the column type; the plan's rules and hints apply.
             Some(p) if col < p.mask.len() => match p.mask.plan(col) {
                 ColumnPlan::Pass => Masked::Unchanged,
@@ -487,84 +482,55 @@ impl Masking {
     }
 }
 
-/// `text` with the inside of every `"…"` masked whole under `rule`; `None` when it quotes
-/// nothing.
-fn quoted_masked(
+impl Masking {
+    /// Mask one CopyData payload of a binary COPY (`plan` made for binary columns) into
+    /// `out` (a whole CopyData message) if anything changed. `started`: the file header
+    /// was seen (it comes in front of the first row).
+    pub fn mask_copy_binary(
+        &mut self,
+        data: &[u8],
+        plan: &RowPlan,
+        started: &mut bool,
+        out: &mut BytesMut,
+    ) -> Result<bool, CodecError> {
+        let Masking {
+            masks,
+            counts,
+            copy_scratch,
+            pool,
+            ..
+        } = self;
+        copy::binary::rewrite(data, started, &mut copy_scratch.masked, out, |col, v, s| {
+            mask_field(plan, masks, counts, pool, col, v, s)
+        })
+    }
+}
+
+/// Mask the value of column `col` under `plan`.
+fn mask_field(
+    plan: &RowPlan,
     masks: &SessionMasks,
-    rule: usize,
-    text: &[u8],
     counts: &mut MaskCounts,
-) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() + 16);
-    let mut tmp = Vec::new();
-    let mut at = 0;
-    let mut any = false;
-    while let Some(open) = memchr::memchr(b'"', &text[at..]).map(|p| at + p) {
-        let Some(close) = memchr::memchr(b'"', &text[open + 1..]).map(|p| open + 1 + p) else {
-            break;
-        };
-        out.extend_from_slice(&text[at..=open]);
-        let whole = ColumnPlan::Whole {
-            rule,
-            hint: TypeHint::Text,
-        };
-        match masks.mask_with(whole, &text[open + 1..close], &mut tmp, counts) {
-            Masked::Replaced => out.extend_from_slice(&tmp),
-            _ => out.extend_from_slice(b"[masked]"),
-        }
-        out.push(b'"');
-        at = close + 1;
-        any = true;
-    }
-    if !any {
-        return None;
-    }
-    out.extend_from_slice(&text[at..]);
-    Some(out)
-}
-
-/// A value sent as NULL because it can't be looked into.
-fn opaque(masks: &SessionMasks, v: &[u8], s: &mut Vec<u8>, counts: &mut MaskCounts) -> Masked {
-    let whole = ColumnPlan::Whole {
-        rule: usize::MAX,
-        hint: TypeHint::Other,
-    };
-    masks.mask_with(whole, v, s, counts)
-}
-
-/// Details that echo a row's values: `Key (email, ssn)=(…) already exists.` and
-/// `Failing row contains (…).`. Values of covered columns are replaced whole.
-fn detail_values(
-    masks: &SessionMasks,
-    text: &[u8],
+    pool: &mut Pool,
+    col: usize,
+    v: &[u8],
     s: &mut Vec<u8>,
-    counts: &mut MaskCounts,
-) -> Option<Masked> {
-    let t = std::str::from_utf8(text).ok()?;
-    let (cols, values_at) = if let Some(rest) = t.strip_prefix("Key (") {
-        let close = rest.find(")=(")?;
-        (Some(&rest[..close]), 5 + close + 3)
-    } else if let Some(rest) = t.strip_prefix("Failing row contains (") {
-        let _ = rest;
-        (None, "Failing row contains (".len())
-    } else {
-        return None;
-    };
-    let rule = match cols {
-        Some(c) => masks.mentioned_rule(c)?,
-        None if !masks.column_rule_names().is_empty() => 0,
-        None => return None,
-    };
-    let end = t.rfind(')').filter(|e| *e >= values_at)?;
-    let whole = ColumnPlan::Whole {
-        rule,
-        hint: TypeHint::Text,
-    };
-    let mut tmp = Vec::new();
-    masks.mask_with(whole, &text[values_at..end], &mut tmp, counts);
-    s.clear();
-    s.extend_from_slice(&text[..values_at]);
-    s.extend_from_slice(&tmp);
-    s.extend_from_slice(&text[end..]);
-    Some(Masked::Replaced)
+) -> Masked {
+    match plan.modes.get(col) {
+        Some(Mode::Pass) => Masked::Unchanged,
+        Some(Mode::Deep {
+            shape,
+            binary,
+            whole,
+        }) => {
+            let mut w = Walker {
+                card: plan.card,
+                masks,
+                counts,
+                pool,
+            };
+            w.value(shape, *binary, *whole, v, s)
+        }
+        _ => plan.mask.mask(col, v, s, counts),
+    }
 }

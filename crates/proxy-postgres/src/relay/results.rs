@@ -47,11 +47,17 @@ enum CopyOut {
         /// The next CopyData is the CSV header line (column names, passed as is).
         header: bool,
     },
+    /// Binary COPY out: fields masked by their columns' types.
+    Binary {
+        plan: Arc<RowPlan>,
+        /// The file header was seen.
+        started: bool,
+    },
     /// Binary COPY under masking: the client got an error in its place; the data is dropped.
     Refused,
 }
 
-const BINARY_COPY_REFUSED: &str = "portcullis: binary COPY is refused on this connection because its results are masked; use text or CSV format";
+const BINARY_COPY_REFUSED: &str = "portcullis: this binary COPY is refused on this connection because its results are masked and its columns can't be read in binary; use text or CSV format";
 
 /// Per-session masking state of the downstream half.
 pub(super) struct Results {
@@ -101,8 +107,13 @@ impl Results {
             Wait::DescribeCopy(sql) => {
                 let d = self.m.catalog.describe(ctx, &sql).await;
                 if let Some(cols) = &d {
-                    let keys: Vec<(u32, i16)> =
-                        cols.iter().map(|c| (c.table_oid, c.column_id)).collect();
+                    let keys = self.m.unresolved(cols.iter().map(|c| Column {
+                        name: &c.name,
+                        table_oid: c.table_oid,
+                        column_id: c.column_id,
+                        type_oid: c.type_oid,
+                        format: 0,
+                    }));
                     self.m.catalog.resolve(ctx, &keys).await;
                 }
                 self.copy_desc = Some(d);
@@ -172,7 +183,7 @@ impl Results {
                     self.current = None;
                 } else {
                     let (mentioned, rows) = mentioned(sh);
-                    self.current = Some(self.m.plan(cols, mentioned, rows));
+                    self.current = Some(self.m.plan(cols, mentioned, rows, touched(sh)));
                 }
                 Ok(Step::Pass)
             }
@@ -188,7 +199,7 @@ impl Results {
             be::ERROR | be::NOTICE => {
                 if frame.tag == be::ERROR {
                     self.current = None;
-                    if matches!(self.copy, CopyOut::On { .. }) {
+                    if matches!(self.copy, CopyOut::On { .. } | CopyOut::Binary { .. }) {
                         self.copy = CopyOut::Off;
                     }
                     // The gateway's own refusal substitutes are not the target's words.
@@ -235,6 +246,13 @@ impl Results {
             be::COPY_OUT_RESPONSE => self.copy_out(sh, frame, out),
             be::COPY_DATA => match &mut self.copy {
                 CopyOut::Refused => Ok(Step::Written),
+                CopyOut::Binary { plan, started } => {
+                    let changed = self
+                        .m
+                        .mask_copy_binary(frame.body(), plan, started, out)
+                        .map_err(target_codec)?;
+                    Ok(written(changed))
+                }
                 CopyOut::On { header, .. } if *header => {
                     *header = false;
                     Ok(Step::Pass)
@@ -291,6 +309,7 @@ impl Results {
                 }),
                 mentioned,
                 rows,
+                source.and_then(|s| s.touched),
             );
         }
         self.m.blind_plan(ncols, mentioned.or(rows))
@@ -304,22 +323,14 @@ impl Results {
             )));
         };
         let ncols = usize::from(u16::from_be_bytes([ncols[0], ncols[1]]));
-        if format != 0 {
-            self.copy = CopyOut::Refused;
-            codec::put_error(
-                out,
-                "ERROR",
-                "0A000",
-                BINARY_COPY_REFUSED,
-                Some("binary COPY data can't be masked"),
-                None,
-            );
-            return Ok(Step::Written);
-        }
         let source = sh.inflight.front().and_then(|f| f.source.as_ref());
         let mentioned = source.and_then(|s| s.mentioned);
         let rows = source.and_then(|s| s.rows);
+        let touched = source.and_then(|s| s.touched);
         let stmt = source.and_then(|s| parse_copy(&s.text));
+        if format != 0 {
+            return self.binary_copy_out(stmt.and_then(|c| c.describe), ncols, sh, out);
+        }
         let format = match stmt.as_ref().map(|c| c.format) {
             Some(f @ (CopyFormat::Text { .. } | CopyFormat::Csv { .. })) => f,
             _ => CopyFormat::Lines,
@@ -341,6 +352,7 @@ impl Results {
                         }),
                         mentioned,
                         rows,
+                        touched,
                     ));
                 }
                 Some(_) => {}
@@ -357,7 +369,65 @@ impl Results {
     }
 }
 
-/// The column rule the statement now being answered mentions.
+impl Results {
+    /// A binary COPY out starts: planned from the side connection's description of the
+    /// copied columns in binary format, or refused in its place (an error instead of the
+    /// CopyOutResponse, the data dropped) when they can't be described or a column's binary
+    /// form can't be read.
+    fn binary_copy_out(
+        &mut self,
+        describe: Option<String>,
+        ncols: usize,
+        sh: &Shared,
+        out: &mut BytesMut,
+    ) -> Result<Step> {
+        let source = sh.inflight.front().and_then(|f| f.source.as_ref());
+        let mut plan = None;
+        if let Some(q) = describe {
+            match self.copy_desc.take() {
+                None => return Ok(Step::Wait(Wait::DescribeCopy(q))),
+                Some(Some(cols)) if cols.len() == ncols => {
+                    let p = self.m.plan(
+                        cols.iter().map(|d| Column {
+                            name: &d.name,
+                            table_oid: d.table_oid,
+                            column_id: d.column_id,
+                            type_oid: d.type_oid,
+                            format: 1,
+                        }),
+                        source.and_then(|s| s.mentioned),
+                        source.and_then(|s| s.rows),
+                        source.and_then(|s| s.touched),
+                    );
+                    if p.unreadable_binary().is_none() {
+                        plan = Some(p);
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        let Some(plan) = plan else {
+            self.copy = CopyOut::Refused;
+            codec::put_error(
+                out,
+                "ERROR",
+                "0A000",
+                BINARY_COPY_REFUSED,
+                Some(
+                    "a copied column could not be described, or is of a type whose binary form the gateway can't read",
+                ),
+                None,
+            );
+            return Ok(Step::Written);
+        };
+        self.copy = CopyOut::Binary {
+            plan,
+            started: false,
+        };
+        Ok(Step::Pass)
+    }
+}
+
 /// The rule covering data the in-flight statement reads, if any.
 fn touched(sh: &Shared) -> Option<usize> {
     sh.inflight

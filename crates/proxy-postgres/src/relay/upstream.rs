@@ -427,7 +427,7 @@ impl Upstream<'_> {
     ) -> Plan {
         let decision = self.evaluate(statements);
         let veto = match &self.ctx.masks {
-            Some(_) => veto(text, statements),
+            Some(_) => veto(statements),
             None => None,
         };
         self.record(text, statements, decision, veto, batch)
@@ -516,8 +516,9 @@ const STATISTICS: &[&str] = &[
 ];
 
 /// What a masked session refuses whatever policy says: the planner's statistics (they hold
-/// column values outside any column's lineage) and binary COPY out (it can't be masked).
-fn veto(text: &str, statements: &[Arc<SqlStatement>]) -> Option<Veto> {
+/// column values outside any column's lineage). Binary COPY out is masked, or refused as it
+/// starts when its columns can't be read (see `relay::results`).
+fn veto(statements: &[Arc<SqlStatement>]) -> Option<Veto> {
     if statements
         .iter()
         .flat_map(|s| s.tables.iter())
@@ -527,20 +528,6 @@ fn veto(text: &str, statements: &[Arc<SqlStatement>]) -> Option<Veto> {
             code: "42501",
             message: "portcullis: the planner's statistics are not readable on this connection because its results are masked: they hold column values",
             detail: "pg_stats and pg_statistic* show values of any column",
-        });
-    }
-    let copy = text
-        .as_bytes()
-        .windows(4)
-        .any(|w| w.eq_ignore_ascii_case(b"copy"));
-    if copy
-        && let Some(c) = crate::mask::copy::parse_copy(text)
-        && c.format == crate::mask::copy::CopyFormat::Binary
-    {
-        return Some(Veto {
-            code: "0A000",
-            message: "portcullis: binary COPY is refused on this connection because its results are masked; use text or CSV format",
-            detail: "binary COPY data can't be masked",
         });
     }
     None
