@@ -6,9 +6,11 @@
 
 pub mod check;
 pub mod codec;
+mod describe;
 mod error;
 mod front;
 pub mod prelogin_tls;
+mod prepared;
 mod relay;
 mod result_plan;
 mod results;
