@@ -276,23 +276,35 @@ fn rpc_parts(
     Ok(parts)
 }
 
-/// `sp_execute` / `sp_cursorexecute`: the statement its handle was prepared with.
+/// Why an execute of a handle the gateway did not see handed out is refused.
+pub(crate) const UNKNOWN_HANDLE: &str = "this prepared-statement handle was not handed out \
+    through the gateway in this session (or was let go), so what it would run is unknown; \
+    prepare the statement again";
+
+/// `sp_execute` / `sp_cursorexecute`: the statement its handle was prepared with; for a
+/// handle not seen handed out, a statement refused whatever policy says.
 fn execute(call: &Rpc, sp: SpecialProc, prepared: Option<&Prepared>) -> Part {
     match prepared {
         Some(p) => Part {
             text: p.text.to_string(),
             statements: p.statements.to_vec(),
         },
-        None => Part {
-            text: format!("EXEC {}{}", sp.name(), handle_text(call)),
-            statements: vec![unknown(
+        None => {
+            let mut s = (*unknown(
                 &format!(
                     "<{} of a handle not prepared through the gateway>",
                     sp.name()
                 ),
                 Vec::new(),
-            )],
-        },
+            ))
+            .clone();
+            // Whatever policy says: nothing is known of what the handle would run.
+            s.refusal = Some(UNKNOWN_HANDLE);
+            Part {
+                text: format!("EXEC {}{}", sp.name(), handle_text(call)),
+                statements: vec![Arc::new(s)],
+            }
+        }
     }
 }
 

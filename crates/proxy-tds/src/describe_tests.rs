@@ -6,7 +6,7 @@ use bytes::Bytes;
 use gateway_core::action::{Action, SqlKind, SqlStatement};
 use gateway_core::sql::{Dialect, LexOptions, classify_uncached};
 
-use super::{Described, Scope, describe_in, own_use};
+use super::{Described, Scope, UNKNOWN_HANDLE, describe_in, own_use};
 use crate::codec::packet::{self, Message, STATUS_EOM};
 use crate::codec::rpc::{BATCH_FLAG, param_status};
 use crate::codec::rpc_types::ty;
@@ -238,7 +238,7 @@ fn a_prepare_awaits_its_handle_only_when_the_answer_can_name_it() {
 }
 
 #[test]
-fn an_execute_is_its_prepared_statement_and_an_unknown_handle_is_unknown() {
+fn an_execute_is_its_prepared_statement_and_an_unknown_handle_is_refused() {
     let mut h = Handles::new();
     h.insert(
         Space::Statement,
@@ -264,7 +264,14 @@ fn an_execute_is_its_prepared_statement_and_an_unknown_handle_is_unknown() {
         let d = describe(&rpc(&[call]), &h).unwrap();
         assert_eq!(d.cmd.action, "sql.unknown", "{}", d.cmd.text);
         match &d.cmd.actions[0] {
-            Action::Sql(s) => assert!(s.functions.is_empty(), "not allowed by name"),
+            Action::Sql(s) => {
+                assert!(s.functions.is_empty(), "not allowed by name");
+                assert_eq!(
+                    s.refusal,
+                    Some(UNKNOWN_HANDLE),
+                    "refused whatever policy says"
+                );
+            }
             other => panic!("{other:?}"),
         }
     }
