@@ -258,13 +258,12 @@ fn the_handle_an_rpc_returns_in_its_first_output_parameter_is_handed_to_the_rela
     assert_eq!((ended[0].handle, ended[0].rows), (None, None));
 }
 
+/// An answer's end as a test compares it: rows, handle, masked counts.
+type EndSeen = (Option<u64>, Option<i64>, Option<String>);
+
 /// What relaying `wire` in two pieces cut at `cut` gives: the bytes for the client, and each
 /// answer's rows, handle and masked counts.
-fn relay_cut(
-    wire: &[u8],
-    cut: usize,
-    masked: bool,
-) -> (BytesMut, Vec<(Option<u64>, Option<i64>, Option<String>)>) {
+fn relay_cut(wire: &[u8], cut: usize, masked: bool) -> (BytesMut, Vec<EndSeen>) {
     let mut resp = Responses::new(BytesMut::new(), masked.then(|| masks(&["*.card"])));
     resp.inflight = inflight();
     let (mut out, mut ended) = (BytesMut::new(), Vec::new());

@@ -11,6 +11,9 @@ use super::tokens::{StreamState, TokenKind, next_token};
 
 const MAX_TOKEN: usize = 4096;
 
+/// A token found: its kind, where it starts and its length.
+type Framed = (TokenKind, usize, usize);
+
 /// Reads every token of `bytes` fed in pieces of the sizes in `reads` (cycled), as the relay
 /// does: after "need more", the same start is offered again with more bytes. Stops at the first
 /// error. The (kind, start, len) of each token, and whether it ended in an error.
@@ -18,7 +21,7 @@ fn arriving(
     bytes: &[u8],
     reads: &[usize],
     state: &mut StreamState,
-) -> Result<(Vec<(TokenKind, usize, usize)>, bool), TestCaseError> {
+) -> Result<(Vec<Framed>, bool), TestCaseError> {
     let mut found = Vec::new();
     let (mut pos, mut fed) = (0, 0);
     for n in reads.iter().cycle() {
