@@ -10,7 +10,7 @@
 mod support;
 
 use support::Scratch;
-use support::tds::{CUSTOMERS_QUERY, Mock, MockTls, start, text, tls_files};
+use support::tds::{CUSTOMERS_QUERY, Mock, MockTls, customers, start, text, tls_files};
 
 /// A client that can only send a password logs in with an access key over TLS; the target
 /// is reached over TLS (negotiated in PRELOGIN) with the held SQL login, never the caller's
@@ -216,6 +216,112 @@ except pytds.tds_base.Error as e:
         })
         .count();
     assert_eq!(mock.requests() - before, forwarded, "{commands:#?}");
+}
+
+/// A statement python-tds prepares with `sp_prepexec` (upper case, and not holding
+/// `CUSTOMERS_QUERY`'s text, which the mock would match too: see
+/// `Mock::register_with_handle`), and the parameter value its `sp_execute` sends, by which
+/// the mock picks that execute's answer (it never sees the statement again).
+const PREPARED: &str = "SELECT ID,NAME,EMAIL,CARD FROM CUSTOMERS WHERE NAME <> @N";
+const BY_HANDLE: &str = "BY-HANDLE";
+
+/// Prepared statements travel as `sp_prepexec` / `sp_prepare` / `sp_execute` RPCs: a prepare
+/// is decided as the statement it carries (a write refused before the target sees it, a read
+/// forwarded); the handle the target hands back is remembered, so `sp_execute <handle>` is
+/// decided as that statement (same action and tables on record); an `sp_execute` of a handle
+/// the gateway did not see handed out, or one let go by `sp_unprepare`, is refused whatever
+/// policy says, with an error saying why. The mock hands back handle 7 for the prepexec.
+#[test]
+fn prepared_handles_are_decided_as_their_statement_and_unknown_handles_fail_closed() {
+    let dir = Scratch::new("tds-prepare");
+    let tls = tls_files(&dir.0);
+    let mock = Mock::start(MockTls::Prelogin, &tls);
+    mock.register_with_handle(PREPARED, customers(), 7);
+    mock.register(BY_HANDLE, customers());
+    let gw = start(&mock, &tls, "mandatory", "");
+    let token = gw.gw.token("pipeline-6", &["ci"]);
+    let script = format!(
+        r#"
+from pytds import tds_base
+conn = pytds.connect(server="localhost", port=PORT, database="sales", cafile=CA,
+                     access_token_callable=lambda: {token:?}, autocommit=True)
+cur = conn.cursor()
+PREPEXEC = tds_base.InternalProc(tds_base.TDS_SP_PREPEXEC, "sp_prepexec")
+UNPREPARE = tds_base.InternalProc(tds_base.TDS_SP_UNPREPARE, "sp_unprepare")
+def call(label, proc, params):
+    try:
+        cur.callproc(proc, params)
+        rows = cur.fetchall() if cur.description else []
+        outs = cur.get_proc_outputs()
+        print(label, "RAN", len(rows), "rows", outs)
+        return outs
+    except pytds.tds_base.Error as e:
+        print(label, "REFUSED", e)
+handle = lambda: tds_base.output(value=None, param_type=int)
+call("EXEC-UNSEEN", tds_base.SP_EXECUTE, (5,))
+call("PREPARE-WRITE", tds_base.SP_PREPARE, (handle(), "", "DELETE FROM customers WHERE id = 2", 1))
+h = call("PREPEXEC-READ", PREPEXEC, (handle(), "@N nvarchar(40)", {PREPARED:?}, "Nobody"))[0]
+print("HANDLE", h)
+call("EXEC-PREPARED", tds_base.SP_EXECUTE, (h, {BY_HANDLE:?}))
+call("UNPREPARE", UNPREPARE, (h,))
+call("EXEC-AFTER", tds_base.SP_EXECUTE, (h, {BY_HANDLE:?}))
+"#
+    );
+    let before = mock.requests();
+    let out = gw.python(&script);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}\n{}", gw.gw.log_text());
+    for line in [
+        "EXEC-UNSEEN REFUSED",
+        "PREPARE-WRITE REFUSED",
+        "PREPEXEC-READ RAN 2 rows",
+        "HANDLE 7",
+        "EXEC-PREPARED RAN 2 rows",
+        "UNPREPARE RAN",
+        "EXEC-AFTER REFUSED",
+    ] {
+        assert!(t.contains(line), "{line}: {t}\n{}", gw.gw.log_text());
+    }
+    assert!(t.contains("not handed out through the gateway"), "{t}");
+    assert_eq!(
+        mock.requests() - before,
+        3,
+        "the prepexec, the execute of its handle and the unprepare reached the target"
+    );
+    let commands = gw.gw.audit(&["--kind", "command"]);
+    let all = |text: &str| -> Vec<serde_json::Value> {
+        commands
+            .iter()
+            .filter(|e| e["statement"].as_str() == Some(text))
+            .cloned()
+            .collect()
+    };
+    let verdict = |e: &serde_json::Value| {
+        (
+            e["verdict"].as_str().map(str::to_owned),
+            e["action"].as_str().map(str::to_owned),
+        )
+    };
+    let deny = |action: &str| (Some("deny".to_owned()), Some(action.to_owned()));
+    let unseen = all("EXEC sp_execute 5");
+    assert_eq!(unseen.len(), 1, "{commands:#?}");
+    assert_eq!(verdict(&unseen[0]), deny("sql.unknown"));
+    assert_eq!(
+        verdict(&all("DELETE FROM customers WHERE id = 2")[0]),
+        deny("sql.write")
+    );
+    // The prepexec and the execute of its handle: both decided as the prepared read.
+    let read = all(PREPARED);
+    assert_eq!(read.len(), 2, "{commands:#?}");
+    for e in &read {
+        assert_eq!(verdict(e), (Some("allow".into()), Some("sql.read".into())));
+        assert_eq!(e["tables"], serde_json::json!(["customers"]), "{e}");
+    }
+    let unprepare = all("EXEC sp_unprepare 7");
+    assert_eq!(verdict(&unprepare[0]).0.as_deref(), Some("allow"));
+    let after = all("EXEC sp_execute 7");
+    assert_eq!(after.len(), 1, "{commands:#?}");
+    assert_eq!(verdict(&after[0]), deny("sql.unknown"));
 }
 
 /// A batch policy sends to review waits in the session: the client is told at once, and once

@@ -260,6 +260,95 @@ fn rows_are_masked_by_rule_lineage_and_detector_and_exempt_groups_read_them_in_c
     );
 }
 
+/// Prepared by python-tds with `sp_prepexec`, then run by its handle. It renames the
+/// protected `ssn` column, so only the statement's lineage says to mask `x` (no detector
+/// would). Upper case and distinct from the other statements, as the mock matches RPCs by
+/// contained text (see `Mock::register_with_handle`).
+const PREPARED_RENAMED: &str = "SELECT NAME, SSN AS X FROM CUSTOMERS WHERE NAME = @N";
+/// The parameter value the execute sends, by which the mock picks its answer.
+const BY_HANDLE: &str = "RUN-BY-HANDLE";
+
+/// A python-tds session as `sub` in `groups` that prepares `PREPARED_RENAMED` and runs it by
+/// handle, printing each answer's rows between markers.
+fn prepare_and_execute(gw: &TdsGw, sub: &str, groups: &[&str]) -> String {
+    let token = gw.gw.token(sub, groups);
+    let script = format!(
+        r#"
+from pytds import tds_base
+conn = pytds.connect(server="localhost", port=PORT, database="sales", cafile=CA,
+                     access_token_callable=lambda: {token:?}, autocommit=True)
+cur = conn.cursor()
+PREPEXEC = tds_base.InternalProc(tds_base.TDS_SP_PREPEXEC, "sp_prepexec")
+def show(label, proc, params):
+    print("==", label)
+    try:
+        cur.callproc(proc, params)
+        rows = cur.fetchall()
+        outs = cur.get_proc_outputs()
+        print("ROWS", len(rows), "OUTPUTS", outs)
+        for row in rows:
+            print("|".join(str(v) for v in row))
+        return outs
+    except pytds.tds_base.Error as e:
+        print("ERROR", e)
+        return [None]
+out = tds_base.output(value=None, param_type=int)
+h = show("PREPEXEC", PREPEXEC, (out, "@N nvarchar(40)", {PREPARED_RENAMED:?}, "Ada"))[0]
+show("EXECUTE", tds_base.SP_EXECUTE, (h, {BY_HANDLE:?}))
+print("DONE")
+"#
+    );
+    let out = gw.python(&script);
+    let t = text(&out);
+    assert!(
+        out.status.success() && t.contains("DONE"),
+        "{t}\n{}",
+        gw.gw.log_text()
+    );
+    t
+}
+
+#[test]
+fn an_execute_by_handle_is_masked_as_the_statement_it_was_prepared_with() {
+    let dir = Scratch::new("tds-mask-prepared");
+    let tls = tls_files(&dir.0);
+    let mock = Mock::start(MockTls::Prelogin, &tls);
+    let rows = || {
+        let col = ColumnDefinition::new;
+        QueryResponse::new(
+            vec![
+                col("name", SqlDataType::NVarChar),
+                col("x", SqlDataType::NVarChar),
+            ],
+            vec![Row::new(vec![
+                nvarchar("Ada Lovelace"),
+                nvarchar("078-05-1120"),
+            ])],
+        )
+    };
+    mock.register_with_handle(PREPARED_RENAMED, rows(), 7);
+    mock.register(BY_HANDLE, rows());
+    let gw = start(&mock, &tls, "mandatory", MASKING);
+
+    let masked = prepare_and_execute(&gw, "pipeline-7", &["ci"]);
+    assert!(
+        section(&masked, "PREPEXEC").contains("OUTPUTS [7]"),
+        "{masked}"
+    );
+    for label in ["PREPEXEC", "EXECUTE"] {
+        let s = section(&masked, label);
+        assert!(
+            s.contains("ROWS 1") && s.contains("Ada Lovelace|"),
+            "{label}: {s}"
+        );
+        assert!(!s.contains("078-05-1120"), "{label} leaked: {s}");
+    }
+    // The exempt group reads what the target sent, by handle too.
+    let clear = prepare_and_execute(&gw, "dpo-2", &["ci", "dpo"]);
+    let s = section(&clear, "EXECUTE");
+    assert!(s.contains("Ada Lovelace|078-05-1120"), "{s}");
+}
+
 /// FreeTDS `tsql` (a second client, TDS 7.4 over TLS) gets the same masked rows.
 #[test]
 fn tsql_reads_masked_rows() {

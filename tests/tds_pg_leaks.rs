@@ -197,6 +197,7 @@ fn leak_concat() {
     );
     assert_eq!(out[1], "Ada Lovelace <[REDACTED:email]> [REDACTED:card]");
     assert_eq!(out[2], "[REDACTED:column]");
+    assert_eq!(out[4], "[REDACTED:column]");
     assert!(out[3].starts_with("ERROR"), "{}", out[3]);
 }
 
@@ -230,7 +231,7 @@ fn leak_for_json_and_for_xml() {
         "SELECT name, email, card FROM people ORDER BY id FOR JSON PATH",
         "SELECT name, ssn FROM people ORDER BY id FOR XML PATH",
         "SELECT name, email FROM people ORDER BY id FOR XML RAW",
-        // `*` names no column: the JSON document's "ssn" key is masked as a field.
+        // `*` names no column: a document over `*` reading a covered table is masked whole.
         "SELECT * FROM people ORDER BY id FOR JSON AUTO",
     ];
     let out = attempt(&l, &statements);
@@ -256,21 +257,20 @@ fn leak_for_json_and_for_xml() {
     );
 }
 
-/// A known leak, kept as a test to turn on with the fix: `FOR XML` over `*` names no covered
-/// column, so the gateway does not know the document holds one, and XML has no field rules
-/// as JSON has; the detectors find e-mails and cards but not the SSN. Every column should be
-/// masked whole when a statement's outputs can't be told and it reads a covered table.
+/// `FOR XML` over `*` names no covered column, and XML has no field rules as JSON has (the
+/// detectors find e-mails and cards but not an SSN): a document over `*` that reads a covered
+/// table is masked whole.
 #[test]
-#[ignore = "known leak: FOR XML over * passes a covered column (see docs/tds.md)"]
 fn leak_for_xml_over_a_wildcard() {
     let l = start("tdsleak-forxml-star");
-    attempt(
+    let out = attempt(
         &l,
         &[
             "SELECT p.* FROM people AS p FOR XML PATH('person')",
             "SELECT * FROM people FOR XML RAW",
         ],
     );
+    assert_eq!(out, ["[REDACTED:column]", "[REDACTED:column]"]);
 }
 
 /// PostgreSQL's `::` cast is read by the gateway's T-SQL parser as a cast, so the same

@@ -115,6 +115,31 @@ impl Mock {
             .block_on(async { self.registry.lock().await.register(sql, response) });
     }
 
+    /// Answer an RPC whose body holds `sql` with `response`, and hand back `handle` in the
+    /// call's first OUTPUT parameter, as SQL Server does for `sp_prepexec`. The mock matches
+    /// an RPC by the upper-case text of any of its string parameters (`sql` must be upper
+    /// case) and writes no RETURNVALUE of its own, so the token rides in the raw bytes it
+    /// sends after COLMETADATA (a server sends it after the rows; the gateway and python-tds
+    /// read it the same way in either place).
+    pub fn register_with_handle(&self, sql: &str, response: QueryResponse, handle: i32) {
+        let name: Vec<u8> = "@handle"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        // RETURNVALUE: ordinal 0, name, status 1 (an OUTPUT parameter), UserType, Flags
+        // (nullable), INTN(4), the value.
+        let mut token = vec![0xAC, 0, 0, 7];
+        token.extend_from_slice(&name);
+        token.extend_from_slice(&[0x01, 0, 0, 0, 0, 0x01, 0, 0x26, 4, 4]);
+        token.extend_from_slice(&handle.to_le_bytes());
+        self.rt.block_on(async {
+            self.registry
+                .lock()
+                .await
+                .register_with_data_classification(sql, response, token)
+        });
+    }
+
     /// What each login the mock took sent it.
     pub fn connections(&self) -> Vec<ConnectionInfo> {
         self.rt
@@ -133,7 +158,8 @@ impl Mock {
 /// A batch the mock answers with customer rows (names, e-mails, card numbers).
 pub const CUSTOMERS_QUERY: &str = "SELECT id, name, email, card FROM customers";
 
-fn customers() -> QueryResponse {
+/// The rows a server would send for `CUSTOMERS_QUERY`.
+pub fn customers() -> QueryResponse {
     let rows = [
         (1, "Ada Lovelace", "ada@example.com", "4111 1111 1111 1111"),
         (2, "Alan Turing", "alan@example.org", "5500-0000-0000-0004"),

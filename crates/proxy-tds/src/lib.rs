@@ -6,10 +6,12 @@
 
 pub mod check;
 pub mod codec;
+mod describe;
 mod error;
 mod front;
 mod held;
 pub mod prelogin_tls;
+mod prepared;
 mod relay;
 mod result_plan;
 mod results;

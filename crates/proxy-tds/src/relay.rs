@@ -1,24 +1,23 @@
 //! A logged-in session: each client request (SQL batch, RPC, transaction-manager request) is
-//! decided by the gate and, when admitted, forwarded; the target's answer is relayed packet
-//! by packet as it arrives, and its end recorded. A refused request is answered by the
-//! gateway itself (an ERROR token and a DONE); the target never sees it.
+//! decided by the gate (see `describe`) and, when admitted, forwarded; the target's answer is
+//! relayed packet by packet as it arrives, and its end recorded. A refused request is answered
+//! by the gateway itself (an ERROR token and a DONE); the target never sees it. The session's
+//! prepared handles are kept in step with what is forwarded and what the answers return.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
-use gateway_core::action::{Action, SqlKind, SqlStatement};
 use gateway_core::approvals::Outcome;
-use gateway_core::gate::{Admitted, Command, Gated, Held, Refusal};
-use gateway_core::sql::{Dialect, LexOptions};
+use gateway_core::gate::{Admitted, Gated, Held, Refusal};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::codec::messages::{Done, EnvChange, ServerMessage, done_status};
 use crate::codec::packet::{self, Message, MessageReader};
-use crate::codec::request::{self, ProcRef, Rpc, SqlBatch};
 use crate::codec::write::{self, DoneKind};
+use crate::describe::{Described, describe, own_use};
 use crate::error::{Result, TdsError};
-use crate::results::{Ended, InFlight, Lineage, Responses};
+use crate::prepared::Handles;
+use crate::results::{Ended, InFlight, Responses};
 use crate::session::SessionCtx;
 use crate::stream::Stream;
 
@@ -41,10 +40,17 @@ pub(crate) async fn run(
     let mut resp = Responses::new(tbuf, ctx.masks.clone());
     let mut out = BytesMut::with_capacity(ctx.packet_size * 2);
     let mut ended = Vec::new();
+    let mut handles = Handles::new();
     loop {
         // Requests already here.
         while let Some(m) = requests.next(&mut cbuf).map_err(TdsError::client_codec)? {
-            request(ctx, m, &mut cr, &mut cbuf, &mut cw, &mut tw, &mut resp).await?;
+            let io = Io {
+                cr: &mut cr,
+                cbuf: &mut cbuf,
+                cw: &mut cw,
+                tw: &mut tw,
+            };
+            request(ctx, m, io, &mut resp, &mut handles).await?;
         }
         if cbuf.capacity() - cbuf.len() < 4096 {
             cbuf.reserve(16 * 1024);
@@ -65,7 +71,7 @@ pub(crate) async fn run(
                 }
                 let relayed = resp.relay(ctx.packet_size, &mut out, &mut ended);
                 for e in ended.drain(..) {
-                    complete(ctx, e);
+                    complete(ctx, e, &mut handles);
                 }
                 if !out.is_empty() {
                     cw.write_all(&out).await.map_err(TdsError::client_io)?;
@@ -77,15 +83,31 @@ pub(crate) async fn run(
     }
 }
 
-/// Record the end of an answer: how long it took, its rows and first error, what masking did.
-fn complete(ctx: &SessionCtx, e: Ended) {
-    let elapsed = e.flight.started.elapsed();
+/// Record the end of an answer: how long it took, its rows and first error, what masking did;
+/// and the handle a preparing call got.
+fn complete(ctx: &SessionCtx, e: Ended, handles: &mut Handles) {
+    let Ended {
+        flight,
+        rows,
+        error,
+        masked,
+        handle,
+    } = e;
+    if let Some(p) = flight.prepare {
+        match handle {
+            Some(h) => handles.insert(p.space, h, p.prepared),
+            // A handle may have been handed out that the gateway cannot name: none is
+            // trusted any more.
+            None => handles.clear(),
+        }
+    }
+    let elapsed = flight.started.elapsed();
     ctx.services.metrics.statement_latency.observe(elapsed);
-    let mut ev = ctx.gate.complete(e.flight.number);
+    let mut ev = ctx.gate.complete(flight.number);
     ev.duration_us = Some(elapsed.as_micros() as u64);
-    ev.rows = e.rows;
-    ev.error = e.error;
-    if let Some(masked) = e.masked {
+    ev.rows = rows;
+    ev.error = error;
+    if let Some(masked) = masked {
         ev.detail = Some(serde_json::json!({ "masked": masked }));
     }
     let audit = ctx.services.audit.clone();
@@ -94,28 +116,45 @@ fn complete(ctx: &SessionCtx, e: Ended) {
     });
 }
 
+/// The client's and the target's halves of the session, as a request needs them.
+struct Io<'a, R, C, T> {
+    cr: &'a mut R,
+    cbuf: &'a mut BytesMut,
+    cw: &'a mut C,
+    tw: &'a mut T,
+}
+
 /// Decide one request and forward it, or answer it.
-#[allow(clippy::too_many_arguments)]
 async fn request<R, C, T>(
     ctx: &SessionCtx,
     m: Message,
-    cr: &mut R,
-    cbuf: &mut BytesMut,
-    cw: &mut C,
-    tw: &mut T,
+    io: Io<'_, R, C, T>,
     resp: &mut Responses,
+    handles: &mut Handles,
 ) -> Result<()>
 where
     R: AsyncRead + Unpin,
     C: AsyncWrite + Unpin,
     T: AsyncWrite + Unpin,
 {
+    let Io { cr, cbuf, cw, tw } = io;
     if m.ty == packet::ATTENTION {
         // A cancel: straight to the target, which ends its answer with DONE_ATTN.
         return forward(ctx, &m, tw).await;
     }
-    let (cmd, lineage) = match describe(ctx, &m) {
-        Ok(c) => c,
+    if m.is_ignored() {
+        // The client gave up on this message before its end: the target would ignore it and
+        // answer with a lone DONE, so the gateway does.
+        let mut payload = BytesMut::with_capacity(16);
+        write::write_done(&mut payload, DoneKind::Done, &Done::with_status(0));
+        return answer(ctx, cw, &payload, true).await;
+    }
+    let Described {
+        cmd,
+        lineage,
+        handles: effect,
+    } = match describe(ctx, &m, handles) {
+        Ok(d) => d,
         Err(why) => return answer_refusal(ctx, cw, &why).await,
     };
     // `USE` of the database the client is in (drivers send it after login): the gateway
@@ -149,10 +188,25 @@ where
             HoldEnd::Withdrawn => return Ok(()),
         },
     };
+    // What reaches the target changes its handles: a reset drops them all.
+    if m.resets_connection() || effect.clear {
+        handles.clear();
+    }
+    for (space, h) in effect.drops {
+        handles.remove(space, h);
+    }
+    let mut prepare = effect.pending;
+    if resp.inflight.is_some() {
+        // Sent before the last answer ended: answers cannot be told apart, so no handle is
+        // taken from them.
+        handles.clear();
+        prepare = None;
+    }
     resp.inflight = Some(InFlight {
         number: admitted.number(),
         started: Instant::now(),
         lineage,
+        prepare,
     });
     forward(ctx, &m, tw).await
 }
@@ -280,126 +334,4 @@ async fn answer<C: AsyncWrite + Unpin>(
         last,
     );
     cw.write_all(&out).await.map_err(TdsError::client_io)
-}
-
-/// What the gate decides for a request: its statements, or why it cannot be decided.
-fn describe(ctx: &SessionCtx, m: &Message) -> std::result::Result<(Command, Lineage), String> {
-    let classify = |text: &str| {
-        ctx.services.classifier.classify(
-            text,
-            LexOptions {
-                dialect: Dialect::TSql,
-                ..LexOptions::default()
-            },
-        )
-    };
-    let (text, statements): (String, Vec<Arc<SqlStatement>>) = match m.ty {
-        packet::SQL_BATCH => {
-            let b = SqlBatch::parse(&m.payload)
-                .map_err(|e| format!("portcullis: the batch cannot be read: {e}"))?;
-            if own_use(&b.text, &ctx.database) {
-                // Staying where it is: a session statement, answered by the gateway.
-                let mut s = (*unknown("use ?", Vec::new())).clone();
-                s.kind = SqlKind::Session;
-                s.parsed = true;
-                (b.text, vec![Arc::new(s)])
-            } else {
-                let s = classify(&b.text).to_vec();
-                (b.text, s)
-            }
-        }
-        packet::RPC => {
-            let rpc = Rpc::parse(&m.payload).map_err(|e| {
-                format!("portcullis: the RPC cannot be read, so it is refused: {e}")
-            })?;
-            match (rpc.statement(), &rpc.proc) {
-                (Some(stmt), _) => {
-                    let s = classify(stmt).to_vec();
-                    (stmt.to_string(), s)
-                }
-                (None, ProcRef::Name(name)) => {
-                    let name = name.to_lowercase();
-                    (
-                        format!("EXEC {name}"),
-                        vec![unknown(&format!("exec {name}"), vec![name])],
-                    )
-                }
-                (None, ProcRef::Id(id)) => {
-                    let shape = format!("<system procedure {id}>");
-                    (shape.clone(), vec![unknown(&shape, Vec::new())])
-                }
-            }
-        }
-        packet::TRANS_MGR => {
-            let t = request::TransMgr::parse(&m.payload)
-                .map_err(|e| format!("portcullis: the transaction request cannot be read: {e}"))?;
-            let text = t.describe();
-            let s = classify(&text).to_vec();
-            (text, s)
-        }
-        other => {
-            return Err(format!(
-                "portcullis: requests of type {other:#04x} are not supported through the gateway"
-            ));
-        }
-    };
-    let lineage = match &ctx.masks {
-        Some(masks) => Lineage {
-            mentioned: masks.mentioned_rule(&text),
-            touched: masks.touched_rule(
-                statements
-                    .iter()
-                    .flat_map(|s| s.tables.iter())
-                    .map(String::as_str),
-            ),
-            outputs: match statements.as_slice() {
-                [only] => only.outputs.clone(),
-                _ => None,
-            },
-        },
-        None => Lineage::default(),
-    };
-    let worst = SqlStatement::worst_kind(&statements);
-    let tables = SqlStatement::tables_of(&statements);
-    let mut cmd = Command::new(Action::Sql(unknown("", Vec::new())), text);
-    cmd.actions = statements.into_iter().map(Action::Sql).collect();
-    if cmd.actions.is_empty() {
-        cmd.actions.push(Action::Sql(unknown("", Vec::new())));
-    }
-    cmd.action = worst.cedar_id().to_string();
-    cmd.tables = tables;
-    Ok((cmd, lineage))
-}
-
-/// Whether `text` is `USE <database>` of `database` (bare, bracketed or quoted).
-fn own_use(text: &str, database: &str) -> bool {
-    let t = text.trim().trim_end_matches(';').trim_end();
-    let Some((word, rest)) = t.split_once(char::is_whitespace) else {
-        return false;
-    };
-    if !word.eq_ignore_ascii_case("use") {
-        return false;
-    }
-    let name = rest.trim();
-    let name = name
-        .strip_prefix('[')
-        .and_then(|n| n.strip_suffix(']'))
-        .or_else(|| name.strip_prefix('"').and_then(|n| n.strip_suffix('"')))
-        .unwrap_or(name);
-    name.eq_ignore_ascii_case(database)
-}
-
-/// A statement the gateway cannot analyse (a procedure called by name: policy can name it
-/// in `functions`).
-fn unknown(shape: &str, functions: Vec<String>) -> Arc<SqlStatement> {
-    Arc::new(SqlStatement {
-        kind: SqlKind::Unknown,
-        tables: Vec::new(),
-        unbounded: false,
-        shape: shape.to_string(),
-        functions,
-        parsed: false,
-        refusal: None,
-        outputs: None,
-    })
 }

@@ -2,7 +2,8 @@
 //!
 //! Every answer's token stream is read as it arrives (packets joined, tokens cut where they
 //! end, a row spanning packets resumed where it stopped), for what its `command_end` event
-//! records: rows counted by DONE tokens and the first error.
+//! records: rows counted by DONE tokens and the first error, and for the relay's prepared
+//! handles the integer an RPC's first OUTPUT parameter came back with.
 //!
 //! Without masking the target's packets are forwarded as they are, byte for byte, as soon as
 //! each is whole; the token reader only watches. An answer it cannot read is still forwarded
@@ -25,12 +26,13 @@ use gateway_core::action::Output;
 use gateway_core::masking::{ColumnPlan, MaskCounts, ResultMask, SessionMasks, TypeHint};
 
 use crate::codec::messages::{ServerMessage, done_status};
-use crate::codec::metadata::ColMetadata;
+use crate::codec::metadata::{ColMetadata, RETURN_OUTPUT};
 use crate::codec::packet::{self, HEADER_LEN};
 use crate::codec::rows::{self, RowMasker};
 use crate::codec::tokens::{StreamState, Token, next_token};
 use crate::codec::write;
 use crate::error::{Result, TdsError};
+use crate::prepared::Pending;
 use crate::result_plan::{plan, quoted_masked, replacement, unmaskable};
 
 /// What masking needs to know about the request being answered.
@@ -49,6 +51,8 @@ pub(crate) struct InFlight {
     pub number: u64,
     pub started: Instant,
     pub lineage: Lineage,
+    /// A preparing call whose handle this answer carries.
+    pub prepare: Option<Pending>,
 }
 
 /// How an answer ended, for its `command_end` event.
@@ -57,6 +61,10 @@ pub(crate) struct Ended {
     pub rows: Option<u64>,
     pub error: Option<String>,
     pub masked: Option<serde_json::Value>,
+    /// The value of the one OUTPUT parameter of ordinal 0 the answer returned, when there was
+    /// exactly one and it is an integer (a prepared handle); `None` otherwise, and for an
+    /// answer that could not be read.
+    pub handle: Option<i64>,
 }
 
 /// Masking state of a session that masking applies to.
@@ -183,6 +191,7 @@ impl Responses {
         let w = std::mem::take(&mut self.watch);
         let rows = w.rows.filter(|_| !lost);
         let error = w.error;
+        let handle = w.handle.filter(|_| w.handles == 1 && !lost);
         let masked = self.masking.as_mut().and_then(|m| {
             m.plan = None;
             m.withheld = None;
@@ -198,6 +207,7 @@ impl Responses {
                 rows,
                 error,
                 masked,
+                handle,
             });
         }
     }
@@ -224,6 +234,14 @@ impl Responses {
                 }
             }
             watch(&mut self.watch, &token, sent_error.as_deref());
+            if let Token::ReturnValue(rv) = &token
+                && rv.ordinal == 0
+                && rv.status == RETURN_OUTPUT
+            {
+                // Every one is counted, so that two make the handle unknown.
+                self.watch.handles = self.watch.handles.saturating_add(1);
+                self.watch.handle = rv.int_value(raw);
+            }
         };
         self.tokens.advance(at);
         result
@@ -260,6 +278,9 @@ struct Watch {
     rows: Option<u64>,
     streamed: u64,
     error: Option<String>,
+    /// OUTPUT parameters of ordinal 0 seen, and the last one's integer value.
+    handles: u32,
+    handle: Option<i64>,
 }
 
 impl Masking {

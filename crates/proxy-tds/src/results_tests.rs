@@ -7,8 +7,8 @@ use gateway_core::masking::{MaskingEngine, SessionMasks};
 
 use super::{Ended, InFlight, Lineage, Responses};
 use crate::codec::fixtures::{
-    colmetadata, column, done, sample_columns, sample_metadata_token, sample_nbcrow, sample_row,
-    ucs2, ushort_type, ushort_value,
+    b_varchar, colmetadata, column, done, sample_columns, sample_metadata_token, sample_nbcrow,
+    sample_row, ucs2, ushort_type, ushort_value,
 };
 use crate::codec::packet::{self, HEADER_LEN};
 
@@ -88,6 +88,7 @@ fn inflight() -> Option<InFlight> {
         number: 1,
         started: Instant::now(),
         lineage: Lineage::default(),
+        prepare: None,
     })
 }
 
@@ -183,4 +184,120 @@ fn an_unreadable_answer_on_a_masked_session_ends_it_with_an_error() {
         "nothing unread is passed on"
     );
     assert!(contains(&got, &ucs2("cannot be read")));
+}
+
+/// A RETURNVALUE of an INT OUTPUT parameter (`status` 1) or UDF result (2); NULL for `None`.
+fn return_value(ordinal: u16, status: u8, value: Option<i32>) -> Vec<u8> {
+    let mut v = vec![0xAC];
+    v.extend(ordinal.to_le_bytes());
+    v.extend(b_varchar("@handle"));
+    v.push(status);
+    v.extend([0, 0, 0, 0, 1, 0, 0x26, 4]);
+    match value {
+        Some(x) => {
+            v.push(4);
+            v.extend(x.to_le_bytes());
+        }
+        None => v.push(0),
+    }
+    v
+}
+
+/// An `sp_prepexec` answer: rows, the OUTPUT parameters given, the procedure's end.
+fn prepexec_answer(outputs: &[Vec<u8>]) -> Vec<u8> {
+    let mut s = answer(2);
+    s.truncate(s.len() - 13);
+    s.extend(done(0xFF, 0x11, 0xC1, 2));
+    s.extend([0x79, 0, 0, 0, 0]);
+    for o in outputs {
+        s.extend(o);
+    }
+    s.extend(done(0xFE, 0, 0xE0, 0));
+    s
+}
+
+fn handle_of(outputs: &[Vec<u8>], masked: bool) -> Option<i64> {
+    let wire = packets(&prepexec_answer(outputs), 100);
+    let masks = masked.then(|| masks(&["*.card"]));
+    let mut resp = Responses::new(BytesMut::new(), masks);
+    resp.inflight = inflight();
+    let (_, ended) = run(&mut resp, &wire, 37);
+    assert_eq!(ended.len(), 1);
+    ended[0].handle
+}
+
+#[test]
+fn the_handle_an_rpc_returns_in_its_first_output_parameter_is_handed_to_the_relay() {
+    for masked in [false, true] {
+        assert_eq!(handle_of(&[return_value(0, 1, Some(7))], masked), Some(7));
+        // Other output parameters do not count; a UDF's result is no parameter.
+        let others = [return_value(1, 1, Some(9)), return_value(0, 2, Some(8))];
+        assert_eq!(
+            handle_of(
+                &[
+                    others[0].clone(),
+                    return_value(0, 1, Some(-3)),
+                    others[1].clone()
+                ],
+                masked
+            ),
+            Some(-3)
+        );
+        // None, NULL, or two that cannot be told apart: no handle.
+        assert_eq!(handle_of(&others, masked), None);
+        assert_eq!(handle_of(&[return_value(0, 1, None)], masked), None);
+        let two = [return_value(0, 1, Some(7)), return_value(0, 1, Some(8))];
+        assert_eq!(handle_of(&two, masked), None);
+    }
+    // An answer the gateway lost track of hands back nothing.
+    let mut body = prepexec_answer(&[return_value(0, 1, Some(7))]);
+    body.insert(40, 0x01);
+    let mut resp = Responses::new(BytesMut::new(), None);
+    resp.inflight = inflight();
+    let (_, ended) = run(&mut resp, &packets(&body, 100), 4096);
+    assert_eq!((ended[0].handle, ended[0].rows), (None, None));
+}
+
+/// An answer's end as a test compares it: rows, handle, masked counts.
+type EndSeen = (Option<u64>, Option<i64>, Option<String>);
+
+/// What relaying `wire` in two pieces cut at `cut` gives: the bytes for the client, and each
+/// answer's rows, handle and masked counts.
+fn relay_cut(wire: &[u8], cut: usize, masked: bool) -> (BytesMut, Vec<EndSeen>) {
+    let mut resp = Responses::new(BytesMut::new(), masked.then(|| masks(&["*.card"])));
+    resp.inflight = inflight();
+    let (mut out, mut ended) = (BytesMut::new(), Vec::new());
+    for piece in [&wire[..cut], &wire[cut..]] {
+        resp.packets.extend_from_slice(piece);
+        resp.relay(512, &mut out, &mut ended).expect("relayed");
+    }
+    let ended = ended
+        .into_iter()
+        .map(|e| (e.rows, e.handle, e.masked.map(|m| m.to_string())))
+        .collect();
+    (out, ended)
+}
+
+#[test]
+fn an_answer_cut_at_every_byte_boundary_is_relayed_the_same() {
+    let mut body = prepexec_answer(&[return_value(0, 1, Some(7))]);
+    body.extend(sample_metadata_token());
+    body.extend(sample_row("Ada", &[b"mail ada@example.com", b" ok"]));
+    body.extend(sample_nbcrow("Alan"));
+    body.extend(done(0xFD, 0x10, 0xC1, 2));
+    // Tokens cut across 61-byte packets.
+    let wire = packets(&body, 61);
+    for masked in [false, true] {
+        let whole = relay_cut(&wire, wire.len(), masked);
+        assert_eq!(whole.1, vec![(Some(4), Some(7), whole.1[0].2.clone())]);
+        if masked {
+            let (got, _) = payload_of(&whole.0);
+            assert!(!contains(&got, &ucs2("ada@example.com")));
+        } else {
+            assert_eq!(&whole.0[..], &wire[..]);
+        }
+        for cut in 0..=wire.len() {
+            assert_eq!(relay_cut(&wire, cut, masked), whole, "cut at {cut}");
+        }
+    }
 }

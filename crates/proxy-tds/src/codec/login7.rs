@@ -5,6 +5,7 @@
 //! the variable part (UTF-16LE strings; lengths in characters), then, with fExtension, the
 //! FeatureExt block: `id, u32 length, data` until 0xFF.
 
+use super::fedauth::{FedAuth, FedAuthLibrary};
 use super::text;
 use super::{CodecError, Result};
 
@@ -20,17 +21,14 @@ const CHANGE_PASSWORD: u8 = 0x01;
 /// OptionFlags3: FeatureExt present.
 const EXTENSION: u8 = 0x10;
 
-/// Feature id of federated authentication.
-pub const FEATURE_FEDAUTH: u8 = 0x02;
+pub use super::fedauth::FEATURE_FEDAUTH;
 const FEATURE_TERMINATOR: u8 = 0xFF;
-/// FEDAUTH library: a security token in LOGIN7 itself.
-const FEDAUTH_SECURITY_TOKEN: u8 = 0x01;
 
 /// Characters at most in a name field; passwords are capped by LOGIN7 itself at 128.
 const MAX_NAME: usize = 256;
 const MAX_PASSWORD: usize = 128;
 /// Bytes at most in a FEDAUTH token (an Entra token is a few KiB).
-const MAX_TOKEN: usize = 64 * 1024;
+const MAX_TOKEN: usize = super::fedauth::MAX_TOKEN_BYTES;
 /// Features at most.
 const MAX_FEATURES: usize = 32;
 
@@ -185,6 +183,13 @@ impl Login7 {
             let data = b
                 .get(5..5 + len)
                 .ok_or(CodecError::Truncated("LOGIN7 feature data"))?;
+            let twice = self.features.iter().any(|(f, _)| *f == id)
+                || (id == FEATURE_FEDAUTH && self.token.is_some());
+            if twice {
+                return Err(CodecError::Invalid(format!(
+                    "LOGIN7 feature {id:#04x} appears twice"
+                )));
+            }
             if id == FEATURE_FEDAUTH {
                 self.token = Some(fedauth_token(data)?);
             } else {
@@ -221,21 +226,15 @@ impl Login7 {
         echo: bool,
         nonce: Option<&[u8; 32]>,
     ) -> Result<Vec<u8>> {
-        let units = text::encode(token);
-        if units.len() > MAX_TOKEN {
-            return Err(CodecError::TooLong {
-                what: "FEDAUTH token",
-                len: units.len(),
-                max: MAX_TOKEN,
-            });
-        }
-        let mut data = Vec::with_capacity(5 + units.len() + 32);
-        data.push(FEDAUTH_SECURITY_TOKEN << 1 | u8::from(echo));
-        data.extend_from_slice(&(units.len() as u32).to_le_bytes());
-        data.extend_from_slice(&units);
-        if let Some(n) = nonce {
-            data.extend_from_slice(n);
-        }
+        let fedauth = FedAuth {
+            echo,
+            library: FedAuthLibrary::SecurityToken {
+                token: token.to_string(),
+                nonce: nonce.copied(),
+            },
+        };
+        let mut data = bytes::BytesMut::new();
+        fedauth.encode_feature(&mut data)?;
         let mut ext = Vec::with_capacity(6 + data.len());
         ext.push(FEATURE_FEDAUTH);
         ext.extend_from_slice(&(data.len() as u32).to_le_bytes());
@@ -321,33 +320,16 @@ impl Login7 {
     }
 }
 
-/// The token of a FEDAUTH feature using the security-token library.
+/// The token of a FEDAUTH feature using the security-token library. The ADAL/MSAL flavour
+/// (the driver fetches a token after LOGIN7, told where by the server) is refused.
 fn fedauth_token(data: &[u8]) -> Result<String> {
-    let options = *data
-        .first()
-        .ok_or(CodecError::Truncated("FEDAUTH options"))?;
-    let library = options >> 1;
-    if library != FEDAUTH_SECURITY_TOKEN {
-        return Err(CodecError::Invalid(format!(
-            "FEDAUTH library {library:#04x} (the driver fetches its own token after LOGIN7) is \
-             not supported; pass the access token itself"
-        )));
+    match FedAuth::parse_feature(data)?.library {
+        FedAuthLibrary::SecurityToken { token, .. } => Ok(token),
+        FedAuthLibrary::Msal { workflow } => Err(CodecError::Invalid(format!(
+            "FEDAUTH through ADAL/MSAL (workflow {workflow:#04x}: the driver fetches its own \
+             token after LOGIN7) is not supported; pass the access token itself"
+        ))),
     }
-    let len = data
-        .get(1..5)
-        .map(|l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize)
-        .ok_or(CodecError::Truncated("FEDAUTH token length"))?;
-    if len > MAX_TOKEN {
-        return Err(CodecError::TooLong {
-            what: "FEDAUTH token",
-            len,
-            max: MAX_TOKEN,
-        });
-    }
-    let raw = data
-        .get(5..5 + len)
-        .ok_or(CodecError::Truncated("FEDAUTH token"))?;
-    text::decode(raw, "FEDAUTH token")
 }
 
 /// LOGIN7's password obfuscation: swap nibbles, then XOR 0xA5.
@@ -360,130 +342,5 @@ fn unscramble(b: u8) -> u8 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample() -> Login7 {
-        Login7 {
-            tds_version: 0x7400_0004,
-            packet_size: 4096,
-            client_pid: 42,
-            option_flags1: 0xE0,
-            option_flags2: 0x03,
-            host_name: "ci-runner".into(),
-            user_name: "portcullis_app".into(),
-            password: "s3cret-é".into(),
-            app_name: "pytds".into(),
-            server_name: "sql.example.net".into(),
-            library: "Portcullis".into(),
-            language: "us_english".into(),
-            database: "sales".into(),
-            ..Login7::default()
-        }
-    }
-
-    #[test]
-    fn round_trips_with_the_password_obfuscated_on_the_wire() {
-        let l = sample();
-        let wire = l.encode().unwrap();
-        let clear = text::encode("s3cret");
-        assert!(
-            !wire.windows(clear.len()).any(|w| w == clear.as_slice()),
-            "the password is not in clear"
-        );
-        assert_eq!(Login7::parse(&wire).unwrap(), l);
-        assert_eq!(unscramble(scramble(0x3c)), 0x3c);
-    }
-
-    #[test]
-    fn a_fedauth_security_token_is_read_from_the_feature_extension() {
-        let mut l = sample();
-        l.password.clear();
-        let mut wire = l.encode().unwrap();
-        // Point the extension slot at a DWORD that points at the FeatureExt block.
-        let ptr_at = wire.len();
-        let feat_at = ptr_at + 4;
-        wire.extend_from_slice(&(feat_at as u32).to_le_bytes());
-        let token = "eyJhbGciOi.payload.sig";
-        let tok = text::encode(token);
-        wire.push(FEATURE_FEDAUTH);
-        wire.extend_from_slice(&((1 + 4 + tok.len()) as u32).to_le_bytes());
-        wire.push(FEDAUTH_SECURITY_TOKEN << 1 | 1);
-        wire.extend_from_slice(&(tok.len() as u32).to_le_bytes());
-        wire.extend_from_slice(&tok);
-        wire.push(0x0A); // UTF8_SUPPORT
-        wire.extend_from_slice(&1u32.to_le_bytes());
-        wire.push(1);
-        wire.push(FEATURE_TERMINATOR);
-        wire[36 + 20..36 + 22].copy_from_slice(&(ptr_at as u16).to_le_bytes());
-        wire[36 + 22..36 + 24].copy_from_slice(&4u16.to_le_bytes());
-        wire[27] |= EXTENSION;
-        let len = wire.len() as u32;
-        wire[..4].copy_from_slice(&len.to_le_bytes());
-        let back = Login7::parse(&wire).unwrap();
-        assert_eq!(back.token.as_deref(), Some(token));
-        assert_eq!(back.features, vec![(0x0A, vec![1])]);
-        assert!(back.has_features());
-        // What the gateway sends on carries none of it.
-        let ours = Login7::parse(&back.encode().unwrap()).unwrap();
-        assert!(ours.token.is_none() && !ours.has_features());
-    }
-
-    /// The gateway's own token login reads back as a FEDAUTH security token, with no
-    /// password and the other fields unchanged.
-    #[test]
-    fn a_token_login_carries_the_token_in_fedauth() {
-        let mut l = sample();
-        l.password = String::new();
-        l.user_name = String::new();
-        let token = "eyJ0eXAiOiJKV1QifQ.e30.c2ln";
-        let wire = l.encode_with_token(token, true, Some(&[7; 32])).unwrap();
-        let back = Login7::parse(&wire).unwrap();
-        assert_eq!(back.token.as_deref(), Some(token));
-        assert_eq!(back.database, l.database);
-        assert!(back.password.is_empty() && back.user_name.is_empty());
-        let huge = "x".repeat(MAX_TOKEN);
-        assert!(l.encode_with_token(&huge, true, None).is_err());
-    }
-
-    /// A LOGIN7 in the 86-byte TDS 7.1 layout (FreeTDS 1.5 sends it at TDS 7.4): its variable
-    /// part starts where ibChangePassword would be, and it reads as the 94-byte layout does.
-    #[test]
-    fn the_tds71_fixed_layout_is_read_by_its_offsets() {
-        let l = sample();
-        let wire = l.encode().unwrap();
-        let mut short = wire[..FIXED_71].to_vec();
-        short.extend_from_slice(&wire[FIXED..]);
-        let len = short.len() as u32;
-        short[..4].copy_from_slice(&len.to_le_bytes());
-        for slot in (36..36 + 36).step_by(4).chain([78, 82]) {
-            let off = u16::from_le_bytes([short[slot], short[slot + 1]]);
-            short[slot..slot + 2].copy_from_slice(&(off - 8).to_le_bytes());
-        }
-        assert_eq!(Login7::parse(&short).unwrap(), l);
-        let mut inside = short.clone();
-        inside[36..38].copy_from_slice(&80u16.to_le_bytes());
-        assert!(
-            Login7::parse(&inside).is_err(),
-            "an offset inside the 7.1 fixed part"
-        );
-    }
-
-    #[test]
-    fn bounds_and_bad_offsets_are_errors() {
-        let wire = sample().encode().unwrap();
-        assert!(Login7::parse(&wire[..50]).is_err());
-        let mut bad = wire.clone();
-        bad[36 + 32..36 + 34].copy_from_slice(&60000u16.to_le_bytes());
-        assert!(Login7::parse(&bad).is_err(), "database offset out of range");
-        let mut long = wire.clone();
-        long[46..48].copy_from_slice(&200u16.to_le_bytes());
-        assert!(matches!(
-            Login7::parse(&long),
-            Err(CodecError::TooLong { .. })
-        ));
-        let mut l = sample();
-        l.password = "x".repeat(129);
-        assert!(l.encode().is_err());
-    }
-}
+#[path = "login7_tests.rs"]
+mod tests;

@@ -130,6 +130,34 @@ pub struct ReturnValue {
     pub value: Range<usize>,
 }
 
+/// RETURNVALUE status: the value of an OUTPUT parameter of the RPC.
+pub const RETURN_OUTPUT: u8 = 0x01;
+
+impl ReturnValue {
+    /// The value as an integer, when it is a non-NULL TINYINT, SMALLINT, INT or BIGINT
+    /// (fixed or nullable); `token` is the whole RETURNVALUE token it was read from.
+    pub fn int_value(&self, token: &[u8]) -> Option<i64> {
+        use super::types::DataType::*;
+        let raw = token.get(self.value.clone())?;
+        let data = match self.type_info.data_type {
+            Int1 | Int2 | Int4 | Int8 => raw,
+            IntN => {
+                let (&n, rest) = raw.split_first()?;
+                rest.get(..usize::from(n))
+                    .filter(|d| d.len() == rest.len())?
+            }
+            _ => return None,
+        };
+        Some(match *data {
+            [b] => i64::from(b),
+            [a, b] => i64::from(i16::from_le_bytes([a, b])),
+            [a, b, c, d] => i64::from(i32::from_le_bytes([a, b, c, d])),
+            [a, b, c, d, e, f, g, h] => i64::from_le_bytes([a, b, c, d, e, f, g, h]),
+            _ => return None,
+        })
+    }
+}
+
 /// Reads the RETURNVALUE token at the start of `buf`; returns it and the token length.
 pub(crate) fn read_return_value(buf: &[u8], limit: usize) -> Step<(ReturnValue, usize)> {
     let mut rd = Rd::at(buf, 1);

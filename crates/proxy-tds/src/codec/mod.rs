@@ -4,6 +4,8 @@
 use std::fmt;
 
 pub mod charset;
+pub mod cursor;
+pub mod fedauth;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod login7;
@@ -11,9 +13,15 @@ pub mod messages;
 pub mod metadata;
 pub mod packet;
 pub mod prelogin;
+#[cfg(test)]
+mod proptests;
 pub mod request;
 pub mod rows;
+pub mod rpc;
+pub mod rpc_types;
 pub mod text;
+#[cfg(test)]
+mod token_proptests;
 mod tokenbuf;
 pub mod tokens;
 pub mod types;

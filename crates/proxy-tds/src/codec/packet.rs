@@ -36,12 +36,29 @@ pub const LOGIN7: u8 = 0x10;
 pub const SSPI: u8 = 0x11;
 pub const PRELOGIN: u8 = 0x12;
 
-/// One whole message: its type, the status of its first packet, and its payload.
+/// One whole message: its type, the status of its first and last packets, and its payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub ty: u8,
+    /// The first packet's status (where the reset flags are).
     pub status: u8,
+    /// The last packet's status (EOM, and IGNORE for a message the client gave up on).
+    pub last_status: u8,
     pub payload: Bytes,
+}
+
+impl Message {
+    /// The client cancelled this message before its end: the server ignores it, so the
+    /// gateway neither decides nor forwards it.
+    pub fn is_ignored(&self) -> bool {
+        self.last_status & STATUS_IGNORE != 0
+    }
+
+    /// The client asks for the connection to be reset before this request (what a driver's
+    /// connection pool does on reuse); the target then drops its prepared handles.
+    pub fn resets_connection(&self) -> bool {
+        self.status & (STATUS_RESET | STATUS_RESET_SKIP_TRAN) != 0
+    }
 }
 
 /// The length of the whole packet at the start of `buf`, once all of it is there; an error
@@ -112,15 +129,17 @@ impl MessageReader {
                 return Ok(Some(Message {
                     ty,
                     status,
+                    last_status: status,
                     payload: packet.freeze(),
                 }));
             }
             let eom = status & STATUS_EOM != 0;
             let so_far = self.partial.as_ref().map_or(0, |(_, _, p)| p.len());
-            if so_far + packet.len() > self.max_message {
+            let total = so_far.saturating_add(packet.len());
+            if total > self.max_message {
                 return Err(CodecError::TooLong {
                     what: "message",
-                    len: so_far + packet.len(),
+                    len: total,
                     max: self.max_message,
                 });
             }
@@ -138,15 +157,17 @@ impl MessageReader {
                     return Ok(Some(Message {
                         ty,
                         status,
+                        last_status: status,
                         payload: packet.freeze(),
                     }));
                 }
                 None => self.partial = Some((ty, status, packet)),
             }
-            if eom && let Some((ty, status, payload)) = self.partial.take() {
+            if eom && let Some((ty, first, payload)) = self.partial.take() {
                 return Ok(Some(Message {
                     ty,
-                    status,
+                    status: first,
+                    last_status: status,
                     payload: payload.freeze(),
                 }));
             }
@@ -203,65 +224,5 @@ fn put_header(out: &mut BytesMut, ty: u8, status: u8, payload_len: usize, id: u8
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn messages_split_over_packets_come_back_whole_at_any_read_boundary() {
-        let payload: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
-        let mut wire = BytesMut::new();
-        put_message(&mut wire, SQL_BATCH, &payload, 512, STATUS_RESET);
-        assert_eq!(
-            wire.len(),
-            payload.len() + payload.len().div_ceil(512 - HEADER_LEN) * HEADER_LEN
-        );
-        for cut in [1, 7, 8, 9, 511, 512, 513, 2000, wire.len() - 1] {
-            let mut r = MessageReader::new(512, 1 << 20);
-            let mut buf = BytesMut::from(&wire[..cut]);
-            let first = r.next(&mut buf).unwrap();
-            let m = match first {
-                Some(m) => m,
-                None => {
-                    buf.extend_from_slice(&wire[cut..]);
-                    r.next(&mut buf).unwrap().unwrap()
-                }
-            };
-            assert_eq!(m.ty, SQL_BATCH);
-            assert_eq!(m.status & STATUS_RESET, STATUS_RESET);
-            assert_eq!(&m.payload[..], &payload[..]);
-            assert!(buf.is_empty());
-        }
-    }
-
-    #[test]
-    fn bad_lengths_and_oversized_messages_are_errors() {
-        let mut r = MessageReader::new(4096, 1000);
-        let mut short = BytesMut::from(&[1u8, 1, 0, 4, 0, 0, 1, 0][..]);
-        assert!(r.next(&mut short).is_err());
-        let mut huge = BytesMut::from(&[1u8, 1, 0x7f, 0xff, 0, 0, 1, 0][..]);
-        assert!(matches!(
-            MessageReader::new(4096, 1 << 20).next(&mut huge),
-            Err(CodecError::TooLong { what: "packet", .. })
-        ));
-        let mut wire = BytesMut::new();
-        put_message(&mut wire, SQL_BATCH, &[0u8; 1500], 512, 0);
-        assert!(matches!(
-            r.next(&mut wire),
-            Err(CodecError::TooLong {
-                what: "message",
-                ..
-            })
-        ));
-    }
-
-    #[test]
-    fn an_attention_abandons_the_message_being_assembled() {
-        let mut wire = BytesMut::new();
-        put_message_part(&mut wire, SQL_BATCH, &[1u8; 600], 512, 0, false);
-        put_message(&mut wire, ATTENTION, &[], 512, 0);
-        let mut r = MessageReader::new(512, 1 << 20);
-        let m = r.next(&mut wire).unwrap().unwrap();
-        assert_eq!(m.ty, ATTENTION);
-        assert!(r.partial.is_none());
-    }
-}
+#[path = "packet_tests.rs"]
+mod tests;

@@ -57,20 +57,58 @@ pub struct PreLogin {
     pub other: Vec<(u8, Vec<u8>)>,
 }
 
+/// Bytes at most in a PRELOGIN; real ones are under 100.
+pub const MAX_PRELOGIN_LEN: usize = 4096;
+/// Bytes at most in the INSTOPT instance name.
+const MAX_INSTANCE_LEN: usize = 256;
+
+/// `data` as exactly `N` bytes.
+fn fixed<const N: usize>(data: &[u8], what: &'static str) -> Result<[u8; N]> {
+    data.try_into().map_err(|_| {
+        CodecError::Invalid(format!(
+            "PRELOGIN {what} has {} bytes, expected {N}",
+            data.len()
+        ))
+    })
+}
+
+fn once<T>(slot: &mut Option<T>, value: T, what: &'static str) -> Result<()> {
+    if slot.replace(value).is_some() {
+        return Err(CodecError::Invalid(format!(
+            "PRELOGIN {what} appears twice"
+        )));
+    }
+    Ok(())
+}
+
 impl PreLogin {
+    /// Parses a PRELOGIN payload. Option data lies after the option table and inside the
+    /// payload; an option given twice, a known option of the wrong size and an unknown
+    /// encryption mode are errors.
     pub fn parse(p: &[u8]) -> Result<PreLogin> {
-        let mut out = PreLogin::default();
+        if p.len() > MAX_PRELOGIN_LEN {
+            return Err(CodecError::TooLong {
+                what: "PRELOGIN",
+                len: p.len(),
+                max: MAX_PRELOGIN_LEN,
+            });
+        }
+        let mut entries = Vec::new();
         let mut at = 0;
-        let mut seen_version = false;
-        for _ in 0..=MAX_OPTIONS {
+        loop {
             let ty = *p
                 .get(at)
                 .ok_or(CodecError::Truncated("PRELOGIN option table"))?;
             if ty == TERMINATOR {
-                if !seen_version {
-                    return Err(CodecError::Invalid("PRELOGIN without VERSION".into()));
-                }
-                return Ok(out);
+                at += 1;
+                break;
+            }
+            if entries.len() == MAX_OPTIONS {
+                return Err(CodecError::TooLong {
+                    what: "PRELOGIN option table",
+                    len: MAX_OPTIONS + 1,
+                    max: MAX_OPTIONS,
+                });
             }
             let entry = p
                 .get(at + 1..at + 5)
@@ -78,51 +116,83 @@ impl PreLogin {
             at += 5;
             let off = usize::from(u16::from_be_bytes([entry[0], entry[1]]));
             let len = usize::from(u16::from_be_bytes([entry[2], entry[3]]));
+            entries.push((ty, off, len));
+        }
+        let table_end = at;
+        let mut out = PreLogin::default();
+        let mut version = None;
+        let mut encryption = None;
+        for (ty, off, len) in entries {
+            if len > 0 && off < table_end {
+                return Err(CodecError::Invalid(format!(
+                    "PRELOGIN option {ty:#04x} data overlaps the option table"
+                )));
+            }
             let data = p
                 .get(off..off + len)
                 .ok_or(CodecError::Truncated("PRELOGIN option data"))?;
             match ty {
                 VERSION => {
-                    if len < 6 {
-                        return Err(CodecError::Invalid("PRELOGIN VERSION too short".into()));
-                    }
-                    seen_version = true;
-                    out.version = Version {
-                        major: data[0],
-                        minor: data[1],
-                        build: u16::from_be_bytes([data[2], data[3]]),
-                        sub_build: u16::from_le_bytes([data[4], data[5]]),
+                    let d: [u8; 6] = fixed(data, "VERSION")?;
+                    let v = Version {
+                        major: d[0],
+                        minor: d[1],
+                        build: u16::from_be_bytes([d[2], d[3]]),
+                        sub_build: u16::from_le_bytes([d[4], d[5]]),
                     };
+                    once(&mut version, v, "VERSION")?;
                 }
                 ENCRYPTION => {
-                    let e = *data
-                        .first()
-                        .ok_or(CodecError::Invalid("empty PRELOGIN ENCRYPTION".into()))?;
-                    out.encryption = e & 0x7f;
+                    let [e] = fixed(data, "ENCRYPTION")?;
+                    // The client-certificate bit (0x80) is not a mode.
+                    let mode = e & 0x7f;
+                    if mode > ENCRYPT_REQ {
+                        return Err(CodecError::Invalid(format!(
+                            "unknown PRELOGIN encryption mode {mode:#04x}"
+                        )));
+                    }
+                    once(&mut encryption, mode, "ENCRYPTION")?;
                 }
-                INSTOPT => out.instance = Some(data.to_vec()),
+                INSTOPT => {
+                    if len > MAX_INSTANCE_LEN {
+                        return Err(CodecError::TooLong {
+                            what: "PRELOGIN INSTOPT",
+                            len,
+                            max: MAX_INSTANCE_LEN,
+                        });
+                    }
+                    once(&mut out.instance, data.to_vec(), "INSTOPT")?;
+                }
+                // A server's THREADID is empty.
+                THREADID if len == 0 => {}
                 THREADID => {
-                    out.thread_id = data
-                        .get(..4)
-                        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                    let t = u32::from_be_bytes(fixed(data, "THREADID")?);
+                    once(&mut out.thread_id, t, "THREADID")?;
                 }
-                MARS => out.mars = data.first().copied(),
-                TRACEID => out.trace_id = Some(data.to_vec()),
-                FEDAUTHREQUIRED => out.fed_auth_required = data.first().copied(),
-                NONCEOPT => {
-                    let n: [u8; 32] = data.try_into().map_err(|_| {
-                        CodecError::Invalid("PRELOGIN NONCE is not 32 bytes".into())
-                    })?;
-                    out.nonce = Some(n);
+                MARS => once(&mut out.mars, fixed::<1>(data, "MARS")?[0], "MARS")?,
+                TRACEID => {
+                    let t: [u8; 36] = fixed(data, "TRACEID")?;
+                    once(&mut out.trace_id, t.to_vec(), "TRACEID")?;
                 }
-                other => out.other.push((other, data.to_vec())),
+                FEDAUTHREQUIRED => {
+                    let [f] = fixed(data, "FEDAUTHREQUIRED")?;
+                    once(&mut out.fed_auth_required, f, "FEDAUTHREQUIRED")?;
+                }
+                NONCEOPT => once(&mut out.nonce, fixed(data, "NONCE")?, "NONCE")?,
+                other => {
+                    if out.other.iter().any(|(t, _)| *t == other) {
+                        return Err(CodecError::Invalid(format!(
+                            "PRELOGIN option {other:#04x} appears twice"
+                        )));
+                    }
+                    out.other.push((other, data.to_vec()));
+                }
             }
         }
-        Err(CodecError::TooLong {
-            what: "PRELOGIN option table",
-            len: MAX_OPTIONS + 1,
-            max: MAX_OPTIONS,
-        })
+        out.version =
+            version.ok_or_else(|| CodecError::Invalid("PRELOGIN without VERSION".into()))?;
+        out.encryption = encryption.unwrap_or(ENCRYPT_OFF);
+        Ok(out)
     }
 
     /// The payload of this PRELOGIN: version, encryption, then what is set (unknown options
@@ -243,5 +313,80 @@ mod tests {
         assert_eq!(PreLogin::parse(&p).unwrap().encryption, ENCRYPT_REQ);
         assert_eq!(first_bytes_kind(&[0x16, 3, 1]), FirstBytes::TlsClientHello);
         assert_eq!(first_bytes_kind(&[0x12]), FirstBytes::Tds);
+    }
+
+    /// A client PRELOGIN as a TDS 7.4 driver sends it: VERSION, ENCRYPTION, INSTOPT,
+    /// THREADID, MARS, FEDAUTHREQUIRED, terminator, then the data.
+    fn client_fixture() -> Vec<u8> {
+        let mut v = vec![
+            0x00, 0x00, 0x1F, 0x00, 0x06, // VERSION at 31, 6 bytes
+            0x01, 0x00, 0x25, 0x00, 0x01, // ENCRYPTION at 37
+            0x02, 0x00, 0x26, 0x00, 0x01, // INSTOPT at 38
+            0x03, 0x00, 0x27, 0x00, 0x04, // THREADID at 39
+            0x04, 0x00, 0x2B, 0x00, 0x01, // MARS at 43
+            0x06, 0x00, 0x2C, 0x00, 0x01, // FEDAUTHREQUIRED at 44
+            0xFF,
+        ];
+        v.extend_from_slice(&[0x10, 0x00, 0x07, 0xD0, 0x00, 0x00]);
+        v.push(ENCRYPT_ON);
+        v.push(0x00);
+        v.extend_from_slice(&[0x00, 0x00, 0x12, 0x34]);
+        v.push(0x00);
+        v.push(0x01);
+        v
+    }
+
+    #[test]
+    fn a_drivers_prelogin_and_the_mock_servers_answer_are_read() {
+        let p = PreLogin::parse(&client_fixture()).unwrap();
+        assert_eq!((p.version.major, p.version.build), (16, 2000));
+        assert_eq!(p.encryption, ENCRYPT_ON);
+        assert_eq!(p.instance.as_deref(), Some(&[0u8][..]));
+        assert_eq!(p.thread_id, Some(0x1234));
+        assert_eq!((p.mars, p.fed_auth_required), (Some(0), Some(1)));
+        // The mock's answer: VERSION, ENCRYPTION (not supported), FEDAUTHREQUIRED.
+        let server = [
+            0x00, 0x00, 0x10, 0x00, 0x06, 0x01, 0x00, 0x16, 0x00, 0x01, 0x06, 0x00, 0x17, 0x00,
+            0x01, 0xFF, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x01,
+        ];
+        let p = PreLogin::parse(&server).unwrap();
+        assert_eq!(p.encryption, ENCRYPT_NOT_SUP);
+        // A server's empty THREADID is no thread id.
+        let mut empty = vec![0x00, 0, 11, 0, 6, 0x03, 0, 17, 0, 0, 0xFF];
+        empty.extend_from_slice(&[16, 0, 0, 0, 0, 0]);
+        assert_eq!(PreLogin::parse(&empty).unwrap().thread_id, None);
+    }
+
+    #[test]
+    fn repeated_misplaced_misshapen_and_oversized_options_are_errors() {
+        let base = client_fixture();
+        // ENCRYPTION's data pointing into the option table.
+        let mut overlap = base.clone();
+        overlap[7] = 0x03;
+        assert!(PreLogin::parse(&overlap).is_err());
+        // ENCRYPTION of two bytes.
+        let mut two = base.clone();
+        two[9] = 2;
+        assert!(PreLogin::parse(&two).is_err());
+        // MARS twice (the FEDAUTHREQUIRED entry renamed).
+        let mut twice = base.clone();
+        twice[25] = 0x04;
+        assert!(PreLogin::parse(&twice).is_err());
+        // An encryption mode that does not exist.
+        let mut mode = base.clone();
+        mode[37] = 0x05;
+        assert!(PreLogin::parse(&mode).is_err());
+        mode[37] = 0x83;
+        assert_eq!(PreLogin::parse(&mode).unwrap().encryption, ENCRYPT_REQ);
+        // A VERSION of five bytes.
+        let mut short = base.clone();
+        short[4] = 5;
+        assert!(PreLogin::parse(&short).is_err());
+        let mut big = base;
+        big.resize(MAX_PRELOGIN_LEN + 1, 0);
+        assert!(matches!(
+            PreLogin::parse(&big),
+            Err(CodecError::TooLong { .. })
+        ));
     }
 }

@@ -1,562 +1,392 @@
-//! Client requests: SQL batches, RPCs (`sp_executesql` and friends, procedures by name) and
-//! transaction-manager requests, each after its ALL_HEADERS.
+//! Client requests other than RPC (see `rpc`): ALL_HEADERS (which SQLBatch, RPC and TransMgr
+//! start with in TDS 7.2 and later), SQLBatch and Transaction Manager requests.
+//!
+//! ALL_HEADERS is required: the gateway speaks TDS 7.2+ only, so a payload without it is
+//! refused rather than guessed at.
 
-use super::text;
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::cursor::{Cursor, bounded};
+use super::text::{decode, encode, units};
 use super::{CodecError, Result};
 
-/// Headers at most in ALL_HEADERS.
-const MAX_HEADERS: usize = 16;
-/// Parameters at most in one RPC.
-const MAX_PARAMS: usize = 2100;
-/// PLP chunks at most in one value.
-const MAX_CHUNKS: usize = 1 << 20;
+/// Bound on the ALL_HEADERS block (three small headers in practice).
+pub const MAX_ALL_HEADERS_LEN: usize = 8 * 1024;
 
-/// ALL_HEADERS' headers: `(type, data)` pairs.
-pub type Headers = Vec<(u16, Vec<u8>)>;
-
-/// ALL_HEADERS and the bytes it took.
-pub fn all_headers(p: &[u8]) -> Result<(Headers, usize)> {
-    let total = p
-        .get(..4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .ok_or(CodecError::Truncated("ALL_HEADERS"))?;
-    if total < 4 || total > p.len() {
-        return Err(CodecError::Invalid(format!(
-            "ALL_HEADERS length {total} does not fit the {}-byte request",
-            p.len()
-        )));
-    }
-    let mut out = Vec::new();
-    let mut at = 4;
-    while at < total {
-        if out.len() >= MAX_HEADERS {
-            return Err(CodecError::TooLong {
-                what: "ALL_HEADERS",
-                len: out.len() + 1,
-                max: MAX_HEADERS,
-            });
-        }
-        let h = p
-            .get(at..at + 6)
-            .ok_or(CodecError::Truncated("ALL_HEADERS header"))?;
-        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
-        let ty = u16::from_le_bytes([h[4], h[5]]);
-        if len < 6 || at + len > total {
-            return Err(CodecError::Invalid(format!(
-                "an ALL_HEADERS header of length {len} does not fit"
-            )));
-        }
-        out.push((ty, p[at + 6..at + len].to_vec()));
-        at += len;
-    }
-    Ok((out, total))
+/// ALL_HEADERS header types.
+pub mod header_type {
+    pub const QUERY_NOTIFICATIONS: u16 = 1;
+    pub const TRANSACTION_DESCRIPTOR: u16 = 2;
+    pub const TRACE_ACTIVITY: u16 = 3;
 }
 
-/// A SQL batch: its text.
+/// Query notification subscription (header type 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryNotification {
+    pub notify_id: String,
+    pub ssb_deployment: String,
+    pub timeout: Option<u32>,
+}
+
+/// Transaction descriptor (header type 2): the transaction the request runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransactionDescriptor {
+    pub descriptor: u64,
+    pub outstanding_requests: u32,
+}
+
+/// The ALL_HEADERS block. Each header type may appear once; unknown types are refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllHeaders {
+    pub query_notification: Option<QueryNotification>,
+    pub transaction: Option<TransactionDescriptor>,
+    /// Trace activity (header type 3): activity GUID (16) and sequence (4).
+    pub trace_activity: Option<[u8; 20]>,
+}
+
+fn read_us_unicode(cur: &mut Cursor<'_>, what: &'static str) -> Result<String> {
+    let len = usize::from(cur.u16_le(what)?);
+    decode(cur.take(len, what)?, what)
+}
+
+fn dup(what: &str) -> CodecError {
+    CodecError::Invalid(format!("ALL_HEADERS has two {what} headers"))
+}
+
+impl AllHeaders {
+    /// A block with only a transaction descriptor (what drivers send outside notifications).
+    pub fn with_transaction(descriptor: u64, outstanding_requests: u32) -> Self {
+        AllHeaders {
+            transaction: Some(TransactionDescriptor {
+                descriptor,
+                outstanding_requests,
+            }),
+            ..AllHeaders::default()
+        }
+    }
+
+    /// Reads the block at the cursor; TotalLength includes its own 4 bytes.
+    pub fn parse(cur: &mut Cursor<'_>) -> Result<Self> {
+        let total = bounded(
+            "ALL_HEADERS",
+            u64::from(cur.u32_le("ALL_HEADERS TotalLength")?),
+            MAX_ALL_HEADERS_LEN,
+        )?;
+        let body_len = total
+            .checked_sub(4)
+            .ok_or_else(|| CodecError::Invalid(format!("ALL_HEADERS TotalLength {total} < 4")))?;
+        let mut body = Cursor::new(cur.take(body_len, "ALL_HEADERS")?);
+        let mut out = AllHeaders::default();
+        while !body.is_empty() {
+            let len = usize::try_from(body.u32_le("header length")?).unwrap_or(usize::MAX);
+            let data_len = len.checked_sub(6).ok_or_else(|| {
+                CodecError::Invalid(format!("ALL_HEADERS header length {len} < 6"))
+            })?;
+            let ty = body.u16_le("header type")?;
+            let mut data = Cursor::new(body.take(data_len, "header data")?);
+            match ty {
+                header_type::QUERY_NOTIFICATIONS => {
+                    let notify_id = read_us_unicode(&mut data, "NotifyId")?;
+                    let ssb_deployment = read_us_unicode(&mut data, "SSBDeployment")?;
+                    let timeout = match data.remaining() {
+                        0 => None,
+                        _ => Some(data.u32_le("NotifyTimeout")?),
+                    };
+                    let qn = QueryNotification {
+                        notify_id,
+                        ssb_deployment,
+                        timeout,
+                    };
+                    if out.query_notification.replace(qn).is_some() {
+                        return Err(dup("query notification"));
+                    }
+                }
+                header_type::TRANSACTION_DESCRIPTOR => {
+                    let td = TransactionDescriptor {
+                        descriptor: data.u64_le("transaction descriptor")?,
+                        outstanding_requests: data.u32_le("outstanding request count")?,
+                    };
+                    if out.transaction.replace(td).is_some() {
+                        return Err(dup("transaction descriptor"));
+                    }
+                }
+                header_type::TRACE_ACTIVITY => {
+                    if out
+                        .trace_activity
+                        .replace(data.array("activity id")?)
+                        .is_some()
+                    {
+                        return Err(dup("trace activity"));
+                    }
+                }
+                other => {
+                    return Err(CodecError::Invalid(format!(
+                        "unknown ALL_HEADERS header type {other}"
+                    )));
+                }
+            }
+            if !data.is_empty() {
+                return Err(CodecError::Invalid(format!(
+                    "ALL_HEADERS header type {ty} has {} extra bytes",
+                    data.remaining()
+                )));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends the block.
+    pub fn encode(&self, out: &mut BytesMut) -> Result<()> {
+        let mut body = BytesMut::new();
+        if let Some(qn) = &self.query_notification {
+            let mut d = BytesMut::new();
+            for (s, what) in [
+                (&qn.notify_id, "NotifyId"),
+                (&qn.ssb_deployment, "SSBDeployment"),
+            ] {
+                let bytes = units(s) * 2;
+                d.put_u16_le(u16::try_from(bytes).map_err(|_| CodecError::TooLong {
+                    what,
+                    len: bytes,
+                    max: usize::from(u16::MAX),
+                })?);
+                d.put_slice(&encode(s));
+            }
+            if let Some(t) = qn.timeout {
+                d.put_u32_le(t);
+            }
+            put_header(&mut body, header_type::QUERY_NOTIFICATIONS, &d);
+        }
+        if let Some(td) = &self.transaction {
+            let mut d = BytesMut::with_capacity(12);
+            d.put_u64_le(td.descriptor);
+            d.put_u32_le(td.outstanding_requests);
+            put_header(&mut body, header_type::TRANSACTION_DESCRIPTOR, &d);
+        }
+        if let Some(a) = &self.trace_activity {
+            put_header(&mut body, header_type::TRACE_ACTIVITY, a);
+        }
+        let total = body.len() + 4;
+        if total > MAX_ALL_HEADERS_LEN {
+            return Err(CodecError::TooLong {
+                what: "ALL_HEADERS",
+                len: total,
+                max: MAX_ALL_HEADERS_LEN,
+            });
+        }
+        out.put_u32_le(total as u32);
+        out.put_slice(&body);
+        Ok(())
+    }
+}
+
+fn put_header(out: &mut BytesMut, ty: u16, data: &[u8]) {
+    // Bounded by MAX_ALL_HEADERS_LEN, checked on the total.
+    out.put_u32_le((data.len() + 6) as u32);
+    out.put_u16_le(ty);
+    out.put_slice(data);
+}
+
+/// A SQL batch (packet type 0x01): ALL_HEADERS then the statement text in UTF-16LE.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqlBatch {
+    pub headers: AllHeaders,
+    /// The SQL text, decoded strictly (see `text`): what the policy sees is what the server runs.
     pub text: String,
 }
 
 impl SqlBatch {
-    pub fn parse(p: &[u8]) -> Result<SqlBatch> {
-        // TDS 7.2 and later always send ALL_HEADERS; its first DWORD is its length.
-        let (_, used) = all_headers(p)?;
-        Ok(SqlBatch {
-            text: text::decode(&p[used..], "SQL batch")?,
-        })
+    /// Parses a SQLBatch payload.
+    pub fn parse(payload: &[u8]) -> Result<Self> {
+        let mut cur = Cursor::new(payload);
+        let headers = AllHeaders::parse(&mut cur)?;
+        let text = decode(cur.rest(), "SQL batch text")?;
+        Ok(SqlBatch { headers, text })
+    }
+
+    /// Encodes the payload.
+    pub fn encode(&self) -> Result<Bytes> {
+        let mut out = BytesMut::with_capacity(64 + self.text.len() * 2);
+        self.headers.encode(&mut out)?;
+        out.put_slice(&encode(&self.text));
+        Ok(out.freeze())
     }
 }
 
-/// The procedure an RPC calls.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProcRef {
-    /// A system procedure by id (`sp_executesql` is 10).
-    Id(u16),
-    Name(String),
+/// Transaction Manager request types.
+pub mod tm {
+    pub const GET_DTC_ADDRESS: u16 = 0;
+    pub const PROPAGATE_XACT: u16 = 1;
+    pub const BEGIN_XACT: u16 = 5;
+    pub const PROMOTE_XACT: u16 = 6;
+    pub const COMMIT_XACT: u16 = 7;
+    pub const ROLLBACK_XACT: u16 = 8;
+    pub const SAVE_XACT: u16 = 9;
 }
 
-pub const SP_EXECUTESQL: u16 = 10;
-pub const SP_PREPARE: u16 = 11;
-pub const SP_EXECUTE: u16 = 12;
-pub const SP_PREPEXEC: u16 = 13;
-
-/// A parameter's value, as far as the gateway reads it.
+/// The new transaction a commit or rollback asks to begin straight after (fBeginXact).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ParamValue {
-    Null,
-    Text(String),
-    Int(i64),
-    /// Other types: their raw bytes.
-    Other(Vec<u8>),
-}
-
-/// One RPC parameter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RpcParam {
+pub struct BeginXact {
+    pub isolation_level: u8,
     pub name: String,
-    pub status: u8,
-    pub type_code: u8,
-    pub value: ParamValue,
 }
 
-/// An RPC request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rpc {
-    pub proc: ProcRef,
-    pub flags: u16,
-    pub params: Vec<RpcParam>,
-}
-
-impl Rpc {
-    /// Parse an RPC request. Requests batching several RPCs, and parameter types the gateway
-    /// cannot read, are errors: what cannot be read is not decided, so it does not run.
-    pub fn parse(p: &[u8]) -> Result<Rpc> {
-        let (_, mut at) = all_headers(p)?;
-        let b = |at: usize, n: usize| p.get(at..at + n).ok_or(CodecError::Truncated("RPC"));
-        let len = b(at, 2)?;
-        let name_len = u16::from_le_bytes([len[0], len[1]]);
-        let proc = if name_len == 0xFFFF {
-            let id = b(at + 2, 2)?;
-            at += 4;
-            ProcRef::Id(u16::from_le_bytes([id[0], id[1]]))
-        } else {
-            let (name, used) = text::us_varchar(&p[at..], "RPC procedure name")?;
-            at += used;
-            ProcRef::Name(name)
-        };
-        let f = b(at, 2)?;
-        let flags = u16::from_le_bytes([f[0], f[1]]);
-        at += 2;
-        let mut params = Vec::new();
-        while at < p.len() {
-            if matches!(p[at], 0x80 | 0xFF) {
-                return Err(CodecError::Invalid(
-                    "several RPCs in one request are not supported through the gateway".into(),
-                ));
-            }
-            if params.len() >= MAX_PARAMS {
-                return Err(CodecError::TooLong {
-                    what: "RPC parameters",
-                    len: params.len() + 1,
-                    max: MAX_PARAMS,
-                });
-            }
-            let (name, used) = text::b_varchar(&p[at..], "RPC parameter name")?;
-            at += used;
-            let status = *p.get(at).ok_or(CodecError::Truncated("RPC parameter"))?;
-            at += 1;
-            let (ty, used) = TypeInfo::parse(&p[at..])?;
-            at += used;
-            let (value, used) = ty.value(&p[at..])?;
-            at += used;
-            params.push(RpcParam {
-                name,
-                status,
-                type_code: ty.code,
-                value,
-            });
-        }
-        Ok(Rpc {
-            proc,
-            flags,
-            params,
-        })
-    }
-
-    /// The statement text this RPC runs, for the procedures that take one:
-    /// `sp_executesql` (its first parameter), `sp_prepare` and `sp_prepexec` (their third).
-    pub fn statement(&self) -> Option<&str> {
-        let index = match &self.proc {
-            ProcRef::Id(SP_EXECUTESQL) => 0,
-            ProcRef::Id(SP_PREPARE | SP_PREPEXEC) => 2,
-            ProcRef::Name(n) if n.eq_ignore_ascii_case("sp_executesql") => 0,
-            ProcRef::Name(n)
-                if n.eq_ignore_ascii_case("sp_prepare")
-                    || n.eq_ignore_ascii_case("sp_prepexec") =>
-            {
-                2
-            }
-            _ => return None,
-        };
-        match &self.params.get(index)?.value {
-            ParamValue::Text(t) => Some(t),
-            _ => None,
-        }
-    }
-}
-
-/// How a value's length is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Len {
-    Fixed(usize),
-    Byte,
-    UShort,
-    Long,
-    Plp,
-}
-
-/// Enough of a TYPE_INFO to find a value's end and read text and integers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct TypeInfo {
-    code: u8,
-    len: Len,
-    unicode: bool,
-    text: bool,
-    integer: bool,
-}
-
-impl TypeInfo {
-    fn parse(b: &[u8]) -> Result<(TypeInfo, usize)> {
-        let code = *b.first().ok_or(CodecError::Truncated("TYPE_INFO"))?;
-        let need = |n: usize| b.get(..n).ok_or(CodecError::Truncated("TYPE_INFO"));
-        let plain = |len| TypeInfo {
-            code,
-            len,
-            unicode: false,
-            text: false,
-            integer: false,
-        };
-        Ok(match code {
-            0x1F => (plain(Len::Fixed(0)), 1),
-            0x30 | 0x32 => (plain(Len::Fixed(1)), 1),
-            0x34 => (plain(Len::Fixed(2)), 1),
-            0x38 | 0x3A | 0x3B | 0x7A => (plain(Len::Fixed(4)), 1),
-            0x3C | 0x3D | 0x3E | 0x7F => (plain(Len::Fixed(8)), 1),
-            0x26 => {
-                need(2)?;
-                (
-                    TypeInfo {
-                        integer: true,
-                        ..plain(Len::Byte)
-                    },
-                    2,
-                )
-            }
-            0x24 | 0x68 | 0x6D | 0x6E | 0x6F => {
-                need(2)?;
-                (plain(Len::Byte), 2)
-            }
-            0x37 | 0x3F | 0x6A | 0x6C => {
-                need(4)?;
-                (plain(Len::Byte), 4)
-            }
-            0x28 => (plain(Len::Byte), 1),
-            0x29..=0x2B => {
-                need(2)?;
-                (plain(Len::Byte), 2)
-            }
-            0xA5 | 0xAD => {
-                let m = need(3)?;
-                let max = u16::from_le_bytes([m[1], m[2]]);
-                (plain(if max == 0xFFFF { Len::Plp } else { Len::UShort }), 3)
-            }
-            0xA7 | 0xAF | 0xE7 | 0xEF => {
-                let m = need(8)?;
-                let max = u16::from_le_bytes([m[1], m[2]]);
-                (
-                    TypeInfo {
-                        unicode: code >= 0xE7,
-                        text: true,
-                        ..plain(if max == 0xFFFF { Len::Plp } else { Len::UShort })
-                    },
-                    8,
-                )
-            }
-            0x23 | 0x63 => {
-                need(10)?;
-                (
-                    TypeInfo {
-                        unicode: code == 0x63,
-                        text: true,
-                        ..plain(Len::Long)
-                    },
-                    10,
-                )
-            }
-            0x22 | 0x62 => {
-                need(5)?;
-                (plain(Len::Long), 5)
-            }
-            0xF1 => {
-                let m = need(2)?;
-                if m[1] != 0 {
-                    return Err(CodecError::Invalid(
-                        "XML parameters with a schema are not supported".into(),
-                    ));
-                }
-                (plain(Len::Plp), 2)
-            }
-            other => {
-                return Err(CodecError::Invalid(format!(
-                    "RPC parameter type {other:#04x} is not supported through the gateway"
-                )));
-            }
-        })
-    }
-
-    /// The value at the start of `b` and the bytes it took.
-    fn value(&self, b: &[u8]) -> Result<(ParamValue, usize)> {
-        let (raw, used): (Option<Vec<u8>>, usize) = match self.len {
-            Len::Fixed(n) => (
-                Some(
-                    b.get(..n)
-                        .ok_or(CodecError::Truncated("RPC value"))?
-                        .to_vec(),
-                ),
-                n,
-            ),
-            Len::Byte => {
-                let n = usize::from(*b.first().ok_or(CodecError::Truncated("RPC value"))?);
-                if n == 0 && !self.text {
-                    (None, 1)
-                } else {
-                    let v = b.get(1..1 + n).ok_or(CodecError::Truncated("RPC value"))?;
-                    (Some(v.to_vec()), 1 + n)
-                }
-            }
-            Len::UShort => {
-                let l = b.get(..2).ok_or(CodecError::Truncated("RPC value"))?;
-                let n = u16::from_le_bytes([l[0], l[1]]);
-                if n == 0xFFFF {
-                    (None, 2)
-                } else {
-                    let n = usize::from(n);
-                    let v = b.get(2..2 + n).ok_or(CodecError::Truncated("RPC value"))?;
-                    (Some(v.to_vec()), 2 + n)
-                }
-            }
-            Len::Long => {
-                let l = b.get(..4).ok_or(CodecError::Truncated("RPC value"))?;
-                let n = u32::from_le_bytes([l[0], l[1], l[2], l[3]]);
-                if n == u32::MAX {
-                    (None, 4)
-                } else {
-                    let n = n as usize;
-                    let v = b.get(4..4 + n).ok_or(CodecError::Truncated("RPC value"))?;
-                    (Some(v.to_vec()), 4 + n)
-                }
-            }
-            Len::Plp => plp(b)?,
-        };
-        let Some(raw) = raw else {
-            return Ok((ParamValue::Null, used));
-        };
-        let value = if self.text && self.unicode {
-            ParamValue::Text(text::decode(&raw, "RPC text parameter")?)
-        } else if self.text {
-            // Single-byte text: the gateway reads ASCII; other bytes are shown replaced.
-            ParamValue::Text(String::from_utf8_lossy(&raw).into_owned())
-        } else if self.integer {
-            let mut v = [0u8; 8];
-            let n = raw.len().min(8);
-            v[..n].copy_from_slice(&raw[..n]);
-            let x = i64::from_le_bytes(v);
-            // Sign-extend narrower integers.
-            let shift = 64 - 8 * n as u32;
-            ParamValue::Int(if n == 0 { 0 } else { (x << shift) >> shift })
-        } else {
-            ParamValue::Other(raw)
-        };
-        Ok((value, used))
-    }
-}
-
-/// A PLP value: total length (NULL as all ones), then chunks until a zero-length one.
-fn plp(b: &[u8]) -> Result<(Option<Vec<u8>>, usize)> {
-    let t = b.get(..8).ok_or(CodecError::Truncated("PLP value"))?;
-    let total = u64::from_le_bytes([t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]]);
-    if total == u64::MAX {
-        return Ok((None, 8));
-    }
-    let mut at = 8;
-    let mut out = Vec::new();
-    for _ in 0..MAX_CHUNKS {
-        let l = b
-            .get(at..at + 4)
-            .ok_or(CodecError::Truncated("PLP chunk"))?;
-        let n = u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize;
-        at += 4;
-        if n == 0 {
-            return Ok((Some(out), at));
-        }
-        let chunk = b
-            .get(at..at + n)
-            .ok_or(CodecError::Truncated("PLP chunk"))?;
-        out.extend_from_slice(chunk);
-        at += n;
-    }
-    Err(CodecError::TooLong {
-        what: "PLP chunks",
-        len: MAX_CHUNKS + 1,
-        max: MAX_CHUNKS,
-    })
-}
-
-/// A transaction-manager request.
+/// A Transaction Manager request (packet type 0x0E).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransMgr {
+    pub headers: AllHeaders,
+    /// One of `tm::*`.
     pub request: u16,
+    /// BEGIN: the new transaction's name; COMMIT/ROLLBACK/SAVE: the transaction or savepoint.
     pub name: Option<String>,
+    /// BEGIN: the isolation level (0 unchanged, 1 read uncommitted … 5 snapshot).
+    pub isolation_level: Option<u8>,
+    /// COMMIT/ROLLBACK with fBeginXact: the transaction begun afterwards.
+    pub begin_after: Option<BeginXact>,
+    /// GET_DTC_ADDRESS / PROPAGATE_XACT: the opaque DTC buffer.
+    pub dtc_data: Option<Bytes>,
 }
 
-pub const TM_BEGIN_XACT: u16 = 5;
-pub const TM_COMMIT_XACT: u16 = 7;
-pub const TM_ROLLBACK_XACT: u16 = 8;
-pub const TM_SAVE_XACT: u16 = 9;
+/// A transaction name: B_VARBYTE, a byte count then UTF-16LE.
+fn read_xact_name(cur: &mut Cursor<'_>) -> Result<String> {
+    let len = usize::from(cur.u8("transaction name")?);
+    decode(cur.take(len, "transaction name")?, "transaction name")
+}
+
+fn put_xact_name(out: &mut BytesMut, name: &str) -> Result<()> {
+    let bytes = units(name) * 2;
+    out.put_u8(u8::try_from(bytes).map_err(|_| CodecError::TooLong {
+        what: "transaction name",
+        len: bytes,
+        max: usize::from(u8::MAX),
+    })?);
+    out.put_slice(&encode(name));
+    Ok(())
+}
 
 impl TransMgr {
-    pub fn parse(p: &[u8]) -> Result<TransMgr> {
-        let (_, at) = all_headers(p)?;
-        let r = p
-            .get(at..at + 2)
-            .ok_or(CodecError::Truncated("transaction request"))?;
-        let request = u16::from_le_bytes([r[0], r[1]]);
-        let rest = &p[at + 2..];
-        let name = match request {
-            // Isolation level, then the name.
-            TM_BEGIN_XACT => rest
-                .get(1..)
-                .map(|b| text::b_varchar(b, "transaction name"))
-                .transpose()?
-                .map(|(n, _)| n),
-            TM_COMMIT_XACT | TM_ROLLBACK_XACT | TM_SAVE_XACT => {
-                Some(text::b_varchar(rest, "transaction name")?.0)
-            }
-            _ => None,
+    /// Parses a Transaction Manager payload; unknown request types and trailing bytes are refused.
+    pub fn parse(payload: &Bytes) -> Result<Self> {
+        let mut cur = Cursor::new(payload);
+        let headers = AllHeaders::parse(&mut cur)?;
+        let request = cur.u16_le("TM request type")?;
+        let mut out = TransMgr {
+            headers,
+            request,
+            name: None,
+            isolation_level: None,
+            begin_after: None,
+            dtc_data: None,
         };
-        Ok(TransMgr { request, name })
+        match request {
+            tm::GET_DTC_ADDRESS | tm::PROPAGATE_XACT => {
+                let len = usize::from(cur.u16_le("DTC buffer")?);
+                out.dtc_data = Some(payload.slice_ref(cur.take(len, "DTC buffer")?));
+            }
+            tm::BEGIN_XACT => {
+                out.isolation_level = Some(cur.u8("isolation level")?);
+                out.name = Some(read_xact_name(&mut cur)?);
+            }
+            tm::PROMOTE_XACT => {}
+            tm::COMMIT_XACT | tm::ROLLBACK_XACT => {
+                out.name = Some(read_xact_name(&mut cur)?);
+                let flags = cur.u8("XACT_FLAGS")?;
+                // fBeginXact is bit 0; Microsoft's mssql-tds driver sets bit 7 instead. Either
+                // way, the new transaction's fields follow when they are there.
+                if flags & 0x01 != 0 || (flags != 0 && !cur.is_empty()) {
+                    let isolation_level = cur.u8("isolation level")?;
+                    let name = read_xact_name(&mut cur)?;
+                    out.begin_after = Some(BeginXact {
+                        isolation_level,
+                        name,
+                    });
+                }
+            }
+            tm::SAVE_XACT => out.name = Some(read_xact_name(&mut cur)?),
+            other => {
+                return Err(CodecError::Invalid(format!(
+                    "unknown transaction manager request {other}"
+                )));
+            }
+        }
+        if !cur.is_empty() {
+            return Err(CodecError::Invalid(format!(
+                "transaction manager request {request} has {} trailing bytes",
+                cur.remaining()
+            )));
+        }
+        Ok(out)
     }
 
-    /// The T-SQL this request amounts to, for classification: `BEGIN TRANSACTION`, …; other
-    /// requests (distributed transactions) are described, not SQL, and so unknown.
+    /// Encodes the payload.
+    pub fn encode(&self) -> Result<Bytes> {
+        let mut out = BytesMut::new();
+        self.headers.encode(&mut out)?;
+        out.put_u16_le(self.request);
+        let name = self.name.as_deref().unwrap_or_default();
+        match self.request {
+            tm::GET_DTC_ADDRESS | tm::PROPAGATE_XACT => {
+                let data = self.dtc_data.as_deref().unwrap_or_default();
+                out.put_u16_le(u16::try_from(data.len()).map_err(|_| CodecError::TooLong {
+                    what: "DTC buffer",
+                    len: data.len(),
+                    max: usize::from(u16::MAX),
+                })?);
+                out.put_slice(data);
+            }
+            tm::BEGIN_XACT => {
+                out.put_u8(self.isolation_level.unwrap_or(0));
+                put_xact_name(&mut out, name)?;
+            }
+            tm::PROMOTE_XACT => {}
+            tm::COMMIT_XACT | tm::ROLLBACK_XACT => {
+                put_xact_name(&mut out, name)?;
+                match &self.begin_after {
+                    None => out.put_u8(0),
+                    Some(b) => {
+                        out.put_u8(0x01);
+                        out.put_u8(b.isolation_level);
+                        put_xact_name(&mut out, &b.name)?;
+                    }
+                }
+            }
+            tm::SAVE_XACT => put_xact_name(&mut out, name)?,
+            other => {
+                return Err(CodecError::Invalid(format!(
+                    "unknown transaction manager request {other}"
+                )));
+            }
+        }
+        Ok(out.freeze())
+    }
+}
+
+impl TransMgr {
+    /// The T-SQL this request amounts to, for classification: `BEGIN TRANSACTION`, `COMMIT
+    /// TRANSACTION; BEGIN TRANSACTION` (a commit that starts the next one), …; other requests
+    /// (distributed transactions) are described, not SQL, and so unknown.
     pub fn describe(&self) -> String {
-        let name = self
-            .name
-            .as_deref()
-            .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_alphanumeric() || c == '_'))
-            .map(|n| format!(" {n}"))
+        let named = |n: Option<&str>| {
+            n.filter(|n| !n.is_empty() && n.chars().all(|c| c.is_alphanumeric() || c == '_'))
+                .map(|n| format!(" {n}"))
+                .unwrap_or_default()
+        };
+        let name = named(self.name.as_deref());
+        let then = self
+            .begin_after
+            .as_ref()
+            .map(|b| format!("; BEGIN TRANSACTION{}", named(Some(&b.name))))
             .unwrap_or_default();
         match self.request {
-            TM_BEGIN_XACT => format!("BEGIN TRANSACTION{name}"),
-            TM_COMMIT_XACT => format!("COMMIT TRANSACTION{name}"),
-            TM_ROLLBACK_XACT => format!("ROLLBACK TRANSACTION{name}"),
-            TM_SAVE_XACT => format!("SAVE TRANSACTION{name}"),
+            tm::BEGIN_XACT => format!("BEGIN TRANSACTION{name}"),
+            tm::COMMIT_XACT => format!("COMMIT TRANSACTION{name}{then}"),
+            tm::ROLLBACK_XACT => format!("ROLLBACK TRANSACTION{name}{then}"),
+            tm::SAVE_XACT => format!("SAVE TRANSACTION{name}"),
             other => format!("<transaction manager request {other}>"),
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// ALL_HEADERS with one transaction-descriptor header, as drivers send it.
-    fn headers() -> Vec<u8> {
-        let mut h = 22u32.to_le_bytes().to_vec();
-        h.extend_from_slice(&18u32.to_le_bytes());
-        h.extend_from_slice(&2u16.to_le_bytes());
-        h.extend_from_slice(&[0; 8]);
-        h.extend_from_slice(&1u32.to_le_bytes());
-        h
-    }
-
-    fn nvarchar(name: &str, v: &str) -> Vec<u8> {
-        let mut p = vec![u8::try_from(name.encode_utf16().count()).unwrap()];
-        p.extend(text::encode(name));
-        p.push(0);
-        p.push(0xE7);
-        p.extend_from_slice(&8000u16.to_le_bytes());
-        p.extend_from_slice(&[0x09, 0x04, 0xD0, 0x00, 0x34]);
-        let t = text::encode(v);
-        p.extend_from_slice(&(t.len() as u16).to_le_bytes());
-        p.extend(t);
-        p
-    }
-
-    #[test]
-    fn batches_read_their_text_after_the_headers() {
-        let mut p = headers();
-        p.extend(text::encode("select 1; drop table t"));
-        assert_eq!(SqlBatch::parse(&p).unwrap().text, "select 1; drop table t");
-        let mut bad = p.clone();
-        bad[..4].copy_from_slice(&9999u32.to_le_bytes());
-        assert!(SqlBatch::parse(&bad).is_err());
-        let mut odd = headers();
-        odd.push(0x41);
-        assert!(SqlBatch::parse(&odd).is_err());
-    }
-
-    #[test]
-    fn sp_executesql_yields_its_statement_and_parameters() {
-        let mut p = headers();
-        p.extend_from_slice(&0xFFFFu16.to_le_bytes());
-        p.extend_from_slice(&SP_EXECUTESQL.to_le_bytes());
-        p.extend_from_slice(&0u16.to_le_bytes());
-        p.extend(nvarchar("", "delete from orders where id = @p1"));
-        p.extend(nvarchar("", "@p1 int"));
-        // @p1 INTN(4) = -7
-        p.extend([3u8]);
-        p.extend(text::encode("@p1"));
-        p.extend([0u8, 0x26, 4, 4]);
-        p.extend_from_slice(&(-7i32).to_le_bytes());
-        let rpc = Rpc::parse(&p).unwrap();
-        assert_eq!(rpc.proc, ProcRef::Id(SP_EXECUTESQL));
-        assert_eq!(rpc.statement(), Some("delete from orders where id = @p1"));
-        assert_eq!(rpc.params[2].value, ParamValue::Int(-7));
-        // A second RPC batched behind it is refused, not skipped.
-        let mut two = p.clone();
-        two.push(0xFF);
-        two.extend_from_slice(&[0xFF, 0xFF, 10, 0, 0, 0]);
-        assert!(Rpc::parse(&two).is_err());
-    }
-
-    #[test]
-    fn procedures_by_name_plp_values_and_unknown_types() {
-        let mut p = headers();
-        let name = text::encode("dbo.report");
-        p.extend_from_slice(&10u16.to_le_bytes());
-        p.extend(name);
-        p.extend_from_slice(&0u16.to_le_bytes());
-        // NVARCHAR(MAX) as PLP in two chunks.
-        p.extend([2u8]);
-        p.extend(text::encode("@s"));
-        p.extend([0u8, 0xE7, 0xFF, 0xFF, 0x09, 0x04, 0xD0, 0x00, 0x34]);
-        let v = text::encode("abcd");
-        p.extend_from_slice(&(v.len() as u64).to_le_bytes());
-        p.extend_from_slice(&4u32.to_le_bytes());
-        p.extend_from_slice(&v[..4]);
-        p.extend_from_slice(&4u32.to_le_bytes());
-        p.extend_from_slice(&v[4..]);
-        p.extend_from_slice(&0u32.to_le_bytes());
-        let rpc = Rpc::parse(&p).unwrap();
-        assert_eq!(rpc.proc, ProcRef::Name("dbo.report".into()));
-        assert_eq!(rpc.params[0].value, ParamValue::Text("abcd".into()));
-        assert_eq!(rpc.statement(), None);
-        let mut udt = headers();
-        udt.extend_from_slice(&0xFFFFu16.to_le_bytes());
-        udt.extend_from_slice(&SP_EXECUTESQL.to_le_bytes());
-        udt.extend_from_slice(&0u16.to_le_bytes());
-        udt.extend([0u8, 0, 0xF0]);
-        assert!(Rpc::parse(&udt).is_err());
-    }
-
-    #[test]
-    fn transaction_requests_read_as_the_statements_they_amount_to() {
-        let mut p = headers();
-        p.extend_from_slice(&TM_BEGIN_XACT.to_le_bytes());
-        p.push(0);
-        p.push(2);
-        p.extend(text::encode("t1"));
-        let t = TransMgr::parse(&p).unwrap();
-        assert_eq!(t.describe(), "BEGIN TRANSACTION t1");
-        let mut c = headers();
-        c.extend_from_slice(&TM_COMMIT_XACT.to_le_bytes());
-        c.push(0);
-        c.push(0);
-        assert_eq!(
-            TransMgr::parse(&c).unwrap().describe(),
-            "COMMIT TRANSACTION"
-        );
-    }
-}
+#[path = "request_tests.rs"]
+mod tests;

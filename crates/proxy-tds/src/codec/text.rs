@@ -1,5 +1,6 @@
 //! UCS-2 / UTF-16LE text as TDS carries it.
 
+use super::cursor::Cursor;
 use super::{CodecError, Result};
 
 /// Decode UTF-16LE. Invalid UTF-16 (an unpaired surrogate) is an error: the gateway must see
@@ -51,6 +52,35 @@ pub fn us_varchar(b: &[u8], what: &'static str) -> Result<(String, usize)> {
     Ok((decode(raw, what)?, 2 + n))
 }
 
+/// `chars` UTF-16 units of text at the cursor.
+pub fn read_utf16_chars(cur: &mut Cursor<'_>, chars: usize, what: &'static str) -> Result<String> {
+    let len = chars.checked_mul(2).ok_or(CodecError::Truncated(what))?;
+    decode(cur.take(len, what)?, what)
+}
+
+/// A B_VARCHAR at the cursor: a byte count of UTF-16 units, then the text.
+pub fn read_b_varchar(cur: &mut Cursor<'_>, what: &'static str) -> Result<String> {
+    let chars = usize::from(cur.u8(what)?);
+    read_utf16_chars(cur, chars, what)
+}
+
+/// A US_VARCHAR at the cursor of at most `max_chars` UTF-16 units.
+pub fn read_us_varchar(
+    cur: &mut Cursor<'_>,
+    what: &'static str,
+    max_chars: usize,
+) -> Result<String> {
+    let chars = usize::from(cur.u16_le(what)?);
+    if chars > max_chars {
+        return Err(CodecError::TooLong {
+            what,
+            len: chars,
+            max: max_chars,
+        });
+    }
+    read_utf16_chars(cur, chars, what)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +98,32 @@ mod tests {
         let mut uv = vec![1u8, 0];
         uv.extend(encode("x"));
         assert_eq!(us_varchar(&uv, "t").unwrap(), ("x".to_string(), 4));
+    }
+
+    #[test]
+    fn cursor_readers_bound_and_refuse_short_text() {
+        let mut b = vec![3u8];
+        b.extend(encode("@p1"));
+        b.extend_from_slice(&2u16.to_le_bytes());
+        b.extend(encode("ok"));
+        let mut cur = Cursor::new(&b);
+        assert_eq!(read_b_varchar(&mut cur, "n").unwrap(), "@p1");
+        assert_eq!(read_us_varchar(&mut cur, "p", 2).unwrap(), "ok");
+        assert!(cur.is_empty());
+        let mut cur = Cursor::new(&[0xFF, 0x00, b'a', 0]);
+        assert!(matches!(
+            read_us_varchar(&mut cur, "p", 128),
+            Err(CodecError::TooLong { len: 255, .. })
+        ));
+        let mut cur = Cursor::new(&[0x05, 0x00, b'a', 0]);
+        assert_eq!(
+            read_us_varchar(&mut cur, "p", 128),
+            Err(CodecError::Truncated("p"))
+        );
+        let mut cur = Cursor::new(&[0x02, b'a']);
+        assert_eq!(
+            read_b_varchar(&mut cur, "b"),
+            Err(CodecError::Truncated("b"))
+        );
     }
 }
