@@ -2,7 +2,8 @@
 //! in the order of the declaration list, and the values are sent in PostgreSQL's text form.
 //! Other procedures are refused.
 
-use proxy_tds::codec::request::{ParamValue, ProcRef, Rpc, RpcParam, SP_EXECUTESQL};
+use proxy_tds::codec::rpc::{Rpc, RpcParam, SpecialProc};
+use proxy_tds::codec::rpc_types::ParamValue;
 
 /// An RPC this server can run: the statement for PostgreSQL and its parameter values.
 #[derive(Debug, PartialEq, Eq)]
@@ -13,13 +14,7 @@ pub struct Prepared {
 
 /// The PostgreSQL statement and parameters for `rpc`, or why it cannot run here.
 pub fn prepare(rpc: &Rpc) -> Result<Prepared, String> {
-    let is_executesql = match &rpc.proc {
-        ProcRef::Id(id) => *id == SP_EXECUTESQL,
-        ProcRef::Name(n) => {
-            let n = n.rsplit('.').next().unwrap_or(n);
-            n.eq_ignore_ascii_case("sp_executesql")
-        }
-    };
+    let is_executesql = matches!(rpc.special(), Ok(Some(SpecialProc::ExecuteSql)));
     if !is_executesql {
         return Err(format!(
             "procedure {:?} is not supported by this test server (only sp_executesql)",
@@ -88,12 +83,12 @@ fn param_text(p: &RpcParam) -> Result<Option<String>, String> {
         ParamValue::Null => None,
         ParamValue::Text(t) => Some(t.clone()),
         ParamValue::Int(i) => Some(i.to_string()),
-        ParamValue::Other(raw) => Some(match (p.type_code, raw.len()) {
+        ParamValue::Other(raw) => Some(match (p.type_code(), raw.len()) {
             // FLTN
             (0x6D, 4) => f32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]).to_string(),
             (0x6D, 8) => {
                 let mut b = [0u8; 8];
-                b.copy_from_slice(raw);
+                b.copy_from_slice(&raw[..]);
                 f64::from_le_bytes(b).to_string()
             }
             // BITN
@@ -238,14 +233,25 @@ mod tests {
 
     #[test]
     fn values_are_sent_in_text_form_and_unknown_procedures_refused() {
-        let p = |name: &str, type_code: u8, value: ParamValue| RpcParam {
+        use bytes::Bytes;
+        use proxy_tds::codec::rpc::ProcRef;
+        use proxy_tds::codec::rpc_types::{Framing, TypeInfo};
+        let p = |name: &str, code: u8, value: ParamValue| RpcParam {
             name: name.into(),
             status: 0,
-            type_code,
+            type_info: TypeInfo {
+                code,
+                framing: Framing::ByteLen,
+                max_len: 8,
+                precision: 0,
+                scale: 0,
+                collation: None,
+                xml_schema: None,
+            },
             value,
         };
         let rpc = Rpc {
-            proc: ProcRef::Id(SP_EXECUTESQL),
+            proc: ProcRef::Id(SpecialProc::ExecuteSql.id()),
             flags: 0,
             params: vec![
                 p(
@@ -262,10 +268,10 @@ mod tests {
                 p(
                     "@P2",
                     0x6D,
-                    ParamValue::Other(1.5f64.to_le_bytes().to_vec()),
+                    ParamValue::Other(Bytes::copy_from_slice(&1.5f64.to_le_bytes())),
                 ),
                 p("@P3", 0xE7, ParamValue::Null),
-                p("@P4", 0x68, ParamValue::Other(vec![1])),
+                p("@P4", 0x68, ParamValue::Other(Bytes::from_static(&[1]))),
             ],
         };
         let prepared = prepare(&rpc).unwrap_or_else(|e| panic!("{e}"));

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use proxy_tds::codec::messages::{Done, EnvChange, done_status};
 use proxy_tds::codec::packet::{self, Message, MessageReader};
-use proxy_tds::codec::request::{Rpc, SqlBatch};
+use proxy_tds::codec::request::SqlBatch;
+use proxy_tds::codec::rpc::RpcRequest;
 use proxy_tds::codec::write::{self, DoneKind};
 use tokio::io::{AsyncReadExt, AsyncWrite, ReadHalf};
 use tokio::net::TcpStream;
@@ -147,9 +148,14 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 Err(e) => self.refuse(DoneKind::Done, &e.to_string()).await,
             },
             packet::RPC => {
-                let prepared = Rpc::parse(&msg.payload)
+                let prepared = RpcRequest::parse(&msg.payload)
                     .map_err(|e| e.to_string())
-                    .and_then(|r| rpc::prepare(&r));
+                    .and_then(|r| match r.calls.as_slice() {
+                        [one] => rpc::prepare(one),
+                        _ => {
+                            Err("batched RPC requests are not supported by this test server".into())
+                        }
+                    });
                 match prepared {
                     Ok(p) if has_nul(&p.sql) || p.params.iter().flatten().any(|v| has_nul(v)) => {
                         self.refuse(DoneKind::DoneProc, NUL).await

@@ -1,49 +1,28 @@
 //! Transaction-manager requests (what drivers send for `BEGIN`/`COMMIT`/`ROLLBACK` when not
 //! in autocommit), turned into the PostgreSQL statements they amount to.
 
-use proxy_tds::codec::request::{
-    TM_BEGIN_XACT, TM_COMMIT_XACT, TM_ROLLBACK_XACT, TM_SAVE_XACT, all_headers,
-};
-use proxy_tds::codec::text;
+use bytes::Bytes;
+use proxy_tds::codec::request::{TransMgr, tm};
 
 /// The SQL PostgreSQL runs for a transaction-manager request, or why there is none.
 pub fn to_sql(payload: &[u8]) -> Result<String, String> {
-    let (_, at) = all_headers(payload).map_err(|e| e.to_string())?;
-    let p = &payload[at..];
-    let request = p
-        .get(..2)
-        .map(|r| u16::from_le_bytes([r[0], r[1]]))
-        .ok_or("truncated transaction request")?;
-    let rest = &p[2..];
-    let name = |b: &[u8]| -> Result<(String, usize), String> {
-        if b.is_empty() {
-            return Ok((String::new(), 0));
-        }
-        text::b_varchar(b, "transaction name").map_err(|e| e.to_string())
-    };
-    match request {
-        TM_BEGIN_XACT => {
-            let level = rest.first().copied().unwrap_or(0);
-            Ok(begin(level))
-        }
-        TM_COMMIT_XACT | TM_ROLLBACK_XACT => {
-            let (_, used) = name(rest)?;
-            let verb = if request == TM_COMMIT_XACT {
+    let req = TransMgr::parse(&Bytes::copy_from_slice(payload)).map_err(|e| e.to_string())?;
+    match req.request {
+        tm::BEGIN_XACT => Ok(begin(req.isolation_level.unwrap_or(0))),
+        tm::COMMIT_XACT | tm::ROLLBACK_XACT => {
+            let verb = if req.request == tm::COMMIT_XACT {
                 "COMMIT"
             } else {
                 "ROLLBACK"
             };
             // fBeginXact: a new transaction follows at once, with its isolation level.
-            match rest.get(used) {
-                Some(&1) => {
-                    let level = rest.get(used + 1).copied().unwrap_or(0);
-                    Ok(format!("{verb}; {}", begin(level)))
-                }
-                _ => Ok(verb.to_string()),
+            match req.begin_after {
+                Some(next) => Ok(format!("{verb}; {}", begin(next.isolation_level))),
+                None => Ok(verb.to_string()),
             }
         }
-        TM_SAVE_XACT => {
-            let (n, _) = name(rest)?;
+        tm::SAVE_XACT => {
+            let n = req.name.unwrap_or_default();
             if n.is_empty() || !n.chars().all(|c| c.is_alphanumeric() || c == '_') {
                 return Err(format!("savepoint name {n:?} is not supported"));
             }
@@ -70,6 +49,7 @@ fn begin(level: u8) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proxy_tds::codec::text;
 
     fn request(kind: u16, rest: &[u8]) -> Vec<u8> {
         let mut p = 22u32.to_le_bytes().to_vec();
@@ -84,18 +64,18 @@ mod tests {
     #[test]
     fn requests_become_the_statements_they_amount_to() {
         assert_eq!(
-            to_sql(&request(TM_BEGIN_XACT, &[2, 0])),
+            to_sql(&request(tm::BEGIN_XACT, &[2, 0])),
             Ok("BEGIN ISOLATION LEVEL READ COMMITTED".into())
         );
-        assert_eq!(to_sql(&request(TM_COMMIT_XACT, &[0])), Ok("COMMIT".into()));
+        assert_eq!(to_sql(&request(tm::COMMIT_XACT, &[0])), Ok("COMMIT".into()));
         assert_eq!(
-            to_sql(&request(TM_ROLLBACK_XACT, &[0, 1, 0, 0])),
+            to_sql(&request(tm::ROLLBACK_XACT, &[0, 1, 0, 0])),
             Ok("ROLLBACK; BEGIN".into())
         );
         let mut save = vec![2u8];
         save.extend(text::encode("s1"));
         assert_eq!(
-            to_sql(&request(TM_SAVE_XACT, &save)),
+            to_sql(&request(tm::SAVE_XACT, &save)),
             Ok("SAVEPOINT s1".into())
         );
         assert!(to_sql(&request(1, &[])).is_err());
