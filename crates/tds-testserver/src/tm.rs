@@ -67,12 +67,15 @@ mod tests {
             to_sql(&request(tm::BEGIN_XACT, &[2, 0])),
             Ok("BEGIN ISOLATION LEVEL READ COMMITTED".into())
         );
-        assert_eq!(to_sql(&request(tm::COMMIT_XACT, &[0])), Ok("COMMIT".into()));
+        assert_eq!(
+            to_sql(&request(tm::COMMIT_XACT, &[0, 0])),
+            Ok("COMMIT".into())
+        );
         assert_eq!(
             to_sql(&request(tm::ROLLBACK_XACT, &[0, 1, 0, 0])),
             Ok("ROLLBACK; BEGIN".into())
         );
-        let mut save = vec![2u8];
+        let mut save = vec![4u8]; // B_VARBYTE: the name's byte count
         save.extend(text::encode("s1"));
         assert_eq!(
             to_sql(&request(tm::SAVE_XACT, &save)),
