@@ -11,6 +11,7 @@ pub mod ssh;
 pub mod tds;
 pub mod tds_pg;
 
+#[allow(unused_imports)] // each test binary uses a part
 pub use openssh::{Sshd, current_user, ssh_keygen, sshd};
 
 use std::net::TcpListener;
