@@ -134,18 +134,16 @@ fn pgbench_custom_script_is_masked_in_every_protocol_mode() {
     // Every execution (rows 1-3 all hold an e-mail, a card and an SSN) was masked per
     // column: the e-mail and card by detectors, the SSN by its rule.
     // A command's end is written just after its results are released: wait for the last.
-    let masked_ends = || -> Vec<serde_json::Value> {
-        gw.audit(&["--kind", "command_end"])
-            .into_iter()
+    let masked = |events: &[serde_json::Value]| {
+        events
+            .iter()
             .filter(|e| !e["detail"]["masked"].is_null())
-            .collect()
+            .cloned()
+            .collect::<Vec<_>>()
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let mut ends = masked_ends();
-    while ends.len() < 120 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        ends = masked_ends();
-    }
+    let ends = masked(&gw.audit_until(&["--kind", "command_end"], |events| {
+        masked(events).len() >= 120
+    }));
     assert_eq!(ends.len(), 120, "one masked command_end per execution");
     for e in &ends {
         let m = &e["detail"]["masked"];

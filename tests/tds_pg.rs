@@ -14,10 +14,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::Scratch;
-use support::tds::text;
-use support::tds_pg::{
-    EVENTS, HELD_PASSWORD, HELD_USER, PgTds, RawClient, fixture_sql, gateway, tls_dir,
-};
+use support::tds::{HELD_PASSWORD, HELD_USER, text};
+use support::tds_pg::{EVENTS, PgTds, RawClient, fixture_sql, gateway, tls_dir};
 
 const PEOPLE: &str = "SELECT id, name, email, balance, score, active, born, created, seen, ref, \
                       photo, small, big FROM people ORDER BY id";

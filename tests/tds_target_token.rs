@@ -14,7 +14,7 @@ use base64::Engine as _;
 use support::Scratch;
 use support::oidc::Oidc;
 use support::tds::{
-    CUSTOMERS_QUERY, Mock, MockTls, POLICY, start_with_credential, text, tls_files,
+    CUSTOMERS_QUERY, Mock, MockTls, POLICY, TdsGw, start_with_credential, text, tls_files,
 };
 
 /// The claims of a JWT, unverified (the test only reads what the issuer put in).
@@ -26,22 +26,29 @@ fn claims(jwt: &str) -> serde_json::Value {
     serde_json::from_slice(&raw).expect("JSON claims")
 }
 
-/// Two sessions reach the target with the token the gateway fetched from the issuer (the
-/// same token: it is cached), never the caller's key; a wrong client secret refuses the login
-/// with a clear message, and the refusal is on record.
-#[test]
-fn the_target_login_carries_a_token_from_client_credentials() {
-    let dir = Scratch::new("tds-oauth");
+/// A gateway whose `sales` connection logs in to a mock target with a token it obtains from
+/// a real OIDC provider as client `other-aud`, with `secret` as its client secret.
+fn oauth_gateway(tag: &str, secret: &str) -> (Scratch, Oidc, Mock, TdsGw) {
+    let dir = Scratch::new(tag);
     let tls = tls_files(&dir.0);
     let oidc = Oidc::start();
-    std::fs::write(dir.0.join("oauth.secret"), "secret\n").unwrap();
+    std::fs::write(dir.0.join("oauth.secret"), secret).unwrap();
     let mock = Mock::start(MockTls::Prelogin, &tls);
     let credential = format!(
         "oauth = {{ token_url = \"{url}\", client_id = \"other-aud\", client_secret_file = \"{secret}\", resource = \"api://other\" }}",
         url = oidc.token_url(),
         secret = dir.0.join("oauth.secret").display(),
     );
-    let gw = start_with_credential(&mock, &tls, "mandatory", POLICY, &credential, "");
+    let gw = start_with_credential(mock.addr, &tls, "mandatory", POLICY, &credential, "");
+    (dir, oidc, mock, gw)
+}
+
+/// Two sessions reach the target with the token the gateway fetched from the issuer (the
+/// same token: it is cached), never the caller's key; a wrong client secret refuses the login
+/// with a clear message, and the refusal is on record.
+#[test]
+fn the_target_login_carries_a_token_from_client_credentials() {
+    let (_dir, oidc, mock, gw) = oauth_gateway("tds-oauth", "secret\n");
     let key = gw.access_key("pipeline-7", &["ci"]);
 
     for _ in 0..2 {
@@ -68,17 +75,7 @@ fn the_target_login_carries_a_token_from_client_credentials() {
 
 #[test]
 fn a_refused_token_request_refuses_the_login_clearly() {
-    let dir = Scratch::new("tds-oauth-bad");
-    let tls = tls_files(&dir.0);
-    let oidc = Oidc::start();
-    std::fs::write(dir.0.join("oauth.secret"), "not-the-secret").unwrap();
-    let mock = Mock::start(MockTls::Prelogin, &tls);
-    let credential = format!(
-        "oauth = {{ token_url = \"{url}\", client_id = \"other-aud\", client_secret_file = \"{secret}\", resource = \"api://other\" }}",
-        url = oidc.token_url(),
-        secret = dir.0.join("oauth.secret").display(),
-    );
-    let gw = start_with_credential(&mock, &tls, "mandatory", POLICY, &credential, "");
+    let (_dir, _oidc, mock, gw) = oauth_gateway("tds-oauth-bad", "not-the-secret");
     let key = gw.access_key("pipeline-7", &["ci"]);
     let t = text(&gw.tsql(&key, CUSTOMERS_QUERY));
     assert!(
@@ -88,12 +85,9 @@ fn a_refused_token_request_refuses_the_login_clearly() {
     assert!(!t.contains("Ada Lovelace"), "{t}");
     assert!(mock.connections().is_empty(), "the target saw no login");
     // Refusals at login are written within milliseconds, not before the client hears.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let mut failed = gw.gw.audit(&["--kind", "auth_failed"]);
-    while failed.is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        failed = gw.gw.audit(&["--kind", "auth_failed"]);
-    }
+    let failed = gw
+        .gw
+        .audit_until(&["--kind", "auth_failed"], |events| !events.is_empty());
     let why = failed
         .iter()
         .map(|e| e.to_string())

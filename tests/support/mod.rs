@@ -503,6 +503,23 @@ jsonl = "audit.jsonl"
             .map(|l| serde_json::from_str(l).expect("audit json line"))
             .collect()
     }
+
+    /// The audit events `filters` select, once `done` holds for them or after 5 s. Events
+    /// written after the client hears (a command's end, a refusal at login) land within
+    /// milliseconds; this waits for them instead of racing them.
+    pub fn audit_until(
+        &self,
+        filters: &[&str],
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut events = self.audit(filters);
+        while !done(&events) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            events = self.audit(filters);
+        }
+        events
+    }
 }
 
 impl Drop for Gateway {

@@ -230,14 +230,22 @@ pub fn start_with_policy(
     policy: &str,
     extra: &str,
 ) -> TdsGw {
-    let login = "user = \"portcullis_app\"\npassword_file = \"sales.password\"";
-    start_with_credential(mock, tls, target_encrypt, policy, login, extra)
+    start_with_credential(mock.addr, tls, target_encrypt, policy, &sql_login(), extra)
 }
 
-/// A gateway whose connection `sales` holds `credential` (the connection's settings that
-/// say how the gateway logs in to the target).
+/// The SQL login the gateway holds for `sales` (its password is in `sales.password`).
+pub const HELD_USER: &str = "portcullis_app";
+pub const HELD_PASSWORD: &str = "held-secret-Pa55";
+
+/// The connection settings for the held SQL login.
+pub fn sql_login() -> String {
+    format!("user = \"{HELD_USER}\"\npassword_file = \"sales.password\"")
+}
+
+/// A gateway whose connection `sales` reaches `target` and holds `credential` (the
+/// connection's settings that say how the gateway logs in to the target).
 pub fn start_with_credential(
-    mock: &Mock,
+    target: SocketAddr,
     tls: &Path,
     target_encrypt: &str,
     policy: &str,
@@ -245,9 +253,8 @@ pub fn start_with_credential(
     extra: &str,
 ) -> TdsGw {
     let port = free_port();
-    let target = mock.addr;
     let gw = Gateway::start_config(port, policy, |dir, admin| {
-        std::fs::write(dir.join("sales.password"), "held-secret-Pa55").expect("password");
+        std::fs::write(dir.join("sales.password"), HELD_PASSWORD).expect("password");
         format!(
             r#"
 [gateway]

@@ -22,8 +22,8 @@ use proxy_tds::codec::tokens::{StreamState, Token, next_token};
 use proxy_tds::codec::values::RowValues;
 use tds_testserver::{Config, Handle, PgConfig, TestServer, Tls};
 
-use super::tds::{POLICY, TdsGw};
-use super::{Gateway, free_port, pg};
+use super::tds::{POLICY, TdsGw, sql_login, start_with_credential};
+use super::{free_port, pg};
 
 /// The fixture: typed rows, thousands of rows, a long document.
 pub const FIXTURE: &str = r#"
@@ -193,58 +193,8 @@ pub fn gateway_with_policy(
     policy: &str,
     extra: &str,
 ) -> TdsGw {
-    let port = free_port();
-    let target = server.addr;
-    let gw = Gateway::start_config(port, policy, |dir, admin| {
-        std::fs::write(dir.join("sales.password"), HELD_PASSWORD).expect("password");
-        let ca = if encrypt == "off" {
-            String::new()
-        } else {
-            format!("sslrootcert = \"{}\"", tls.join("ca.crt").display())
-        };
-        format!(
-            r#"
-[gateway]
-state_dir = "state"
-admin_listen = "127.0.0.1:{admin}"
-policy = "policy.cedar"
-
-[[identity.issuers]]
-name = "builtin"
-
-[[listeners]]
-protocol = "tds"
-listen = "127.0.0.1:{port}"
-tls = {{ cert = "{cert}", key = "{key}" }}
-
-[[connections]]
-name = "sales"
-protocol = "tds"
-target = "{target}"
-database = "sales"
-user = "{HELD_USER}"
-password_file = "sales.password"
-encrypt = "{encrypt}"
-{ca}
-
-[audit]
-jsonl = "audit.jsonl"
-{extra}
-"#,
-            cert = tls.join("server.crt").display(),
-            key = tls.join("server.key").display(),
-        )
-    });
-    TdsGw {
-        gw,
-        port,
-        tls: tls.to_path_buf(),
-    }
+    start_with_credential(server.addr, tls, encrypt, policy, &sql_login(), extra)
 }
-
-/// The SQL login the gateway holds for `sales`.
-pub const HELD_USER: &str = "portcullis_app";
-pub const HELD_PASSWORD: &str = "held-secret-Pa55";
 
 /// What came back for one request, packet by packet.
 pub struct Answer {

@@ -75,15 +75,10 @@ pub fn connection_problems(cfg: &Config, c: &ConnectionConfig, p: &str) -> Vec<S
     errs
 }
 
-/// Whether `url` (`http://host:port/...`) names this machine.
+/// Whether `url` (`http://host[:port]/...`) names this machine.
 fn is_loopback_url(url: &str) -> bool {
     let rest = url.strip_prefix("http://").unwrap_or(url);
-    let hostport = rest.split('/').next().unwrap_or_default();
-    is_loopback(if hostport.contains(':') {
-        hostport
-    } else {
-        rest
-    })
+    is_loopback(rest.split('/').next().unwrap_or_default())
 }
 
 /// Whether `target` (`host:port`) names this machine.
@@ -163,6 +158,14 @@ oauth = { token_url = "http://idp.example.net/token", client_id = "app" }
             has("connections[4].oauth.token_url: must be https"),
             "{errs:?}"
         );
+        for url in [
+            "http://127.0.0.1/token",
+            "http://localhost:8080/t",
+            "http://[::1]:9/t",
+        ] {
+            assert!(is_loopback_url(url), "{url}");
+        }
+        assert!(!is_loopback_url("http://idp.example.net/token"));
         assert!(
             has("connections[4].oauth: set client_secret_env"),
             "{errs:?}"
