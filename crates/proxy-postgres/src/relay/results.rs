@@ -10,11 +10,11 @@ use gateway_core::Side;
 
 use super::state::Shared;
 use crate::codec::{self, Frame, tags::backend as be};
+use crate::ctx::SessionCtx;
 use crate::error::{PgError, Result};
 use crate::mask::catalog::Described;
 use crate::mask::copy::{CopyFormat, parse_copy};
 use crate::mask::{Column, Masking, RowPlan};
-use crate::session::SessionCtx;
 
 /// What downstream does with a frame after masking looked at it.
 pub(super) enum Step {
