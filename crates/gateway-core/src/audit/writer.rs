@@ -452,10 +452,10 @@ impl Shared {
         let (first, last) = (first.seq, last.seq);
         let n = events.len() as u64;
         let c = &self.counters;
-        let written = catch_unwind(AssertUnwindSafe(|| io.append(first, last, &lines)))
+        let written = catch_unwind(AssertUnwindSafe(|| io.append(first, &lines)))
             .unwrap_or_else(|_| Err(Error::Audit("audit journal write panicked".to_string())));
         match written {
-            Ok(()) => {
+            Ok(at) => {
                 if let Some(ev) = events.last() {
                     io.head = (ev.seq, ev.hash.clone());
                 }
@@ -470,7 +470,11 @@ impl Shared {
                 if cleared {
                     tracing::info!("the audit journal is writable again");
                 }
-                io.to_indexer(IndexMsg::Batch { events, lines });
+                io.to_indexer(IndexMsg::Batch {
+                    events,
+                    lines,
+                    at: Some(at),
+                });
                 Ok(())
             }
             Err(e) => {
@@ -547,9 +551,6 @@ fn flush_loop(shared: &Shared, mut anchored: Option<AnchorState>) {
         }
     }
     let mut io = shared.io();
-    if let Some(sealed) = io.journal.seal() {
-        io.to_indexer(IndexMsg::Sealed(sealed));
-    }
     io.to_indexer(IndexMsg::Stop);
     io.join_indexer();
     // The journal is free for the next writer or a recovery.
