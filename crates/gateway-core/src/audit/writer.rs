@@ -442,7 +442,11 @@ impl Shared {
                 return Err(stopped());
             }
             (
-                std::mem::take(&mut chain.lines),
+                {
+                    // The next batch is likely as large: one allocation instead of regrowing.
+                    let next = Vec::with_capacity(chain.lines.len().min(MAX_REUSE));
+                    std::mem::replace(&mut chain.lines, next)
+                },
                 std::mem::take(&mut chain.events),
             )
         };
@@ -498,6 +502,9 @@ impl Shared {
         }
     }
 }
+
+/// Bytes of line buffer a new batch starts with, at most.
+const MAX_REUSE: usize = 1 << 20;
 
 /// How often staged events are written when no session needs them written sooner.
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(5);

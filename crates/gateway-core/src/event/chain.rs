@@ -25,8 +25,11 @@ pub fn canonical_body(ev: &AuditEvent) -> Result<String> {
         blank.hash.clear();
         Cow::Owned(blank)
     };
-    serde_json::to_string(ev.as_ref())
-        .map_err(|e| Error::Audit(format!("cannot serialise event: {e}")))
+    // Most events fit: one allocation rather than growing from serde_json's default.
+    let mut out = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut out, ev.as_ref())
+        .map_err(|e| Error::Audit(format!("cannot serialise event: {e}")))?;
+    String::from_utf8(out).map_err(|e| Error::Audit(format!("cannot serialise event: {e}")))
 }
 
 /// The hash of the event at `seq` with canonical `body`, following `prev_hash`.
