@@ -83,9 +83,6 @@ fn assert_whole_rows_like_star(whole: &Value, star: &Value) {
 }
 
 #[test]
-#[ignore = "asyncpg's type introspection starts with `set_config('jit', 'off', false)`, which \
-            the classifier judges sql.admin (it classifies the literal-free shape, so it can't \
-            tell which setting is set): refused under the test policy"]
 fn asyncpg_binary_results_and_introspection_work_on_masked_sessions() {
     let m = unmasked_equals_direct(Driver::Asyncpg);
     assert_eq!(m["profiles"], masked_profiles());
