@@ -243,6 +243,67 @@ fn changes_columns(statements: &[Arc<SqlStatement>]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gateway_core::sql::{LexOptions, classify_uncached};
+
+    fn statements(sql: &str) -> Vec<Arc<SqlStatement>> {
+        classify_uncached(sql, LexOptions::default())
+            .into_iter()
+            .map(Arc::new)
+            .collect()
+    }
+
+    fn covers() -> Covers {
+        Covers::Known(vec![Cover {
+            table: "public.customer_profiles".into(),
+            column: "contact".into(),
+            rule: 3,
+        }])
+    }
+
+    #[test]
+    fn computed_outputs_reading_a_covered_column_are_masked() {
+        for sql in [
+            "SELECT contact::text FROM customer_profiles",
+            "SELECT id, concat(contact) FROM public.customer_profiles",
+            "SELECT to_jsonb(t) FROM customer_profiles t",
+            "SELECT x FROM (SELECT contact::text AS x FROM customer_profiles) s",
+            "WITH c AS (SELECT contact AS k FROM customer_profiles) SELECT k::text FROM c",
+            "SELECT (SELECT 1) FROM customer_profiles",
+            "SELECT id FROM customer_profiles UNION SELECT length(contact::text) FROM customer_profiles",
+        ] {
+            assert_eq!(covers().rule(&statements(sql), Some(0)), Some(3), "{sql}");
+        }
+    }
+
+    #[test]
+    fn outputs_that_read_no_covered_column_pass() {
+        for sql in [
+            "SELECT contact FROM customer_profiles",
+            "SELECT t FROM customer_profiles t",
+            "SELECT count(*), max(id) + 1 FROM customer_profiles",
+            "SELECT contact::text FROM other_table",
+            "SELECT upper(name) FROM customers",
+        ] {
+            assert_eq!(covers().rule(&statements(sql), Some(0)), None, "{sql}");
+        }
+        assert_eq!(
+            Covers::Known(Vec::new()).rule(
+                &statements("SELECT contact::text FROM customer_profiles"),
+                Some(0)
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn without_the_catalog_computed_outputs_of_table_reads_are_masked() {
+        let s = statements("SELECT upper(name) FROM customers");
+        assert_eq!(Covers::Unavailable.rule(&s, Some(0)), Some(0));
+        assert_eq!(
+            Covers::Unavailable.rule(&statements("SELECT 1 + 1"), Some(0)),
+            None
+        );
+    }
 
     #[test]
     fn table_names_match_with_or_without_schema() {
