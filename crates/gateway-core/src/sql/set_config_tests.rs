@@ -140,3 +140,23 @@ fn two_setting_names_never_share_a_cache_entry() {
         Admin
     );
 }
+
+proptest::proptest! {
+    /// Whatever order names come in, a cached answer equals the uncached one.
+    #[test]
+    fn cached_set_config_answers_equal_uncached(names in proptest::collection::vec(
+        proptest::sample::select(vec![
+            "'jit'", "'JIT'", "'role'", "'search_path'", "'session_replication_role'",
+            "'myapp.tenant'", "'a.b.c'", "E'jit'", "$$role$$", "'jit'::text", "$1", "''",
+        ]),
+        1..12,
+    )) {
+        let c = Classifier::new(64);
+        for n in names {
+            let text = format!("SELECT set_config({n}, 'v', false)");
+            let cached: Vec<SqlStatement> =
+                c.classify(&text, ON).iter().map(|s| (**s).clone()).collect();
+            proptest::prop_assert_eq!(cached, classify_uncached(&text, ON), "{}", text);
+        }
+    }
+}
