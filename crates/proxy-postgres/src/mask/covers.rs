@@ -22,9 +22,9 @@ use crate::ctx::SessionCtx;
 /// Key under which [`Catalog::resolve`]'s callers ask for the covered columns.
 pub(super) const COVERS_KEY: i16 = -1;
 
-/// At most this many columns of user-defined types are looked at; a database with more is
-/// treated as if the lookup had failed (fail closed).
-const MAX_COLUMNS: usize = 10_000;
+/// At most this many columns of user-defined container types are looked at; a database
+/// with more is treated as if the lookup had failed (fail closed).
+const MAX_COLUMNS: usize = 100_000;
 
 /// One column whose values carry a covered field.
 #[derive(Debug)]
@@ -50,8 +50,8 @@ pub(super) enum Covers {
 type UserColumn = (String, String, u32);
 
 /// Columns of tables, views and foreign tables whose types are user-defined (OID 16384 and
-/// up: composites, arrays of them, domains, enums, extension types); `None` if the catalog
-/// could not answer or there are too many.
+/// up) and may hold a composite: composites, arrays and domains (enums and base types of
+/// extensions cannot); `None` if the catalog could not answer or there are too many.
 pub(super) async fn user_typed_columns(
     catalog: &mut Catalog,
     ctx: &SessionCtx,
@@ -61,7 +61,9 @@ pub(super) async fn user_typed_columns(
          FROM pg_catalog.pg_attribute a \
          JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_catalog.pg_type y ON y.oid = a.atttypid \
          WHERE a.attnum > 0 AND NOT a.attisdropped AND a.atttypid >= 16384 \
+           AND (y.typtype IN ('c', 'd') OR y.typelem <> 0) \
            AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
          LIMIT {}",
         MAX_COLUMNS + 1
