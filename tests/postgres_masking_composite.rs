@@ -27,13 +27,15 @@ unmasked_groups = ["dpo"]
 /// The first contact's SSN with its digits turned into letters.
 const DISGUISED: &str = "ahiafbbca";
 
+/// Function calls allowed on top of the test policy.
+const CALLS: &str = "@id(\"calls\")\npermit(principal in Group::\"ci\", action == Action::\"sql.call\", resource);\n";
+
 fn gateway() -> Gateway {
     static POLICY: OnceLock<String> = OnceLock::new();
-    let policy = POLICY.get_or_init(|| {
-        format!(
-            "{TEST_POLICY}\n@id(\"calls\")\npermit(principal in Group::\"ci\", action == Action::\"sql.call\", resource);\n"
-        )
-    });
+    gateway_with_policy(POLICY.get_or_init(|| format!("{TEST_POLICY}\n{CALLS}")))
+}
+
+fn gateway_with_policy(policy: &'static str) -> Gateway {
     profiles_fixture();
     static MORE: OnceLock<()> = OnceLock::new();
     MORE.get_or_init(|| {
@@ -172,4 +174,40 @@ for binary in (False, True):
     assert!(out.status.success(), "{all}");
     assert_no_originals("psycopg", &all);
     assert_eq!(all.matches("[REDACTED:column]").count(), 6, "{all}");
+}
+
+/// A table the session creates with a column of the covered type is known at once: the
+/// covered columns are looked up again after the session's DDL.
+#[test]
+fn a_table_created_in_the_session_is_followed() {
+    static POLICY: OnceLock<String> = OnceLock::new();
+    let policy = POLICY.get_or_init(|| {
+        let no_ddl = "@id(\"no-ddl\")\n@reason(\"schema changes go through migrations, not ad-hoc sessions\")\nforbid(principal, action == Action::\"sql.ddl\", resource);";
+        assert!(TEST_POLICY.contains(no_ddl));
+        format!(
+            "{}\n{CALLS}@id(\"ddl\")\npermit(principal in Group::\"ci\", action == Action::\"sql.ddl\", resource);\n",
+            TEST_POLICY.replace(no_ddl, "")
+        )
+    });
+    let gw = gateway_with_policy(policy);
+    let token = gw.token("analyst", &["ci"]);
+    let r = gw.psql_args(
+        &token,
+        &[
+            "-c",
+            "SELECT contact::text FROM customer_profiles WHERE id = 3",
+            "-c",
+            "CREATE TABLE fresh_contacts (id int, c postal_contact)",
+            "-c",
+            "INSERT INTO fresh_contacts SELECT id, contact FROM customer_profiles",
+            "-c",
+            "SELECT c::text FROM fresh_contacts ORDER BY id",
+            "-c",
+            "DROP TABLE fresh_contacts",
+        ],
+    );
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(r.ok, "{all}");
+    assert_no_originals("fresh table", &all);
+    assert!(all.contains("[REDACTED:column]"), "{all}");
 }

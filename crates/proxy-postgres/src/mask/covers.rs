@@ -5,11 +5,12 @@
 //! Read as itself, such a column is masked field by field through its type. Read through an
 //! expression (`contact::text`, `to_jsonb(contact)->>'ssn'`, `concat(contact)`, `t::text`),
 //! the result is text or JSON that no longer says which part was the field, so an output
-//! computed from such a column is masked whole. The columns are looked up once per session
-//! on the catalog connection (looked up again after the session runs DDL), and the
+//! computed from such a column is masked whole. The columns are looked up on the catalog
+//! connection when first needed, again after a minute and after the session runs DDL; the
 //! statement's lineage (`SqlStatement::outputs`) says which outputs read them.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use gateway_core::action::{Output, SqlKind, SqlStatement};
 
@@ -18,6 +19,10 @@ use super::catalog::{Catalog, TYPE_KEY};
 use super::deep::Shaper;
 use crate::codec::{self, tags::backend as be};
 use crate::ctx::SessionCtx;
+
+/// How long a lookup of the covered columns stands: tables created since by other sessions
+/// are seen after at most this long (and at once after this session's own DDL).
+const MAX_AGE: Duration = Duration::from_secs(60);
 
 /// Key under which [`Catalog::resolve`]'s callers ask for the covered columns.
 pub(super) const COVERS_KEY: i16 = -1;
@@ -176,14 +181,14 @@ impl Masking {
     /// origins and types through the catalog, and the covered columns.
     pub async fn resolve(&mut self, ctx: &SessionCtx, keys: &[(u32, i16)]) {
         self.catalog.resolve(ctx, keys).await;
-        if self.covers.is_some() || !keys.contains(&(0, COVERS_KEY)) {
+        if self.covers_current() || !keys.contains(&(0, COVERS_KEY)) {
             return;
         }
         let Some(cols) = user_typed_columns(&mut self.catalog, ctx).await else {
             tracing::warn!(
                 "catalog lookup of composite columns failed: computed results are masked"
             );
-            self.covers = Some(Covers::Unavailable);
+            self.covers = Some((Covers::Unavailable, Instant::now()));
             return;
         };
         let types: Vec<(u32, i16)> = cols
@@ -196,13 +201,20 @@ impl Masking {
             types: self.catalog.types(),
             masks: &self.masks,
         };
-        self.covers = Some(Covers::build(cols, &shaper));
+        self.covers = Some((Covers::build(cols, &shaper), Instant::now()));
+    }
+
+    /// Whether the covered columns were looked up, within [`MAX_AGE`].
+    pub(super) fn covers_current(&self) -> bool {
+        self.covers
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() < MAX_AGE)
     }
 
     /// Whether errors of a statement must wait for the covered columns: column rules are in
     /// force, they have not been looked up, and the statement reads a table.
     pub fn covers_wanted_for(&self, statements: &[Arc<SqlStatement>]) -> Option<(u32, i16)> {
-        (self.covers.is_none()
+        (!self.covers_current()
             && !self.masks.column_rule_names().is_empty()
             && statements.iter().any(|s| !s.tables.is_empty()))
         .then_some((0, COVERS_KEY))
@@ -213,6 +225,7 @@ impl Masking {
     pub fn cover_rule(&self, statements: &[Arc<SqlStatement>]) -> Option<usize> {
         self.covers
             .as_ref()?
+            .0
             .rule(statements, self.masks.any_rule())
     }
 

@@ -125,8 +125,8 @@ pub(crate) struct Masking {
     scratch: Vec<u8>,
     copy_scratch: CopyScratch,
     pool: Pool,
-    /// Columns whose values carry a covered composite field, once looked up.
-    covers: Option<Covers>,
+    /// Columns whose values carry a covered composite field, once looked up, and when.
+    covers: Option<(Covers, std::time::Instant)>,
 }
 
 impl Masking {
@@ -158,7 +158,7 @@ impl Masking {
             }
         }
         // A computed column may read a covered composite column through an expression.
-        if computed && self.covers.is_none() && !self.masks.column_rule_names().is_empty() {
+        if computed && !self.covers_current() && !self.masks.column_rule_names().is_empty() {
             keys.push((0, COVERS_KEY));
         }
         keys
