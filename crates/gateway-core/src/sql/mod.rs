@@ -164,6 +164,7 @@
 mod cache;
 mod classify;
 mod classify_tsql;
+mod facts;
 mod kinds;
 mod kinds_tsql;
 mod lexer;
@@ -177,6 +178,8 @@ mod walk;
 #[cfg(test)]
 mod attack_tests;
 #[cfg(test)]
+mod facts_tests;
+#[cfg(test)]
 mod fingerprint_tests;
 #[cfg(test)]
 mod set_config_tests;
@@ -187,6 +190,7 @@ mod tsql_tests;
 
 use crate::action::SqlStatement;
 pub use cache::{Classified, Classifier};
+pub use facts::{CatalogFacts, MAX_FACTS};
 
 /// The SQL language a text is written in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -89,6 +89,7 @@ pub(super) fn unknown_statement() -> SqlStatement {
         parsed: false,
         refusal: None,
         outputs: None,
+        by_name: Default::default(),
     }
 }
 
