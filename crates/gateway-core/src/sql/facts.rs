@@ -75,7 +75,12 @@ impl CatalogFacts {
             }
         }
         for (target, f) in &self.casts {
-            if by.casts.iter().chain(&by.functions).any(|c| **c == **target) {
+            if by
+                .casts
+                .iter()
+                .chain(&by.functions)
+                .any(|c| **c == **target)
+            {
                 out.push(f.to_string());
             }
         }
@@ -87,42 +92,58 @@ impl CatalogFacts {
         out
     }
 
-    /// `statements` as decided with `facts` (`None`: the catalog could not say). The same
-    /// `Arc` comes back when nothing changes, which costs no allocation.
+    /// Whether `by` may reach a user function (what [`Self::reached`] finds, without
+    /// allocating).
+    fn touches(&self, by: &ByName) -> bool {
+        by.functions
+            .iter()
+            .chain(&by.attributes)
+            .any(|f| self.functions.contains(f.as_str()))
+            || by
+                .operators
+                .iter()
+                .any(|o| self.operators.contains_key(o.as_str()))
+            || self.casts.iter().any(|(target, _)| {
+                by.casts
+                    .iter()
+                    .chain(&by.functions)
+                    .any(|c| **c == **target)
+            })
+            || (self.implicit_cast.is_some() && !by.is_empty())
+    }
+
+    /// `statements` as decided with `facts` (`None`: the catalog could not say), or `None`
+    /// when that changes nothing, which is found without allocating.
     pub fn apply(
         facts: Option<&CatalogFacts>,
-        statements: &Arc<[Arc<SqlStatement>]>,
-    ) -> Arc<[Arc<SqlStatement>]> {
-        if facts.is_some_and(CatalogFacts::is_empty)
-            || statements.iter().all(|s| s.by_name.is_empty())
-        {
-            return statements.clone();
+        statements: &[Arc<SqlStatement>],
+    ) -> Option<Arc<[Arc<SqlStatement>]>> {
+        let touched = |s: &Arc<SqlStatement>| match facts {
+            Some(f) => f.touches(&s.by_name),
+            None => !s.by_name.is_empty(),
+        };
+        if facts.is_some_and(CatalogFacts::is_empty) || !statements.iter().any(touched) {
+            return None;
         }
-        let reached: Vec<Vec<String>> = statements
+        let adjusted = statements
             .iter()
-            .map(|s| match facts {
-                Some(f) => f.reached(&s.by_name),
-                None => unverified(&s.by_name),
-            })
-            .collect();
-        if reached.iter().all(Vec::is_empty) {
-            return statements.clone();
-        }
-        statements
-            .iter()
-            .zip(reached)
-            .map(|(s, r)| {
-                if r.is_empty() {
+            .map(|s| {
+                let reached = match facts {
+                    Some(f) => f.reached(&s.by_name),
+                    None => unverified(&s.by_name),
+                };
+                if reached.is_empty() {
                     return s.clone();
                 }
                 let mut s = SqlStatement::clone(s);
-                s.functions.extend(r);
+                s.functions.extend(reached);
                 s.functions.sort();
                 s.functions.dedup();
                 s.kind = s.kind.max(SqlKind::Call);
                 Arc::new(s)
             })
-            .collect()
+            .collect();
+        Some(adjusted)
     }
 }
 

@@ -3,8 +3,9 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    AccessExpr, BinaryOperator, CopySource, Expr, FromTable, GroupByExpr, Ident, ObjectName, ObjectType, Query, Select, SetExpr,
-    Statement, TableFactor, TableObject, TableWithJoins, Visit, Visitor,
+    AccessExpr, BinaryOperator, CopySource, Expr, FromTable, GroupByExpr, Ident, ObjectName,
+    ObjectType, Query, Select, SetExpr, Statement, TableFactor, TableObject, TableWithJoins, Visit,
+    Visitor,
 };
 
 use super::Dialect;
@@ -160,7 +161,9 @@ impl Walk {
 
     /// An operator symbol the statement uses.
     fn operator(&mut self, symbol: &str) {
-        if self.dialect == Dialect::Postgres && !self.fx.by_name.operators.iter().any(|o| o == symbol) {
+        if self.dialect == Dialect::Postgres
+            && !self.fx.by_name.operators.iter().any(|o| o == symbol)
+        {
             self.fx.by_name.operators.push(symbol.to_owned());
         }
     }
@@ -187,7 +190,9 @@ impl Walk {
             | Expr::InUnnest { .. }
             | Expr::IsDistinctFrom(..)
             | Expr::IsNotDistinctFrom(..)
-            | Expr::Case { operand: Some(_), .. } => self.operator("="),
+            | Expr::Case {
+                operand: Some(_), ..
+            } => self.operator("="),
             Expr::Between { .. } => {
                 self.operator(">=");
                 self.operator("<=");
@@ -195,7 +200,11 @@ impl Walk {
             Expr::Cast { data_type, .. } => {
                 let written = data_type.to_string().to_lowercase();
                 let base = written.split('(').next().unwrap_or_default();
-                let last = base.rsplit('.').next().unwrap_or_default().trim_matches('"');
+                let last = base
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_matches('"');
                 if self.dialect == Dialect::Postgres {
                     self.fx.by_name.casts.push(last.trim().to_owned());
                 }
