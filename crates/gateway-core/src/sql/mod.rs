@@ -79,6 +79,11 @@
 //!   of a few built-ins' composite results that drivers read; `t.f` counts when `f` is a
 //!   function with known effects (other names are taken for columns). `Call` ranks above
 //!   `Write`: a write calling an unknown function is decided as a call.
+//! - What a statement trusts by name only (allow-listed calls without a schema, the `f` of
+//!   `t.f`, operator symbols written or implied, cast target types) is kept in
+//!   [`by_name`](crate::action::SqlStatement::by_name); [`CatalogFacts`] from the target's
+//!   catalog then turns a statement that may reach a user function that way into `Call`
+//!   (`facts`). Classification stays a function of the cache key; the facts apply after it.
 //!
 //! # Tables
 //! Every relation named (FROM, JOIN, DML targets, COPY, DDL, TABLE, SELECT INTO, subqueries,
