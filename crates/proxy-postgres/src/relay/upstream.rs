@@ -438,10 +438,12 @@ impl Upstream<'_> {
     ) -> Plan {
         let adjusted = CatalogFacts::apply(self.facts.current(), statements);
         let statements = adjusted.as_deref().unwrap_or(statements);
-        for s in statements {
-            self.facts.note(s.kind);
-        }
         let decision = self.evaluate(statements);
+        if decision.is_allowed() || matches!(decision.verdict, Verdict::Review { .. }) {
+            for s in statements {
+                self.facts.note(s.kind);
+            }
+        }
         let veto = match &self.ctx.masks {
             Some(_) => veto(statements),
             None => None,
