@@ -84,10 +84,15 @@ impl SessionFacts {
     }
 
     /// Bring the facts up to date when they are missing, old, or stale after the session's
-    /// own changes and the session is idle (its changes committed or gone).
-    pub async fn refresh(&mut self, ctx: &SessionCtx, shared: &TargetFacts, idle: bool) {
+    /// own changes and the session is `idle` (its changes committed or gone).
+    pub async fn refresh(
+        &mut self,
+        ctx: &SessionCtx,
+        shared: &TargetFacts,
+        idle: impl FnOnce() -> bool,
+    ) {
         if self.changed {
-            if !idle {
+            if !idle() {
                 return;
             }
         } else {

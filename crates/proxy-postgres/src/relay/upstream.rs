@@ -139,7 +139,7 @@ where
     let max = ctx.max_message;
     loop {
         up.resync(shared);
-        let idle = {
+        let idle = || {
             let s = shared.lock().unwrap_or_else(|e| e.into_inner());
             s.batches_done == s.batches_sent && !s.in_transaction
         };
