@@ -107,6 +107,17 @@ fn user_operators_are_calls_of_their_functions() {
         one("select a from t order by a", Some(&lt)).0,
         SqlKind::Call
     );
+    for q in [
+        "select max(a) from t",
+        "select row_number() over (order by a) from t",
+        "select array_agg(a order by a) from t",
+    ] {
+        assert_eq!(
+            one(q, Some(&lt)),
+            (SqlKind::Call, vec!["my_lt".into()]),
+            "{q}"
+        );
+    }
     assert_eq!(one("select a from t", Some(&lt)).0, SqlKind::Read);
 }
 

@@ -3,9 +3,9 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    AccessExpr, BinaryOperator, CopySource, Expr, FromTable, GroupByExpr, Ident, ObjectName,
-    ObjectType, Query, Select, SetExpr, Statement, TableFactor, TableObject, TableWithJoins, Visit,
-    Visitor,
+    AccessExpr, BinaryOperator, CopySource, Expr, FromTable, FunctionArguments, GroupByExpr, Ident,
+    ObjectName, ObjectType, Query, Select, SetExpr, Statement, TableFactor, TableObject,
+    TableWithJoins, Visit, Visitor,
 };
 
 use super::Dialect;
@@ -193,6 +193,21 @@ impl Walk {
             | Expr::Case {
                 operand: Some(_), ..
             } => self.operator("="),
+            // Windows, ordered and distinct aggregates, min/max and friends sort or compare.
+            Expr::Function(f) => {
+                let sorts = f.over.is_some()
+                    || !f.within_group.is_empty()
+                    || matches!(&f.args, FunctionArguments::List(l)
+                        if !l.clauses.is_empty() || l.duplicate_treatment.is_some())
+                    || f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+                        ["min", "max", "greatest", "least"].contains(&pg_ident(i).as_str())
+                    });
+                if sorts {
+                    self.operator("<");
+                    self.operator(">");
+                    self.operator("=");
+                }
+            }
             Expr::Between { .. } => {
                 self.operator(">=");
                 self.operator("<=");
