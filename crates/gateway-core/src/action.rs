@@ -182,6 +182,34 @@ pub struct SqlStatement {
     /// as the statement names them; `None` for anything else. Masking uses it to tell a
     /// column passed through (perhaps renamed) from a value computed from columns.
     pub outputs: Option<Vec<Output>>,
+    /// What the statement trusts by name alone (built-in functions called unqualified,
+    /// `t.f` taken for columns, operators, casts): the target's catalog can make any of them
+    /// a user function (see [`crate::sql::CatalogFacts`]).
+    pub by_name: ByName,
+}
+
+/// References a statement resolves by name only, so a user-defined function of the same
+/// name, operator symbol or cast target type can stand behind them. Empty for T-SQL.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ByName {
+    /// Allow-listed functions called without a schema, lower-case (`lower`).
+    pub functions: Vec<String>,
+    /// Last parts of qualified names taken for columns (`f` of `t.f`), lower-case.
+    pub attributes: Vec<String>,
+    /// Operator symbols written or implied (`=` for `IN`, `~~` for `LIKE`, `<` for ORDER BY).
+    pub operators: Vec<String>,
+    /// Type names of explicit casts (`x::mytype`), last part, lower-case.
+    pub casts: Vec<String>,
+}
+
+impl ByName {
+    /// Nothing is trusted by name.
+    pub fn is_empty(&self) -> bool {
+        self.functions.is_empty()
+            && self.attributes.is_empty()
+            && self.operators.is_empty()
+            && self.casts.is_empty()
+    }
 }
 
 /// Where one output column of a `SELECT` comes from, read from the statement alone.

@@ -19,4 +19,6 @@ pub(crate) struct SessionCtx {
     pub hold: Arc<HoldControl>,
     /// The masking that applies to this session; `None` means no masking work at all.
     pub masks: Option<Arc<gateway_core::masking::SessionMasks>>,
+    /// The target's catalog facts for deciding calls, shared by its sessions.
+    pub facts: Arc<crate::relay::facts::TargetFacts>,
 }

@@ -17,6 +17,8 @@ pub struct PgProxy {
     pub(crate) tls_required: bool,
     pub(crate) cancels: Arc<CancelMap>,
     pub(crate) max_message: usize,
+    /// Catalog facts per target, for deciding calls.
+    pub(crate) facts: crate::relay::facts::FactsRegistry,
 }
 
 impl PgProxy {
@@ -33,6 +35,7 @@ impl PgProxy {
             tls_required,
             cancels: Arc::new(CancelMap::default()),
             max_message: DEFAULT_MAX_MESSAGE,
+            facts: Default::default(),
         })
     }
 

@@ -205,6 +205,7 @@ pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr
             .as_ref()
             .and_then(|m| m.for_session(&conn.name, &groups));
         let ctx = SessionCtx {
+            facts: proxy.facts.for_target(&conn),
             masks,
             gate,
             conn,

@@ -367,6 +367,7 @@ fn unknown(shape: &str, functions: Vec<String>) -> Arc<SqlStatement> {
         parsed: false,
         refusal: None,
         outputs: None,
+        by_name: Default::default(),
     })
 }
 

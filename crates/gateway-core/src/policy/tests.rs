@@ -76,6 +76,7 @@ pub(super) fn sql(kind: SqlKind, tables: &[&str], unbounded: bool, shape: &str) 
         parsed: kind != SqlKind::Unknown,
         refusal: None,
         outputs: None,
+        by_name: Default::default(),
     }))
 }
 

@@ -93,6 +93,7 @@ pub(super) fn unknown(shape: String) -> SqlStatement {
         parsed: false,
         refusal: None,
         outputs: None,
+        by_name: Default::default(),
     }
 }
 
@@ -151,6 +152,7 @@ fn classify_segment(text: &str, scan: &Scan, seg: &Segment) -> Option<SqlStateme
         parsed: true,
         refusal: None,
         outputs: lineage::outputs(stmt),
+        by_name: fx.by_name,
     })
 }
 
@@ -227,6 +229,7 @@ fn fallback(text: &str, toks: &[Tok], shape: String) -> SqlStatement {
             parsed: true,
             refusal: None,
             outputs: None,
+            by_name: Default::default(),
         },
         None => unknown(shape),
     }

@@ -169,6 +169,7 @@ fn parse_tokens(text: &str, scan: &Scan, range: Range<usize>) -> Parsed {
             parsed: true,
             refusal: None,
             outputs: lineage::outputs(stmt),
+            by_name: Default::default(),
         });
     }
     Parsed::Statements(out)
@@ -405,5 +406,6 @@ fn utility(text: &str, scan: &Scan, seg: &Segment) -> Option<SqlStatement> {
         parsed: true,
         refusal: None,
         outputs: None,
+        by_name: Default::default(),
     })
 }

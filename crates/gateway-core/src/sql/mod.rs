@@ -79,6 +79,11 @@
 //!   of a few built-ins' composite results that drivers read; `t.f` counts when `f` is a
 //!   function with known effects (other names are taken for columns). `Call` ranks above
 //!   `Write`: a write calling an unknown function is decided as a call.
+//! - What a statement trusts by name only (allow-listed calls without a schema, the `f` of
+//!   `t.f`, operator symbols written or implied, cast target types) is kept in
+//!   [`by_name`](crate::action::SqlStatement::by_name); [`CatalogFacts`] from the target's
+//!   catalog then turns a statement that may reach a user function that way into `Call`
+//!   (`facts`). Classification stays a function of the cache key; the facts apply after it.
 //!
 //! # Tables
 //! Every relation named (FROM, JOIN, DML targets, COPY, DDL, TABLE, SELECT INTO, subqueries,
@@ -164,6 +169,7 @@
 mod cache;
 mod classify;
 mod classify_tsql;
+mod facts;
 mod kinds;
 mod kinds_tsql;
 mod lexer;
@@ -177,6 +183,8 @@ mod walk;
 #[cfg(test)]
 mod attack_tests;
 #[cfg(test)]
+mod facts_tests;
+#[cfg(test)]
 mod fingerprint_tests;
 #[cfg(test)]
 mod set_config_tests;
@@ -187,6 +195,7 @@ mod tsql_tests;
 
 use crate::action::SqlStatement;
 pub use cache::{Classified, Classifier};
+pub use facts::{CatalogFacts, MAX_FACTS};
 
 /// The SQL language a text is written in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

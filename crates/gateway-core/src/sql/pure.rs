@@ -8,7 +8,8 @@
 //! first, so a prefix here never admits one of them.
 //!
 //! Only unqualified names and names in `pg_catalog` or `information_schema` qualify:
-//! `public.lower(x)` is somebody's function, not PostgreSQL's.
+//! `public.lower(x)` is somebody's function, not PostgreSQL's. An unqualified name can still
+//! reach a user's overload; the target's catalog facts (`facts`) decide that.
 
 /// Exact names.
 const PURE: &[&str] = &[

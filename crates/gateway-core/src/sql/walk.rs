@@ -3,8 +3,9 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    AccessExpr, CopySource, Expr, FromTable, Ident, ObjectName, ObjectType, Query, Select, SetExpr,
-    Statement, TableFactor, TableObject, TableWithJoins, Visit, Visitor,
+    AccessExpr, BinaryOperator, CopySource, Expr, FromTable, FunctionArguments, GroupByExpr, Ident,
+    ObjectName, ObjectType, Query, Select, SetExpr, Statement, TableFactor, TableObject,
+    TableWithJoins, Visit, Visitor,
 };
 
 use super::Dialect;
@@ -13,7 +14,7 @@ use super::kinds::{
     statement_kind, table_names,
 };
 use super::kinds_tsql;
-use crate::action::SqlKind;
+use crate::action::{ByName, SqlKind};
 
 /// What one statement does.
 #[derive(Debug, Default)]
@@ -23,6 +24,8 @@ pub(crate) struct Effects {
     pub unbounded: bool,
     /// Functions called that are not known to be free of side effects.
     pub functions: Vec<String>,
+    /// What the statement resolves by name only (PostgreSQL).
+    pub by_name: ByName,
 }
 
 /// Classifies one statement, nested parts included, by the rules of `dialect`.
@@ -38,6 +41,15 @@ pub(crate) fn analyse(stmt: &Statement, dialect: Dialect) -> Effects {
     fx.tables.dedup();
     fx.functions.sort();
     fx.functions.dedup();
+    for v in [
+        &mut fx.by_name.functions,
+        &mut fx.by_name.attributes,
+        &mut fx.by_name.operators,
+        &mut fx.by_name.casts,
+    ] {
+        v.sort();
+        v.dedup();
+    }
     fx
 }
 
@@ -125,7 +137,17 @@ impl Walk {
             Dialect::TSql => kinds_tsql::function_kind(name, in_from),
         };
         match known {
-            Some(kind) => self.raise(kind),
+            Some(kind) => {
+                // An unqualified built-in name can be a user's overload of it.
+                if kind == SqlKind::Read
+                    && self.dialect == Dialect::Postgres
+                    && let [part] = name.0.as_slice()
+                    && let Some(ident) = part.as_ident()
+                {
+                    self.fx.by_name.functions.push(pg_ident(ident));
+                }
+                self.raise(kind)
+            }
             None => {
                 let written = match self.name_parts(name) {
                     Some(p) => p.join("."),
@@ -134,6 +156,75 @@ impl Walk {
                 self.fx.functions.push(written);
                 self.raise(SqlKind::Call);
             }
+        }
+    }
+
+    /// An operator symbol the statement uses.
+    fn operator(&mut self, symbol: &str) {
+        if self.dialect == Dialect::Postgres
+            && !self.fx.by_name.operators.iter().any(|o| o == symbol)
+        {
+            self.fx.by_name.operators.push(symbol.to_owned());
+        }
+    }
+
+    /// Operators a construct uses without writing them (`IN`, `LIKE`, `ORDER BY`, ...).
+    fn implied_operators(&mut self, e: &Expr) {
+        match e {
+            Expr::BinaryOp { op, .. } => match op {
+                BinaryOperator::PGCustomBinaryOperator(parts) => {
+                    let last = parts.last().map(String::as_str).unwrap_or_default();
+                    self.operator(last)
+                }
+                other => self.operator(&other.to_string()),
+            },
+            Expr::UnaryOp { op, .. } => self.operator(&op.to_string()),
+            Expr::AnyOp { compare_op, .. } | Expr::AllOp { compare_op, .. } => {
+                self.operator(&compare_op.to_string())
+            }
+            Expr::Like { .. } => self.operator("~~"),
+            Expr::ILike { .. } => self.operator("~~*"),
+            Expr::SimilarTo { .. } | Expr::RLike { .. } => self.operator("~"),
+            Expr::InList { .. }
+            | Expr::InSubquery { .. }
+            | Expr::InUnnest { .. }
+            | Expr::IsDistinctFrom(..)
+            | Expr::IsNotDistinctFrom(..)
+            | Expr::Case {
+                operand: Some(_), ..
+            } => self.operator("="),
+            // Windows, ordered and distinct aggregates, min/max and friends sort or compare.
+            Expr::Function(f) => {
+                let sorts = f.over.is_some()
+                    || !f.within_group.is_empty()
+                    || matches!(&f.args, FunctionArguments::List(l)
+                        if !l.clauses.is_empty() || l.duplicate_treatment.is_some())
+                    || f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+                        ["min", "max", "greatest", "least"].contains(&pg_ident(i).as_str())
+                    });
+                if sorts {
+                    self.operator("<");
+                    self.operator(">");
+                    self.operator("=");
+                }
+            }
+            Expr::Between { .. } => {
+                self.operator(">=");
+                self.operator("<=");
+            }
+            Expr::Cast { data_type, .. } => {
+                let written = data_type.to_string().to_lowercase();
+                let base = written.split('(').next().unwrap_or_default();
+                let last = base
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_matches('"');
+                if self.dialect == Dialect::Postgres {
+                    self.fx.by_name.casts.push(last.trim().to_owned());
+                }
+            }
+            _ => {}
         }
     }
 
@@ -296,6 +387,14 @@ impl Visitor for Walk {
         }
         self.frames.push(frame);
         self.refuse_table_bodies(&q.body);
+        // Sorting compares with the type's `<`/`>`; set operations compare with `=`.
+        if q.order_by.is_some() {
+            self.operator("<");
+            self.operator(">");
+        }
+        if matches!(q.body.as_ref(), SetExpr::SetOperation { .. }) {
+            self.operator("=");
+        }
         ControlFlow::Continue(())
     }
 
@@ -310,6 +409,12 @@ impl Visitor for Walk {
     }
 
     fn pre_visit_select(&mut self, s: &Select) -> ControlFlow<()> {
+        // DISTINCT, GROUP BY and joins compare with the type's `=`.
+        let grouped = !matches!(&s.group_by, GroupByExpr::Expressions(e, _) if e.is_empty());
+        let joined = s.from.iter().any(|t| !t.joins.is_empty());
+        if s.distinct.is_some() || grouped || joined {
+            self.operator("=");
+        }
         if let Some(into) = &s.into {
             for target in &into.targets {
                 match target {
@@ -356,6 +461,7 @@ impl Visitor for Walk {
     }
 
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        self.implied_operators(e);
         // Functions are checked even under plain EXPLAIN: planning can evaluate them.
         match e {
             Expr::Function(f) => match set_config_kind(f) {
@@ -380,8 +486,12 @@ impl Visitor for Walk {
             Expr::CompoundIdentifier(parts)
                 if parts.len() > 1 && self.dialect == Dialect::Postgres =>
             {
-                if let Some(kind) = parts.last().and_then(|p| effect_by_name(&pg_ident(p))) {
-                    self.raise(kind);
+                if let Some(last) = parts.last().map(pg_ident) {
+                    if let Some(kind) = effect_by_name(&last) {
+                        self.raise(kind);
+                    }
+                    // Or a user function taking the row: the catalog says.
+                    self.fx.by_name.attributes.push(last);
                 }
             }
             _ => {}

@@ -328,7 +328,7 @@ impl Catalog {
 
     /// Send one request and read to ReadyForQuery, calling `each` per message. False when
     /// the side connection is unavailable or broke (it is then dropped).
-    pub(super) async fn ask(
+    pub(crate) async fn ask(
         &mut self,
         ctx: &SessionCtx,
         request: impl FnOnce(&mut BytesMut),

@@ -20,6 +20,7 @@
 //! target.
 
 mod downstream;
+pub(crate) mod facts;
 mod results;
 mod review;
 mod state;

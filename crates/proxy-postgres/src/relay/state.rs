@@ -89,6 +89,7 @@ pub(super) fn unknown_statement() -> SqlStatement {
         parsed: false,
         refusal: None,
         outputs: None,
+        by_name: Default::default(),
     }
 }
 
@@ -140,6 +141,8 @@ pub(super) struct Shared {
     pub batches_sent: u64,
     /// ReadyForQuery messages seen from the target so far.
     pub batches_done: u64,
+    /// The last ReadyForQuery said a transaction block is open.
+    pub in_transaction: bool,
     /// The target's `standard_conforming_strings`, which changes how SQL is lexed.
     pub standard_conforming_strings: bool,
     /// The session's client encoding lets a multi-byte character end in a quote or
@@ -176,6 +179,7 @@ impl Shared {
             portals_dropped: false,
             batches_sent: 0,
             batches_done: 0,
+            in_transaction: false,
             standard_conforming_strings: true,
             unsafe_encoding: false,
             marker,
@@ -222,6 +226,7 @@ impl Shared {
 
     /// A batch ended (ReadyForQuery with transaction status `status`).
     pub fn batch_done(&mut self, status: u8) -> u64 {
+        self.in_transaction = status != b'I';
         let done = self.batches_done;
         self.batches_done += 1;
         // Operations of this batch the target never confirmed were skipped after an error.

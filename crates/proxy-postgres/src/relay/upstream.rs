@@ -13,11 +13,12 @@ use gateway_core::gate::{
 };
 use gateway_core::masking::SessionMasks;
 use gateway_core::policy::{Decision, Verdict};
-use gateway_core::sql::LexOptions;
+use gateway_core::sql::{CatalogFacts, LexOptions};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::READ_CHUNK;
+use super::facts::SessionFacts;
 use super::review::shown_parameters;
 use super::state::{
     InFlight, MAX_NAMES, Name, PendingOp, Prepared, ResultSource, Shared, Substitute, name_key,
@@ -99,6 +100,8 @@ struct Upstream<'a> {
     portal_formats: HashMap<Name, Arc<[i16]>>,
     /// The statements of the simple Query just decided, for masking to reuse.
     query_statements: Option<Arc<[Arc<SqlStatement>]>>,
+    /// The target's catalog facts as this session sees them.
+    facts: SessionFacts,
 }
 
 /// Client bytes read ahead while a statement is held, at most (reading stops there).
@@ -128,6 +131,7 @@ where
         bind_for_hold: None,
         portal_formats: HashMap::new(),
         query_statements: None,
+        facts: SessionFacts::default(),
     };
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     let mut batch = Batch::default();
@@ -135,6 +139,11 @@ where
     let max = ctx.max_message;
     loop {
         up.resync(shared);
+        let idle = || {
+            let s = shared.lock().unwrap_or_else(|e| e.into_inner());
+            s.batches_done == s.batches_sent && !s.in_transaction
+        };
+        up.facts.refresh(ctx, &ctx.facts, idle).await;
         let mut terminate = false;
         // Frame everything that is already here; decide each command.
         while let Some(frame) = codec::next_frame(&mut buf, max).map_err(|err| PgError::Codec {
@@ -304,10 +313,12 @@ impl Upstream<'_> {
                 if !statements.is_empty() {
                     // Only what policy allows now (or sends to review) may be prepared on the
                     // target; each Execute is decided again, and a reviewed one held there.
-                    let decision = self.evaluate(&statements);
+                    let adjusted = CatalogFacts::apply(self.facts.current(), &statements);
+                    let statements = adjusted.as_deref().unwrap_or(&statements);
+                    let decision = self.evaluate(statements);
                     if !decision.is_allowed() && !matches!(decision.verdict, Verdict::Review { .. })
                     {
-                        let plan = self.record(p.query, &statements, decision, None, batch);
+                        let plan = self.record(p.query, statements, decision, None, batch);
                         if p.name.is_empty() {
                             self.statements.remove(&key);
                         }
@@ -425,7 +436,14 @@ impl Upstream<'_> {
         statements: &[Arc<SqlStatement>],
         batch: &mut Batch,
     ) -> Plan {
+        let adjusted = CatalogFacts::apply(self.facts.current(), statements);
+        let statements = adjusted.as_deref().unwrap_or(statements);
         let decision = self.evaluate(statements);
+        if decision.is_allowed() || matches!(decision.verdict, Verdict::Review { .. }) {
+            for s in statements {
+                self.facts.note(s.kind);
+            }
+        }
         let veto = match &self.ctx.masks {
             Some(_) => veto(statements),
             None => None,
