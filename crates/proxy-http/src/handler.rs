@@ -1,0 +1,155 @@
+//! One request, from the client's head to the gate: the caller's token, the normalised
+//! path, the connection it names, the decision. Only an admitted request goes on
+//! ([`crate::forward`]); nothing of a refused one (not even its body) is read or sent.
+
+use std::sync::Arc;
+
+use gateway_core::action::{Action, HttpKind, HttpRequest};
+use gateway_core::gate::{Command, Gated, Waiting};
+use gateway_core::policy::Verdict;
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+
+use crate::body::{self, Body};
+use crate::forward;
+use crate::path;
+use crate::respond;
+use crate::route;
+use crate::server::HttpProxy;
+use crate::session::ClientConn;
+
+/// Default largest request body read to bind an approval to it.
+const MAX_REVIEW_BODY: usize = 1024 * 1024;
+
+/// Answer one request.
+pub(crate) async fn handle(
+    proxy: &HttpProxy,
+    client: &ClientConn,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    if req.method() == Method::CONNECT || req.headers().contains_key(hyper::header::UPGRADE) {
+        return respond::error(
+            StatusCode::NOT_IMPLEMENTED,
+            "NotSupported",
+            "CONNECT and protocol upgrades (WebSocket) are not supported",
+        );
+    }
+    let Some(token) = crate::headers::bearer(req.headers()) else {
+        return respond::unauthorized("send `Authorization: Bearer <token>`");
+    };
+    let token = token.to_string();
+    let norm = match path::normalise(req.uri().path()) {
+        Ok(n) => n,
+        Err(e) => return respond::error(StatusCode::BAD_REQUEST, "InvalidPath", &e.to_string()),
+    };
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            req.headers()
+                .get(hyper::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .map(route::host_name)
+        .unwrap_or_default();
+    let cfg = &proxy.services.config;
+    let Some(r) = route::route(cfg, &host, &norm.decoded, &norm.encoded) else {
+        return respond::error(
+            StatusCode::NOT_FOUND,
+            "ConnectionNotFound",
+            "name a connection with the path prefix /c/<connection>/",
+        );
+    };
+    let session = match client.session(proxy, &token, r.connection).await {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let settings = session.conn.http.clone().unwrap_or_default();
+    let policy_path = if settings.case_insensitive {
+        r.decoded.to_lowercase()
+    } else {
+        r.decoded.to_string()
+    };
+    let method = req.method().as_str().to_string();
+    let query = req.uri().query().map(str::to_string);
+    let mut text = format!("{method} {}", r.encoded);
+    if let Some(q) = &query {
+        text.push('?');
+        text.push_str(q);
+    }
+    // What an approval is bound to: the request as policy read it (another spelling of the
+    // same request is the same request), and its body when it has one (below).
+    let mut binding = format!("{method} {policy_path}");
+    if let Some(q) = &query {
+        binding.push('?');
+        binding.push_str(q);
+    }
+    let action = Action::Http(Arc::new(HttpRequest {
+        kind: HttpKind::of_method(&method),
+        method,
+        path: policy_path,
+        host: session.target.host_name.clone(),
+    }));
+    let mut cmd = Command::new(action, text);
+    cmd.fingerprint = Some(gateway_core::approvals::fingerprint(&binding, &[]));
+    cmd.waiting = Waiting::Retry;
+    let encoded = r.encoded.to_string();
+    let (parts, incoming) = req.into_parts();
+    let mut body = body::boxed(incoming);
+    // A request that needs approval is bound to its body too: the approved request, not
+    // another with the same method and path, is the one that runs.
+    if matches!(
+        session.gate.decide(&cmd.actions).verdict,
+        Verdict::Review { .. }
+    ) {
+        let limit = settings.max_review_body.unwrap_or(MAX_REVIEW_BODY);
+        let bytes = match body::collect_bounded(body, limit).await {
+            Ok(b) => b,
+            Err(e) => {
+                return respond::error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "BodyTooLarge",
+                    &format!("a request that needs approval is read whole first: {e}"),
+                );
+            }
+        };
+        cmd.fingerprint = Some(gateway_core::approvals::fingerprint(
+            &binding,
+            &[Some(&bytes)],
+        ));
+        body = body::full(bytes);
+    }
+    let started = std::time::Instant::now();
+    match session.gate.admit(cmd).await {
+        Gated::Forward(admitted) => {
+            let req = Request::from_parts(parts, body.map_err(Into::into).boxed());
+            forward::forward(
+                proxy,
+                session,
+                admitted,
+                req,
+                &encoded,
+                query.as_deref(),
+                started,
+            )
+            .await
+        }
+        Gated::Refuse(r) => match &r.approval {
+            Some(id) if !r.reason.starts_with("approval") => {
+                respond::approval_required(id, &r.message)
+            }
+            _ => respond::error(StatusCode::FORBIDDEN, "Forbidden", &r.message),
+        },
+        Gated::Hold(held) => {
+            // Requests wait by retrying, so the gate does not park them; should one be
+            // held, it is withdrawn rather than left waiting with no one to answer.
+            let r = session
+                .gate
+                .withdraw(held, "HTTP requests do not wait")
+                .await;
+            respond::error(StatusCode::FORBIDDEN, "Forbidden", &r.message)
+        }
+    }
+}
