@@ -89,7 +89,26 @@ pub struct HttpGw {
 /// lines of the connection: `[connections.http]` header or `oauth`), with `policy` and
 /// `extra` config appended.
 pub fn start(backend: &Backend, policy: &str, credential: &str, extra: &str) -> HttpGw {
+    start_tls(backend, policy, credential, extra, None)
+}
+
+/// [`start`] with a TLS listener whose certificate and key are `tls`'s `server.crt` and
+/// `server.key` (`tests/scripts/tls-ca.sh`).
+pub fn start_tls(
+    backend: &Backend,
+    policy: &str,
+    credential: &str,
+    extra: &str,
+    tls: Option<&Path>,
+) -> HttpGw {
     let port = free_port();
+    let tls_line = tls.map_or(String::new(), |d| {
+        format!(
+            "tls = {{ cert = \"{}\", key = \"{}\" }}",
+            d.join("server.crt").display(),
+            d.join("server.key").display()
+        )
+    });
     let target = backend.port;
     let gw = Gateway::start_config(port, policy, |dir: &Path, admin| {
         std::fs::write(dir.join("arm.key"), HELD_KEY).expect("key file");
@@ -106,6 +125,7 @@ name = "builtin"
 [[listeners]]
 protocol = "http"
 listen = "127.0.0.1:{port}"
+{tls_line}
 
 [[connections]]
 name = "arm"
@@ -123,6 +143,37 @@ jsonl = "audit.jsonl"
         )
     });
     HttpGw { gw, port }
+}
+
+/// A throwaway CA and a server certificate for `localhost` in `dir`.
+pub fn tls_files(dir: &Path) -> PathBuf {
+    let d = dir.join("tls");
+    let ok = Command::new("bash")
+        .arg(root().join("tests/scripts/tls-ca.sh"))
+        .arg(&d)
+        .status()
+        .expect("tls-ca.sh")
+        .success();
+    assert!(ok, "tls-ca.sh failed");
+    d
+}
+
+/// Send `raw` bytes to `port` on one connection and read until the gateway closes it or
+/// goes quiet; what came back.
+pub fn raw_exchange(port: u16, raw: &[u8]) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.write_all(raw).expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The held credential as a static API key header.
