@@ -8,6 +8,7 @@ bodies) and appends one JSON line per request to LOG: method, raw path, headers,
 length and SHA-256, so a test can prove what reached it (the held credential, never the
 caller's token; the normalised path; the approved body).
 """
+import gzip
 import hashlib
 import json
 import sys
@@ -107,6 +108,16 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(0.3)
             self.wfile.write(b"0\r\n\r\n")
+            return
+        if path.startswith("/gzip/"):
+            # Compressed whatever the client accepts, as some servers do.
+            data = gzip.compress(json.dumps(resource(path[len("/gzip"):])).encode())
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
             return
         if self.command in ("GET", "HEAD"):
             doc = resource(path)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gateway_core::gate::Admitted;
-use gateway_core::masking::{MaskCounts, Masked, TypeHint};
+use gateway_core::masking::MaskCounts;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
 
@@ -94,7 +94,7 @@ pub(crate) async fn forward(
     headers::strip_hop_by_hop(&mut parts.headers);
     let status = parts.status;
     let mut counts = MaskCounts::new();
-    let out = match (&session.masks, hint(&parts.headers)) {
+    let out = match (&session.masks, crate::mask::hint(&parts.headers)) {
         (Some(masks), Some(hint)) => {
             if parts
                 .headers
@@ -117,11 +117,11 @@ pub(crate) async fn forward(
                     return end_early(&session, number, started, StatusCode::BAD_GATEWAY, &why);
                 }
             };
-            let mut masked = Vec::new();
-            let bytes = match masks.mask_value(&whole, hint, &mut masked, &mut counts) {
-                Masked::Unchanged => whole,
-                Masked::Replaced => bytes::Bytes::from(masked),
-                Masked::Null => bytes::Bytes::new(),
+            let bytes = match crate::mask::mask_body(masks, hint, whole, &mut counts) {
+                Ok(b) => b,
+                Err(why) => {
+                    return end_early(&session, number, started, StatusCode::BAD_GATEWAY, &why);
+                }
             };
             parts.headers.remove(header::CONTENT_LENGTH);
             parts
@@ -158,23 +158,6 @@ pub(crate) async fn forward(
         });
     };
     Response::from_parts(parts, body::boxed(Counted::new(out, done)))
-}
-
-/// The body type the masking engine reads it as, when it is text it can mask.
-fn hint(h: &hyper::HeaderMap) -> Option<TypeHint> {
-    let ct = h
-        .get(header::CONTENT_TYPE)?
-        .to_str()
-        .ok()?
-        .to_ascii_lowercase();
-    let essence = ct.split(';').next().unwrap_or("").trim();
-    if essence == "application/json" || essence.ends_with("+json") {
-        Some(TypeHint::Json)
-    } else if essence.starts_with("text/") || essence == "application/xml" {
-        Some(TypeHint::Text)
-    } else {
-        None
-    }
 }
 
 /// Answer with an error of the gateway's and record the command's end with it.

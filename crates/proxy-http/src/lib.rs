@@ -12,6 +12,7 @@ mod forward;
 mod handler;
 pub mod headers;
 mod held;
+pub mod mask;
 pub mod path;
 mod respond;
 pub mod route;
