@@ -65,3 +65,13 @@ fi
 if [ ! -d "$root/tests/clients/node_modules/pg" ]; then
   (cd "$root/tests/clients" && npm ci --silent --no-audit --no-fund >/dev/null 2>&1 || npm install --silent --no-audit --no-fund >/dev/null)
 fi
+# The HTTP gateway's storage tests (tests/http_storage.rs): Azurite, Microsoft's Azure
+# Storage emulator, from npm (pinned by its lockfile), and Microsoft's Python SDK as the
+# client, kept inside the tree.
+if [ ! -d "$root/tests/http/node_modules/azurite" ]; then
+  (cd "$root/tests/http" && npm ci --silent --no-audit --no-fund >/dev/null 2>&1 || npm install --silent --no-audit --no-fund >/dev/null)
+fi
+if [ ! -d "$root/tests/http/pylib/azure/storage/blob" ]; then
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore --break-system-packages \
+    --target "$root/tests/http/pylib" azure-storage-blob==12.31.1 >/dev/null
+fi

@@ -83,6 +83,8 @@ impl Drop for Backend {
 pub struct HttpGw {
     pub gw: Gateway,
     pub port: u16,
+    /// The connection `url` names.
+    pub connection: String,
 }
 
 /// Start a gateway whose connection `arm` reaches `backend` holding `credential` (TOML
@@ -101,6 +103,18 @@ pub fn start_tls(
     extra: &str,
     tls: Option<&Path>,
 ) -> HttpGw {
+    start_named("arm", backend.port, policy, credential, extra, tls)
+}
+
+/// A gateway whose connection `name` reaches `127.0.0.1:target` (see [`start_tls`]).
+pub fn start_named(
+    name: &str,
+    target: u16,
+    policy: &str,
+    credential: &str,
+    extra: &str,
+    tls: Option<&Path>,
+) -> HttpGw {
     let port = free_port();
     let tls_line = tls.map_or(String::new(), |d| {
         format!(
@@ -109,7 +123,6 @@ pub fn start_tls(
             d.join("server.key").display()
         )
     });
-    let target = backend.port;
     let gw = Gateway::start_config(port, policy, |dir: &Path, admin| {
         std::fs::write(dir.join("arm.key"), HELD_KEY).expect("key file");
         format!(
@@ -128,7 +141,7 @@ listen = "127.0.0.1:{port}"
 {tls_line}
 
 [[connections]]
-name = "arm"
+name = "{name}"
 protocol = "http"
 target = "127.0.0.1:{target}"
 {credential}
@@ -142,7 +155,11 @@ jsonl = "audit.jsonl"
 "#
         )
     });
-    HttpGw { gw, port }
+    HttpGw {
+        gw,
+        port,
+        connection: name.to_string(),
+    }
 }
 
 /// A throwaway CA and a server certificate for `localhost` in `dir`.
@@ -186,7 +203,7 @@ pub fn api_key() -> String {
 impl HttpGw {
     /// The gateway's URL for `path` on connection `arm`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/c/arm{path}", self.port)
+        format!("http://127.0.0.1:{}/c/{}{path}", self.port, self.connection)
     }
 
     /// curl with the caller's `token`, `args`, then the URL (`--path-as-is`, so what the

@@ -46,6 +46,30 @@ pub fn connection_problems(cfg: &Config, c: &ConnectionConfig, p: &str) -> Vec<S
             _ => {}
         }
     }
+    if let Some(k) = &settings.shared_key {
+        if settings.header.is_some() || c.oauth.is_some() {
+            errs.push(format!(
+                "{p}.http.shared_key: the connection holds one credential: a shared key, a \
+                 header or oauth"
+            ));
+        }
+        if k.account.is_empty() || !k.account.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            errs.push(format!(
+                "{p}.http.shared_key.account: `{}` is not a storage account name",
+                k.account
+            ));
+        }
+        match (&k.key_env, &k.key_file) {
+            (Some(_), Some(_)) | (None, None) => {
+                errs.push(format!("{p}.http.shared_key: set key_env or key_file"))
+            }
+            (None, Some(f)) if !cfg.resolve(f).is_file() => errs.push(format!(
+                "{p}.http.shared_key.key_file: {} does not exist",
+                cfg.resolve(f).display()
+            )),
+            _ => {}
+        }
+    }
     for (i, h) in settings.hosts.iter().enumerate() {
         if h.is_empty() || h.contains([':', '/', ' ']) {
             errs.push(format!(

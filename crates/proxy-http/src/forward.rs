@@ -65,19 +65,21 @@ pub(crate) async fn forward(
             HeaderValue::from_static("identity"),
         );
     }
-    match proxy
+    let method = req.method().as_str().to_string();
+    let held = proxy
         .held
-        .header(&proxy.services.config, &session.conn)
-        .await
-    {
-        Ok(Some((name, value))) => {
-            h.insert(name, value);
-        }
-        Ok(None) => {}
-        Err(e) => {
-            let why = format!("the connection's credential is unavailable: {e}");
-            return end_early(&session, number, started, StatusCode::BAD_GATEWAY, &why);
-        }
+        .apply(
+            &proxy.services.config,
+            &session.conn,
+            &method,
+            req.headers_mut(),
+            encoded_path,
+            query,
+        )
+        .await;
+    if let Err(e) = held {
+        let why = format!("the connection's credential is unavailable: {e}");
+        return end_early(&session, number, started, StatusCode::BAD_GATEWAY, &why);
     }
     let resp = match tokio::time::timeout(RESPONSE_TIMEOUT, target.client.request(req)).await {
         Ok(Ok(r)) => r,

@@ -18,6 +18,7 @@ mod respond;
 pub mod route;
 mod server;
 mod session;
+pub mod sharedkey;
 mod upstream;
 
 pub use server::HttpProxy;

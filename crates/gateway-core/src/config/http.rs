@@ -25,6 +25,9 @@ pub struct HttpSettings {
     /// A header the gateway adds to every request with a value it holds (an API key).
     #[serde(default)]
     pub header: Option<HeldHeader>,
+    /// Azure Storage Shared Key: every request is signed with the account key.
+    #[serde(default)]
+    pub shared_key: Option<SharedKeyConfig>,
     /// Largest response body buffered to be masked (bytes); a larger one is refused.
     /// Default 8 MiB.
     #[serde(default)]
@@ -78,5 +81,38 @@ impl HeldHeader {
             (None, None) => return Err("set `value_env` or `value_file`".into()),
         };
         Ok(format!("{}{secret}", self.prefix.as_deref().unwrap_or("")))
+    }
+}
+
+/// `[connections.http.shared_key]`: an Azure Storage account and its key (base64, as the
+/// portal shows it).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SharedKeyConfig {
+    pub account: String,
+    /// Environment variable holding the account key.
+    #[serde(default)]
+    pub key_env: Option<String>,
+    /// File holding the account key.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+impl SharedKeyConfig {
+    /// The account key (base64 text), read from its environment variable or file.
+    pub fn key(&self, base: &Path) -> Result<String, String> {
+        match (&self.key_env, &self.key_file) {
+            (Some(var), None) => {
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
+            }
+            (None, Some(file)) => {
+                let path = base.join(file);
+                std::fs::read_to_string(&path)
+                    .map(|s| s.trim().to_string())
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            }
+            (Some(_), Some(_)) => Err("set `key_env` or `key_file`, not both".into()),
+            (None, None) => Err("set `key_env` or `key_file`".into()),
+        }
     }
 }

@@ -242,6 +242,11 @@ impl Config {
             {
                 errs.push(format!("{p}.http.header: {e}"));
             }
+            if let Some(k) = c.http.as_ref().and_then(|h| h.shared_key.as_ref())
+                && let Err(e) = k.key(&self.base_dir)
+            {
+                errs.push(format!("{p}.http.shared_key: {e}"));
+            }
         }
         self.approvals.secret_problems(&mut errs);
         errs
