@@ -349,3 +349,40 @@ fn bodies_stream_both_ways() {
         "first chunk at {first_at:?}, all at {all_at:?}: buffered"
     );
 }
+
+/// `portcullis replay` prints an HTTP session as a request log: each request as sent, the
+/// refused ones with the rule and reason, each answer's status and size.
+#[test]
+fn replay_prints_the_request_log() {
+    let (_backend, gw) = gateway();
+    let ci = gw.gw.token("pipeline-7", &["ci"]);
+    // Both requests on one client connection: one session.
+    let r = std::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-o", "/dev/null"])
+        .args(["-H", &format!("Authorization: Bearer {ci}")])
+        .arg(gw.url(RG))
+        .arg(gw.url("/secrets/db"))
+        .output()
+        .unwrap();
+    assert!(r.status.success());
+    let cmds = gw.gw.audit(&["--kind", "command"]);
+    assert_eq!(cmds.len(), 2, "{cmds:?}");
+    assert_eq!(cmds[0]["session"], cmds[1]["session"], "one session");
+    let session = cmds[0]["session"].as_str().unwrap().to_string();
+    gw.gw
+        .audit_until(&["--kind", "command_end"], |e| !e.is_empty());
+    // The log is complete once the store has indexed the session's events.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let text = loop {
+        let out = gw.gw.cli(&["replay", &session, "--no-wait"]);
+        assert!(out.ok, "{}", out.stderr);
+        if out.stdout.contains("/secrets/db") || std::time::Instant::now() > deadline {
+            break out.stdout;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(text.contains(&format!("arm=> GET {RG}")), "{text}");
+    assert!(text.contains("HTTP 200, "), "{text}");
+    assert!(text.contains("arm=> GET /secrets/db"), "{text}");
+    assert!(text.contains("DENY by [key-vault-secrets]: Key Vault"), "{text}");
+}
