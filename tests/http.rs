@@ -384,5 +384,8 @@ fn replay_prints_the_request_log() {
     assert!(text.contains(&format!("arm=> GET {RG}")), "{text}");
     assert!(text.contains("HTTP 200, "), "{text}");
     assert!(text.contains("arm=> GET /secrets/db"), "{text}");
-    assert!(text.contains("DENY by [key-vault-secrets]: Key Vault"), "{text}");
+    assert!(
+        text.contains("DENY by [key-vault-secrets]: Key Vault"),
+        "{text}"
+    );
 }

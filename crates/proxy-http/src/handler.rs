@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use gateway_core::action::{Action, HttpKind, HttpRequest};
-use gateway_core::gate::{Command, Gated, Waiting};
+use gateway_core::gate::{Batch, Command, Gated, Staged, Waiting};
 use gateway_core::policy::Verdict;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
@@ -66,8 +66,8 @@ pub(crate) async fn handle(
         Ok(s) => s,
         Err(resp) => return resp,
     };
-    let settings = session.conn.http.clone().unwrap_or_default();
-    let policy_path = if settings.case_insensitive {
+    let settings = session.conn.http.as_ref();
+    let policy_path = if settings.is_some_and(|s| s.case_insensitive) {
         r.decoded.to_lowercase()
     } else {
         r.decoded.to_string()
@@ -100,11 +100,13 @@ pub(crate) async fn handle(
     let mut body = body::boxed(incoming);
     // A request that needs approval is bound to its body too: the approved request, not
     // another with the same method and path, is the one that runs.
-    if matches!(
-        session.gate.decide(&cmd.actions).verdict,
-        Verdict::Review { .. }
-    ) {
-        let limit = settings.max_review_body.unwrap_or(MAX_REVIEW_BODY);
+    // Decided once; staged and committed here as `SessionGate::admit` would, so the body can
+    // be bound in between.
+    let decision = session.gate.decide(&cmd.actions);
+    if matches!(decision.verdict, Verdict::Review { .. }) {
+        let limit = settings
+            .and_then(|s| s.max_review_body)
+            .unwrap_or(MAX_REVIEW_BODY);
         let bytes = match body::collect_bounded(body, limit).await {
             Ok(b) => b,
             Err(e) => {
@@ -122,7 +124,21 @@ pub(crate) async fn handle(
         body = body::full(bytes);
     }
     let started = std::time::Instant::now();
-    match session.gate.admit(cmd).await {
+    let gate = &session.gate;
+    let mut batch = Batch::default();
+    let gated = match gate.stage(cmd, &decision, &mut batch) {
+        Staged::Forward(pending) => match gate.commit(&mut batch) {
+            Ok(on_record) => Gated::Forward(pending.admit(&on_record)),
+            Err(reason) => Gated::Refuse(pending.unrecorded(reason)),
+        },
+        Staged::Refuse(refusal) => {
+            // Refused either way; a failure to record it is counted and logged by the gate.
+            let _ = gate.commit(&mut batch);
+            Gated::Refuse(refusal)
+        }
+        Staged::Review(review) => gate.hold(review).await,
+    };
+    match gated {
         Gated::Forward(admitted) => {
             let req = Request::from_parts(parts, body.map_err(Into::into).boxed());
             forward::forward(
