@@ -9,6 +9,9 @@ command -v psql >/dev/null || need+=(postgresql-client-15)
 command -v pgbench >/dev/null || need+=(postgresql-contrib)
 command -v pgbouncer >/dev/null || need+=(pgbouncer)
 command -v haproxy >/dev/null || need+=(haproxy)
+# bench/http.sh: wrk drives it; nginx is the backend and the plain reverse proxy compared.
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || need+=(nginx)
 command -v node >/dev/null || need+=(nodejs npm)
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
@@ -38,6 +41,7 @@ if [ ${#need[@]} -gt 0 ]; then
   command -v pg_ctlcluster >/dev/null && pg_ctlcluster 15 main stop 2>/dev/null || true
   # Likewise HAProxy's own service: the benchmark runs its own instance.
   command -v service >/dev/null && service haproxy stop >/dev/null 2>&1 || true
+  command -v service >/dev/null && service nginx stop >/dev/null 2>&1 || true
 fi
 if [ ! -d "$root/tests/oidc/node_modules" ]; then
   (cd "$root/tests/oidc" && npm ci --silent --no-audit --no-fund >/dev/null 2>&1 || npm install --silent --no-audit --no-fund >/dev/null)

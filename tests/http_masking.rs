@@ -96,21 +96,33 @@ fn an_exempt_group_reads_the_values() {
     assert_eq!(rg["properties"]["primaryKey"], "pk-7f3a9c2e41b8");
 }
 
-/// The gateway asks for bodies it masks uncompressed; a target that compresses anyway has
-/// its body withheld from a masked caller (502), never passed on unmasked. An exempt caller
+/// The gateway asks for bodies it masks uncompressed; a target that gzips anyway has its body
+/// decoded and masked (sent on uncompressed), and a body in a coding the gateway cannot
+/// decode is withheld from a masked caller (502), never passed on unmasked. An exempt caller
 /// gets it as sent.
 #[test]
-fn a_body_that_cannot_be_masked_is_withheld() {
+fn compressed_bodies_are_decoded_to_be_masked_or_withheld() {
     let (backend, gw) = gateway();
     let ci = gw.gw.token("pipeline-7", &["ci"]);
-    let (body, status) = split(&gw.curl(&ci, &[], "/gzip/secrets/db-password"));
-    assert_eq!(status, 502, "{body}");
-    assert!(body.contains("compressed"), "{body}");
+    let r = gw.curl(&ci, &["-i"], "/gzip/secrets/db-password");
+    assert!(r.stdout.starts_with("HTTP/1.1 200"), "{}", r.stdout);
+    assert!(
+        !r.stdout.to_ascii_lowercase().contains("content-encoding"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("s3cr3t"), "{}", r.stdout);
+    assert!(r.stdout.contains("REDACTED"), "{}", r.stdout);
     let reqs = backend.requests();
     assert_eq!(
         Backend::header(&reqs[0], "accept-encoding").as_deref(),
         Some("identity")
     );
+
+    let (body, status) = split(&gw.curl(&ci, &[], "/br/secrets/db-password"));
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("cannot decode"), "{body}");
+
     let dpo = gw.gw.token("privacy-officer", &["ci", "dpo"]);
     let (body, status) = split(&gw.curl(&dpo, &["--compressed"], "/gzip/secrets/db-password"));
     assert_eq!(status, 200, "{body}");

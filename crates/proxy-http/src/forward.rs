@@ -98,27 +98,33 @@ pub(crate) async fn forward(
     let mut counts = MaskCounts::new();
     let out = match (&session.masks, crate::mask::hint(&parts.headers)) {
         (Some(masks), Some(hint)) => {
-            if parts
-                .headers
-                .get(header::CONTENT_ENCODING)
-                .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"))
-            {
-                let why = "the target sent a compressed body that must be masked; it is withheld";
-                return end_early(&session, number, started, StatusCode::BAD_GATEWAY, why);
-            }
+            // Asked for identity, a target may compress anyway: gzip and deflate are
+            // decoded, anything else is withheld.
+            let coding = match crate::coding::coding(&parts.headers) {
+                Ok(c) => c,
+                Err(e) => {
+                    let why = format!("{e}; a body that must be masked is withheld");
+                    return end_early(&session, number, started, StatusCode::BAD_GATEWAY, &why);
+                }
+            };
             let limit = session
                 .conn
                 .http
                 .as_ref()
                 .and_then(|h| h.max_masked_body)
                 .unwrap_or(MAX_MASKED_BODY);
-            let whole = match body::collect_bounded(incoming, limit).await {
+            let whole = match body::collect_bounded(incoming, limit)
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|b| crate::coding::decode(coding, b, limit))
+            {
                 Ok(b) => b,
                 Err(e) => {
                     let why = format!("the response must be masked and cannot be: {e}");
                     return end_early(&session, number, started, StatusCode::BAD_GATEWAY, &why);
                 }
             };
+            parts.headers.remove(header::CONTENT_ENCODING);
             let bytes = match crate::mask::mask_body(masks, hint, whole, &mut counts) {
                 Ok(b) => b,
                 Err(why) => {

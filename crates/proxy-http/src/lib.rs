@@ -8,6 +8,7 @@
 
 mod body;
 pub mod check;
+pub mod coding;
 mod forward;
 mod handler;
 pub mod headers;
