@@ -273,3 +273,62 @@ fn the_held_credential_is_an_oauth_client_credentials_token() {
     assert!(body.contains("credential is unavailable"), "{body}");
     assert_eq!(backend.requests().len(), 2, "the target saw nothing more");
 }
+
+/// `Expect: 100-continue`: the gateway answers `100 Continue` only once the request is
+/// admitted, so a refused request is answered before its body is sent (and never read); an
+/// admitted one gets `100 Continue`, then its body goes to the target.
+#[test]
+fn expect_continue_is_answered_only_after_the_decision() {
+    use std::io::{Read as _, Write as _};
+    let (backend, gw) = gateway();
+    let t = gw.gw.token("pipeline-7", &["ci"]);
+    let exchange = |path: &str| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let head = format!(
+            "PUT /c/arm{path} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {t}\r\n\
+             Content-Length: 10\r\nExpect: 100-continue\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap();
+        let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if first.starts_with("HTTP/1.1 100") && !first.contains("HTTP/1.1 200") {
+            s.write_all(b"0123456789").unwrap();
+            let n = s.read(&mut buf).unwrap();
+            return (first, String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        (first, String::new())
+    };
+    // Admitted: a write by the pipeline.
+    let (first, second) = exchange(&format!("{RG}/tags/default"));
+    assert!(first.starts_with("HTTP/1.1 100 Continue"), "{first}");
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    assert_eq!(backend.requests()[0]["body_len"], 10);
+
+    // Refused by the request's decision (no rule permits http.delete here), and refused at
+    // the session's start (a caller outside `ci`): answered at once, no `100 Continue`.
+    let outsider = gw.gw.token("intruder", &["ci-readers"]);
+    for (method, token) in [("DELETE", &t), ("PUT", &outsider)] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let head = format!(
+            "{method} /c/arm{RG}/tags/default HTTP/1.1\r\nHost: gw\r\n\
+             Authorization: Bearer {token}\r\nContent-Length: 10\r\n\
+             Expect: 100-continue\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap();
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        assert!(answer.starts_with("HTTP/1.1 403"), "{method}: {answer}");
+        assert!(!answer.contains("100 Continue"), "{method}: {answer}");
+    }
+    assert_eq!(
+        backend.requests().len(),
+        1,
+        "no refused body reached the target"
+    );
+}
