@@ -6,6 +6,9 @@
 
 use serde_json::Value;
 
+use super::MaskCounts;
+use super::render::{Target, render};
+
 /// One step of a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Step {
@@ -91,6 +94,39 @@ impl JsonPath {
     /// Call `f` on every value the path selects in `doc` (each once).
     pub fn apply(&self, doc: &mut Value, f: &mut dyn FnMut(&mut Value)) {
         walk(&self.steps, doc, f);
+    }
+}
+
+impl super::SessionMasks {
+    /// Whether JSON path rules apply (the document must then be parsed to be masked).
+    pub fn has_json_paths(&self) -> bool {
+        !self.json_paths.is_empty()
+    }
+
+    /// Replace every value a JSON path rule selects in `doc` with its masked rendering (a
+    /// string), counting each under its rule.
+    pub fn mask_json_paths(&self, doc: &mut Value, counts: &mut MaskCounts) {
+        let mut out = Vec::new();
+        for (i, (path, _, strategy)) in self.json_paths.iter().enumerate() {
+            path.apply(doc, &mut |v| {
+                let raw = match &mut *v {
+                    serde_json::Value::String(s) => std::mem::take(s).into_bytes(),
+                    other => other.to_string().into_bytes(),
+                };
+                out.clear();
+                render(
+                    Target::Column,
+                    *strategy,
+                    &raw,
+                    &self.keyed,
+                    false,
+                    &mut out,
+                );
+                *v = serde_json::Value::String(String::from_utf8_lossy(&out).into_owned());
+                counts.add_column(self.first_path_rule + i);
+                counts.add_value();
+            });
+        }
     }
 }
 

@@ -297,37 +297,6 @@ pub struct SessionMasks {
 }
 
 impl SessionMasks {
-    /// Whether JSON path rules apply (the document must then be parsed to be masked).
-    pub fn has_json_paths(&self) -> bool {
-        !self.json_paths.is_empty()
-    }
-
-    /// Replace every value a JSON path rule selects in `doc` with its masked rendering (a
-    /// string), counting each under its rule.
-    pub fn mask_json_paths(&self, doc: &mut serde_json::Value, counts: &mut MaskCounts) {
-        let mut out = Vec::new();
-        for (i, (path, _, strategy)) in self.json_paths.iter().enumerate() {
-            path.apply(doc, &mut |v| {
-                let raw = match &mut *v {
-                    serde_json::Value::String(s) => std::mem::take(s).into_bytes(),
-                    other => other.to_string().into_bytes(),
-                };
-                out.clear();
-                render(
-                    Target::Column,
-                    *strategy,
-                    &raw,
-                    &self.keyed,
-                    false,
-                    &mut out,
-                );
-                *v = serde_json::Value::String(String::from_utf8_lossy(&out).into_owned());
-                counts.add_column(self.first_path_rule + i);
-                counts.add_value();
-            });
-        }
-    }
-
     /// Detectors in force.
     pub fn detectors(&self) -> impl Iterator<Item = Detector> + '_ {
         Detector::ALL.into_iter().filter(|d| self.scanner.has(*d))
