@@ -389,3 +389,54 @@ fn replay_prints_the_request_log() {
         "{text}"
     );
 }
+
+/// `portcullis policy test --http` reads a request as the gateway does: another spelling of a
+/// resource group delete is explained as the held delete it is.
+#[test]
+fn policy_test_reads_a_request_as_the_gateway_does() {
+    let (_backend, gw) = gateway();
+    let upper = format!(
+        "DELETE {}/./x/..",
+        RG.replace("resourceGroups", "RESOURCEGROUPS")
+    );
+    let r = gw.gw.cli(&[
+        "policy",
+        "test",
+        "--who",
+        "pipeline-7",
+        "--group",
+        "ci",
+        "--connection",
+        "arm",
+        "--action",
+        "http",
+        "--http",
+        &upper,
+    ]);
+    let out = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        out.contains(&format!(
+            "request read as DELETE {}/ on 127.0.0.1 (http.delete)",
+            RG.to_lowercase()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("resource-group-delete"), "{out}");
+    let r = gw.gw.cli(&[
+        "policy",
+        "test",
+        "--who",
+        "pipeline-7",
+        "--group",
+        "ci",
+        "--connection",
+        "arm",
+        "--action",
+        "http",
+        "--http",
+        "GET /x/%2e%2e/secrets/db",
+    ]);
+    let out = format!("{}{}", r.stdout, r.stderr);
+    assert!(out.contains("GET /secrets/db"), "{out}");
+    assert!(out.contains("key-vault-secrets"), "{out}");
+}

@@ -72,7 +72,9 @@ pub(crate) async fn handle(
     } else {
         r.decoded.to_string()
     };
-    let method = req.method().as_str().to_string();
+    // Methods are case-sensitive on the wire; policy sees them upper-cased, so a rule on
+    // `context.method` cannot be dodged by `delete`.
+    let method = req.method().as_str().to_ascii_uppercase();
     let query = req.uri().query().map(str::to_string);
     let mut text = format!("{method} {}", r.encoded);
     if let Some(q) = &query {
