@@ -32,6 +32,10 @@ permit(principal in Group::"ci", action == Action::"http.write", resource);
 @approvers("approvers")
 permit(principal in Group::"ci", action == Action::"http.delete", resource)
 when { context.path like "/devstoreaccount1/*/*" };
+@id("no-public-containers")
+@reason("containers are not made public through the gateway")
+forbid(principal, action == Action::"http.write", resource)
+when { context.query like "*comp=acl*" };
 @id("no-container-delete")
 @reason("containers are deleted by the platform team, not pipelines")
 forbid(principal, action == Action::"http.delete", resource)
@@ -126,6 +130,25 @@ fn the_storage_sdk_works_through_the_gateway_which_signs_with_the_held_key() {
         "the download is what was uploaded"
     );
     assert_eq!(r[2]["result"], serde_json::json!(["2026/q4.bin"]));
+
+    // Making the container public (`?restype=container&comp=acl`) is forbidden, however the
+    // query is spelled.
+    let r = sdk(&url, &ca, &ci, &["make-public"]);
+    assert_eq!(r[0]["status"], 403, "{r:?}");
+    assert!(
+        r[0]["error"].as_str().unwrap().contains("not made public"),
+        "{r:?}"
+    );
+    let spelled = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+        .args(["--cacert"])
+        .arg(&ca)
+        .args(["-H", &format!("Authorization: Bearer {ci}")])
+        .args(["-H", "x-ms-blob-public-access: container"])
+        .arg(format!("{url}/reports?comp=%61cl&restype=container"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&spelled.stdout), "403");
 
     // Deleting the container is forbidden; deleting the blob waits for approval.
     let r = sdk(&url, &ca, &ci, &["delete-container", "delete-blob"]);

@@ -5,7 +5,7 @@
 
 The SDK authenticates with a token credential that hands it the caller's Portcullis token
 (sent as `Authorization: Bearer`); the gateway replaces it with a Shared Key signature.
-Steps: create, upload, list, download, delete-blob, delete-container. Prints one JSON line
+Steps: create, upload, list, download, make-public, delete-blob, delete-container. Prints one JSON line
 per step: {"step", "ok", "status", "result" | "error"}.
 """
 import hashlib
@@ -46,6 +46,9 @@ for step in steps:
             out["result"] = [b.name for b in box.list_blobs()]
         elif step == "download":
             out["result"] = hashlib.sha256(blob.download_blob().readall()).hexdigest()
+        elif step == "make-public":
+            box.set_container_access_policy(signed_identifiers={}, public_access="container")
+            out["result"] = "public"
         elif step == "delete-blob":
             blob.delete_blob()
             out["result"] = "deleted"

@@ -220,8 +220,10 @@ fn http_request(
         .trim()
         .split_once(' ')
         .ok_or_else(|| anyhow::anyhow!("--http: expected `METHOD /path`, got `{req}`"))?;
-    let raw = target.trim().split('?').next().unwrap_or_default();
+    let (raw, query) = target.trim().split_once('?').unwrap_or((target.trim(), ""));
     let n = proxy_http::path::normalise(raw).map_err(|e| anyhow::anyhow!("--http: {e}"))?;
+    let query =
+        proxy_http::path::normalise_query(query).map_err(|e| anyhow::anyhow!("--http: {e}"))?;
     let settings = conn.http.clone().unwrap_or_default();
     let path = if settings.case_insensitive {
         n.decoded.to_lowercase()
@@ -239,6 +241,6 @@ fn http_request(
     );
     Ok((
         kind.cedar_id().to_string(),
-        serde_json::json!({ "method": method, "path": path, "host": host }),
+        serde_json::json!({ "method": method, "path": path, "host": host, "query": query }),
     ))
 }

@@ -76,6 +76,13 @@ pub(crate) async fn handle(
     // `context.method` cannot be dodged by `delete`.
     let method = req.method().as_str().to_ascii_uppercase();
     let query = req.uri().query().map(str::to_string);
+    let policy_query = match path::normalise_query(query.as_deref().unwrap_or("")) {
+        Ok(q) => q,
+        Err(e) => {
+            let why = format!("the query: {e}");
+            return respond::error(StatusCode::BAD_REQUEST, "InvalidQuery", &why);
+        }
+    };
     let mut text = format!("{method} {}", r.encoded);
     if let Some(q) = &query {
         text.push('?');
@@ -93,6 +100,7 @@ pub(crate) async fn handle(
         method,
         path: policy_path,
         host: session.target.host_name.clone(),
+        query: policy_query,
     }));
     let mut cmd = Command::new(action, text);
     cmd.fingerprint = Some(gateway_core::approvals::fingerprint(&binding, &[]));

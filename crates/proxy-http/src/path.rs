@@ -129,6 +129,53 @@ pub fn normalise(raw: &str) -> Result<Normalised, PathError> {
     Ok(Normalised { decoded, encoded })
 }
 
+/// Normalise a query for policy: each `name=value` percent-decoded (`+` kept as written),
+/// sorted, joined by `&`, so `comp=%61cl` and a reordered query read as what they say.
+/// Malformed escapes and control bytes are refused as in paths.
+pub fn normalise_query(raw: &str) -> Result<String, PathError> {
+    if raw.len() > MAX_PATH {
+        return Err(PathError::TooLong);
+    }
+    let mut pairs = Vec::new();
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        let mut d = Vec::with_capacity(pair.len());
+        for (i, part) in pair.splitn(2, '=').enumerate() {
+            if i == 1 {
+                d.push(b'=');
+            }
+            decode_query(part.as_bytes(), &mut d)?;
+        }
+        pairs.push(String::from_utf8(d).map_err(|_| PathError::NotUtf8)?);
+    }
+    pairs.sort();
+    Ok(pairs.join("&"))
+}
+
+/// Percent-decode one query component into `out` (an encoded `/` is fine here).
+fn decode_query(s: &[u8], out: &mut Vec<u8>) -> Result<(), PathError> {
+    let mut i = 0;
+    while i < s.len() {
+        let b = if s[i] == b'%' {
+            let (Some(h), Some(l)) = (
+                s.get(i + 1).copied().and_then(hex),
+                s.get(i + 2).copied().and_then(hex),
+            ) else {
+                return Err(PathError::BadEscape);
+            };
+            i += 3;
+            h << 4 | l
+        } else {
+            i += 1;
+            s[i - 1]
+        };
+        if b < 0x20 || b == 0x7f {
+            return Err(PathError::Control);
+        }
+        out.push(b);
+    }
+    Ok(())
+}
+
 /// Percent-encode a decoded segment: RFC 3986 `pchar` stays, everything else is escaped.
 fn encode_segment(s: &[u8], out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";

@@ -38,6 +38,19 @@ fn ambiguous_spellings_are_refused() {
 }
 
 #[test]
+fn queries_are_decoded_and_sorted() {
+    assert_eq!(
+        normalise_query("restype=container&comp=%61cl").unwrap(),
+        "comp=acl&restype=container"
+    );
+    assert_eq!(normalise_query("").unwrap(), "");
+    assert_eq!(normalise_query("a&&b=1").unwrap(), "a&b=1");
+    assert_eq!(normalise_query("x=%2F%3D").unwrap(), "x=/=");
+    assert_eq!(normalise_query("x=%zz"), Err(PathError::BadEscape));
+    assert_eq!(normalise_query("x=%0a"), Err(PathError::Control));
+}
+
+#[test]
 fn the_encoded_form_round_trips() {
     let p = normalise("/subscriptions/s%201/x%3Fy/%C3%A9").unwrap();
     assert_eq!(p.decoded, "/subscriptions/s 1/x?y/é");
