@@ -156,3 +156,34 @@ for mode in "${modes[@]}"; do
 done
 events=$(curl -fs "http://127.0.0.1:$admin_port/metrics" | awk '/^portcullis_audit_events_total/{print $2}')
 echo "gateway audited $events events during the run"
+
+# Where the gateway's CPU goes: one more select-prepared run (not in the medians above) under
+# `perf record` with DWARF call graphs; each part is the share of the gateway's samples spent
+# inside it (children included), times that run's CPU per transaction. Skipped without perf
+# or with SPLIT=0.
+if [ "${SPLIT:-1}" != 0 ] && command -v perf >/dev/null 2>&1; then
+  c0=$(cpu_ticks "$gw_pid")
+  perf record -q -F 299 --call-graph dwarf,16384 -p "$gw_pid" -o "$work/perf.data" -- sleep "$DURATION" >/dev/null 2>&1 &
+  perf_pid=$!
+  split_tps=$(PGPASSWORD="$token" pgbench -n -S -M prepared -c "$CLIENTS" -j "$THREADS" -T "$DURATION" \
+    -h 127.0.0.1 -p "$gw_port" -U bench orders 2>/dev/null | awk '/^tps = /{print $3}' | head -1)
+  c1=$(cpu_ticks "$gw_pid")
+  wait "$perf_pid" || true
+  us=$(awk -v t="$split_tps" -v c=$((c1 - c0)) -v hz="$tick" -v d="$DURATION" 'BEGIN{printf "%.1f", c / hz / (t * d) * 1e6}')
+  perf report -i "$work/perf.data" --children --sort symbol -g none --stdio 2>/dev/null > "$work/perf.txt" || true
+  echo
+  echo "gateway CPU split, select-prepared under perf ($split_tps tps, $us us/tx; the profiler slows it)"
+  awk -v us="$us" '
+    function share(pat,   m) { m = 0; for (i = 1; i <= n; i++) if (index(sym[i], pat) && pct[i] > m) m = pct[i]; return m }
+    /^ +[0-9.]+%/ { n++; pct[n] = $1 + 0; sym[n] = $0 }
+    END {
+      split("decide (classify, policy, gate)|audit staging (serialise, chain)|journal write|indexing (store)", names, "|")
+      part[1] = share("relay::upstream::Upstream::decide ")
+      part[2] = share("audit::writer::Shared::stage")
+      part[3] = share("audit::writer::Shared::flush")
+      part[4] = share("audit::indexer::Indexer::index")
+      rest = 100
+      for (k = 1; k <= 4; k++) { rest -= part[k]; printf "  %-36s %5.1f%%  %6.1f us/tx\n", names[k], part[k], part[k] * us / 100 }
+      printf "  %-36s %5.1f%%  %6.1f us/tx\n", "relay and the rest (syscalls, runtime)", rest, rest * us / 100
+    }' "$work/perf.txt"
+fi

@@ -25,11 +25,12 @@ fn audit_is_durable_before_results_reach_the_client_and_verify_detects_tampering
     assert!(v.ok, "intact chain verifies: {}{}", v.stdout, v.stderr);
     assert!(v.stdout.contains("audit chain intact"));
 
-    // Edit one event's statement in the database behind the gateway's back.
-    let db = gw.scratch.0.join("state/portcullis.db");
+    // Edit one event's statement in the journal archive behind the gateway's back (the
+    // store only points into it).
+    let journal = gw.scratch.0.join("state/audit-journal");
     let py = format!(
-        "import sqlite3; c=sqlite3.connect('{}'); c.execute(\"UPDATE event_blocks SET lines=replace(lines,'SELECT 42','SELECT 41') WHERE lines LIKE '%SELECT 42%'\"); c.commit()",
-        db.display()
+        "import glob\nfor p in glob.glob('{}/seg-*.jsonl'):\n d=open(p,'rb').read(); open(p,'wb').write(d.replace(b'SELECT 42',b'SELECT 41'))",
+        journal.display()
     );
     assert!(
         Command::new("python3")
@@ -44,8 +45,8 @@ fn audit_is_durable_before_results_reach_the_client_and_verify_detects_tampering
 
     // Deleting an event (here the first; the command may be the newest) is detected too.
     let py = format!(
-        "import sqlite3; c=sqlite3.connect('{}'); c.execute('UPDATE event_blocks SET lines = substr(lines, instr(lines, char(10)) + 1) WHERE first_seq = 1'); c.commit()",
-        db.display()
+        "import glob\np=sorted(glob.glob('{}/seg-*.jsonl'))[0]\nd=open(p,'rb').read(); open(p,'wb').write(d[d.index(b'\\n')+1:])",
+        journal.display()
     );
     assert!(
         Command::new("python3")
@@ -451,11 +452,13 @@ fn anchors_catch_a_cut_tail_and_verify_writes_nothing() {
         v.stderr
     );
 
-    // Cut the newest events out of the store, as a truncated file or a DELETE would.
+    // Cut the newest events out of the index and the archive, as a DELETE and a truncated
+    // segment would.
     let db = state.join("portcullis.db");
     let py = format!(
-        "import sqlite3; c=sqlite3.connect('{}'); c.execute('DELETE FROM event_blocks WHERE first_seq = (SELECT max(first_seq) FROM event_blocks)'); c.commit()",
-        db.display()
+        "import sqlite3, os\nc=sqlite3.connect('{0}')\nloc, off = c.execute('SELECT s.location, b.seg_offset FROM event_blocks b JOIN event_segments s ON s.id = b.segment ORDER BY b.first_seq DESC LIMIT 1').fetchone()\nc.execute('DELETE FROM event_blocks WHERE first_seq = (SELECT max(first_seq) FROM event_blocks)'); c.commit()\nos.truncate(os.path.join('{1}', loc), off)",
+        db.display(),
+        state.display()
     );
     assert!(
         Command::new("python3")

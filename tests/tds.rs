@@ -88,6 +88,49 @@ fn tsql_reads_through_the_gateway_and_ddl_is_refused_before_the_target() {
     let admitted = commands.iter().filter(|e| e["verdict"] == "allow").count();
     assert_eq!(ends.len(), admitted, "{commands:#?} {ends:#?}");
     assert!(ends.iter().all(|e| e["protocol"] == "tds"));
+
+    // Each session is listed and replays as a transcript: the batch, its outcome, the refusal.
+    let list = gw.gw.cli(&["sessions", "list"]);
+    assert!(list.ok, "{}", list.stderr);
+    assert!(
+        list.stdout.contains("builtin/pipeline-7"),
+        "{}",
+        list.stdout
+    );
+    let session_of = |stmt: &str| {
+        commands
+            .iter()
+            .find(|e| statement(e).as_deref() == Some(stmt))
+            .and_then(|e| e["session"].as_str())
+            .map(str::to_string)
+            .unwrap()
+    };
+    let read = gw
+        .gw
+        .cli(&["replay", &session_of(CUSTOMERS_QUERY), "--no-wait"]);
+    assert!(read.ok, "{}", read.stderr);
+    assert!(
+        read.stdout.contains(&format!("sales=> {CUSTOMERS_QUERY}"))
+            && read.stdout.contains("2 rows")
+            && read.stdout.contains("by builtin/pipeline-7 on sales")
+            // tsql closes its TLS session without close_notify: an ordinary end, not an error.
+            && read.stdout.contains("-- session ended at +")
+            && !read.stdout.contains("close_notify"),
+        "{}",
+        read.stdout
+    );
+    let refused = gw
+        .gw
+        .cli(&["replay", &session_of("DROP TABLE customers"), "--no-wait"]);
+    assert!(
+        refused.stdout.contains("sales=> DROP TABLE customers")
+            && refused.stdout.contains("DENY by [")
+            && refused
+                .stdout
+                .contains("schema changes go through migrations"),
+        "{}",
+        refused.stdout
+    );
 }
 
 /// A client that passes an access token in LOGIN7's FEDAUTH extension (python-tds's

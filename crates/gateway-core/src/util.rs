@@ -15,6 +15,18 @@ pub fn now_secs() -> i64 {
     now_micros() / 1_000_000
 }
 
+/// Lower-case hex of `bytes` in one exact allocation (hot path: every audit event's hash).
+pub fn hex_lower(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0x0f)]);
+    }
+    // Only ASCII digits and letters were pushed.
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// `n` random bytes from the system CSPRNG, hex-encoded. Aborts if the system has no entropy
 /// source: every identifier and key would be guessable, and nothing may go on without them.
 #[expect(

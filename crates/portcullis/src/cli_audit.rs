@@ -372,7 +372,7 @@ pub fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             EventKind::Command => {
                 println!(
                     "[+{at:>9.3}s] {conn}=> {}",
-                    ev.statement.as_deref().unwrap_or("")
+                    ev.statement.as_deref().unwrap_or("").trim_end()
                 );
                 if ev.verdict != Some(Verdict::Allow) {
                     println!(

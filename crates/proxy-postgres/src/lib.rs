@@ -6,6 +6,7 @@
 mod cancel;
 pub mod check;
 pub mod codec;
+mod ctx;
 mod error;
 mod front;
 mod mask;

@@ -6,32 +6,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::BytesMut;
-use gateway_core::config::ConnectionConfig;
-use gateway_core::gate::{self, SessionGate};
-use gateway_core::services::Services;
+use gateway_core::gate;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::cancel::{HoldControl, TargetKey};
 use crate::codec;
+use crate::ctx::SessionCtx;
 use crate::error::PgError;
 use crate::front::{self, Opening};
 use crate::server::PgProxy;
 use crate::{relay, target};
-
-/// What the relay needs to know about its session.
-pub(crate) struct SessionCtx {
-    /// Decides every command of the session (credential, then policy).
-    pub gate: SessionGate,
-    pub conn: ConnectionConfig,
-    pub services: Arc<Services>,
-    pub max_message: usize,
-    /// The statement held for approval, if any, reachable from a CancelRequest.
-    pub hold: Arc<HoldControl>,
-    /// The masking that applies to this session; `None` means no masking work at all.
-    pub masks: Option<Arc<gateway_core::masking::SessionMasks>>,
-}
 
 /// Serve one accepted connection to its end.
 pub(crate) async fn handle(proxy: Arc<PgProxy>, tcp: TcpStream, peer: SocketAddr) {

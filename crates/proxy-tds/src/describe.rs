@@ -19,9 +19,9 @@ use gateway_core::sql::{Dialect, LexOptions};
 use crate::codec::packet::{self, Message};
 use crate::codec::request::{SqlBatch, TransMgr};
 use crate::codec::rpc::{ProcRef, Rpc, RpcRequest, SpecialProc};
+use crate::ctx::SessionCtx;
 use crate::prepared::{Handles, Pending, Prepared, Space, touches_handles};
 use crate::results::Lineage;
-use crate::session::SessionCtx;
 
 /// A request as the gate sees it.
 #[derive(Debug)]

@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod codec;
+mod ctx;
 mod describe;
 mod error;
 mod front;

@@ -14,11 +14,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::codec::messages::{Done, EnvChange, ServerMessage, done_status};
 use crate::codec::packet::{self, Message, MessageReader};
 use crate::codec::write::{self, DoneKind};
+use crate::ctx::SessionCtx;
 use crate::describe::{Described, describe, own_use};
 use crate::error::{Result, TdsError};
 use crate::prepared::Handles;
 use crate::results::{Ended, InFlight, Responses};
-use crate::session::SessionCtx;
 use crate::stream::Stream;
 
 /// Largest request message accepted (a batch's text, an RPC's parameters).
@@ -60,7 +60,14 @@ pub(crate) async fn run(
         }
         tokio::select! {
             r = cr.read_buf(&mut cbuf) => {
-                if r.map_err(TdsError::client_io)? == 0 {
+                let n = match r {
+                    Ok(n) => n,
+                    // Clients (FreeTDS among them) often close TLS without close_notify:
+                    // between messages that is an ordinary close, not a broken session.
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && cbuf.is_empty() => 0,
+                    Err(e) => return Err(TdsError::client_io(e)),
+                };
+                if n == 0 {
                     let _ = tw.shutdown().await;
                     return Ok(());
                 }

@@ -7,32 +7,18 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::BytesMut;
 use gateway_core::config::Protocol;
-use gateway_core::gate::{self, SessionGate};
-use gateway_core::masking::SessionMasks;
-use gateway_core::services::Services;
+use gateway_core::gate;
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::codec::messages::{Done, EnvChange, FeatureAck};
 use crate::codec::packet;
 use crate::codec::write::{self, DoneKind};
+use crate::ctx::SessionCtx;
 use crate::front;
 use crate::server::TdsProxy;
 use crate::target::{self, LoginFrom};
 use crate::{relay, wire};
-
-/// What the relay needs to know about its session.
-pub(crate) struct SessionCtx {
-    /// Decides every request of the session (credential, then policy).
-    pub gate: SessionGate,
-    pub services: Arc<Services>,
-    /// Packet size in force on both sides.
-    pub packet_size: usize,
-    /// The database the client believes it is in: the connection's name.
-    pub database: String,
-    /// The masking that applies to the session's results, if any.
-    pub masks: Option<Arc<SessionMasks>>,
-}
 
 /// Serve one accepted connection to its end.
 pub(crate) async fn handle(proxy: Arc<TdsProxy>, tcp: TcpStream, peer: SocketAddr) {

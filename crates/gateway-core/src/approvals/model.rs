@@ -34,7 +34,7 @@ pub fn fingerprint(text: &str, params: &[Option<&[u8]>]) -> String {
             }
         }
     }
-    hex::encode(h.finalize())
+    crate::util::hex_lower(&h.finalize())
 }
 
 /// Where a request is in its life.

@@ -1,11 +1,13 @@
-//! The indexer: copies journaled events into the store, behind the writer.
+//! The indexer: records journaled events in the store, behind the writer.
 //!
 //! It takes everything the writer has handed over (up to [`MAX_TXN`] events) into one store
 //! transaction, so under load transactions grow by themselves and a quiet gateway still
-//! stores each event as soon as it is journaled. The events are durable already: if the store
-//! fails, the indexer logs it, keeps them, and retries with a growing delay. A segment is
-//! deleted once its last event is stored.
+//! indexes each event as soon as it is journaled. The store keeps each block's keys and its
+//! byte range in the journal segment, not a copy of the lines: segments are the archive. The
+//! events are durable already: if the store fails, the indexer logs it, keeps them, and
+//! retries with a growing delay.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -14,11 +16,11 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use crate::audit::event::AuditEvent;
-use crate::audit::journal::Sealed;
+use crate::audit::journal::Written;
 use crate::audit::jsonl::JsonlSink;
 use crate::audit::writer::Counters;
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::store::{SegmentAt, Store};
 
 /// Batches the writer may hand over before it waits for the indexer (backpressure).
 pub(crate) const INDEX_QUEUE: usize = 1024;
@@ -32,13 +34,12 @@ const MAX_RETRY: Duration = Duration::from_secs(2);
 
 /// What the writer hands over, in journal order.
 pub(crate) enum IndexMsg {
-    /// Journaled events and their journal lines.
+    /// Journaled events, their journal lines, and where those lines lie.
     Batch {
         events: Vec<AuditEvent>,
         lines: Vec<u8>,
+        at: Option<Written>,
     },
-    /// A segment that gets no more events.
-    Sealed(Sealed),
     /// Store what is left (one attempt) and stop.
     Stop,
     /// Stop at once (tests: a crash).
@@ -54,8 +55,8 @@ pub(crate) struct Indexer {
     /// Journaled, not yet stored, in order, and their lines.
     pending: Vec<AuditEvent>,
     pending_lines: Vec<u8>,
-    /// Closed segments not yet deleted.
-    sealed: Vec<Sealed>,
+    /// The pending lines as runs that lie contiguously in one segment, in order.
+    runs: VecDeque<Run>,
     /// Seq of the last stored event.
     stored_seq: u64,
     /// After a failure: when to try again, and the delay after that.
@@ -89,7 +90,7 @@ impl Indexer {
             counters,
             pending: Vec::new(),
             pending_lines: Vec::new(),
-            sealed: Vec::new(),
+            runs: VecDeque::new(),
             stored_seq,
             retry_at: None,
             backoff: FIRST_RETRY,
@@ -167,7 +168,7 @@ impl Indexer {
 
     fn take(&mut self, msg: IndexMsg) -> Flow {
         match msg {
-            IndexMsg::Batch { events, lines } => {
+            IndexMsg::Batch { events, lines, at } => {
                 if let Some(sink) = &mut self.sink
                     && let Err(e) = sink.write_lines(&lines)
                 {
@@ -179,6 +180,18 @@ impl Indexer {
                         "audit events recorded but not written to the JSON-lines file"
                     );
                 }
+                let run = Run {
+                    events: events.len(),
+                    bytes: lines.len(),
+                    at,
+                };
+                match self.runs.back_mut() {
+                    Some(last) if last.continued_by(&run) => {
+                        last.events += run.events;
+                        last.bytes += run.bytes;
+                    }
+                    _ => self.runs.push_back(run),
+                }
                 if self.pending.is_empty() {
                     self.pending = events;
                     self.pending_lines = lines;
@@ -188,26 +201,26 @@ impl Indexer {
                 }
                 Flow::Go
             }
-            IndexMsg::Sealed(sealed) => {
-                self.sealed.push(sealed);
-                self.delete_stored_segments();
-                Flow::Go
-            }
             IndexMsg::Stop => Flow::Stop,
             #[cfg(test)]
             IndexMsg::Abandon => Flow::Abandon,
         }
     }
 
-    /// Store up to [`MAX_TXN`] pending events in one transaction; false if the store failed.
+    /// Store up to [`MAX_TXN`] pending events of one run in one transaction; false if the
+    /// store failed.
     fn index(&mut self) -> bool {
-        if self.pending.is_empty() {
+        let Some(run) = self.runs.front() else {
+            return true;
+        };
+        let n = run.events.min(MAX_TXN).min(self.pending.len());
+        if n == 0 {
+            self.runs.pop_front();
             return true;
         }
-        let n = self.pending.len().min(MAX_TXN);
         // Where the n-th line ends: lines hold no raw newline, one per event.
-        let cut = if n == self.pending.len() {
-            self.pending_lines.len()
+        let cut = if n == run.events {
+            run.bytes.min(self.pending_lines.len())
         } else {
             self.pending_lines
                 .iter()
@@ -218,17 +231,27 @@ impl Indexer {
         };
         let batch = &self.pending[..n];
         let lines = &self.pending_lines[..cut];
-        let stored: Result<()> =
-            catch_unwind(AssertUnwindSafe(|| self.store.insert_chained(batch, lines)))
-                .unwrap_or_else(|_| Err(Error::Store("store failed while inserting".to_string())));
+        let at = run.at.as_ref().map(|w| SegmentAt {
+            path: &w.path,
+            offset: w.offset,
+        });
+        let stored: Result<()> = catch_unwind(AssertUnwindSafe(|| {
+            self.store.insert_chained(batch, lines, at)
+        }))
+        .unwrap_or_else(|_| Err(Error::Store("store failed while inserting".to_string())));
         match stored {
             Ok(()) => {
                 self.stored_seq = batch[n - 1].seq;
                 self.pending.drain(..n);
                 self.pending_lines.drain(..cut);
+                if let Some(run) = self.runs.front_mut() {
+                    run.advance(n, cut);
+                    if run.events == 0 {
+                        self.runs.pop_front();
+                    }
+                }
                 self.retry_at = None;
                 self.backoff = FIRST_RETRY;
-                self.delete_stored_segments();
                 let c = &self.counters;
                 c.indexed.fetch_add(n as u64, Ordering::Relaxed);
                 c.indexed_seq.store(self.stored_seq, Ordering::Relaxed);
@@ -248,17 +271,32 @@ impl Indexer {
             }
         }
     }
+}
 
-    fn delete_stored_segments(&mut self) {
-        let stored = self.stored_seq;
-        self.sealed.retain(|s| {
-            if s.last_seq > stored {
-                return true;
-            }
-            if let Err(e) = std::fs::remove_file(&s.path) {
-                tracing::warn!(path = %s.path.display(), error = %e, "cannot delete a stored audit journal segment");
-            }
-            false
-        });
+/// Pending events whose lines lie one after the other in one segment (or have no place).
+#[derive(Debug)]
+struct Run {
+    events: usize,
+    bytes: usize,
+    at: Option<Written>,
+}
+
+impl Run {
+    /// Whether `next` continues this run in the same segment, right after it.
+    fn continued_by(&self, next: &Run) -> bool {
+        match (&self.at, &next.at) {
+            (Some(a), Some(b)) => a.path == b.path && a.offset + self.bytes as u64 == b.offset,
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    /// Drop the first `events` events (`bytes` bytes of lines), now stored.
+    fn advance(&mut self, events: usize, bytes: usize) {
+        self.events -= events;
+        self.bytes -= bytes;
+        if let Some(at) = &mut self.at {
+            at.offset += bytes as u64;
+        }
     }
 }

@@ -5,10 +5,11 @@
 //! (the same line the JSON-lines sink writes) and appends the whole batch with one `write` to
 //! the current segment, opened for appending. That write is the durability point: a page in
 //! the page cache survives the process being killed, and in fsync mode the data is synced
-//! before anyone is told the batch is recorded. The indexer then copies the events into the
-//! store in large transactions, and a segment is deleted once every event in it is stored.
-//! At start-up, and before the command line reads the store, [`recover_journal`] stores
-//! whatever the journal holds beyond the store's last event.
+//! before anyone is told the batch is recorded. The indexer then records in the store where
+//! each block of events lies in its segment (keys and byte ranges, not a copy), so segments are
+//! the archive and are never deleted by the gateway. At start-up, and before the command line
+//! reads the store, [`recover_journal`] indexes whatever the journal holds beyond the store's
+//! last event.
 //!
 //! Segments are `seg-<first seq, 20 digits>.jsonl` in `<state_dir>/audit-journal/`, next to a
 //! `lock` file that the running gateway holds (an advisory exclusive lock) so that only one
@@ -19,6 +20,7 @@ mod recover;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -41,8 +43,8 @@ pub fn journal_dir(state_dir: &Path) -> PathBuf {
     state_dir.join(JOURNAL_DIR)
 }
 
-/// Store every event the journal in `journal_dir` holds beyond the store's last one, then
-/// delete the segments. Returns how many events were stored. Does nothing (and returns 0)
+/// Index every event the journal in `journal_dir` holds beyond the store's last one. Returns
+/// how many events were indexed. Does nothing (and returns 0)
 /// when there is no journal, or when a running gateway holds it: its indexer stores them.
 /// The command line calls this before reading audit events, so that events recorded just
 /// before a gateway died are visible.
@@ -101,11 +103,11 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(segs)
 }
 
-/// A segment that will get no more events.
-#[derive(Debug)]
-pub(crate) struct Sealed {
-    pub(crate) path: PathBuf,
-    pub(crate) last_seq: u64,
+/// Where a batch was written: its segment and the offset of its first byte.
+#[derive(Debug, Clone)]
+pub(crate) struct Written {
+    pub(crate) path: Arc<Path>,
+    pub(crate) offset: u64,
 }
 
 /// The writer's side of the journal: the segment being appended to.
@@ -115,16 +117,14 @@ pub(crate) struct JournalWriter {
     segment_bytes: u64,
     fsync: bool,
     current: Option<Segment>,
-    sealed: Vec<Sealed>,
 }
 
 #[derive(Debug)]
 struct Segment {
     file: File,
-    path: PathBuf,
+    path: Arc<Path>,
     /// Bytes of whole batches in the file.
     len: u64,
-    last_seq: u64,
     /// A failed write may have left part of a batch after `len`; cut it before appending.
     dirty: bool,
 }
@@ -137,14 +137,13 @@ impl JournalWriter {
             segment_bytes: segment_bytes.max(1),
             fsync,
             current: None,
-            sealed: Vec::new(),
         }
     }
 
     /// Append one batch (events `first_seq..=last_seq`, formatted in `buf`) with one write;
     /// synced in fsync mode. On error nothing of the batch remains in the journal (or the
-    /// next append cuts it first, and fails if it cannot).
-    pub(crate) fn append(&mut self, first_seq: u64, last_seq: u64, buf: &[u8]) -> Result<()> {
+    /// next append cuts it first, and fails if it cannot). Returns where the batch lies.
+    pub(crate) fn append(&mut self, first_seq: u64, buf: &[u8]) -> Result<Written> {
         if let Some(seg) = self.current.as_mut().filter(|s| s.dirty) {
             seg.file.set_len(seg.len)?;
             seg.dirty = false;
@@ -155,12 +154,7 @@ impl JournalWriter {
             .is_none_or(|s| s.len >= self.segment_bytes)
         {
             let next = self.open(first_seq)?;
-            if let Some(old) = self.current.replace(next) {
-                self.sealed.push(Sealed {
-                    path: old.path,
-                    last_seq: old.last_seq,
-                });
-            }
+            self.current = Some(next);
         }
         let Some(seg) = self.current.as_mut() else {
             return Err(Error::Audit("no journal segment open".to_string()));
@@ -172,9 +166,12 @@ impl JournalWriter {
             .and_then(|()| if fsync { seg.file.sync_data() } else { Ok(()) });
         match written {
             Ok(()) => {
+                let at = Written {
+                    path: seg.path.clone(),
+                    offset: seg.len,
+                };
                 seg.len += buf.len() as u64;
-                seg.last_seq = last_seq;
-                Ok(())
+                Ok(at)
             }
             Err(e) => {
                 // Never acknowledged, so it must not be recovered either.
@@ -185,11 +182,6 @@ impl JournalWriter {
                 )))
             }
         }
-    }
-
-    /// A segment closed by the last append, to delete once its events are stored.
-    pub(crate) fn take_sealed(&mut self) -> Option<Sealed> {
-        self.sealed.pop()
     }
 
     /// Sync the current segment's data to disk (already done per write in fsync mode).
@@ -203,14 +195,6 @@ impl JournalWriter {
             }),
             _ => Ok(()),
         }
-    }
-
-    /// Close the current segment (at shutdown).
-    pub(crate) fn seal(&mut self) -> Option<Sealed> {
-        self.current.take().map(|s| Sealed {
-            path: s.path,
-            last_seq: s.last_seq,
-        })
     }
 
     fn open(&self, first_seq: u64) -> Result<Segment> {
@@ -235,9 +219,8 @@ impl JournalWriter {
         })?;
         Ok(Segment {
             file,
-            path,
+            path: path.into(),
             len,
-            last_seq: first_seq.saturating_sub(1),
             dirty: false,
         })
     }

@@ -15,8 +15,16 @@ pub fn journal_tail(dir: &Path, after_seq: u64) -> Result<Vec<AuditEvent>> {
     if !dir.is_dir() {
         return Ok(out);
     }
-    for (_, path) in list_segments(dir)? {
-        let data = match std::fs::read(&path) {
+    let segments = list_segments(dir)?;
+    for (i, (_, path)) in segments.iter().enumerate() {
+        // Every event of this segment is before the next one's first.
+        if segments
+            .get(i + 1)
+            .is_some_and(|(next, _)| *next <= after_seq + 1)
+        {
+            continue;
+        }
+        let data = match std::fs::read(path) {
             Ok(d) => d,
             // Indexed and deleted between listing and reading.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -114,8 +122,13 @@ impl<S: Store> Store for WithJournal<S> {
         self.store.revoke_access_key(id)
     }
 
-    fn insert_chained(&self, events: &[AuditEvent], lines: &[u8]) -> Result<()> {
-        self.store.insert_chained(events, lines)
+    fn insert_chained(
+        &self,
+        events: &[AuditEvent],
+        lines: &[u8],
+        at: Option<crate::store::SegmentAt<'_>>,
+    ) -> Result<()> {
+        self.store.insert_chained(events, lines, at)
     }
 
     fn last_event(&self) -> Result<Option<(u64, String)>> {

@@ -1,9 +1,9 @@
 //! `audit verify`: the whole chain — the store, then the journal segments beyond it — checked
 //! link by link and against the signed anchors, without writing anything.
 //!
-//! Segments are read before the store: a running gateway's indexer only deletes a segment
-//! after storing its events, so whatever was in a segment that vanished in between is in the
-//! store by the time the store is read, and the two together have no false gap.
+//! The store is walked first, then the segments beyond its head: segments are never deleted
+//! (they are the archive the store's blocks point into), so whatever a running gateway
+//! indexes meanwhile is still in its segment, and the two together have no false gap.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -53,9 +53,10 @@ pub fn verify(
     anchors: &[Anchor],
     trusted: &[Vec<u8>],
 ) -> Result<Verified> {
-    let (journal, torn) = read_journal(journal_dir)?;
     let probes: BTreeSet<u64> = anchors.iter().map(|a| a.seq).collect();
     let (report, probed) = walk(&probes)?;
+    let stored_head = probed.head.as_ref().map_or(0, |(seq, _)| *seq);
+    let (journal, torn) = read_journal(journal_dir, stored_head)?;
     let mut out = Verified {
         events: report.events,
         stored: report.events,
@@ -90,7 +91,7 @@ pub fn verify(
             }
         };
         if at < seq {
-            // Stored already; its segment is not deleted yet.
+            // Stored already: its block was checked through the store.
             continue;
         }
         if at == seq {
@@ -201,21 +202,25 @@ fn check_anchors(
 
 type Read = std::result::Result<JournalEvent, (u64, String)>;
 
-/// Every complete line of every segment, in order, each checked against its own hash. A torn
-/// last line (a write cut short by a crash, never acknowledged) is left out and described.
-fn read_journal(dir: &Path) -> Result<(Vec<Read>, Option<String>)> {
+/// Every complete line of every segment that holds events after `after`, in order, each
+/// checked against its own hash. A torn last line (a write cut short by a crash, never
+/// acknowledged) is left out and described.
+fn read_journal(dir: &Path, after: u64) -> Result<(Vec<Read>, Option<String>)> {
     let mut out = Vec::new();
     let mut torn = None;
     if !dir.is_dir() {
         return Ok((out, torn));
     }
-    for (first, path) in list_segments(dir)? {
-        let data = match std::fs::read(&path) {
-            Ok(d) => d,
-            // Stored and deleted since it was listed: the store has its events.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e.into()),
-        };
+    let segments = list_segments(dir)?;
+    for (i, (first, path)) in segments.iter().enumerate() {
+        if segments
+            .get(i + 1)
+            .is_some_and(|(next, _)| *next <= after + 1)
+        {
+            continue;
+        }
+        let first = *first;
+        let data = std::fs::read(path)?;
         let mut at = first.saturating_sub(1);
         for line in data.split_inclusive(|b| *b == b'\n') {
             let Some(line) = line.strip_suffix(b"\n") else {

@@ -442,7 +442,11 @@ impl Shared {
                 return Err(stopped());
             }
             (
-                std::mem::take(&mut chain.lines),
+                {
+                    // The next batch is likely as large: one allocation instead of regrowing.
+                    let next = Vec::with_capacity(chain.lines.len().min(MAX_REUSE));
+                    std::mem::replace(&mut chain.lines, next)
+                },
                 std::mem::take(&mut chain.events),
             )
         };
@@ -452,10 +456,10 @@ impl Shared {
         let (first, last) = (first.seq, last.seq);
         let n = events.len() as u64;
         let c = &self.counters;
-        let written = catch_unwind(AssertUnwindSafe(|| io.append(first, last, &lines)))
+        let written = catch_unwind(AssertUnwindSafe(|| io.append(first, &lines)))
             .unwrap_or_else(|_| Err(Error::Audit("audit journal write panicked".to_string())));
         match written {
-            Ok(()) => {
+            Ok(at) => {
                 if let Some(ev) = events.last() {
                     io.head = (ev.seq, ev.hash.clone());
                 }
@@ -470,7 +474,11 @@ impl Shared {
                 if cleared {
                     tracing::info!("the audit journal is writable again");
                 }
-                io.to_indexer(IndexMsg::Batch { events, lines });
+                io.to_indexer(IndexMsg::Batch {
+                    events,
+                    lines,
+                    at: Some(at),
+                });
                 Ok(())
             }
             Err(e) => {
@@ -494,6 +502,9 @@ impl Shared {
         }
     }
 }
+
+/// Bytes of line buffer a new batch starts with, at most.
+const MAX_REUSE: usize = 1 << 20;
 
 /// How often staged events are written when no session needs them written sooner.
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
@@ -547,9 +558,6 @@ fn flush_loop(shared: &Shared, mut anchored: Option<AnchorState>) {
         }
     }
     let mut io = shared.io();
-    if let Some(sealed) = io.journal.seal() {
-        io.to_indexer(IndexMsg::Sealed(sealed));
-    }
     io.to_indexer(IndexMsg::Stop);
     io.join_indexer();
     // The journal is free for the next writer or a recovery.

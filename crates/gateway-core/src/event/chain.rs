@@ -25,8 +25,11 @@ pub fn canonical_body(ev: &AuditEvent) -> Result<String> {
         blank.hash.clear();
         Cow::Owned(blank)
     };
-    serde_json::to_string(ev.as_ref())
-        .map_err(|e| Error::Audit(format!("cannot serialise event: {e}")))
+    // Most events fit: one allocation rather than growing from serde_json's default.
+    let mut out = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut out, ev.as_ref())
+        .map_err(|e| Error::Audit(format!("cannot serialise event: {e}")))?;
+    String::from_utf8(out).map_err(|e| Error::Audit(format!("cannot serialise event: {e}")))
 }
 
 /// The hash of the event at `seq` with canonical `body`, following `prev_hash`.
@@ -34,10 +37,10 @@ pub fn chain_hash(prev_hash: &str, seq: u64, body: &str) -> String {
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
     h.update(b"\n");
-    h.update(seq.to_string().as_bytes());
+    h.update(itoa::Buffer::new().format(seq).as_bytes());
     h.update(b"\n");
     h.update(body.as_bytes());
-    hex::encode(h.finalize())
+    crate::util::hex_lower(&h.finalize())
 }
 
 #[cfg(test)]
@@ -55,6 +58,18 @@ mod tests {
         assert_eq!(
             canonical_body(&ev).unwrap(),
             canonical_body(&chained).unwrap()
+        );
+    }
+
+    #[test]
+    fn hash_is_lower_case_hex_of_the_digest() {
+        // Known answer: SHA-256 of "0…0\n1\n{}" (the genesis hash, seq 1, an empty body).
+        let mut h = Sha256::new();
+        h.update(format!("{GENESIS_HASH}\n1\n{{}}").as_bytes());
+        assert_eq!(chain_hash(GENESIS_HASH, 1, "{}"), hex::encode(h.finalize()));
+        assert_eq!(
+            crate::util::hex_lower(&[0x00, 0x9f, 0xa0, 0xff]),
+            "009fa0ff"
         );
     }
 

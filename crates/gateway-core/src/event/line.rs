@@ -1,8 +1,6 @@
 //! An event as one JSON line: the form the journal, the store's blocks and the JSON-lines
 //! sink all hold, built from the canonical body by splicing in the chain fields.
 
-use std::io::Write;
-
 use super::AuditEvent;
 use super::chain::{canonical_body, chain_hash};
 use crate::error::{Error, Result};
@@ -23,7 +21,10 @@ pub(crate) fn push_line(buf: &mut Vec<u8>, ev: &AuditEvent, body: &str) -> Resul
     {
         // Hashes are hex, so they need no escaping.
         Some(middle) => {
-            let _ = write!(buf, "{LINE_HEAD}{},", ev.seq);
+            buf.reserve(middle.len() + ev.prev_hash.len() + ev.hash.len() + 64);
+            buf.extend_from_slice(LINE_HEAD.as_bytes());
+            buf.extend_from_slice(itoa::Buffer::new().format(ev.seq).as_bytes());
+            buf.push(b',');
             buf.extend_from_slice(middle.as_bytes());
             buf.extend_from_slice(LINE_PREV.as_bytes());
             buf.extend_from_slice(ev.prev_hash.as_bytes());

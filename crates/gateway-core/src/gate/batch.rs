@@ -97,9 +97,7 @@ impl SessionGate {
     /// adding its event to `batch` when its fate is already known.
     pub fn stage(&self, cmd: Command, decision: &Decision, batch: &mut Batch) -> Staged {
         let number = self.next_number();
-        let fingerprint = cmd
-            .fingerprint
-            .unwrap_or_else(|| crate::approvals::fingerprint(&cmd.text, &[]));
+        let fingerprint = cmd.fingerprint;
         let record = Record {
             action: cmd.action,
             text: cmd.text,
@@ -128,6 +126,9 @@ impl SessionGate {
                 match window {
                     Some(window) => Some(window),
                     None if cmd.waiting != Waiting::Never => {
+                        // Only a reviewed command needs one: what its approval is bound to.
+                        let fingerprint = fingerprint
+                            .unwrap_or_else(|| crate::approvals::fingerprint(&record.text, &[]));
                         return Staged::Review(Box::new(Review {
                             number,
                             record,

@@ -193,7 +193,9 @@ fn canonical_text(text: &str, toks: &[Tok]) -> String {
             out.push(' ');
         }
         match t.kind {
-            TokKind::Word => out.extend(raw.chars().map(|c| c.to_ascii_lowercase())),
+            TokKind::Word | TokKind::SettingName => {
+                out.extend(raw.chars().map(|c| c.to_ascii_lowercase()))
+            }
             TokKind::Str => out.push_str("''"),
             TokKind::Num => out.push('0'),
             _ => out.push_str(raw),
@@ -291,7 +293,7 @@ fn scanner_items<'a>(text: &'a str, toks: &[Tok]) -> Vec<Item<'a>> {
             ),
             // sqlparser has no U&"..." identifiers; this never matches. `[...]` is T-SQL only.
             TokKind::UnicodeIdent | TokKind::BracketIdent | TokKind::Semi => Item::Other,
-            TokKind::Str | TokKind::Num => Item::Literal,
+            TokKind::Str | TokKind::SettingName | TokKind::Num => Item::Literal,
             TokKind::Param => Item::Param(raw),
             TokKind::Op => continue,
         };

@@ -257,7 +257,7 @@ fn scanner_items<'a>(text: &'a str, toks: &[Tok]) -> Vec<Item<'a>> {
             TokKind::Word => Item::Word(raw),
             TokKind::QuotedIdent => Item::Quoted('"', inner().replace("\"\"", "\"")),
             TokKind::BracketIdent => Item::Quoted('[', inner().replace("]]", "]")),
-            TokKind::Str | TokKind::Num => Item::Literal,
+            TokKind::Str | TokKind::SettingName | TokKind::Num => Item::Literal,
             TokKind::Semi => Item::Semi,
             TokKind::UnicodeIdent | TokKind::Param => Item::Other,
             TokKind::Op => continue,

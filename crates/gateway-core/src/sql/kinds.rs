@@ -2,8 +2,8 @@
 //! listed here is `Unknown`.
 
 use sqlparser::ast::{
-    CopySource, CopyTarget, DescribeAlias, Expr, ObjectName, ObjectType, Reset, Set, Statement,
-    UtilityOption, Value,
+    CopySource, CopyTarget, DescribeAlias, Expr, Function, FunctionArg, FunctionArgExpr,
+    FunctionArguments, ObjectName, ObjectType, Reset, Set, Statement, UtilityOption, Value,
 };
 
 use super::pure::is_pure;
@@ -245,15 +245,67 @@ const ADMIN_SETTINGS: &[&str] = &[
 ];
 
 fn setting_kind(name: &ObjectName) -> SqlKind {
-    let Some(parts) = pg_name_parts(name) else {
-        return SqlKind::Unknown;
-    };
-    match parts.as_slice() {
+    match pg_name_parts(name) {
+        Some(parts) => setting_parts_kind(&parts),
+        None => SqlKind::Unknown,
+    }
+}
+
+fn setting_parts_kind(parts: &[String]) -> SqlKind {
+    match parts {
         [one] if ADMIN_SETTINGS.contains(&one.to_ascii_lowercase().as_str()) => SqlKind::Admin,
         // Ordinary and extension (`ext.param`) settings.
         [_] | [_, _] => SqlKind::Session,
         _ => SqlKind::Unknown,
     }
+}
+
+/// The effect of `set_config(name, value, is_local)` as PostgreSQL's own `set_config` (the
+/// name unqualified or in `pg_catalog`) called with a literal setting name: that of `SET
+/// name`. `None` for any other call, which is judged by name (`set_config` is `Admin`).
+///
+/// The scanner keeps such a literal in the shape and the cache key (`TokKind::SettingName`);
+/// every other literal reaches the parser as `''`, which names no setting.
+pub(crate) fn set_config_kind(f: &Function) -> Option<SqlKind> {
+    let builtin = match pg_name_parts(&f.name)?.as_slice() {
+        [name] => name == "set_config",
+        [schema, name] => schema == "pg_catalog" && name == "set_config",
+        _ => false,
+    };
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    let plain = matches!(f.parameters, FunctionArguments::None)
+        && f.over.is_none()
+        && f.filter.is_none()
+        && f.within_group.is_empty()
+        && list.duplicate_treatment.is_none()
+        && list.clauses.is_empty();
+    if !builtin || !plain {
+        return None;
+    }
+    let [
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(name))),
+        _,
+        _,
+    ] = list.args.as_slice()
+    else {
+        return None;
+    };
+    let Value::SingleQuotedString(name) = &name.value else {
+        return None;
+    };
+    let valid = |p: &str| {
+        p.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    let parts: Vec<String> = name.split('.').map(str::to_ascii_lowercase).collect();
+    parts
+        .iter()
+        .all(|p| valid(p))
+        .then(|| setting_parts_kind(&parts))
 }
 
 /// Functions whose call changes the server, reads server files, runs SQL given as text, or

@@ -26,6 +26,10 @@ pub(crate) enum TokKind {
     UnicodeIdent,
     /// String of any kind (plain, E, N, U&, B, X, dollar-quoted).
     Str,
+    /// A plain `'...'` string that is the first argument of `set_config(`, spelt like a
+    /// setting name (ASCII letters, digits, `_`, `.`): kept, lower-cased, in the shape and the
+    /// cache key, so the classifier can judge the call as `SET` of that name.
+    SettingName,
     /// Number.
     Num,
     /// `$n` parameter.
@@ -175,6 +179,7 @@ fn scan_into(
     let mut i = 0;
     let mut space = false;
     let plain_backslash = !opts.standard_conforming_strings;
+    let mut set_config = SetConfig::Idle;
 
     while i < n {
         let c = b[i];
@@ -277,7 +282,9 @@ fn scan_into(
             // NUL, vertical tab and other control characters: refuse.
             _ => return None,
         }
-        push_token(out, text.get(start..i)?, kind, emit);
+        let raw = text.get(start..i)?;
+        let kind = set_config.step(kind, raw);
+        push_token(out, raw, kind, emit);
         sink(
             Tok {
                 kind,
@@ -298,11 +305,58 @@ pub(super) fn push_token(out: &mut String, raw: &str, kind: TokKind, emit: Emit)
                 out.push(ch.to_ascii_lowercase());
             }
         }
+        TokKind::SettingName => {
+            for ch in raw.chars() {
+                out.push(ch.to_ascii_lowercase());
+            }
+        }
         TokKind::Str | TokKind::Num if emit == Emit::Shape => out.push('?'),
         TokKind::Str => out.push('\x01'),
         TokKind::Num => out.push('\x02'),
         _ => out.push_str(raw),
     }
+}
+
+/// Where the scanner stands on the way to `set_config('name'`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SetConfig {
+    Idle,
+    /// The last token was the word `set_config`.
+    Name,
+    /// The last two tokens were `set_config (`.
+    Paren,
+}
+
+impl SetConfig {
+    /// Advances past one token; the token's kind, [`TokKind::SettingName`] for a literal
+    /// setting name right after `set_config (`.
+    fn step(&mut self, kind: TokKind, raw: &str) -> TokKind {
+        let (next, kind) = match (*self, kind) {
+            (_, TokKind::Word) if raw.eq_ignore_ascii_case("set_config") => (SetConfig::Name, kind),
+            (SetConfig::Name, TokKind::Op) if raw == "(" => (SetConfig::Paren, kind),
+            (SetConfig::Paren, TokKind::Str) if is_setting_literal(raw) => {
+                (SetConfig::Idle, TokKind::SettingName)
+            }
+            _ => (SetConfig::Idle, kind),
+        };
+        *self = next;
+        kind
+    }
+}
+
+/// `'name'` or `'ext.name'`: a plain literal whose text needs no escaping and could be a
+/// setting's name. Anything else (E-strings, dollar quotes, continuations, quotes or
+/// backslashes inside) stays an ordinary literal.
+fn is_setting_literal(raw: &str) -> bool {
+    let Some(body) = raw.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) else {
+        return false;
+    };
+    body.split('.').all(|part| {
+        part.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    })
 }
 
 /// `--` to the end of the line; returns the index of the newline (or the end).

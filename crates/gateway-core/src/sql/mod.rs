@@ -11,7 +11,7 @@
 //! identifiers and statements begin and end, and produces the fingerprint. It is the only
 //! authority on that: each `;`-separated statement is rebuilt from its tokens as canonical
 //! text (literals become `''` or `0`) before `sqlparser` parses it, so `sqlparser` never
-//! sees a comment or a literal's contents. Its tokens of that text must still be exactly
+//! sees a comment or a literal's contents (except `set_config`'s setting name, see Kinds). Its tokens of that text must still be exactly
 //! the scanner's (words, identifiers, literals, parameters) and it must find exactly one
 //! statement; otherwise every statement of the text is `Unknown`. A statement `sqlparser`
 //! cannot parse is `Unknown` (`parsed = false`), except `TABLE name` and the administrative
@@ -61,12 +61,17 @@
 //! - Admin functions (any schema, any case): server files (`pg_read_file`,
 //!   `pg_read_binary_file`, `pg_stat_file`, `pg_ls_*`, `pg_file_*`), large objects (`lo_*`
 //!   except `lo_get`, `lowrite`), backends and server state (`pg_terminate_backend`,
-//!   `pg_cancel_backend`, `pg_reload_conf`, `pg_rotate_logfile*`, `set_config`,
+//!   `pg_cancel_backend`, `pg_reload_conf`, `pg_rotate_logfile*`, `set_config` (but see below),
 //!   `pg_stat_reset*`, backup, WAL and replication-slot functions, `pg_logical_*`,
 //!   `pg_replication_origin_*`), advisory locks (`pg_advisory_*`, `pg_try_advisory_*`),
 //!   `dblink*`, and functions that run SQL given as text or read tables the query does not
 //!   name (`query_to_xml*`, `cursor_to_xml*`, `table_to_xml*`, `schema_to_xml*`,
 //!   `database_to_xml*`, `ts_stat`, `ts_rewrite`). `pg_sleep*` and `txid_*` are reads.
+//! - `set_config(name, value, is_local)`, unqualified or in `pg_catalog`, with `name` a plain
+//!   `'...'` literal spelt like a setting (ASCII letters, digits, `_`, one or two `.`-separated
+//!   parts), is judged as `SET name` would be. The scanner keeps that literal, lower-cased, in
+//!   the shape and the cache key (`set_config('jit', ?, false)`); any other first argument
+//!   reaches the parser as `''` and the call stays `Admin`.
 //! - **Call**: any other function call not on the allow-list of side-effect-free built-ins
 //!   (`pure`), unqualified or in `pg_catalog`/`information_schema`; the statement records
 //!   the names in [`functions`](crate::action::SqlStatement::functions). `(x).f` counts as a
@@ -151,7 +156,8 @@
 //! # Shapes and caching
 //! The fingerprint lower-cases keywords and unquoted identifiers (ASCII only, like
 //! PostgreSQL), replaces literals by `?`, keeps quoted identifiers and `$n` verbatim, and
-//! collapses whitespace and comments to one space. The cache key is the same text with each
+//! collapses whitespace and comments to one space. The one literal kept is `set_config`'s
+//! setting name (above). The cache key is the same text with each
 //! literal marked as string or number, so a literal never collides with a `?` operator and
 //! classification is a function of the key.
 
@@ -172,6 +178,8 @@ mod walk;
 mod attack_tests;
 #[cfg(test)]
 mod fingerprint_tests;
+#[cfg(test)]
+mod set_config_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

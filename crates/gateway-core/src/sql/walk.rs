@@ -9,8 +9,8 @@ use sqlparser::ast::{
 
 use super::Dialect;
 use super::kinds::{
-    effect_by_name, explain_runs, function_kind, pg_ident, pg_name_parts, statement_kind,
-    table_names,
+    effect_by_name, explain_runs, function_kind, pg_ident, pg_name_parts, set_config_kind,
+    statement_kind, table_names,
 };
 use super::kinds_tsql;
 use crate::action::SqlKind;
@@ -358,7 +358,10 @@ impl Visitor for Walk {
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
         // Functions are checked even under plain EXPLAIN: planning can evaluate them.
         match e {
-            Expr::Function(f) => self.call(&f.name, false),
+            Expr::Function(f) => match set_config_kind(f) {
+                Some(kind) if self.dialect == Dialect::Postgres => self.raise(kind),
+                _ => self.call(&f.name, false),
+            },
             // `(x).f` is `f(x)` when `x` has no field `f`: every name selected from a value
             // is a call unless it is a built-in free of side effects.
             Expr::CompoundFieldAccess { root, access_chain } => {

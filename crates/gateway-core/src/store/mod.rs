@@ -12,6 +12,14 @@ use crate::event::{AuditEvent, EventFilter};
 
 pub use sqlite::SqliteStore;
 
+/// Where journal lines lie on disk: the segment file and the byte offset of the first line.
+/// A store given this may keep the position instead of a copy of the lines.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentAt<'a> {
+    pub path: &'a std::path::Path,
+    pub offset: u64,
+}
+
 /// A stored access key (the secret itself is never stored, only its SHA-256).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccessKeyRecord {
@@ -58,9 +66,15 @@ pub trait Store: Send + Sync + 'static {
     /// keeps, so events are not serialised again. Events whose `seq` the store already holds
     /// are skipped (the one at the store's last `seq` must have the same hash); the rest must
     /// continue the stored chain exactly (`seq` one higher, `prev_hash` equal to the previous
-    /// hash), or nothing is inserted.
-    fn insert_chained(&self, events: &[AuditEvent], lines: &[u8]) -> Result<()> {
-        let _ = (events, lines);
+    /// hash), or nothing is inserted. With `at`, the lines are those bytes of a journal
+    /// segment that stays where it is: the store keeps their position, not a copy.
+    fn insert_chained(
+        &self,
+        events: &[AuditEvent],
+        lines: &[u8],
+        at: Option<SegmentAt<'_>>,
+    ) -> Result<()> {
+        let _ = (events, lines, at);
         Err(Error::Store(
             "this store cannot take events chained by the journal".to_string(),
         ))

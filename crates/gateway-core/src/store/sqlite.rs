@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{AccessKeyRecord, ChainReport, Probed, Store};
+use super::{AccessKeyRecord, ChainReport, Probed, SegmentAt, Store};
 use crate::error::{Error, Result};
 use crate::event::{AuditEvent, EventFilter};
 
@@ -17,7 +17,7 @@ use crate::event::{AuditEvent, EventFilter};
 mod approvals;
 
 /// Version of the schema below; bumped by every migration.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 /// How long a statement waits for another process holding the write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// WAL pages before an automatic checkpoint (4 KiB each): fewer, larger checkpoints write a
@@ -46,6 +46,10 @@ pub struct SqliteStore {
     /// Read connection for file stores; in-memory stores read through the writer.
     reader: Option<Mutex<Connection>>,
     path: Option<PathBuf>,
+    /// The directory segment locations are relative to: the database's own.
+    base: Option<PathBuf>,
+    /// Whether blocks carry segment positions (false only for an old store read as it is).
+    positional: bool,
     /// Opened in fsync mode: every commit is synced, whatever `append_events` asks.
     always_fsync: bool,
 }
@@ -102,6 +106,8 @@ impl SqliteStore {
             }),
             reader: Some(Mutex::new(reader)),
             path: Some(path.to_path_buf()),
+            base: Some(base_of(path)),
+            positional: true,
             always_fsync: fsync,
         })
     }
@@ -117,6 +123,8 @@ impl SqliteStore {
             }),
             reader: None,
             path: None,
+            base: None,
+            positional: true,
             always_fsync: false,
         })
     }
@@ -124,6 +132,13 @@ impl SqliteStore {
     /// The database file, if this store has one.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
+    }
+
+    fn layout(&self) -> events::Layout<'_> {
+        events::Layout {
+            base: self.base.as_deref(),
+            positional: self.positional,
+        }
     }
 
     /// Run `f` on a connection for reading.
@@ -170,7 +185,17 @@ pub fn verify_read_only(
         Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)?
     };
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    events::verify(&conn, probes)
+    let base = base_of(path);
+    let layout = events::Layout {
+        base: Some(&base),
+        positional: segments::positional(&conn)?,
+    };
+    events::verify(&conn, probes, layout)
+}
+
+/// The directory a database's segment locations are relative to.
+fn base_of(path: &Path) -> PathBuf {
+    path.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 fn open_conn(path: &Path) -> Result<Connection> {
@@ -190,9 +215,15 @@ fn init_schema(conn: &mut Connection) -> Result<()> {
     )?;
     match version.parse::<i64>() {
         Ok(v) if v < SCHEMA_VERSION => {
-            // Schema 1 kept a row per event; schema 2 keeps them in blocks.
+            // Schema 1 kept a row per event; schema 2 keeps them in blocks; schema 3 lets a
+            // block name its place in a journal segment instead of holding a copy.
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let moved = events::migrate_from_rows(&tx)?;
+            segments::migrate(&tx)?;
+            let moved = if v < 2 {
+                events::migrate_from_rows(&tx)?
+            } else {
+                0
+            };
             tx.execute(
                 "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
                 [SCHEMA_VERSION.to_string()],
@@ -238,7 +269,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn insert_chained(&self, events: &[AuditEvent], lines: &[u8]) -> Result<()> {
+    fn insert_chained(
+        &self,
+        events: &[AuditEvent],
+        lines: &[u8],
+        at: Option<SegmentAt<'_>>,
+    ) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
@@ -249,7 +285,14 @@ impl Store for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (seq, hash) = events::head(&tx)?;
-        events::insert(&tx, (seq, &hash), events, lines, true)?;
+        let at = match at {
+            Some(at) => Some((
+                segments::segment_id(&tx, self.base.as_deref(), at.path)?,
+                at.offset,
+            )),
+            None => None,
+        };
+        events::insert(&tx, (seq, &hash), events, lines, true, at)?;
         tx.commit()?;
         Ok(())
     }
@@ -263,7 +306,7 @@ impl Store for SqliteStore {
         if filter.limit == Some(0) {
             return Ok(Vec::new());
         }
-        self.read(|conn| events::query(conn, filter))
+        self.read(|conn| events::query(conn, filter, self.layout()))
     }
 
     fn verify_chain(&self) -> Result<ChainReport> {
@@ -276,8 +319,8 @@ impl Store for SqliteStore {
     ) -> Result<(ChainReport, Probed)> {
         match &self.path {
             // Its own connection, so a long walk never holds up access-key lookups.
-            Some(path) => events::verify(&open_conn(path)?, probes),
-            None => self.read(|conn| events::verify(conn, probes)),
+            Some(path) => events::verify(&open_conn(path)?, probes, self.layout()),
+            None => self.read(|conn| events::verify(conn, probes, self.layout())),
         }
     }
 
@@ -320,5 +363,6 @@ impl Store for SqliteStore {
 }
 
 mod events;
+mod segments;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::deep::TypeInfo;
 use super::views::ViewOrigin;
 use crate::codec::{self, tags::backend as be};
-use crate::session::SessionCtx;
+use crate::ctx::SessionCtx;
 
 /// Longest the catalog may take to answer one question (login included).
 const TIMEOUT: Duration = Duration::from_secs(5);

@@ -5,6 +5,7 @@
 
 pub(crate) mod catalog;
 pub(crate) mod copy;
+mod covers;
 mod deep;
 mod errors;
 mod views;
@@ -19,6 +20,7 @@ use gateway_core::masking::{
 use crate::codec::{self, CodecError};
 use catalog::Catalog;
 use copy::{CopyFormat, CopyScratch};
+use covers::{COVERS_KEY, Covers};
 use deep::shape::{self, oid};
 use deep::{Pool, Shape, Shaper, Walker};
 use errors::{detail_values, quoted_masked};
@@ -123,6 +125,8 @@ pub(crate) struct Masking {
     scratch: Vec<u8>,
     copy_scratch: CopyScratch,
     pool: Pool,
+    /// Columns whose values carry a covered composite field, once looked up, and when.
+    covers: Option<(Covers, std::time::Instant)>,
 }
 
 impl Masking {
@@ -134,6 +138,7 @@ impl Masking {
             scratch: Vec::new(),
             copy_scratch: CopyScratch::default(),
             pool: Pool::default(),
+            covers: None,
         }
     }
 
@@ -141,7 +146,9 @@ impl Masking {
     /// `(type, TYPE_KEY)`), the catalog has not answered for yet.
     pub fn unresolved<'a>(&self, cols: impl IntoIterator<Item = Column<'a>>) -> Vec<(u32, i16)> {
         let mut keys = Vec::new();
+        let mut computed = false;
         for c in cols {
+            computed |= c.table_oid == 0;
             let k = (c.table_oid, c.column_id);
             if k.0 != 0 && k.1 > 0 && self.catalog.origin(k).is_none() {
                 keys.push(k);
@@ -149,6 +156,10 @@ impl Masking {
             if shape::needs_lookup(c.type_oid) && self.catalog.type_info(c.type_oid).is_none() {
                 keys.push((c.type_oid, catalog::TYPE_KEY));
             }
+        }
+        // A computed column may read a covered composite column through an expression.
+        if computed && !self.covers_current() && !self.masks.column_rule_names().is_empty() {
+            keys.push((0, COVERS_KEY));
         }
         keys
     }

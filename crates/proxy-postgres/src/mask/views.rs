@@ -18,7 +18,7 @@ use gateway_core::masking::SessionMasks;
 use gateway_core::sql::LexOptions;
 
 use crate::codec::{self, tags::backend as be};
-use crate::session::SessionCtx;
+use crate::ctx::SessionCtx;
 
 use super::catalog::Catalog;
 

@@ -15,9 +15,9 @@ use super::state::Shared;
 use super::{Fatal, MAX_TARGET_MESSAGE, READ_CHUNK};
 use crate::codec::Frame;
 use crate::codec::{self, tags::backend as be};
+use crate::ctx::SessionCtx;
 use crate::error::{PgError, Result};
 use crate::mask::Masking;
-use crate::session::SessionCtx;
 
 pub(super) async fn run<R, W>(
     ctx: &SessionCtx,

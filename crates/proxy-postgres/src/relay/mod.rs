@@ -34,8 +34,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec;
+use crate::ctx::SessionCtx;
 use crate::error::Result;
-use crate::session::SessionCtx;
 use state::Shared;
 
 /// Read buffer size per direction.

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use gateway_core::Side;
 
-use super::state::Shared;
+use super::state::{ResultSource, Shared};
 use crate::codec::{self, Frame, tags::backend as be};
+use crate::ctx::SessionCtx;
 use crate::error::{PgError, Result};
 use crate::mask::catalog::Described;
 use crate::mask::copy::{CopyFormat, parse_copy};
 use crate::mask::{Column, Masking, RowPlan};
-use crate::session::SessionCtx;
 
 /// What downstream does with a frame after masking looked at it.
 pub(super) enum Step {
@@ -103,7 +103,7 @@ impl Results {
     /// Do the catalog work a held frame waits for.
     pub async fn run_wait(&mut self, ctx: &SessionCtx, w: Wait) {
         match w {
-            Wait::Resolve(keys) => self.m.catalog.resolve(ctx, &keys).await,
+            Wait::Resolve(keys) => self.m.resolve(ctx, &keys).await,
             Wait::DescribeCopy(sql) => {
                 let d = self.m.catalog.describe(ctx, &sql).await;
                 if let Some(cols) = &d {
@@ -114,7 +114,7 @@ impl Results {
                         type_oid: c.type_oid,
                         format: 0,
                     }));
-                    self.m.catalog.resolve(ctx, &keys).await;
+                    self.m.resolve(ctx, &keys).await;
                 }
                 self.copy_desc = Some(d);
             }
@@ -141,6 +141,12 @@ impl Results {
         match frame.tag {
             be::DATA_ROW => {
                 if self.current.is_none() {
+                    // Rows with no description seen: the covered columns are still needed.
+                    if let Some(key) =
+                        source(sh).and_then(|s| self.m.covers_wanted_for(&s.statements))
+                    {
+                        return Ok(Step::Wait(Wait::Resolve(vec![key])));
+                    }
                     self.current = Some(self.plan_for_rows(sh, frame));
                 }
                 let Results { m, current, .. } = self;
@@ -183,7 +189,12 @@ impl Results {
                     self.current = None;
                 } else {
                     let (mentioned, rows) = mentioned(sh);
-                    self.current = Some(self.m.plan(cols, mentioned, rows, touched(sh)));
+                    let cover = self.cover(sh);
+                    self.current =
+                        Some(
+                            self.m
+                                .plan(cols, mentioned.or(cover), rows, touched(sh).or(cover)),
+                        );
                 }
                 Ok(Step::Pass)
             }
@@ -210,7 +221,11 @@ impl Results {
                         return Ok(Step::Pass);
                     }
                 }
-                let touched = touched(sh);
+                if let Some(key) = source(sh).and_then(|s| self.m.covers_wanted_for(&s.statements))
+                {
+                    return Ok(Step::Wait(Wait::Resolve(vec![key])));
+                }
+                let touched = touched(sh).or_else(|| self.cover(sh));
                 if self.touched_any.is_none() {
                     self.touched_any = touched;
                 }
@@ -223,7 +238,10 @@ impl Results {
             be::COMMAND_COMPLETE => {
                 self.current = None;
                 if self.touched_any.is_none() {
-                    self.touched_any = touched(sh);
+                    self.touched_any = touched(sh).or_else(|| self.cover(sh));
+                }
+                if let Some(s) = source(sh) {
+                    self.m.statements_done(&s.statements);
                 }
                 if matches!(self.copy, CopyOut::Refused) {
                     return Ok(Step::Written);
@@ -232,7 +250,10 @@ impl Results {
                 Ok(Step::Pass)
             }
             be::NOTIFICATION => {
-                let rule = self.touched_any.or_else(|| touched(sh));
+                let rule = self
+                    .touched_any
+                    .or_else(|| touched(sh))
+                    .or_else(|| self.cover(sh));
                 let changed = self
                     .m
                     .mask_notification(&frame.raw, rule, out)
@@ -274,7 +295,7 @@ impl Results {
                         frame.body(),
                         CopyFormat::Lines,
                         None,
-                        mentioned(sh).0,
+                        mentioned(sh).0.or_else(|| self.cover(sh)),
                         out,
                     );
                     Ok(written(changed))
@@ -292,8 +313,9 @@ impl Results {
             .body()
             .first_chunk::<2>()
             .map_or(0, |b| usize::from(u16::from_be_bytes(*b)));
-        let source = sh.inflight.front().and_then(|f| f.source.as_ref());
-        let mentioned = source.and_then(|s| s.mentioned);
+        let source = source(sh);
+        let cover = self.cover(sh);
+        let mentioned = source.and_then(|s| s.mentioned).or(cover);
         let rows = source.and_then(|s| s.rows);
         if let Some((p, formats)) = source.and_then(|s| s.exec.as_ref())
             && let Some(desc) = p.described()
@@ -309,7 +331,7 @@ impl Results {
                 }),
                 mentioned,
                 rows,
-                source.and_then(|s| s.touched),
+                source.and_then(|s| s.touched).or(cover),
             );
         }
         self.m.blind_plan(ncols, mentioned.or(rows))
@@ -323,10 +345,11 @@ impl Results {
             )));
         };
         let ncols = usize::from(u16::from_be_bytes([ncols[0], ncols[1]]));
-        let source = sh.inflight.front().and_then(|f| f.source.as_ref());
-        let mentioned = source.and_then(|s| s.mentioned);
+        let source = source(sh);
+        let cover = self.cover(sh);
+        let mentioned = source.and_then(|s| s.mentioned).or(cover);
         let rows = source.and_then(|s| s.rows);
-        let touched = source.and_then(|s| s.touched);
+        let touched = source.and_then(|s| s.touched).or(cover);
         let stmt = source.and_then(|s| parse_copy(&s.text));
         if format != 0 {
             return self.binary_copy_out(stmt.and_then(|c| c.describe), ncols, sh, out);
@@ -381,7 +404,8 @@ impl Results {
         sh: &Shared,
         out: &mut BytesMut,
     ) -> Result<Step> {
-        let source = sh.inflight.front().and_then(|f| f.source.as_ref());
+        let source = source(sh);
+        let cover = self.cover(sh);
         let mut plan = None;
         if let Some(q) = describe {
             match self.copy_desc.take() {
@@ -395,9 +419,9 @@ impl Results {
                             type_oid: d.type_oid,
                             format: 1,
                         }),
-                        source.and_then(|s| s.mentioned),
+                        source.and_then(|s| s.mentioned).or(cover),
                         source.and_then(|s| s.rows),
-                        source.and_then(|s| s.touched),
+                        source.and_then(|s| s.touched).or(cover),
                     );
                     if p.unreadable_binary().is_none() {
                         plan = Some(p);
@@ -425,6 +449,19 @@ impl Results {
             started: false,
         };
         Ok(Step::Pass)
+    }
+}
+
+/// What the in-flight command's results come from, if known.
+fn source(sh: &Shared) -> Option<&ResultSource> {
+    sh.inflight.front().and_then(|f| f.source.as_deref())
+}
+
+impl Results {
+    /// The rule masking whole the computed columns of the in-flight command, which reads a
+    /// column carrying a covered composite field through an expression.
+    fn cover(&self, sh: &Shared) -> Option<usize> {
+        self.m.cover_rule(&source(sh)?.statements)
     }
 }
 

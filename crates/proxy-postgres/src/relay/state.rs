@@ -64,6 +64,8 @@ pub(super) struct ResultSource {
     pub touched: Option<usize>,
     /// For an Execute: its statement and the Bind's result formats.
     pub exec: Option<(Arc<Prepared>, Arc<[i16]>)>,
+    /// The statements as classified, with their outputs' lineage.
+    pub statements: Arc<[Arc<SqlStatement>]>,
 }
 
 impl Prepared {

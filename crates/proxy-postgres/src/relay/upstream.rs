@@ -23,8 +23,8 @@ use super::state::{
     InFlight, MAX_NAMES, Name, PendingOp, Prepared, ResultSource, Shared, Substitute, name_key,
 };
 use crate::codec::{self, Frame, tags::frontend as fe};
+use crate::ctx::SessionCtx;
 use crate::error::{PgError, Result};
-use crate::session::SessionCtx;
 
 /// What to do with one client frame.
 enum Plan {

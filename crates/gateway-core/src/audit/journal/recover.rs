@@ -1,11 +1,11 @@
-//! Start-up recovery: store what the journal holds beyond the store, then clear the journal.
+//! Start-up recovery: index what the journal holds beyond the store.
 
 use std::path::Path;
 
 use crate::audit::chain::GENESIS_HASH;
 use crate::audit::event::AuditEvent;
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::store::{SegmentAt, Store};
 
 use super::list_segments;
 
@@ -28,9 +28,8 @@ pub(crate) struct Recovered {
     pub(crate) head: Head,
 }
 
-/// Copy every journal event past the store's last one into the store, checking that each
-/// continues the chain, then delete the segments (all their events are stored). The caller
-/// holds the journal's lock. A torn last line (a write cut short by a crash, never
+/// Index every journal event past the store's last one, checking that each continues the
+/// chain; segments wholly before it are not read again. The caller holds the journal's lock. A torn last line (a write cut short by a crash, never
 /// acknowledged) is cut off the last segment; anything else unreadable is an error, so the
 /// gap is seen rather than silently skipped.
 pub(crate) fn recover(store: &dyn Store, dir: &Path) -> Result<Recovered> {
@@ -39,14 +38,24 @@ pub(crate) fn recover(store: &dyn Store, dir: &Path) -> Result<Recovered> {
         .unwrap_or_else(|| (0, GENESIS_HASH.to_string()));
     let stored_head = Head { seq, hash };
     let mut head = stored_head.clone();
-    let mut pending: Vec<AuditEvent> = Vec::new();
-    let mut lines: Vec<u8> = Vec::new();
     let mut stored = 0u64;
     let segments = list_segments(dir)?;
     let last_index = segments.len().saturating_sub(1);
     for (i, (_, path)) in segments.iter().enumerate() {
+        // Every event of this segment is before the next one's first: indexed already.
+        if segments
+            .get(i + 1)
+            .is_some_and(|(next, _)| *next <= stored_head.seq + 1)
+        {
+            continue;
+        }
         let bad = |what: String| Error::Audit(format!("audit journal {}: {what}", path.display()));
         let data = std::fs::read(path)?;
+        // Events to index from this segment, their lines, and where the first line starts.
+        let mut pending: Vec<AuditEvent> = Vec::new();
+        let mut lines: Vec<u8> = Vec::new();
+        let mut run_at = 0u64;
+        let mut offset = 0u64;
         let complete = data.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
         if complete < data.len() {
             if i != last_index {
@@ -63,6 +72,8 @@ pub(crate) fn recover(store: &dyn Store, dir: &Path) -> Result<Recovered> {
                 .set_len(complete as u64)?;
         }
         for (n, line) in data[..complete].split(|&b| b == b'\n').enumerate() {
+            let line_at = offset;
+            offset += line.len() as u64 + 1;
             if line.is_empty() {
                 continue;
             }
@@ -86,24 +97,30 @@ pub(crate) fn recover(store: &dyn Store, dir: &Path) -> Result<Recovered> {
                 seq: ev.seq,
                 hash: ev.hash.clone(),
             };
+            if pending.is_empty() {
+                run_at = line_at;
+            }
             pending.push(ev);
             lines.extend_from_slice(line);
             lines.push(b'\n');
             if pending.len() >= RECOVER_BATCH {
-                store.insert_chained(&pending, &lines)?;
+                let at = SegmentAt {
+                    path,
+                    offset: run_at,
+                };
+                store.insert_chained(&pending, &lines, Some(at))?;
                 stored += pending.len() as u64;
                 pending.clear();
                 lines.clear();
             }
         }
-    }
-    if !pending.is_empty() {
-        store.insert_chained(&pending, &lines)?;
-        stored += pending.len() as u64;
-    }
-    for (_, path) in &segments {
-        if let Err(e) = std::fs::remove_file(path) {
-            tracing::warn!(path = %path.display(), error = %e, "cannot delete a stored audit journal segment");
+        if !pending.is_empty() {
+            let at = SegmentAt {
+                path,
+                offset: run_at,
+            };
+            store.insert_chained(&pending, &lines, Some(at))?;
+            stored += pending.len() as u64;
         }
     }
     if stored > 0 {

@@ -65,7 +65,6 @@ fn a_line_that_does_not_match_its_hash_is_refused() {
 #[test]
 fn writer_appends_batches_and_rotates() {
     let dir = TempDir::new("journal-rotate");
-    let mut w = JournalWriter::new(dir.path(), 100, false);
     let line = |seq: u64| {
         let c = chained(command_event("s", "a", seq), seq, GENESIS_HASH);
         let mut buf = Vec::new();
@@ -74,19 +73,25 @@ fn writer_appends_batches_and_rotates() {
     };
     let mut two = line(1);
     two.extend(line(2));
-    w.append(1, 2, &two).unwrap();
-    assert!(w.take_sealed().is_none());
+    // A segment is closed once it holds as much as the first batch.
+    let mut w = JournalWriter::new(dir.path(), two.len() as u64, false);
+    let at = w.append(1, &two).unwrap();
+    assert_eq!((&*at.path, at.offset), (&*segment_path(dir.path(), 1), 0));
     let three = line(3);
-    w.append(3, 3, &three).unwrap();
-    let sealed = w.take_sealed().expect("past the size limit");
+    // Past the size limit: a new segment, named by its first event.
+    let at = w.append(3, &three).unwrap();
+    assert_eq!((&*at.path, at.offset), (&*segment_path(dir.path(), 3), 0));
+    let four = line(4);
+    let at = w.append(4, &four).unwrap();
     assert_eq!(
-        (sealed.path, sealed.last_seq),
-        (segment_path(dir.path(), 1), 2)
+        (&*at.path, at.offset),
+        (&*segment_path(dir.path(), 3), three.len() as u64)
     );
     assert_eq!(std::fs::read(segment_path(dir.path(), 1)).unwrap(), two);
-    assert_eq!(std::fs::read(segment_path(dir.path(), 3)).unwrap(), three);
-    let last = w.seal().unwrap();
-    assert_eq!(last.last_seq, 3);
+    assert_eq!(
+        std::fs::read(segment_path(dir.path(), 3)).unwrap(),
+        [three, four].concat()
+    );
     let firsts: Vec<u64> = list_segments(dir.path())
         .unwrap()
         .into_iter()

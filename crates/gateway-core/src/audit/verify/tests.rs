@@ -260,8 +260,17 @@ async fn a_cut_store_tail_is_reported() {
     record(&log, 5).await;
     log.shutdown().await;
     assert_eq!(s.verify().problem, None);
-    // Remove the newest block of events, as a truncated file or a DELETE would.
+    // Remove the newest block of events from the index and its lines from the segment, as
+    // a DELETE and a truncated file would.
     let conn = rusqlite::Connection::open(s.db()).unwrap();
+    let (location, offset): (String, i64) = conn
+        .query_row(
+            "SELECT s.location, b.seg_offset FROM event_blocks b \
+             JOIN event_segments s ON s.id = b.segment ORDER BY b.first_seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
     let removed = conn
         .execute(
             "DELETE FROM event_blocks WHERE first_seq = (SELECT max(first_seq) FROM event_blocks)",
@@ -270,6 +279,13 @@ async fn a_cut_store_tail_is_reported() {
         .unwrap();
     assert_eq!(removed, 1);
     drop(conn);
+    let segment = s.db().parent().unwrap().join(location);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment)
+        .unwrap()
+        .set_len(offset as u64)
+        .unwrap();
     let v = s.verify();
     let (at, what) = v.problem.unwrap();
     assert!(at <= 5, "{at}");

@@ -6,7 +6,7 @@ use std::sync::mpsc::SyncSender;
 use std::thread::JoinHandle;
 
 use crate::audit::indexer::IndexMsg;
-use crate::audit::journal::JournalWriter;
+use crate::audit::journal::{JournalWriter, Written};
 use crate::error::Result;
 
 /// The writing side, behind its own lock.
@@ -39,13 +39,8 @@ impl Io {
         }
     }
 
-    /// Append events `first..=last` (their lines) with one write. A segment closed by this
-    /// append goes to the indexer before the batch does.
-    pub(super) fn append(&mut self, first: u64, last: u64, lines: &[u8]) -> Result<()> {
-        let appended = self.journal.append(first, last, lines);
-        while let Some(sealed) = self.journal.take_sealed() {
-            self.to_indexer(IndexMsg::Sealed(sealed));
-        }
-        appended
+    /// Append the lines of events from `first` on with one write; where they lie.
+    pub(super) fn append(&mut self, first: u64, lines: &[u8]) -> Result<Written> {
+        self.journal.append(first, lines)
     }
 }

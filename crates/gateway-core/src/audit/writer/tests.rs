@@ -43,11 +43,16 @@ impl Store for FlakyStore {
     fn append_events(&self, events: &mut [AuditEvent], fsync: bool) -> Result<()> {
         self.inner.append_events(events, fsync)
     }
-    fn insert_chained(&self, events: &[AuditEvent], lines: &[u8]) -> Result<()> {
+    fn insert_chained(
+        &self,
+        events: &[AuditEvent],
+        lines: &[u8],
+        at: Option<crate::store::SegmentAt<'_>>,
+    ) -> Result<()> {
         if self.broken.load(Ordering::SeqCst) {
             return Err(Error::Store("disk I/O error".to_string()));
         }
-        self.inner.insert_chained(events, lines)
+        self.inner.insert_chained(events, lines, at)
     }
     fn last_event(&self) -> Result<Option<(u64, String)>> {
         self.inner.last_event()
@@ -112,7 +117,12 @@ async fn concurrent_records_get_distinct_seqs_and_share_writes() {
     let stats = log.stats();
     assert_eq!((stats.indexed, stats.journal_lag), (2000, 0), "{stats:?}");
     assert_eq!(store.verify_chain().unwrap(), intact(2000));
-    assert!(list_segments(&jdir(&dir)).unwrap().is_empty());
+    // The segments are the archive: the store points into them.
+    assert!(!list_segments(&jdir(&dir)).unwrap().is_empty());
+    assert_eq!(
+        store.query_events(&EventFilter::default()).unwrap().len(),
+        2000
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,7 +305,7 @@ async fn acked_events_survive_a_crash_and_the_chain_continues() {
         10 - 5
     );
     assert_eq!(store.verify_chain().unwrap(), intact(10));
-    assert!(list_segments(&jdir(&dir)).unwrap().is_empty());
+    assert!(!list_segments(&jdir(&dir)).unwrap().is_empty());
     // Nothing left to recover the second time.
     assert_eq!(recover_journal(store.as_ref(), &jdir(&dir)).unwrap(), 0);
 
@@ -331,9 +341,9 @@ async fn start_recovers_the_journal_and_cuts_a_torn_line() {
 }
 
 #[tokio::test]
-async fn segments_rotate_and_are_deleted_once_stored() {
+async fn segments_rotate_and_stay_as_the_archive_the_store_points_into() {
     let dir = TempDir::new("writer-rotate");
-    let store = FlakyStore::new(SqliteStore::open_in_memory().unwrap(), true);
+    let store = FlakyStore::new(SqliteStore::open(&db(&dir)).unwrap(), true);
     let options = Options {
         segment_bytes: 1,
         ..Options::default()
@@ -349,25 +359,41 @@ async fn segments_rotate_and_are_deleted_once_stored() {
     for i in 1..=4 {
         log.record(command_event("s", "a", i)).await.unwrap();
     }
-    let firsts: Vec<u64> = list_segments(&jdir(&dir))
-        .unwrap()
-        .into_iter()
-        .map(|(first, _)| first)
-        .collect();
-    assert_eq!(firsts, vec![1, 2, 3, 4], "one segment per batch");
+    let firsts = || -> Vec<u64> {
+        list_segments(&jdir(&dir))
+            .unwrap()
+            .into_iter()
+            .map(|(first, _)| first)
+            .collect()
+    };
+    assert_eq!(firsts(), vec![1, 2, 3, 4], "one segment per batch");
     store.broken.store(false, Ordering::SeqCst);
     log.record(command_event("s", "a", 5)).await.unwrap();
     until(&log, |s| s.indexed == 5).await;
-    // Every closed segment is stored and deleted: only the one being written remains.
-    let left: Vec<u64> = list_segments(&jdir(&dir))
-        .unwrap()
-        .into_iter()
-        .map(|(first, _)| first)
-        .collect();
-    assert_eq!(left, vec![5]);
     log.shutdown().await;
-    assert!(list_segments(&jdir(&dir)).unwrap().is_empty());
+    // Every segment stays; the store holds where each block lies, not a copy of its lines.
+    assert_eq!(firsts(), vec![1, 2, 3, 4, 5]);
     assert_eq!(store.verify_chain().unwrap(), intact(5));
+    let conn = rusqlite::Connection::open(db(&dir)).unwrap();
+    let (copied, placed): (i64, i64) = conn
+        .query_row(
+            "SELECT sum(lines != ''), sum(segment IS NOT NULL) FROM event_blocks",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((copied, placed > 0), (0, true));
+    let stored = store.query_events(&EventFilter::default()).unwrap();
+    let statements: Vec<_> = stored.iter().map(|e| e.statement.clone()).collect();
+    assert_eq!(statements.len(), 5);
+    assert_eq!(stored[2].statement.as_deref(), Some("select 3"));
+    // A segment removed from the archive is reported, not skipped.
+    std::fs::remove_file(segment_path(&jdir(&dir), 3)).unwrap();
+    let report = store.verify_chain().unwrap();
+    let (at, what) = report.problem.unwrap();
+    assert_eq!((at, report.events), (3, 2), "{what}");
+    assert!(what.contains("removed?"), "{what}");
+    assert!(store.query_events(&EventFilter::default()).is_err());
 }
 
 #[tokio::test]

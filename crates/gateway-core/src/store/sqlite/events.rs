@@ -11,14 +11,16 @@
 //! the hashes do not cover them.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::error::{Error, Result};
 use crate::event::chain::{GENESIS_HASH, canonical_body, chain_hash};
-use crate::event::line::{push_line, splice_body};
+use crate::event::line::push_line;
 use crate::event::{AuditEvent, EventFilter};
-use crate::store::{ChainReport, Probed};
+
+use super::segments;
 
 /// Events per block, at most.
 pub(super) const BLOCK_EVENTS: usize = 1024;
@@ -45,7 +47,16 @@ CREATE INDEX IF NOT EXISTS event_keys_block ON event_keys(first_seq);
 const LAST_BLOCK: &str =
     "SELECT last_seq, last_hash FROM event_blocks ORDER BY first_seq DESC LIMIT 1";
 const INSERT_BLOCK: &str = "INSERT INTO event_blocks \
-    (first_seq, last_seq, first_us, last_us, last_hash, lines) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+    (first_seq, last_seq, first_us, last_us, last_hash, lines, segment, seg_offset, seg_length) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+
+/// How a store's blocks are read: the directory relative segment locations are under, and
+/// whether blocks have position columns at all.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Layout<'a> {
+    pub base: Option<&'a Path>,
+    pub positional: bool,
+}
 const INSERT_KEY: &str = "INSERT OR IGNORE INTO event_keys (key, first_seq) VALUES (?1, ?2)";
 
 /// The lookup keys of one event: what a filter can select blocks by.
@@ -126,6 +137,7 @@ pub(super) fn insert(
     events: &[AuditEvent],
     lines: &[u8],
     check: bool,
+    at: Option<(i64, u64)>,
 ) -> Result<()> {
     let lines = split_lines(lines, events.len())?;
     let (last_seq, last_hash) = head;
@@ -164,12 +176,19 @@ pub(super) fn insert(
     let mut insert_key = tx.prepare(INSERT_KEY)?;
     let mut text = String::new();
     let mut keys = BTreeSet::new();
+    // Where the block being built starts in the segment, and its length so far.
+    let skipped: usize = lines[..start].iter().map(|l| l.len() + 1).sum();
+    let mut offset = at.map(|(_, o)| o + skipped as u64);
+    let mut bytes = 0usize;
     let mut from = start;
     for i in start..events.len() {
-        text.push_str(lines[i]);
-        text.push('\n');
+        if at.is_none() {
+            text.push_str(lines[i]);
+            text.push('\n');
+        }
+        bytes += lines[i].len() + 1;
         keys_of(&events[i], &mut keys);
-        let full = i + 1 - from >= BLOCK_EVENTS || text.len() >= BLOCK_BYTES;
+        let full = i + 1 - from >= BLOCK_EVENTS || bytes >= BLOCK_BYTES;
         if full || i + 1 == events.len() {
             let (first, last) = (&events[from], &events[i]);
             let first_seq = to_i64(first.seq);
@@ -179,13 +198,18 @@ pub(super) fn insert(
                 first.time_us,
                 last.time_us,
                 last.hash,
-                text
+                text,
+                at.map(|(segment, _)| segment),
+                offset.map(to_i64),
+                at.map(|_| to_i64(bytes as u64)),
             ])?;
             for (tag, value) in &keys {
                 insert_key.execute(params![key(*tag, value), first_seq])?;
             }
             text.clear();
             keys.clear();
+            offset = offset.map(|o| o + bytes as u64);
+            bytes = 0;
             from = i + 1;
         }
     }
@@ -211,7 +235,7 @@ pub(super) fn append(tx: &Transaction<'_>, events: &mut [AuditEvent]) -> Result<
         ev.prev_hash = std::mem::replace(&mut prev, ev.hash.clone());
         push_line(&mut lines, ev, body)?;
     }
-    insert(tx, (head_seq, &head_hash), &chained, &lines, true)?;
+    insert(tx, (head_seq, &head_hash), &chained, &lines, true, None)?;
     for (ev, c) in events.iter_mut().zip(chained) {
         ev.seq = c.seq;
         ev.prev_hash = c.prev_hash;
@@ -230,30 +254,62 @@ struct Block {
     lines: String,
 }
 
-const BLOCK_COLUMNS: &str = "first_seq, last_seq, first_us, last_us, last_hash, lines";
-
-fn block_from_row(
-    row: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(i64, i64, i64, i64, String, String)> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-    ))
+/// A block row as read: bounds, inline lines, and the segment position if it has one.
+struct RawBlock {
+    bounds: (i64, i64, i64, i64, String),
+    lines: String,
+    at: Option<(String, i64, i64)>,
 }
 
-fn block(raw: (i64, i64, i64, i64, String, String)) -> Result<Block> {
-    Ok(Block {
-        first_seq: to_u64(raw.0)?,
-        last_seq: to_u64(raw.1)?,
-        first_us: raw.2,
-        last_us: raw.3,
-        last_hash: raw.4,
-        lines: raw.5,
+fn block_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawBlock> {
+    let location: Option<String> = row.get(6)?;
+    let at = match (
+        location,
+        row.get::<_, Option<i64>>(7)?,
+        row.get::<_, Option<i64>>(8)?,
+    ) {
+        (Some(l), Some(o), Some(n)) => Some((l, o, n)),
+        _ => None,
+    };
+    Ok(RawBlock {
+        bounds: (
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            row.get(4)?,
+        ),
+        lines: row.get(5)?,
+        at,
     })
+}
+
+/// The block with its lines; the inner `Err` says why its segment cannot be read.
+fn block(raw: RawBlock, layout: Layout<'_>) -> Result<std::result::Result<Block, String>> {
+    let (first_seq, last_seq, first_us, last_us, last_hash) = raw.bounds;
+    let lines = match raw.at {
+        None => raw.lines,
+        Some((location, offset, length)) => {
+            match segments::read_lines(layout.base, &location, offset, length) {
+                Ok(lines) => lines,
+                Err(why) => return Ok(Err(why)),
+            }
+        }
+    };
+    Ok(Ok(Block {
+        first_seq: to_u64(first_seq)?,
+        last_seq: to_u64(last_seq)?,
+        first_us,
+        last_us,
+        last_hash,
+        lines,
+    }))
+}
+
+/// [`block`], failing when its segment cannot be read.
+fn readable(raw: RawBlock, layout: Layout<'_>) -> Result<Block> {
+    let first = raw.bounds.0;
+    block(raw, layout)?.map_err(|why| Error::Store(format!("audit block at event {first}: {why}")))
 }
 
 fn parse_event(line: &str, block: u64) -> Result<AuditEvent> {
@@ -304,7 +360,11 @@ fn candidate_blocks(conn: &Connection, filter: &EventFilter) -> Result<Option<Ve
 }
 
 /// Events matching `filter`, in chain order (the newest `limit` when it is set).
-pub(super) fn query(conn: &Connection, filter: &EventFilter) -> Result<Vec<AuditEvent>> {
+pub(super) fn query(
+    conn: &Connection,
+    filter: &EventFilter,
+    layout: Layout<'_>,
+) -> Result<Vec<AuditEvent>> {
     let after = to_i64(filter.after_seq.unwrap_or(0));
     let since = filter.since_us.unwrap_or(i64::MIN);
     let newest_first = filter.limit.is_some();
@@ -333,13 +393,13 @@ pub(super) fn query(conn: &Connection, filter: &EventFilter) -> Result<Vec<Audit
     match candidate_blocks(conn, filter)? {
         None => {
             let sql = format!(
-                "SELECT {BLOCK_COLUMNS} FROM event_blocks WHERE last_seq > ?1 AND last_us >= ?2 \
-                 ORDER BY first_seq {order}"
+                "{} WHERE b.last_seq > ?1 AND b.last_us >= ?2 ORDER BY b.first_seq {order}",
+                segments::block_select(layout.positional)
             );
             let mut stmt = conn.prepare(&sql)?;
             let mut rows = stmt.query(params![after, since])?;
             while let Some(row) = rows.next()? {
-                if !take(block(block_from_row(row)?)?, &mut out)? {
+                if !take(readable(block_from_row(row)?, layout)?, &mut out)? {
                     break;
                 }
             }
@@ -349,8 +409,8 @@ pub(super) fn query(conn: &Connection, filter: &EventFilter) -> Result<Vec<Audit
                 seqs.reverse();
             }
             let sql = format!(
-                "SELECT {BLOCK_COLUMNS} FROM event_blocks \
-                 WHERE first_seq = ?1 AND last_seq > ?2 AND last_us >= ?3"
+                "{} WHERE b.first_seq = ?1 AND b.last_seq > ?2 AND b.last_us >= ?3",
+                segments::block_select(layout.positional)
             );
             let mut stmt = conn.prepare(&sql)?;
             for seq in seqs {
@@ -358,7 +418,7 @@ pub(super) fn query(conn: &Connection, filter: &EventFilter) -> Result<Vec<Audit
                     .query_row(params![seq, after, since], block_from_row)
                     .optional()?;
                 if let Some(raw) = row
-                    && !take(block(raw)?, &mut out)?
+                    && !take(readable(raw, layout)?, &mut out)?
                 {
                     break;
                 }
@@ -369,134 +429,6 @@ pub(super) fn query(conn: &Connection, filter: &EventFilter) -> Result<Vec<Audit
         out.reverse();
     }
     Ok(out)
-}
-
-/// Walk every block in order, recompute each event's hash, and stop at the first problem.
-pub(super) fn verify(conn: &Connection, probes: &BTreeSet<u64>) -> Result<(ChainReport, Probed)> {
-    let mut probed = Probed::default();
-    let report = verify_into(conn, probes, &mut probed)?;
-    Ok((report, probed))
-}
-
-fn verify_into(
-    conn: &Connection,
-    probes: &BTreeSet<u64>,
-    probed: &mut Probed,
-) -> Result<ChainReport> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {BLOCK_COLUMNS} FROM event_blocks ORDER BY first_seq"
-    ))?;
-    let mut keys_stmt = conn.prepare("SELECT key FROM event_keys WHERE first_seq = ?1")?;
-    let mut rows = stmt.query([])?;
-    let mut checked = 0u64;
-    let mut expect_seq: u64 = 1;
-    let mut expect_prev = GENESIS_HASH.to_string();
-    let problem = |checked: u64, seq: u64, msg: String| ChainReport {
-        events: checked,
-        problem: Some((seq, msg)),
-    };
-    while let Some(row) = rows.next()? {
-        let b = block(block_from_row(row)?)?;
-        let lines: Vec<&str> = b.lines.lines().collect();
-        let mut events = Vec::with_capacity(lines.len());
-        for (i, line) in lines.iter().enumerate() {
-            let Ok(ev) = serde_json::from_str::<AuditEvent>(line) else {
-                let at = expect_seq;
-                return Ok(problem(
-                    checked,
-                    at,
-                    format!("event {at}: stored content is not an event (edited)"),
-                ));
-            };
-            let seq = ev.seq;
-            if seq != expect_seq {
-                let msg = if seq == expect_seq + 1 {
-                    format!("event {expect_seq} is missing (deleted?)")
-                } else if seq > expect_seq {
-                    format!("events {expect_seq} to {} are missing (deleted?)", seq - 1)
-                } else {
-                    format!("event {seq}: sequence number out of place (edited)")
-                };
-                return Ok(problem(checked, expect_seq, msg));
-            }
-            if ev.prev_hash != expect_prev {
-                let msg = if seq == 1 {
-                    "event 1: does not start the chain (events before it deleted or replaced?)"
-                        .to_string()
-                } else {
-                    format!(
-                        "event {seq}: does not follow event {} (events reordered, replaced or deleted)",
-                        seq - 1
-                    )
-                };
-                return Ok(problem(checked, seq, msg));
-            }
-            let body = splice_body(line).map_or_else(|| canonical_body(&ev), Ok)?;
-            let computed = chain_hash(&ev.prev_hash, seq, &body);
-            if computed != ev.hash {
-                // If the next event links to the recomputed hash, the content is intact and
-                // only the stored hash was changed.
-                let next_prev = lines
-                    .get(i + 1)
-                    .and_then(|l| serde_json::from_str::<AuditEvent>(l).ok())
-                    .map(|n| n.prev_hash);
-                let msg = if next_prev.as_deref() == Some(computed.as_str()) {
-                    format!("event {seq}: stored hash was altered (edited)")
-                } else {
-                    format!("event {seq}: content does not match its hash (edited)")
-                };
-                return Ok(problem(checked, seq, msg));
-            }
-            checked += 1;
-            expect_seq += 1;
-            expect_prev = ev.hash.clone();
-            if probes.contains(&seq) {
-                probed.hashes.insert(seq, ev.hash.clone());
-            }
-            probed.head = Some((seq, ev.hash.clone()));
-            events.push(ev);
-        }
-        // The hashes cover the lines, not the block's bounds or its keys: an edit there would
-        // hide events from queries.
-        let (Some(first), Some(last)) = (events.first(), events.last()) else {
-            return Ok(problem(
-                checked,
-                b.first_seq,
-                format!(
-                    "audit block at event {}: holds no events (edited)",
-                    b.first_seq
-                ),
-            ));
-        };
-        let bounds_ok = first.seq == b.first_seq
-            && last.seq == b.last_seq
-            && first.time_us == b.first_us
-            && last.time_us == b.last_us
-            && last.hash == b.last_hash;
-        let mut expected = BTreeSet::new();
-        for ev in &events {
-            keys_of(ev, &mut expected);
-        }
-        let expected: BTreeSet<String> = expected.iter().map(|(t, v)| key(*t, v)).collect();
-        let stored: BTreeSet<String> = keys_stmt
-            .query_map([to_i64(b.first_seq)], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        if !bounds_ok || expected != stored {
-            let what = if bounds_ok { "index keys" } else { "bounds" };
-            return Ok(problem(
-                checked,
-                b.first_seq,
-                format!(
-                    "events {} to {}: the block's {what} do not match its content (edited)",
-                    first.seq, last.seq
-                ),
-            ));
-        }
-    }
-    Ok(ChainReport {
-        events: checked,
-        problem: None,
-    })
 }
 
 /// Move events from the row-per-event table of schema 1 into blocks, then drop it.
@@ -535,7 +467,7 @@ pub(super) fn migrate_from_rows(tx: &Transaction<'_>) -> Result<u64> {
             push_line(&mut lines, &ev, &body)?;
             events.push(ev);
         }
-        insert(tx, (head_seq, &head_hash), &events, &lines, false)?;
+        insert(tx, (head_seq, &head_hash), &events, &lines, false, None)?;
         moved += events.len() as u64;
         if let Some(last) = events.last() {
             (head_seq, head_hash) = (last.seq, last.hash.clone());
@@ -544,3 +476,6 @@ pub(super) fn migrate_from_rows(tx: &Transaction<'_>) -> Result<u64> {
     tx.execute_batch("DROP TABLE events;")?;
     Ok(moved)
 }
+
+mod verify;
+pub(super) use verify::verify;

@@ -549,19 +549,21 @@ fn insert_chained_continues_the_chain_and_refuses_gaps() {
     let (batch, lines) = chained_after(seq, &hash, 5);
     let all = |from: usize, to: usize| lines[from..to].concat();
     // A gap (the first event missing) is refused and nothing is inserted.
-    let err = store.insert_chained(&batch[1..], &all(1, 5)).unwrap_err();
+    let err = store
+        .insert_chained(&batch[1..], &all(1, 5), None)
+        .unwrap_err();
     assert!(err.to_string().contains("does not continue"), "{err}");
     // A wrong link is refused too.
     let mut forged = batch.clone();
     forged[0].prev_hash = "00".repeat(32);
-    assert!(store.insert_chained(&forged, &all(0, 5)).is_err());
+    assert!(store.insert_chained(&forged, &all(0, 5), None).is_err());
     // Lines that do not match the events in number are refused.
-    assert!(store.insert_chained(&batch, &all(0, 4)).is_err());
+    assert!(store.insert_chained(&batch, &all(0, 4), None).is_err());
     assert_eq!(store.last_event().unwrap().unwrap().0, 3);
 
-    store.insert_chained(&batch[..2], &all(0, 2)).unwrap();
+    store.insert_chained(&batch[..2], &all(0, 2), None).unwrap();
     // Already stored events are skipped, so a retry after an unclear failure is harmless.
-    store.insert_chained(&batch, &all(0, 5)).unwrap();
+    store.insert_chained(&batch, &all(0, 5), None).unwrap();
     assert_eq!(
         store.verify_chain().unwrap(),
         ChainReport {
@@ -573,5 +575,9 @@ fn insert_chained_continues_the_chain_and_refuses_gaps() {
     assert_eq!(stored[7], batch[4]);
     // An event the store holds under another hash is refused.
     let (other, other_lines) = chained_after(7, &"11".repeat(32), 1);
-    assert!(store.insert_chained(&other, &other_lines.concat()).is_err());
+    assert!(
+        store
+            .insert_chained(&other, &other_lines.concat(), None)
+            .is_err()
+    );
 }

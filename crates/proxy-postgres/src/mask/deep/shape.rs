@@ -271,6 +271,18 @@ impl Shape {
         }
     }
 
+    /// The rule covering a field somewhere inside values of this shape (a composite's field,
+    /// an array's element's field, at any depth), if any.
+    pub fn covered_rule(&self) -> Option<usize> {
+        match self {
+            Shape::Array { elem, .. } => elem.covered_rule(),
+            Shape::Row(fields) => fields
+                .iter()
+                .find_map(|f| f.rule.or_else(|| f.shape.covered_rule())),
+            _ => None,
+        }
+    }
+
     /// Whether masking may change a value of this shape, with `scan` (detectors or JSON
     /// field rules in force) and `card` (the card detector on).
     pub fn active(&self, scan: bool, card: bool) -> bool {

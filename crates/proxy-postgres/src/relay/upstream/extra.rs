@@ -117,6 +117,7 @@ impl Upstream<'_> {
             touched,
             text,
             exec,
+            statements,
         }))
     }
 }
