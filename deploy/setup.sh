@@ -9,6 +9,9 @@ command -v psql >/dev/null || need+=(postgresql-client-15)
 command -v pgbench >/dev/null || need+=(postgresql-contrib)
 command -v pgbouncer >/dev/null || need+=(pgbouncer)
 command -v haproxy >/dev/null || need+=(haproxy)
+# bench/http.sh: wrk drives it; nginx is the backend and the plain reverse proxy compared.
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || need+=(nginx)
 command -v node >/dev/null || need+=(nodejs npm)
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
@@ -38,6 +41,7 @@ if [ ${#need[@]} -gt 0 ]; then
   command -v pg_ctlcluster >/dev/null && pg_ctlcluster 15 main stop 2>/dev/null || true
   # Likewise HAProxy's own service: the benchmark runs its own instance.
   command -v service >/dev/null && service haproxy stop >/dev/null 2>&1 || true
+  command -v service >/dev/null && service nginx stop >/dev/null 2>&1 || true
 fi
 if [ ! -d "$root/tests/oidc/node_modules" ]; then
   (cd "$root/tests/oidc" && npm ci --silent --no-audit --no-fund >/dev/null 2>&1 || npm install --silent --no-audit --no-fund >/dev/null)
@@ -64,4 +68,14 @@ if [ ! -d "$root/tests/clients/pylib/asyncpg" ] || [ ! -d "$root/tests/clients/p
 fi
 if [ ! -d "$root/tests/clients/node_modules/pg" ]; then
   (cd "$root/tests/clients" && npm ci --silent --no-audit --no-fund >/dev/null 2>&1 || npm install --silent --no-audit --no-fund >/dev/null)
+fi
+# The HTTP gateway's storage tests (tests/http_storage.rs): Azurite, Microsoft's Azure
+# Storage emulator, from npm (pinned by its lockfile), and Microsoft's Python SDK as the
+# client, kept inside the tree.
+if [ ! -d "$root/tests/http/node_modules/azurite" ]; then
+  (cd "$root/tests/http" && npm ci --silent --no-audit --no-fund >/dev/null 2>&1 || npm install --silent --no-audit --no-fund >/dev/null)
+fi
+if [ ! -d "$root/tests/http/pylib/azure/storage/blob" ]; then
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore --break-system-packages \
+    --target "$root/tests/http/pylib" azure-storage-blob==12.31.1 >/dev/null
 fi

@@ -120,6 +120,9 @@ pub struct HttpRequest {
     pub method: String,
     pub path: String,
     pub host: String,
+    /// The query normalised the same way: parameters percent-decoded, sorted by name then
+    /// value, `name=value` joined by `&` (empty when there is none).
+    pub query: String,
 }
 
 /// The effect class of one SQL statement, worst effect wins.

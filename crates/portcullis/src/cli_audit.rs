@@ -386,8 +386,22 @@ pub fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             }
             EventKind::CommandEnd => {
                 let mut s = format!("{:>14} ", "--");
+                // An HTTP request's end: its status and the response's size.
+                let http = ev.detail.as_ref().and_then(|d| {
+                    let status = d.get("status")?.as_u64()?;
+                    let bytes = d.get("response_bytes").and_then(|b| b.as_u64());
+                    Some((status, bytes))
+                });
                 match (ev.rows, &ev.error) {
                     (_, Some(e)) => s.push_str(&format!("ERROR {e}")),
+                    (None, None) if http.is_some() => {
+                        if let Some((status, bytes)) = http {
+                            s.push_str(&format!("HTTP {status}"));
+                            if let Some(b) = bytes {
+                                s.push_str(&format!(", {b} bytes"));
+                            }
+                        }
+                    }
                     (Some(r), None) => {
                         s.push_str(&format!("{r} row{}", if r == 1 { "" } else { "s" }))
                     }

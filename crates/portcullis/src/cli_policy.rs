@@ -34,6 +34,11 @@ pub enum PolicyCommand {
         /// is explained as `ssh.exec`, and the line passes only if each one does.
         #[arg(long, conflicts_with_all = ["sql", "context"])]
         exec: Option<String>,
+        /// An HTTP request, `METHOD /path?query` (below the connection prefix), read as the
+        /// HTTP gateway reads it: the path normalised (lower-cased for a case-insensitive
+        /// connection), the action by method, the host the target's.
+        #[arg(long, conflicts_with_all = ["sql", "exec", "context"])]
+        http: Option<String>,
         /// Context as JSON, e.g. '{"tables":["orders"],"unbounded":false}'.
         #[arg(long)]
         context: Option<String>,
@@ -50,6 +55,7 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
         action,
         sql,
         exec,
+        http,
         context,
     } = cmd;
     let cfg = crate::load_config(&config)?;
@@ -86,6 +92,11 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
         return explain_exec(&handle, &principal, &conn_ref, &line);
     }
     let mut action = action;
+    if let Some(req) = http {
+        let (a, c) = http_request(conn, &req)?;
+        action = a;
+        context = Some(c);
+    }
     if let Some(sql) = sql {
         // Classify the statement as the connection's proxy would (T-SQL for a tds
         // connection) and decide on its worst effect.
@@ -198,4 +209,38 @@ fn explain_exec(
     } else {
         ExitCode::from(2)
     })
+}
+
+/// The action and context the HTTP gateway decides `req` (`METHOD /path?query`) on.
+fn http_request(
+    conn: &gateway_core::config::ConnectionConfig,
+    req: &str,
+) -> anyhow::Result<(String, serde_json::Value)> {
+    let (method, target) = req
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| anyhow::anyhow!("--http: expected `METHOD /path`, got `{req}`"))?;
+    let (raw, query) = target.trim().split_once('?').unwrap_or((target.trim(), ""));
+    let n = proxy_http::path::normalise(raw).map_err(|e| anyhow::anyhow!("--http: {e}"))?;
+    let query =
+        proxy_http::path::normalise_query(query).map_err(|e| anyhow::anyhow!("--http: {e}"))?;
+    let settings = conn.http.clone().unwrap_or_default();
+    let path = if settings.case_insensitive {
+        n.decoded.to_lowercase()
+    } else {
+        n.decoded
+    };
+    let host = settings
+        .host
+        .unwrap_or_else(|| proxy_http::route::host_name(&conn.target));
+    let method = method.to_ascii_uppercase();
+    let kind = gateway_core::action::HttpKind::of_method(&method);
+    println!(
+        "request read as {method} {path} on {host} ({})",
+        kind.cedar_id()
+    );
+    Ok((
+        kind.cedar_id().to_string(),
+        serde_json::json!({ "method": method, "path": path, "host": host, "query": query }),
+    ))
 }

@@ -124,6 +124,10 @@ const CONNECTION_CHECKS: &[(
         gateway_core::config::Protocol::Tds,
         proxy_tds::check::connection_problems,
     ),
+    (
+        gateway_core::config::Protocol::Http,
+        proxy_http::check::connection_problems,
+    ),
 ];
 
 pub(crate) fn load_config_with_secrets(

@@ -186,6 +186,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             Protocol::Ssh => {
                 proxy_ssh::SshProxy::new(services.clone()).context("setting up the ssh listener")?
             }
+            Protocol::Http => proxy_http::HttpProxy::new(services.clone(), tls),
             other => anyhow::bail!(
                 "{} listeners are not supported by this build",
                 other.as_str()

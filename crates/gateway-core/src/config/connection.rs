@@ -71,6 +71,9 @@ pub struct ConnectionConfig {
     /// login.
     #[serde(default)]
     pub oauth: Option<OAuthClientConfig>,
+    /// HTTP: scheme, host names, a held header and body limits (`[connections.http]`).
+    #[serde(default)]
+    pub http: Option<super::HttpSettings>,
 }
 
 /// `[connections.oauth]`: the OAuth 2.0 client-credentials grant the gateway uses to obtain

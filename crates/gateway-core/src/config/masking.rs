@@ -16,6 +16,10 @@ pub struct MaskingConfig {
     /// Columns masked whole: `table.column`, `schema.table.column`, `*.column`; `*`/`?` globs.
     #[serde(default)]
     pub columns: Vec<String>,
+    /// JSON documents (HTTP responses): paths whose values are replaced whole, e.g.
+    /// `$.value`, `$..connectionString`, `$.properties.primaryKey`, `$.keys[*].value`.
+    #[serde(default)]
+    pub json_paths: Vec<String>,
     /// Groups exempt from this block's rules (not from other blocks').
     #[serde(default)]
     pub unmasked_groups: Vec<String>,

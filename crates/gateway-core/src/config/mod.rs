@@ -237,6 +237,16 @@ impl Config {
                     self.resolve(f).display()
                 ));
             }
+            if let Some(h) = c.http.as_ref().and_then(|h| h.header.as_ref())
+                && let Err(e) = h.value(&self.base_dir)
+            {
+                errs.push(format!("{p}.http.header: {e}"));
+            }
+            if let Some(k) = c.http.as_ref().and_then(|h| h.shared_key.as_ref())
+                && let Err(e) = k.key(&self.base_dir)
+            {
+                errs.push(format!("{p}.http.shared_key: {e}"));
+            }
         }
         self.approvals.secret_problems(&mut errs);
         errs
@@ -339,11 +349,23 @@ impl Config {
             }
             if !matches!(
                 l.protocol,
-                Protocol::Postgres | Protocol::Ssh | Protocol::Tds
+                Protocol::Postgres | Protocol::Ssh | Protocol::Tds | Protocol::Http
             ) {
                 errs.push(format!(
                     "{p}.protocol: `{}` is not supported by this build yet",
                     l.protocol.as_str()
+                ));
+            }
+            if l.protocol == Protocol::Http
+                && l.tls.is_none()
+                && !l
+                    .listen
+                    .parse::<std::net::SocketAddr>()
+                    .is_ok_and(|a| a.ip().is_loopback())
+            {
+                errs.push(format!(
+                    "{p}.tls: an http listener off loopback needs tls (callers send their \
+                     tokens in it)"
                 ));
             }
             if l.protocol == Protocol::Ssh && l.tls.is_some() {
@@ -382,14 +404,18 @@ impl Config {
                 if c.sslmode.is_some() {
                     errs.push(format!("{p}.sslmode: only for postgres connections"));
                 }
-                if c.sslrootcert.is_some() && c.protocol != Protocol::Tds {
+                if c.sslrootcert.is_some() && !matches!(c.protocol, Protocol::Tds | Protocol::Http)
+                {
                     errs.push(format!(
-                        "{p}.sslrootcert: only for postgres and tds connections"
+                        "{p}.sslrootcert: only for postgres, tds and http connections"
                     ));
                 }
             }
-            if c.protocol != Protocol::Tds && c.oauth.is_some() {
-                errs.push(format!("{p}.oauth: only for tds connections"));
+            if !matches!(c.protocol, Protocol::Tds | Protocol::Http) && c.oauth.is_some() {
+                errs.push(format!("{p}.oauth: only for tds and http connections"));
+            }
+            if c.protocol != Protocol::Http && c.http.is_some() {
+                errs.push(format!("{p}.http: only for http connections"));
             }
             if c.protocol != Protocol::Tds && c.encrypt.is_some() {
                 errs.push(format!("{p}.encrypt: only for tds connections"));
@@ -435,11 +461,13 @@ impl Config {
 
 mod approvals;
 mod connection;
+mod http;
 mod identity;
 mod masking;
 
 pub use approvals::*;
 pub use connection::*;
+pub use http::*;
 pub use identity::*;
 pub use masking::*;
 

@@ -7,6 +7,7 @@
 mod counts;
 mod detectors;
 mod json;
+mod json_path;
 mod key;
 #[cfg(test)]
 mod precision_tests;
@@ -20,6 +21,7 @@ mod tests;
 use std::sync::Arc;
 
 pub use counts::{Detector, KIND_COUNT, Kind, MaskCounts};
+pub use json_path::JsonPath;
 pub use key::{KEY_LEN, load_or_create_key};
 
 use crate::action::{Output, SqlStatement};
@@ -105,6 +107,7 @@ struct Block {
     strategies: [MaskStrategy; 6],
     rules: Vec<Rule>,
     rule_names: Vec<String>,
+    json_paths: Vec<(JsonPath, String, MaskStrategy)>,
 }
 
 /// Problems in one block that do not need the rest of the config, each as a path suffix
@@ -114,8 +117,13 @@ pub fn block_problems(b: &MaskingConfig) -> Vec<String> {
     if b.connections.is_empty() {
         errs.push(".connections: names no connection, so the block applies nowhere".into());
     }
-    if b.detectors.is_empty() && b.columns.is_empty() {
-        errs.push(": names no detectors and no columns, so it masks nothing".into());
+    if b.detectors.is_empty() && b.columns.is_empty() && b.json_paths.is_empty() {
+        errs.push(": names no detectors, columns or json_paths, so it masks nothing".into());
+    }
+    for (j, p) in b.json_paths.iter().enumerate() {
+        if let Err(e) = JsonPath::parse(p) {
+            errs.push(format!(".json_paths[{j}]: {e}"));
+        }
     }
     let names = || {
         Detector::ALL
@@ -139,7 +147,7 @@ pub fn block_problems(b: &MaskingConfig) -> Vec<String> {
     }
     for key in b.strategies.keys() {
         if key == "column" {
-            if b.columns.is_empty() {
+            if b.columns.is_empty() && b.json_paths.is_empty() {
                 errs.push(format!(
                     ".strategies.{key}: this block has no `columns` to apply it to"
                 ));
@@ -209,6 +217,15 @@ impl MaskingEngine {
                 strategies,
                 rules,
                 rule_names: b.columns.clone(),
+                json_paths: b
+                    .json_paths
+                    .iter()
+                    .filter_map(|p| {
+                        JsonPath::parse(p)
+                            .ok()
+                            .map(|j| (j, p.clone(), col_strategy))
+                    })
+                    .collect(),
             });
         }
         if !problems.is_empty() {
@@ -228,6 +245,7 @@ impl MaskingEngine {
         let mut strategies = [MaskStrategy::Partial; 6];
         let mut rules = Vec::new();
         let mut rule_names = Vec::new();
+        let mut json_paths = Vec::new();
         for b in &self.blocks {
             if !b.connections.iter().any(|c| c == connection)
                 || b.unmasked.iter().any(|g| groups.contains(g))
@@ -245,15 +263,21 @@ impl MaskingEngine {
             set |= b.set;
             rules.extend(b.rules.iter().cloned());
             rule_names.extend(b.rule_names.iter().cloned());
+            json_paths.extend(b.json_paths.iter().cloned());
         }
-        if set == 0 && rules.is_empty() {
+        if set == 0 && rules.is_empty() && json_paths.is_empty() {
             return None;
         }
+        // JSON path rules are counted after the column rules, under their own text.
+        let first_path_rule = rule_names.len();
+        rule_names.extend(json_paths.iter().map(|(_, text, _)| text.clone()));
         Some(Arc::new(SessionMasks {
             scanner: Scanner::new(set),
             strategies,
             rules,
             rule_names,
+            json_paths,
+            first_path_rule,
             keyed: self.keyed.clone(),
         }))
     }
@@ -266,6 +290,9 @@ pub struct SessionMasks {
     strategies: [MaskStrategy; 6],
     rules: Vec<Rule>,
     rule_names: Vec<String>,
+    json_paths: Vec<(JsonPath, String, MaskStrategy)>,
+    /// Index in `rule_names` (and counts) of the first JSON path rule.
+    first_path_rule: usize,
     keyed: Keyed,
 }
 

@@ -470,6 +470,10 @@ pub(super) fn context_for(action: &Action) -> Result<Context, String> {
                 "host".to_string(),
                 RestrictedExpression::new_string(r.host.to_ascii_lowercase()),
             ),
+            (
+                "query".to_string(),
+                RestrictedExpression::new_string(r.query.clone()),
+            ),
         ])
         .map_err(|e| format!("policy context could not be built: {e}")),
         Action::Sql(stmt) => Context::from_pairs([

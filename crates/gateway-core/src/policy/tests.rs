@@ -387,6 +387,7 @@ fn built_contexts_match_the_schema() {
             method: "delete".into(),
             path: "/subscriptions/s/resourceGroups/rg".into(),
             host: "Management.Azure.com".into(),
+            query: "api-version=2021-04-01".into(),
         })),
     ];
     for action in actions {

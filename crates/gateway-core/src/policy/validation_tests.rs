@@ -284,6 +284,7 @@ when { context.host == "management.azure.com" && context.path like "/subscriptio
             method: method.into(),
             path: path.into(),
             host: host.into(),
+            query: String::new(),
         }))
     };
     let arm = ConnectionRef {

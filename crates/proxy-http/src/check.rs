@@ -1,0 +1,186 @@
+//! What an HTTP connection in the config must hold, checked by the proxy that uses it.
+
+use gateway_core::config::{Config, ConnectionConfig, HttpScheme};
+
+/// Problems with HTTP connection `c`, each prefixed with its path `p`.
+pub fn connection_problems(cfg: &Config, c: &ConnectionConfig, p: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    for (key, set) in [
+        ("user", c.user.is_some()),
+        ("password_env", c.password_env.is_some()),
+        ("password_file", c.password_file.is_some()),
+        ("database", c.database.is_some()),
+    ] {
+        if set {
+            errs.push(format!(
+                "{p}.{key}: not for http connections (a held header or oauth says what the \
+                 gateway sends)"
+            ));
+        }
+    }
+    let settings = c.http.clone().unwrap_or_default();
+    if settings.scheme == HttpScheme::Http && !is_loopback(&c.target) {
+        errs.push(format!(
+            "{p}.http.scheme: `http` sends the held credential in clear; it is allowed for \
+             loopback targets only"
+        ));
+    }
+    if let Some(h) = &settings.header {
+        if c.oauth.is_some() {
+            errs.push(format!("{p}: set http.header or oauth, not both"));
+        }
+        if hyper::header::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
+            errs.push(format!(
+                "{p}.http.header.name: `{}` is not a header name",
+                h.name
+            ));
+        }
+        match (&h.value_env, &h.value_file) {
+            (Some(_), Some(_)) | (None, None) => {
+                errs.push(format!("{p}.http.header: set value_env or value_file"))
+            }
+            (None, Some(f)) if !cfg.resolve(f).is_file() => errs.push(format!(
+                "{p}.http.header.value_file: {} does not exist",
+                cfg.resolve(f).display()
+            )),
+            _ => {}
+        }
+    }
+    if let Some(k) = &settings.shared_key {
+        if settings.header.is_some() || c.oauth.is_some() {
+            errs.push(format!(
+                "{p}.http.shared_key: the connection holds one credential: a shared key, a \
+                 header or oauth"
+            ));
+        }
+        if k.account.is_empty() || !k.account.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            errs.push(format!(
+                "{p}.http.shared_key.account: `{}` is not a storage account name",
+                k.account
+            ));
+        }
+        match (&k.key_env, &k.key_file) {
+            (Some(_), Some(_)) | (None, None) => {
+                errs.push(format!("{p}.http.shared_key: set key_env or key_file"))
+            }
+            (None, Some(f)) if !cfg.resolve(f).is_file() => errs.push(format!(
+                "{p}.http.shared_key.key_file: {} does not exist",
+                cfg.resolve(f).display()
+            )),
+            _ => {}
+        }
+    }
+    for (i, h) in settings.hosts.iter().enumerate() {
+        if h.is_empty() || h.contains([':', '/', ' ']) {
+            errs.push(format!(
+                "{p}.http.hosts[{i}]: `{h}` is not a host name (no port, no path)"
+            ));
+        }
+    }
+    if let Some(o) = &c.oauth {
+        match o.endpoint() {
+            Ok(url) if !url.starts_with("https://") && !is_loopback_url(&url) => {
+                errs.push(format!(
+                    "{p}.oauth.token_url: must be https (the client secret is sent to it); http is \
+                 allowed for loopback endpoints only"
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => errs.push(format!("{p}.oauth: {e}")),
+        }
+        if o.scope.is_none() && o.resource.is_none() {
+            errs.push(format!(
+                "{p}.oauth: set scope (e.g. https://management.azure.com/.default) or resource"
+            ));
+        }
+        match (&o.client_secret_env, &o.client_secret_file) {
+            (Some(_), Some(_)) | (None, None) => errs.push(format!(
+                "{p}.oauth: set client_secret_env or client_secret_file"
+            )),
+            (None, Some(f)) if !cfg.resolve(f).is_file() => errs.push(format!(
+                "{p}.oauth.client_secret_file: {} does not exist",
+                cfg.resolve(f).display()
+            )),
+            _ => {}
+        }
+    }
+    if let Some(f) = &c.sslrootcert
+        && !cfg.resolve(f).is_file()
+    {
+        errs.push(format!(
+            "{p}.sslrootcert: {} does not exist",
+            cfg.resolve(f).display()
+        ));
+    }
+    errs
+}
+
+/// Whether `url` (`http://host[:port]/...`) names this machine.
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    is_loopback(rest.split('/').next().unwrap_or_default())
+}
+
+/// Whether `target` (`host:port`) names this machine.
+pub fn is_loopback(target: &str) -> bool {
+    let host = target
+        .rsplit_once(':')
+        .map_or(target, |(h, _)| h)
+        .trim_matches(['[', ']']);
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_connections_hold_one_credential_and_stay_encrypted_off_loopback() {
+        let text = r#"
+[gateway]
+state_dir = "s"
+policy = "p"
+[[connections]]
+name = "a"
+protocol = "http"
+target = "127.0.0.1:8080"
+http = { scheme = "http", header = { name = "x-api-key", value_env = "K" } }
+[[connections]]
+name = "b"
+protocol = "http"
+target = "management.azure.com:443"
+user = "u"
+http = { scheme = "http", hosts = ["arm.gw:443"] }
+[[connections]]
+name = "c"
+protocol = "http"
+target = "management.azure.com:443"
+oauth = { tenant = "contoso.onmicrosoft.com", client_id = "app", client_secret_env = "S" }
+http = { header = { name = "bad name", value_env = "K" } }
+[[connections]]
+name = "d"
+protocol = "http"
+target = "management.azure.com:443"
+oauth = { tenant = "contoso.onmicrosoft.com", client_id = "app", client_secret_env = "S", scope = "https://management.azure.com/.default" }
+"#;
+        let cfg: Config = toml::from_str(text).unwrap_or_else(|e| panic!("{e}"));
+        let errs: Vec<String> = cfg
+            .connections
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| connection_problems(&cfg, c, &format!("connections[{i}]")))
+            .collect();
+        let has = |prefix: &str| errs.iter().any(|e| e.starts_with(prefix));
+        assert!(!has("connections[0]"), "{errs:?}");
+        assert!(has("connections[1].user: not for http"), "{errs:?}");
+        assert!(has("connections[1].http.scheme: `http`"), "{errs:?}");
+        assert!(has("connections[1].http.hosts[0]"), "{errs:?}");
+        assert!(has("connections[2]: set http.header or oauth"), "{errs:?}");
+        assert!(has("connections[2].http.header.name"), "{errs:?}");
+        assert!(has("connections[2].oauth: set scope"), "{errs:?}");
+        assert!(!has("connections[3]"), "{errs:?}");
+    }
+}

@@ -1,0 +1,112 @@
+//! Content codings of a response the gateway must mask: gzip and deflate are decoded (the
+//! decoded size bounded like a plain body, so a small compressed body cannot expand past the
+//! limit), anything else is refused.
+
+use std::io::Read as _;
+
+use bytes::Bytes;
+
+/// How a response body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    Identity,
+    Gzip,
+    /// HTTP's `deflate`: the zlib format (RFC 9110 §8.4.1.2).
+    Deflate,
+}
+
+/// The coding `Content-Encoding` names; one coding at most, and one the gateway decodes.
+pub fn coding(h: &hyper::HeaderMap) -> Result<Coding, String> {
+    let mut values = h.get_all(hyper::header::CONTENT_ENCODING).iter();
+    let Some(v) = values.next() else {
+        return Ok(Coding::Identity);
+    };
+    if values.next().is_some() {
+        return Err("the body is encoded more than once".into());
+    }
+    let v = v.to_str().unwrap_or("").trim();
+    if v.contains(',') {
+        return Err(format!("the body is encoded more than once ({v})"));
+    }
+    match v.to_ascii_lowercase().as_str() {
+        "" | "identity" => Ok(Coding::Identity),
+        "gzip" | "x-gzip" => Ok(Coding::Gzip),
+        "deflate" => Ok(Coding::Deflate),
+        other => Err(format!(
+            "the body is encoded as `{other}`, which the gateway cannot decode"
+        )),
+    }
+}
+
+/// Decode `body` into at most `limit` bytes.
+pub fn decode(c: Coding, body: Bytes, limit: usize) -> Result<Bytes, String> {
+    let mut out = Vec::new();
+    let cap = limit as u64 + 1;
+    let read = match c {
+        Coding::Identity => return Ok(body),
+        Coding::Gzip => flate2::read::MultiGzDecoder::new(&body[..])
+            .take(cap)
+            .read_to_end(&mut out),
+        Coding::Deflate => flate2::read::ZlibDecoder::new(&body[..])
+            .take(cap)
+            .read_to_end(&mut out),
+    };
+    read.map_err(|e| format!("the body does not decode: {e}"))?;
+    if out.len() > limit {
+        return Err(format!(
+            "the body is larger than {limit} bytes once decoded"
+        ));
+    }
+    Ok(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    fn gzip(data: &[u8]) -> Bytes {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap_or_else(|e| panic!("{e}"));
+        Bytes::from(e.finish().unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    #[test]
+    fn gzip_decodes_within_its_limit_only() {
+        let data = vec![b'a'; 100_000];
+        let z = gzip(&data);
+        assert!(z.len() < 1000, "compresses well");
+        assert_eq!(
+            decode(Coding::Gzip, z.clone(), 100_000)
+                .unwrap_or_default()
+                .len(),
+            100_000
+        );
+        assert!(
+            decode(Coding::Gzip, z, 99_999).is_err(),
+            "a bomb stops at the limit"
+        );
+        assert!(decode(Coding::Gzip, Bytes::from_static(b"not gzip"), 10).is_err());
+    }
+
+    #[test]
+    fn only_known_single_codings_are_accepted() {
+        let mut h = hyper::HeaderMap::new();
+        assert_eq!(coding(&h), Ok(Coding::Identity));
+        h.insert(
+            "content-encoding",
+            hyper::header::HeaderValue::from_static("GZIP"),
+        );
+        assert_eq!(coding(&h), Ok(Coding::Gzip));
+        h.insert(
+            "content-encoding",
+            hyper::header::HeaderValue::from_static("br"),
+        );
+        assert!(coding(&h).is_err());
+        h.insert(
+            "content-encoding",
+            hyper::header::HeaderValue::from_static("gzip, gzip"),
+        );
+        assert!(coding(&h).is_err());
+    }
+}

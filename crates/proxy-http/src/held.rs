@@ -1,0 +1,97 @@
+//! The credential the gateway holds for each HTTP connection and adds to every request it
+//! forwards: a static header read once from its environment variable or file, or an OAuth 2.0
+//! client-credentials access token (`Authorization: Bearer …`) from a token source shared by
+//! every request of the connection (fetched once, refreshed before it expires), or an Azure
+//! Storage account key that signs each request (Shared Key).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use gateway_core::config::{Config, ConnectionConfig};
+use gateway_core::oauth::TokenSource;
+use hyper::HeaderMap;
+use hyper::header::{AUTHORIZATION, HeaderName, HeaderValue};
+
+use crate::sharedkey::SharedKey;
+
+/// What a connection holds.
+enum Holder {
+    Nothing,
+    Header(HeaderName, HeaderValue),
+    OAuth(Arc<TokenSource>),
+    SharedKey(Box<SharedKey>),
+}
+
+/// Held credentials by connection name, made on first use.
+#[derive(Default)]
+pub(crate) struct HeldCredentials {
+    holders: Mutex<HashMap<String, Arc<Holder>>>,
+}
+
+impl HeldCredentials {
+    /// Put the credential `conn` holds on a request to its target: `headers` are the
+    /// request's as they will be sent, `path` its encoded path, `query` its query.
+    pub async fn apply(
+        &self,
+        cfg: &Config,
+        conn: &ConnectionConfig,
+        method: &str,
+        headers: &mut HeaderMap,
+        path: &str,
+        query: Option<&str>,
+    ) -> Result<(), String> {
+        let holder = self.holder(cfg, conn)?;
+        match &*holder {
+            Holder::Nothing => {}
+            Holder::Header(n, v) => {
+                headers.insert(n.clone(), v.clone());
+            }
+            Holder::OAuth(source) => {
+                let token = source.token().await?;
+                let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|_| "the token endpoint returned a token unfit for a header")?;
+                v.set_sensitive(true);
+                headers.insert(AUTHORIZATION, v);
+            }
+            Holder::SharedKey(k) => {
+                let now = gateway_core::timefmt::http_date(gateway_core::util::now_secs());
+                k.sign(method, headers, path, query, &now)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn holder(&self, cfg: &Config, conn: &ConnectionConfig) -> Result<Arc<Holder>, String> {
+        let mut holders = self
+            .holders
+            .lock()
+            .map_err(|_| "the held credentials are unavailable".to_string())?;
+        if let Some(h) = holders.get(&conn.name) {
+            return Ok(h.clone());
+        }
+        let header = conn.http.as_ref().and_then(|h| h.header.as_ref());
+        let shared = conn.http.as_ref().and_then(|h| h.shared_key.as_ref());
+        let holder = match (&conn.oauth, header) {
+            _ if shared.is_some() => {
+                let k = shared.ok_or("no shared key")?;
+                Holder::SharedKey(Box::new(SharedKey::new(
+                    &k.account,
+                    &k.key(&cfg.base_dir)?,
+                )?))
+            }
+            (Some(oauth), _) => Holder::OAuth(Arc::new(TokenSource::new(oauth, &cfg.base_dir)?)),
+            (None, Some(h)) => {
+                let name = HeaderName::from_bytes(h.name.as_bytes())
+                    .map_err(|_| format!("`{}` is not a header name", h.name))?;
+                let mut value = HeaderValue::from_str(&h.value(&cfg.base_dir)?)
+                    .map_err(|_| "the held header value is not a valid header value")?;
+                value.set_sensitive(true);
+                Holder::Header(name, value)
+            }
+            (None, None) => Holder::Nothing,
+        };
+        let holder = Arc::new(holder);
+        holders.insert(conn.name.clone(), holder.clone());
+        Ok(holder)
+    }
+}
