@@ -15,6 +15,24 @@ pub fn now_secs() -> i64 {
     now_micros() / 1_000_000
 }
 
+/// Whether `target` (`host` or `host:port`, IPv6 in brackets) names this machine.
+pub fn is_loopback_target(target: &str) -> bool {
+    let host = target
+        .rsplit_once(':')
+        .map_or(target, |(h, _)| h)
+        .trim_matches(['[', ']']);
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether `url` (`http://host[:port]/...`) names this machine.
+pub fn is_loopback_url(url: &str) -> bool {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    is_loopback_target(rest.split('/').next().unwrap_or_default())
+}
+
 /// Lower-case hex of `bytes` in one exact allocation (hot path: every audit event's hash).
 pub fn hex_lower(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

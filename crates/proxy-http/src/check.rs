@@ -19,7 +19,7 @@ pub fn connection_problems(cfg: &Config, c: &ConnectionConfig, p: &str) -> Vec<S
         }
     }
     let settings = c.http.clone().unwrap_or_default();
-    if settings.scheme == HttpScheme::Http && !is_loopback(&c.target) {
+    if settings.scheme == HttpScheme::Http && !gateway_core::util::is_loopback_target(&c.target) {
         errs.push(format!(
             "{p}.http.scheme: `http` sends the held credential in clear; it is allowed for \
              loopback targets only"
@@ -78,30 +78,11 @@ pub fn connection_problems(cfg: &Config, c: &ConnectionConfig, p: &str) -> Vec<S
         }
     }
     if let Some(o) = &c.oauth {
-        match o.endpoint() {
-            Ok(url) if !url.starts_with("https://") && !is_loopback_url(&url) => {
-                errs.push(format!(
-                    "{p}.oauth.token_url: must be https (the client secret is sent to it); http is \
-                 allowed for loopback endpoints only"
-                ))
-            }
-            Ok(_) => {}
-            Err(e) => errs.push(format!("{p}.oauth: {e}")),
-        }
+        errs.extend(o.problems(p, |f| cfg.resolve(f)));
         if o.scope.is_none() && o.resource.is_none() {
             errs.push(format!(
                 "{p}.oauth: set scope (e.g. https://management.azure.com/.default) or resource"
             ));
-        }
-        match (&o.client_secret_env, &o.client_secret_file) {
-            (Some(_), Some(_)) | (None, None) => errs.push(format!(
-                "{p}.oauth: set client_secret_env or client_secret_file"
-            )),
-            (None, Some(f)) if !cfg.resolve(f).is_file() => errs.push(format!(
-                "{p}.oauth.client_secret_file: {} does not exist",
-                cfg.resolve(f).display()
-            )),
-            _ => {}
         }
     }
     if let Some(f) = &c.sslrootcert
@@ -113,24 +94,6 @@ pub fn connection_problems(cfg: &Config, c: &ConnectionConfig, p: &str) -> Vec<S
         ));
     }
     errs
-}
-
-/// Whether `url` (`http://host[:port]/...`) names this machine.
-fn is_loopback_url(url: &str) -> bool {
-    let rest = url.strip_prefix("http://").unwrap_or(url);
-    is_loopback(rest.split('/').next().unwrap_or_default())
-}
-
-/// Whether `target` (`host:port`) names this machine.
-pub fn is_loopback(target: &str) -> bool {
-    let host = target
-        .rsplit_once(':')
-        .map_or(target, |(h, _)| h)
-        .trim_matches(['[', ']']);
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]

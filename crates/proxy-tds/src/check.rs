@@ -1,6 +1,7 @@
 //! What a TDS connection in the config must hold, checked by the proxy that uses it.
 
 use gateway_core::config::{Config, ConnectionConfig, TdsEncrypt};
+use gateway_core::util::is_loopback_target;
 
 /// Problems with TDS connection `c`, each prefixed with its path `p`.
 pub fn connection_problems(cfg: &Config, c: &ConnectionConfig, p: &str) -> Vec<String> {
@@ -12,26 +13,7 @@ pub fn connection_problems(cfg: &Config, c: &ConnectionConfig, p: &str) -> Vec<S
                     "{p}: set a SQL login (user and password) or oauth, not both"
                 ));
             }
-            match o.endpoint() {
-                Ok(url) if !url.starts_with("https://") && !is_loopback_url(&url) => {
-                    errs.push(format!(
-                        "{p}.oauth.token_url: must be https (the client secret is sent to it); \
-                         http is allowed for loopback endpoints only"
-                    ));
-                }
-                Ok(_) => {}
-                Err(e) => errs.push(format!("{p}.oauth: {e}")),
-            }
-            match (&o.client_secret_env, &o.client_secret_file) {
-                (Some(_), Some(_)) | (None, None) => errs.push(format!(
-                    "{p}.oauth: set client_secret_env or client_secret_file"
-                )),
-                (None, Some(f)) if !cfg.resolve(f).is_file() => errs.push(format!(
-                    "{p}.oauth.client_secret_file: {} does not exist",
-                    cfg.resolve(f).display()
-                )),
-                _ => {}
-            }
+            errs.extend(o.problems(p, |f| cfg.resolve(f)));
         }
         None => {
             if c.user.is_none() {
@@ -48,7 +30,7 @@ pub fn connection_problems(cfg: &Config, c: &ConnectionConfig, p: &str) -> Vec<S
         }
     }
     let encrypt = c.encrypt.unwrap_or_default();
-    if encrypt == TdsEncrypt::Off && !is_loopback(&c.target) {
+    if encrypt == TdsEncrypt::Off && !is_loopback_target(&c.target) {
         errs.push(format!(
             "{p}.encrypt: `off` sends the held password in clear; it is allowed for loopback \
              targets only"
@@ -73,24 +55,6 @@ pub fn connection_problems(cfg: &Config, c: &ConnectionConfig, p: &str) -> Vec<S
         errs.push(format!("{p}.database: longer than 128 characters"));
     }
     errs
-}
-
-/// Whether `url` (`http://host[:port]/...`) names this machine.
-fn is_loopback_url(url: &str) -> bool {
-    let rest = url.strip_prefix("http://").unwrap_or(url);
-    is_loopback(rest.split('/').next().unwrap_or_default())
-}
-
-/// Whether `target` (`host:port`) names this machine.
-fn is_loopback(target: &str) -> bool {
-    let host = target
-        .rsplit_once(':')
-        .map_or(target, |(h, _)| h)
-        .trim_matches(['[', ']']);
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -163,9 +127,11 @@ oauth = { token_url = "http://idp.example.net/token", client_id = "app" }
             "http://localhost:8080/t",
             "http://[::1]:9/t",
         ] {
-            assert!(is_loopback_url(url), "{url}");
+            assert!(gateway_core::util::is_loopback_url(url), "{url}");
         }
-        assert!(!is_loopback_url("http://idp.example.net/token"));
+        assert!(!gateway_core::util::is_loopback_url(
+            "http://idp.example.net/token"
+        ));
         assert!(
             has("connections[4].oauth: set client_secret_env"),
             "{errs:?}"

@@ -120,6 +120,35 @@ impl OAuthClientConfig {
         }
     }
 
+    /// Problems with these settings, each prefixed with `p` (the connection's path): the
+    /// token endpoint (https, since the client secret is sent to it, unless on this
+    /// machine) and exactly one secret source, a file that exists. `resolve` maps a
+    /// configured path to the file it names.
+    pub fn problems(&self, p: &str, resolve: impl Fn(&Path) -> PathBuf) -> Vec<String> {
+        let mut errs = Vec::new();
+        match self.endpoint() {
+            Ok(url) if !url.starts_with("https://") && !crate::util::is_loopback_url(&url) => {
+                errs.push(format!(
+                    "{p}.oauth.token_url: must be https (the client secret is sent to it); \
+                     http is allowed for loopback endpoints only"
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => errs.push(format!("{p}.oauth: {e}")),
+        }
+        match (&self.client_secret_env, &self.client_secret_file) {
+            (Some(_), Some(_)) | (None, None) => errs.push(format!(
+                "{p}.oauth: set client_secret_env or client_secret_file"
+            )),
+            (None, Some(f)) if !resolve(f).is_file() => errs.push(format!(
+                "{p}.oauth.client_secret_file: {} does not exist",
+                resolve(f).display()
+            )),
+            _ => {}
+        }
+        errs
+    }
+
     /// The scope to ask for, if any.
     pub fn scope(&self) -> Option<&str> {
         self.scope
