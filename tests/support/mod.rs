@@ -5,6 +5,7 @@
 
 pub mod clients;
 pub mod http;
+pub mod kube;
 pub mod masking;
 pub mod oidc;
 mod openssh;

@@ -78,6 +78,10 @@ pub struct KubeRequest {
     pub name: Option<String>,
     /// API group; empty for the core group.
     pub group: Option<String>,
+    /// A non-resource request's path (discovery, `/version`, `/openapi/v3`).
+    pub path: Option<String>,
+    /// `exec`: the command and its arguments, joined by spaces.
+    pub command: Option<String>,
 }
 
 /// The effect class of an HTTP request.

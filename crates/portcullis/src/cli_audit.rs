@@ -410,7 +410,16 @@ pub fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 if let Some(d) = ev.duration_us {
                     s.push_str(&format!(" ({:.3} ms)", d as f64 / 1000.0));
                 }
+                if let Some(code) = ev.detail.as_ref().and_then(|d| d.get("exit_status")) {
+                    s.push_str(&format!(", exit status {code}"));
+                }
                 println!("{s}");
+                // An exec's terminal, recorded: its output, as it was shown.
+                let rec = ev.detail.as_ref().and_then(|d| d.get("recording"));
+                if let Some(rel) = rec.and_then(|r| r.as_str()) {
+                    let state = crate::load_config(&args.config)?.state_dir();
+                    play_recording(&state, rel, speed, &mut std::io::stdout().lock())?;
+                }
             }
             EventKind::SessionEnd => {
                 println!(
@@ -435,7 +444,6 @@ fn replay_terminal(
     events: &[gateway_core::audit::AuditEvent],
     speed: f64,
 ) -> anyhow::Result<ExitCode> {
-    use std::io::Write as _;
     let cfg = crate::load_config(config)?;
     let state = cfg.state_dir();
     let mut out = std::io::stdout().lock();
@@ -464,25 +472,7 @@ fn replay_terminal(
             EventKind::CommandEnd => {
                 let detail = ev.detail.clone().unwrap_or_default();
                 if let Some(rel) = detail.get("recording").and_then(|r| r.as_str()) {
-                    let path = gateway_core::recording::path_in(&state, rel)
-                        .with_context(|| format!("bad recording reference `{rel}`"))?;
-                    let text = std::fs::read_to_string(&path)
-                        .with_context(|| format!("reading {}", path.display()))?;
-                    let (_, cast) =
-                        gateway_core::recording::parse(&text).map_err(|e| anyhow::anyhow!(e))?;
-                    let mut prev = 0.0f64;
-                    for c in cast {
-                        if c.code != "o" {
-                            continue;
-                        }
-                        if speed > 0.0 && c.time > prev {
-                            out.flush()?;
-                            std::thread::sleep(Duration::from_secs_f64((c.time - prev) / speed));
-                        }
-                        prev = c.time;
-                        out.write_all(c.data.as_bytes())?;
-                    }
-                    out.flush()?;
+                    play_recording(&state, rel, speed, &mut out)?;
                 }
                 eprintln!(
                     "-- exit status {}, {} bytes out",
@@ -501,4 +491,33 @@ fn replay_terminal(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Play the terminal output of recording `rel` (under `state`) to `out`, with its pauses
+/// scaled by `speed` (0 plays at once).
+fn play_recording(
+    state: &std::path::Path,
+    rel: &str,
+    speed: f64,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    let path = gateway_core::recording::path_in(state, rel)
+        .with_context(|| format!("bad recording reference `{rel}`"))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let (_, cast) = gateway_core::recording::parse(&text).map_err(|e| anyhow::anyhow!(e))?;
+    let mut prev = 0.0f64;
+    for c in cast {
+        if c.code != "o" {
+            continue;
+        }
+        if speed > 0.0 && c.time > prev {
+            out.flush()?;
+            std::thread::sleep(Duration::from_secs_f64((c.time - prev) / speed));
+        }
+        prev = c.time;
+        out.write_all(c.data.as_bytes())?;
+    }
+    out.flush()?;
+    Ok(())
 }

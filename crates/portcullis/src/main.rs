@@ -5,6 +5,7 @@ mod admin;
 mod admin_approvals;
 mod cli_approvals;
 mod cli_audit;
+mod cli_kube;
 mod cli_policy;
 mod cli_token;
 mod private;
@@ -64,6 +65,8 @@ enum Command {
         #[command(subcommand)]
         command: cli_policy::PolicyCommand,
     },
+    /// Write a kubeconfig that points kubectl at the gateway for one connection.
+    Kubeconfig(cli_kube::KubeconfigArgs),
 }
 
 #[derive(Subcommand)]
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::Sessions { command } => cli_audit::run_sessions(command),
         Command::Replay(args) => cli_audit::run_replay(args),
         Command::Policy { command } => cli_policy::run(command),
+        Command::Kubeconfig(args) => cli_kube::run(args),
     };
     match result {
         Ok(code) => code,
@@ -127,6 +131,10 @@ const CONNECTION_CHECKS: &[(
     (
         gateway_core::config::Protocol::Http,
         proxy_http::check::connection_problems,
+    ),
+    (
+        gateway_core::config::Protocol::Kube,
+        proxy_kube::check::connection_problems,
     ),
 ];
 

@@ -187,10 +187,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                 proxy_ssh::SshProxy::new(services.clone()).context("setting up the ssh listener")?
             }
             Protocol::Http => proxy_http::HttpProxy::new(services.clone(), tls),
-            other => anyhow::bail!(
-                "{} listeners are not supported by this build",
-                other.as_str()
-            ),
+            Protocol::Kube => proxy_kube::proxy(services.clone(), tls),
         };
         let protocol = front.protocol().as_str();
         tracing::info!(listen = %l.listen, detail = %front.ready_detail(), "{protocol} listener ready");

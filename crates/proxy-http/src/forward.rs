@@ -3,17 +3,19 @@
 //! `command_end` (status, bytes each way, duration, what was masked) is written when the
 //! response body ends or the client leaves.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gateway_core::gate::Admitted;
-use gateway_core::masking::MaskCounts;
+use gateway_core::masking::{MaskCounts, SessionMasks, TypeHint};
 use hyper::header::{self, HeaderValue};
+use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode, Uri};
 
 use crate::body::{self, Body, Carried, Counted};
+use crate::dialect::{MaskMode, Prepare};
 use crate::headers;
-use crate::respond;
+use crate::lines::MaskedLines;
 use crate::server::HttpProxy;
 use crate::session::Session;
 
@@ -22,16 +24,35 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default largest response body masked (read whole).
 const MAX_MASKED_BODY: usize = 8 * 1024 * 1024;
 
+/// What the handler read of an admitted request, beyond the request itself.
+pub(crate) struct Sent<'a> {
+    pub action: gateway_core::action::Action,
+    pub encoded_path: &'a str,
+    /// The path prefix the client reached the connection by.
+    pub prefix: &'a str,
+    pub query: Option<&'a str>,
+    /// The protocol upgrade asked for, and the client side of it.
+    pub upgrade: Option<(&'a str, OnUpgrade)>,
+    pub started: Instant,
+}
+
 /// Send `req` (admitted as `admitted`) to the session's target, and its answer back.
 pub(crate) async fn forward(
     proxy: &HttpProxy,
     session: Arc<Session>,
     admitted: Admitted,
     mut req: Request<Body>,
-    encoded_path: &str,
-    query: Option<&str>,
-    started: Instant,
+    sent: Sent<'_>,
 ) -> Response<Body> {
+    let Sent {
+        action,
+        encoded_path,
+        prefix,
+        query,
+        upgrade,
+        started,
+    } = sent;
+    let d = &proxy.dialect;
     let number = admitted.number();
     let target = session.target.clone();
     let mut uri = String::with_capacity(target.base.len() + encoded_path.len() + 64);
@@ -44,12 +65,14 @@ pub(crate) async fn forward(
     let uri: Uri = match uri.parse() {
         Ok(u) => u,
         Err(e) => {
+            let why = format!("the request's URI: {e}");
             return end_early(
+                proxy,
                 &session,
                 number,
                 started,
                 StatusCode::BAD_REQUEST,
-                &format!("the request's URI: {e}"),
+                &why,
             );
         }
     };
@@ -58,11 +81,33 @@ pub(crate) async fn forward(
     let h = req.headers_mut();
     headers::for_target(h);
     h.insert(header::HOST, target.host.clone());
+    if let Some((kind, _)) = &upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        if let Ok(v) = HeaderValue::from_str(kind) {
+            h.insert(header::UPGRADE, v);
+        }
+    }
     if session.masks.is_some() {
         // Masking reads the body: ask for it uncompressed.
         h.insert(
             header::ACCEPT_ENCODING,
             HeaderValue::from_static("identity"),
+        );
+    }
+    let prepare = Prepare {
+        identity: session.gate.identity(),
+        conn: &session.conn,
+        action: &action,
+        masked: session.masks.is_some(),
+    };
+    if let Err(why) = d.prepare(&prepare, req.headers_mut()) {
+        return end_early(
+            proxy,
+            &session,
+            number,
+            started,
+            StatusCode::FORBIDDEN,
+            &why,
         );
     }
     let method = req.method().as_str().to_string();
@@ -79,76 +124,148 @@ pub(crate) async fn forward(
         .await;
     if let Err(e) = held {
         let why = format!("the connection's credential is unavailable: {e}");
-        return end_early(&session, number, started, StatusCode::BAD_GATEWAY, &why);
+        return end_early(
+            proxy,
+            &session,
+            number,
+            started,
+            StatusCode::BAD_GATEWAY,
+            &why,
+        );
     }
     let resp = match tokio::time::timeout(RESPONSE_TIMEOUT, target.client.request(req)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             let why = format!("the target failed: {}", error_chain(&e));
-            return end_early(&session, number, started, StatusCode::BAD_GATEWAY, &why);
+            return end_early(
+                proxy,
+                &session,
+                number,
+                started,
+                StatusCode::BAD_GATEWAY,
+                &why,
+            );
         }
         Err(_) => {
             let why = "the target did not answer in time".to_string();
-            return end_early(&session, number, started, StatusCode::GATEWAY_TIMEOUT, &why);
+            let code = StatusCode::GATEWAY_TIMEOUT;
+            return end_early(proxy, &session, number, started, code, &why);
         }
     };
+    if let Some((_, client)) = upgrade
+        && resp.status() == StatusCode::SWITCHING_PROTOCOLS
+    {
+        let up = crate::upgrade::Switch {
+            action: &action,
+            number,
+            started,
+            client,
+        };
+        return crate::upgrade::switch(proxy, session, up, resp);
+    }
     let (mut parts, incoming) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     let status = parts.status;
-    let mut counts = MaskCounts::new();
-    let out = match (&session.masks, crate::mask::hint(&parts.headers)) {
-        (Some(masks), Some(hint)) => {
-            // Asked for identity, a target may compress anyway: gzip and deflate are
-            // decoded, anything else is withheld.
-            let coding = match crate::coding::coding(&parts.headers) {
-                Ok(c) => c,
-                Err(e) => {
-                    let why = format!("{e}; a body that must be masked is withheld");
-                    return end_early(&session, number, started, StatusCode::BAD_GATEWAY, &why);
-                }
-            };
-            let limit = session
-                .conn
-                .http
-                .as_ref()
-                .and_then(|h| h.max_masked_body)
-                .unwrap_or(MAX_MASKED_BODY);
-            let whole = match body::collect_bounded(incoming, limit)
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|b| crate::coding::decode(coding, b, limit))
-            {
-                Ok(b) => b,
-                Err(e) => {
-                    let why = format!("the response must be masked and cannot be: {e}");
-                    return end_early(&session, number, started, StatusCode::BAD_GATEWAY, &why);
-                }
-            };
-            parts.headers.remove(header::CONTENT_ENCODING);
-            let bytes = match crate::mask::mask_body(masks, hint, whole, &mut counts) {
+    let counts = Arc::new(Mutex::new(MaskCounts::new()));
+    if status.is_success() && d.rewrites(&action) {
+        let limit = masked_limit(&session);
+        let rewritten = rewrite(d.as_ref(), &action, prefix, &mut parts, incoming, limit).await;
+        let mut bytes = match rewritten {
+            Ok(b) => b,
+            Err(why) => {
+                let code = StatusCode::BAD_GATEWAY;
+                return end_early(proxy, &session, number, started, code, &why);
+            }
+        };
+        if let Some(masks) = &session.masks {
+            let mut n = MaskCounts::new();
+            bytes = match crate::mask::mask_body(masks, TypeHint::Json, bytes, &mut n, Some(&**d)) {
                 Ok(b) => b,
                 Err(why) => {
-                    return end_early(&session, number, started, StatusCode::BAD_GATEWAY, &why);
+                    let code = StatusCode::BAD_GATEWAY;
+                    return end_early(proxy, &session, number, started, code, &why);
                 }
             };
-            parts.headers.remove(header::CONTENT_LENGTH);
-            parts
-                .headers
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-            body::full(bytes)
+            if let Ok(mut c) = counts.lock() {
+                c.merge(&n);
+            }
         }
-        _ => body::boxed(incoming),
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        let out = body::full(bytes);
+        return Response::from_parts(
+            parts,
+            body::boxed(Counted::new(
+                out,
+                finish(session.clone(), number, started, status, counts),
+            )),
+        );
+    }
+    let out = match &session.masks {
+        None => body::boxed(incoming),
+        Some(masks) => match d.mask_mode(&action, &parts.headers) {
+            MaskMode::Pass => body::boxed(incoming),
+            MaskMode::Withhold(why) => {
+                let code = StatusCode::BAD_GATEWAY;
+                return end_early(proxy, &session, number, started, code, &why);
+            }
+            MaskMode::Lines(hint) => {
+                if parts.headers.contains_key(header::CONTENT_ENCODING) {
+                    let why = "a streamed response that must be masked arrived compressed; it \
+                               is withheld";
+                    let code = StatusCode::BAD_GATEWAY;
+                    return end_early(proxy, &session, number, started, code, why);
+                }
+                parts.headers.remove(header::CONTENT_LENGTH);
+                body::boxed(MaskedLines::new(
+                    body::boxed(incoming),
+                    hint,
+                    masked_limit(&session),
+                    masks.clone(),
+                    d.clone(),
+                    counts.clone(),
+                ))
+            }
+            MaskMode::Whole(hint) => {
+                let masked = mask_whole(d.as_ref(), &session, masks, hint, &mut parts, incoming);
+                match masked.await {
+                    Ok((bytes, n)) => {
+                        if let Ok(mut c) = counts.lock() {
+                            c.merge(&n);
+                        }
+                        body::full(bytes)
+                    }
+                    Err(why) => {
+                        let code = StatusCode::BAD_GATEWAY;
+                        return end_early(proxy, &session, number, started, code, &why);
+                    }
+                }
+            }
+        },
     };
-    let masked = (!counts.is_empty()).then(|| {
-        let names = session
-            .masks
-            .as_ref()
-            .map(|m| m.column_rule_names().to_vec())
-            .unwrap_or_default();
-        serde_json::json!(counts.render(&names))
-    });
-    let session2 = session.clone();
-    let done = move |carried: Carried| {
+    let done = finish(session, number, started, status, counts);
+    Response::from_parts(parts, body::boxed(Counted::new(out, done)))
+}
+
+/// What writes a forwarded request's `command_end` once its response body is done.
+fn finish(
+    session2: Arc<Session>,
+    number: u64,
+    started: Instant,
+    status: StatusCode,
+    counts: Arc<Mutex<MaskCounts>>,
+) -> impl FnOnce(Carried) + Send + Sync + Unpin + 'static {
+    move |carried: Carried| {
+        let counts = counts.lock().map(|c| c.clone()).unwrap_or_default();
+        let masked = (!counts.is_empty()).then(|| {
+            let names = session2
+                .masks
+                .as_ref()
+                .map(|m| m.column_rule_names().to_vec())
+                .unwrap_or_default();
+            serde_json::json!(counts.render(&names))
+        });
         let mut end = session2.gate.complete(number);
         end.duration_us = Some(started.elapsed().as_micros() as u64);
         end.detail = Some(serde_json::json!({
@@ -164,12 +281,75 @@ pub(crate) async fn forward(
         tokio::spawn(async move {
             let _ = audit.record_later(end).await;
         });
-    };
-    Response::from_parts(parts, body::boxed(Counted::new(out, done)))
+    }
+}
+
+/// Read a response whole (bounded, decoded), parse it as JSON and let the dialect rewrite
+/// it for the client.
+async fn rewrite(
+    d: &dyn crate::dialect::Dialect,
+    action: &gateway_core::action::Action,
+    prefix: &str,
+    parts: &mut hyper::http::response::Parts,
+    incoming: hyper::body::Incoming,
+    limit: usize,
+) -> Result<bytes::Bytes, String> {
+    let coding = crate::coding::coding(&parts.headers)
+        .map_err(|e| format!("{e}; a body that must be rewritten is withheld"))?;
+    let whole = body::collect_bounded(incoming, limit)
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|b| crate::coding::decode(coding, b, limit))
+        .map_err(|e| format!("the response must be rewritten and cannot be: {e}"))?;
+    parts.headers.remove(header::CONTENT_ENCODING);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let mut doc: serde_json::Value = serde_json::from_slice(&whole)
+        .map_err(|e| format!("the response is not JSON ({e}); it is withheld"))?;
+    d.rewrite(action, prefix, &mut doc);
+    serde_json::to_vec(&doc)
+        .map(bytes::Bytes::from)
+        .map_err(|e| e.to_string())
+}
+
+/// Largest response (or streamed line) masked for `session`.
+fn masked_limit(session: &Session) -> usize {
+    let http = session.conn.http.as_ref().and_then(|h| h.max_masked_body);
+    let kube = session.conn.kube.as_ref().and_then(|k| k.max_masked_body);
+    http.or(kube).unwrap_or(MAX_MASKED_BODY)
+}
+
+/// Read a response whole (bounded, decoded) and mask it; the masked body and what fired.
+async fn mask_whole(
+    d: &dyn crate::dialect::Dialect,
+    session: &Session,
+    masks: &SessionMasks,
+    hint: TypeHint,
+    parts: &mut hyper::http::response::Parts,
+    incoming: hyper::body::Incoming,
+) -> Result<(bytes::Bytes, MaskCounts), String> {
+    // Asked for identity, a target may compress anyway: gzip and deflate are decoded,
+    // anything else is withheld.
+    let coding = crate::coding::coding(&parts.headers)
+        .map_err(|e| format!("{e}; a body that must be masked is withheld"))?;
+    let limit = masked_limit(session);
+    let whole = body::collect_bounded(incoming, limit)
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|b| crate::coding::decode(coding, b, limit))
+        .map_err(|e| format!("the response must be masked and cannot be: {e}"))?;
+    parts.headers.remove(header::CONTENT_ENCODING);
+    let mut counts = MaskCounts::new();
+    let bytes = crate::mask::mask_body(masks, hint, whole, &mut counts, Some(d))?;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    Ok((bytes, counts))
 }
 
 /// Answer with an error of the gateway's and record the command's end with it.
-fn end_early(
+pub(crate) fn end_early(
+    proxy: &HttpProxy,
     session: &Session,
     number: u64,
     started: Instant,
@@ -189,7 +369,7 @@ fn end_early(
     } else {
         "TargetError"
     };
-    respond::error(status, code, why)
+    proxy.dialect.error(status, code, why)
 }
 
 /// An error and its sources, one line.

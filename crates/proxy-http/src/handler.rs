@@ -2,19 +2,16 @@
 //! path, the connection it names, the decision. Only an admitted request goes on
 //! ([`crate::forward`]); nothing of a refused one (not even its body) is read or sent.
 
-use std::sync::Arc;
-
-use gateway_core::action::{Action, HttpKind, HttpRequest};
-use gateway_core::gate::{Batch, Command, Gated, Staged, Waiting};
+use gateway_core::gate::{Batch, Command, Gated, Staged};
 use gateway_core::policy::Verdict;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::body::{self, Body};
+use crate::dialect::{Described, RequestView};
 use crate::forward;
 use crate::path;
-use crate::respond;
 use crate::route;
 use crate::server::HttpProxy;
 use crate::session::ClientConn;
@@ -26,22 +23,28 @@ const MAX_REVIEW_BODY: usize = 1024 * 1024;
 pub(crate) async fn handle(
     proxy: &HttpProxy,
     client: &ClientConn,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<Body> {
-    if req.method() == Method::CONNECT || req.headers().contains_key(hyper::header::UPGRADE) {
-        return respond::error(
+    let d = &proxy.dialect;
+    if req.method() == Method::CONNECT {
+        return d.error(
             StatusCode::NOT_IMPLEMENTED,
             "NotSupported",
-            "CONNECT and protocol upgrades (WebSocket) are not supported",
+            "CONNECT is not supported",
         );
     }
+    let upgrade = req
+        .headers()
+        .get(hyper::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let Some(token) = crate::headers::bearer(req.headers()) else {
-        return respond::unauthorized("send `Authorization: Bearer <token>`");
+        return d.unauthorized("send `Authorization: Bearer <token>`");
     };
     let token = token.to_string();
     let norm = match path::normalise(req.uri().path()) {
         Ok(n) => n,
-        Err(e) => return respond::error(StatusCode::BAD_REQUEST, "InvalidPath", &e.to_string()),
+        Err(e) => return d.error(StatusCode::BAD_REQUEST, "InvalidPath", &e.to_string()),
     };
     let host = req
         .uri()
@@ -55,8 +58,8 @@ pub(crate) async fn handle(
         .map(route::host_name)
         .unwrap_or_default();
     let cfg = &proxy.services.config;
-    let Some(r) = route::route(cfg, &host, &norm.decoded, &norm.encoded) else {
-        return respond::error(
+    let Some(r) = route::route(cfg, d.protocol(), &host, &norm.decoded, &norm.encoded) else {
+        return d.error(
             StatusCode::NOT_FOUND,
             "ConnectionNotFound",
             "name a connection with the path prefix /c/<connection>/",
@@ -66,46 +69,38 @@ pub(crate) async fn handle(
         Ok(s) => s,
         Err(resp) => return resp,
     };
-    let settings = session.conn.http.as_ref();
-    let policy_path = if settings.is_some_and(|s| s.case_insensitive) {
-        r.decoded.to_lowercase()
-    } else {
-        r.decoded.to_string()
-    };
     // Methods are case-sensitive on the wire; policy sees them upper-cased, so a rule on
     // `context.method` cannot be dodged by `delete`.
     let method = req.method().as_str().to_ascii_uppercase();
     let query = req.uri().query().map(str::to_string);
-    let policy_query = match path::normalise_query(query.as_deref().unwrap_or("")) {
-        Ok(q) => q,
-        Err(e) => {
-            let why = format!("the query: {e}");
-            return respond::error(StatusCode::BAD_REQUEST, "InvalidQuery", &why);
-        }
+    let described = d.describe(&RequestView {
+        method: &method,
+        decoded: r.decoded,
+        encoded: r.encoded,
+        query: query.as_deref(),
+        headers: req.headers(),
+        conn: &session.conn,
+        host: &session.target.host_name,
+    });
+    let Described {
+        action,
+        text,
+        binding,
+    } = match described {
+        Ok(x) => x,
+        Err(r) => return d.error(r.status, r.reason, &r.message),
     };
-    let mut text = format!("{method} {}", r.encoded);
-    if let Some(q) = &query {
-        text.push('?');
-        text.push_str(q);
+    if let Some(kind) = &upgrade
+        && let Err(why) = d.upgrade_allowed(&action, kind, req.headers())
+    {
+        return d.error(StatusCode::FORBIDDEN, "UpgradeRefused", &why);
     }
-    // What an approval is bound to: the request as policy read it (another spelling of the
-    // same request is the same request), and its body when it has one (below).
-    let mut binding = format!("{method} {policy_path}");
-    if let Some(q) = &query {
-        binding.push('?');
-        binding.push_str(q);
-    }
-    let action = Action::Http(Arc::new(HttpRequest {
-        kind: HttpKind::of_method(&method),
-        method,
-        path: policy_path,
-        host: session.target.host_name.clone(),
-        query: policy_query,
-    }));
-    let mut cmd = Command::new(action, text);
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let mut cmd = Command::new(action.clone(), text);
     cmd.fingerprint = Some(gateway_core::approvals::fingerprint(&binding, &[]));
-    cmd.waiting = Waiting::Retry;
+    cmd.waiting = d.waiting();
     let encoded = r.encoded.to_string();
+    let prefix = norm.encoded[..norm.encoded.len() - r.encoded.len()].to_string();
     let (parts, incoming) = req.into_parts();
     let mut body = body::boxed(incoming);
     // A request that needs approval is bound to its body too: the approved request, not
@@ -114,13 +109,16 @@ pub(crate) async fn handle(
     // be bound in between.
     let decision = session.gate.decide(&cmd.actions);
     if matches!(decision.verdict, Verdict::Review { .. }) {
-        let limit = settings
+        let limit = session
+            .conn
+            .http
+            .as_ref()
             .and_then(|s| s.max_review_body)
             .unwrap_or(MAX_REVIEW_BODY);
         let bytes = match body::collect_bounded(body, limit).await {
             Ok(b) => b,
             Err(e) => {
-                return respond::error(
+                return d.error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "BodyTooLarge",
                     &format!("a request that needs approval is read whole first: {e}"),
@@ -148,34 +146,68 @@ pub(crate) async fn handle(
         }
         Staged::Review(review) => gate.hold(review).await,
     };
-    match gated {
-        Gated::Forward(admitted) => {
-            let req = Request::from_parts(parts, body.map_err(Into::into).boxed());
-            forward::forward(
-                proxy,
-                session,
-                admitted,
-                req,
-                &encoded,
-                query.as_deref(),
-                started,
-            )
-            .await
+    let admitted = match gated {
+        Gated::Forward(admitted) => admitted,
+        Gated::Refuse(r) => {
+            return match &r.approval {
+                Some(id) if !r.reason.starts_with("approval") => {
+                    d.approval_required(id, &r.message)
+                }
+                _ => d.error(StatusCode::FORBIDDEN, "Forbidden", &r.message),
+            };
         }
-        Gated::Refuse(r) => match &r.approval {
-            Some(id) if !r.reason.starts_with("approval") => {
-                respond::approval_required(id, &r.message)
-            }
-            _ => respond::error(StatusCode::FORBIDDEN, "Forbidden", &r.message),
-        },
         Gated::Hold(held) => {
-            // Requests wait by retrying, so the gate does not park them; should one be
-            // held, it is withdrawn rather than left waiting with no one to answer.
-            let r = session
-                .gate
-                .withdraw(held, "HTTP requests do not wait")
-                .await;
-            respond::error(StatusCode::FORBIDDEN, "Forbidden", &r.message)
+            // Parked until people decide; the client waits on its open request. A client
+            // that leaves withdraws it.
+            let id = held.request.id.clone();
+            let mut guard = Withdraw {
+                session: session.clone(),
+                held: Some(held),
+            };
+            let outcome = proxy.services.approvals.wait(&id).await;
+            let Some(held) = guard.held.take() else {
+                return d.error(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    "the request was withdrawn",
+                );
+            };
+            match session.gate.resolve(held, &outcome).await {
+                Ok(admitted) => admitted,
+                Err(r) => return d.error(StatusCode::FORBIDDEN, "Forbidden", &r.message),
+            }
+        }
+    };
+    let req = Request::from_parts(parts, body.map_err(Into::into).boxed());
+    let sent = forward::Sent {
+        action,
+        encoded_path: &encoded,
+        prefix: &prefix,
+        query: query.as_deref(),
+        upgrade: upgrade.as_deref().zip(client_upgrade),
+        started,
+    };
+    forward::forward(proxy, session, admitted, req, sent).await
+}
+
+/// A held request's approval, withdrawn if the client leaves before it is decided.
+struct Withdraw {
+    session: std::sync::Arc<crate::session::Session>,
+    held: Option<Box<gateway_core::gate::Held>>,
+}
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        if let Some(held) = self.held.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let session = self.session.clone();
+            rt.spawn(async move {
+                let _ = session
+                    .gate
+                    .withdraw(held, "the client left while the request was held")
+                    .await;
+            });
         }
     }
 }

@@ -71,7 +71,18 @@ impl HeldCredentials {
         }
         let header = conn.http.as_ref().and_then(|h| h.header.as_ref());
         let shared = conn.http.as_ref().and_then(|h| h.shared_key.as_ref());
+        let kube_token = match &conn.kube {
+            Some(k) => k.token(&cfg.base_dir)?,
+            None => None,
+        };
         let holder = match (&conn.oauth, header) {
+            _ if kube_token.is_some() => {
+                let token = kube_token.unwrap_or_default();
+                let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|_| "the held token is not a valid header value")?;
+                value.set_sensitive(true);
+                Holder::Header(AUTHORIZATION, value)
+            }
             _ if shared.is_some() => {
                 let k = shared.ok_or("no shared key")?;
                 Holder::SharedKey(Box::new(SharedKey::new(

@@ -6,13 +6,15 @@
 //! applies.
 #![forbid(unsafe_code)]
 
-mod body;
+pub mod body;
 pub mod check;
 pub mod coding;
+pub mod dialect;
 mod forward;
 mod handler;
 pub mod headers;
 mod held;
+mod lines;
 pub mod mask;
 pub mod path;
 mod respond;
@@ -20,6 +22,7 @@ pub mod route;
 mod server;
 mod session;
 pub mod sharedkey;
+mod upgrade;
 mod upstream;
 
 pub use server::HttpProxy;

@@ -29,28 +29,62 @@ pub fn hint(h: &hyper::HeaderMap) -> Option<TypeHint> {
     }
 }
 
-/// Mask `whole` (of type `hint`) for `masks`, counting what fired.
+/// Mask `whole` (of type `hint`) for `masks`, counting what fired. `dialect` masks a JSON
+/// document its own way, when it reads documents: after the detectors, so what it writes
+/// (a Secret's values, still base64) stays as it wrote it.
 pub fn mask_body(
     masks: &SessionMasks,
     hint: TypeHint,
     whole: Bytes,
     counts: &mut MaskCounts,
+    dialect: Option<&dyn crate::dialect::Dialect>,
 ) -> Result<Bytes, String> {
-    let text = if hint == TypeHint::Json && masks.has_json_paths() && !whole.is_empty() {
-        let mut doc: serde_json::Value = serde_json::from_slice(&whole).map_err(|e| {
-            format!("the response is not the JSON its content type says ({e}); it is withheld")
-        })?;
+    let reads = dialect.filter(|d| d.reads_documents());
+    if let (Some(d), TypeHint::Json) = (reads, hint) {
+        let text = detect(masks, hint, whole, counts);
+        if text.iter().all(u8::is_ascii_whitespace) {
+            return Ok(text);
+        }
+        let mut doc = parse(&text)?;
+        d.mask_document(masks, &mut doc, counts);
         masks.mask_json_paths(&mut doc, counts);
-        Bytes::from(serde_json::to_vec(&doc).map_err(|e| e.to_string())?)
+        return serialise(&doc, text.ends_with(b"\n"));
+    }
+    let text = if hint == TypeHint::Json
+        && masks.has_json_paths()
+        && !whole.iter().all(u8::is_ascii_whitespace)
+    {
+        let mut doc = parse(&whole)?;
+        masks.mask_json_paths(&mut doc, counts);
+        serialise(&doc, whole.ends_with(b"\n"))?
     } else {
         whole
     };
+    Ok(detect(masks, hint, text, counts))
+}
+
+fn parse(text: &[u8]) -> Result<serde_json::Value, String> {
+    serde_json::from_slice(text).map_err(|e| {
+        format!("the response is not the JSON its content type says ({e}); it is withheld")
+    })
+}
+
+fn serialise(doc: &serde_json::Value, newline: bool) -> Result<Bytes, String> {
+    let mut v = serde_json::to_vec(doc).map_err(|e| e.to_string())?;
+    if newline {
+        v.push(b'\n');
+    }
+    Ok(Bytes::from(v))
+}
+
+/// The detectors and key rules over `text`.
+fn detect(masks: &SessionMasks, hint: TypeHint, text: Bytes, counts: &mut MaskCounts) -> Bytes {
     let mut out = Vec::new();
-    Ok(match masks.mask_value(&text, hint, &mut out, counts) {
+    match masks.mask_value(&text, hint, &mut out, counts) {
         Masked::Unchanged => text,
         Masked::Replaced => Bytes::from(out),
         Masked::Null => Bytes::new(),
-    })
+    }
 }
 
 #[cfg(test)]
@@ -79,8 +113,8 @@ mod tests {
         let body = Bytes::from_static(
             br#"{"value":"kv-s3cr3t","properties":{"primaryKey":"pk-1","owner":"ada@example.com","conn":"Server=x;Password=Hunter2;"}}"#,
         );
-        let out =
-            mask_body(&m, TypeHint::Json, body, &mut counts).unwrap_or_else(|e| panic!("{e}"));
+        let out = mask_body(&m, TypeHint::Json, body, &mut counts, None)
+            .unwrap_or_else(|e| panic!("{e}"));
         let text = String::from_utf8_lossy(&out);
         for secret in ["kv-s3cr3t", "pk-1", "ada@example.com", "Hunter2"] {
             assert!(!text.contains(secret), "{secret}: {text}");
@@ -106,6 +140,7 @@ mod tests {
             TypeHint::Json,
             Bytes::from_static(b"{\"value\": "),
             &mut counts,
+            None,
         );
         assert!(r.is_err());
     }

@@ -151,6 +151,29 @@ pub fn normalise_query(raw: &str) -> Result<String, PathError> {
     Ok(pairs.join("&"))
 }
 
+/// The query's parameters in order, each name and value percent-decoded and `+` read as a
+/// space (as HTML forms and Go's `url.ParseQuery` read them). Malformed escapes and control
+/// bytes are refused as in paths.
+pub fn query_pairs(raw: &str) -> Result<Vec<(String, String)>, PathError> {
+    if raw.len() > MAX_PATH {
+        return Err(PathError::TooLong);
+    }
+    let mut pairs = Vec::new();
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let mut text = [String::new(), String::new()];
+        for (part, out) in [k, v].into_iter().zip(text.iter_mut()) {
+            let spaced = part.replace('+', " ");
+            let mut d = Vec::with_capacity(spaced.len());
+            decode_query(spaced.as_bytes(), &mut d)?;
+            *out = String::from_utf8(d).map_err(|_| PathError::NotUtf8)?;
+        }
+        let [k, v] = text;
+        pairs.push((k, v));
+    }
+    Ok(pairs)
+}
+
 /// Percent-decode one query component into `out` (an encoded `/` is fine here).
 fn decode_query(s: &[u8], out: &mut Vec<u8>) -> Result<(), PathError> {
     let mut i = 0;

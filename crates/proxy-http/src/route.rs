@@ -24,19 +24,30 @@ pub fn host_name(authority: &str) -> String {
     h.to_ascii_lowercase()
 }
 
-/// Route a request with normalised path (`decoded`, `encoded`) sent to `host` (lower case).
+/// The host names that select connection `c` (`[connections.http] hosts` or
+/// `[connections.kube] hosts`).
+fn hosts(c: &gateway_core::config::ConnectionConfig) -> &[String] {
+    match (&c.http, &c.kube) {
+        (Some(h), _) => &h.hosts,
+        (None, Some(k)) => &k.hosts,
+        (None, None) => &[],
+    }
+}
+
+/// Route a request of a `protocol` listener with normalised path (`decoded`, `encoded`) sent
+/// to `host` (lower case).
 pub fn route<'a>(
     cfg: &'a Config,
+    protocol: Protocol,
     host: &str,
     decoded: &'a str,
     encoded: &'a str,
 ) -> Option<Route<'a>> {
-    if let Some(c) = cfg.connections.iter().find(|c| {
-        c.protocol == Protocol::Http
-            && c.http
-                .as_ref()
-                .is_some_and(|h| h.hosts.iter().any(|n| n.eq_ignore_ascii_case(host)))
-    }) {
+    if let Some(c) = cfg
+        .connections
+        .iter()
+        .find(|c| c.protocol == protocol && hosts(c).iter().any(|n| n.eq_ignore_ascii_case(host)))
+    {
         return Some(Route {
             connection: &c.name,
             decoded,

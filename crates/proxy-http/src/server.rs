@@ -10,6 +10,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::dialect::{Dialect, HttpApi};
 use crate::held::HeldCredentials;
 use crate::session::ClientConn;
 use crate::upstream::Targets;
@@ -23,9 +24,10 @@ const MAX_H1_BUF: usize = 64 * 1024;
 /// Largest HTTP/2 header list.
 const MAX_H2_HEADERS: u32 = 64 * 1024;
 
-/// An HTTP front end for every `http` connection in the config.
+/// An HTTP front end for every connection of its dialect's protocol in the config.
 pub struct HttpProxy {
     pub(crate) services: Arc<Services>,
+    pub(crate) dialect: Arc<dyn Dialect>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     pub(crate) held: HeldCredentials,
     pub(crate) targets: Targets,
@@ -35,6 +37,15 @@ impl HttpProxy {
     /// A proxy using `services`, with TLS from `tls` (ALPN `h2` and `http/1.1` are set here)
     /// or plain when `None`.
     pub fn new(services: Arc<Services>, tls: Option<Arc<rustls::ServerConfig>>) -> Arc<HttpProxy> {
+        HttpProxy::with_dialect(services, tls, Arc::new(HttpApi))
+    }
+
+    /// A proxy for the connections of `dialect`'s protocol.
+    pub fn with_dialect(
+        services: Arc<Services>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        dialect: Arc<dyn Dialect>,
+    ) -> Arc<HttpProxy> {
         let tls = tls.map(|c| {
             let mut c = (*c).clone();
             c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -42,6 +53,7 @@ impl HttpProxy {
         });
         Arc::new(HttpProxy {
             services,
+            dialect,
             tls,
             held: HeldCredentials::default(),
             targets: Targets::default(),
@@ -93,7 +105,7 @@ impl HttpProxy {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(MAX_H2_HEADERS);
-        if let Err(e) = builder.serve_connection(io, service).await {
+        if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
             tracing::debug!(error = %e, "client connection ended");
         }
     }
@@ -101,7 +113,7 @@ impl HttpProxy {
 
 impl gateway_core::listener::ProtocolListener for HttpProxy {
     fn protocol(&self) -> gateway_core::config::Protocol {
-        gateway_core::config::Protocol::Http
+        self.dialect.protocol()
     }
 
     fn ready_detail(&self) -> String {

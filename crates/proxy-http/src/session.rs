@@ -14,7 +14,6 @@ use gateway_core::services::Services;
 use hyper::{Response, StatusCode};
 
 use crate::body::Body;
-use crate::respond;
 use crate::server::HttpProxy;
 use crate::upstream::Target;
 
@@ -26,6 +25,7 @@ pub(crate) struct Session {
     pub masks: Option<Arc<SessionMasks>>,
     pub target: Arc<Target>,
     services: Arc<Services>,
+    protocol: Protocol,
     started: Instant,
 }
 
@@ -39,7 +39,7 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.services
             .metrics
-            .protocol(Protocol::Http)
+            .protocol(self.protocol)
             .sessions_active
             .fetch_sub(1, Relaxed);
         let mut end = self.gate.end();
@@ -96,32 +96,30 @@ impl ClientConn {
         name: &str,
     ) -> Result<Session, Response<Body>> {
         let services = &proxy.services;
-        let opening = Opening::new(services.clone(), Protocol::Http, self.peer.clone());
+        let d = &proxy.dialect;
+        let protocol = d.protocol();
+        let opening = Opening::new(services.clone(), protocol, self.peer.clone());
         let identity = match services.verifier.verify_in_time(token).await {
             Ok(i) => i,
             Err(e) => {
                 opening.refused(name, None, &e.to_string()).await;
-                return Err(respond::unauthorized(&e.to_string()));
+                return Err(d.unauthorized(&e.to_string()));
             }
         };
         let admission = match opening.admit(&identity, name).await {
             Ok(a) => a,
             Err(e @ OpenRefusal::UnknownConnection(_)) => {
-                return Err(respond::error(
-                    StatusCode::NOT_FOUND,
-                    "ConnectionNotFound",
-                    &e.to_string(),
-                ));
+                return Err(d.error(StatusCode::NOT_FOUND, "ConnectionNotFound", &e.to_string()));
             }
             Err(e @ OpenRefusal::Denied(_)) => {
-                return Err(respond::error(
+                return Err(d.error(
                     StatusCode::FORBIDDEN,
                     "Forbidden",
                     &format!("connect to {name} denied: {e}"),
                 ));
             }
             Err(e @ OpenRefusal::Audit(_)) => {
-                return Err(respond::error(
+                return Err(d.error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "AuditUnavailable",
                     &e.to_string(),
@@ -134,11 +132,7 @@ impl ClientConn {
             Err(e) => {
                 let why = format!("the connection's target is misconfigured: {e}");
                 opening.refused(name, Some(&identity), &why).await;
-                return Err(respond::error(
-                    StatusCode::BAD_GATEWAY,
-                    "TargetUnavailable",
-                    &why,
-                ));
+                return Err(d.error(StatusCode::BAD_GATEWAY, "TargetUnavailable", &why));
             }
         };
         let masks = services
@@ -149,7 +143,7 @@ impl ClientConn {
         let gate = match opening.start(identity, &admission, Some(detail)).await {
             Ok(g) => g,
             Err(e) => {
-                return Err(respond::error(
+                return Err(d.error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "AuditUnavailable",
                     &e.to_string(),
@@ -163,6 +157,7 @@ impl ClientConn {
             masks,
             target,
             services: services.clone(),
+            protocol,
             started: Instant::now(),
         })
     }

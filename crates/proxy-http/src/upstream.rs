@@ -50,7 +50,19 @@ impl Targets {
 }
 
 fn make(cfg: &Config, conn: &ConnectionConfig) -> Result<Target, String> {
-    let settings = conn.http.clone().unwrap_or_default();
+    let mut settings = conn.http.clone().unwrap_or_default();
+    let mut client_cert = None;
+    if let Some(k) = &conn.kube {
+        // An API server is always reached over TLS.
+        settings.scheme = HttpScheme::Https;
+        settings.host = k.server_name.clone();
+        if let (Some(c), Some(key)) = (&k.client_cert, &k.client_key) {
+            client_cert = Some(gateway_core::tls::client_identity(
+                &cfg.resolve(c),
+                &cfg.resolve(key),
+            )?);
+        }
+    }
     let target_host = crate::route::host_name(&conn.target);
     let host_name = settings.host.clone().unwrap_or(target_host);
     let roots = gateway_core::tls::trust_roots(
@@ -61,9 +73,13 @@ fn make(cfg: &Config, conn: &ConnectionConfig) -> Result<Target, String> {
         HttpScheme::Http => Ok(rustls::RootCertStore::empty()),
         HttpScheme::Https => Err(e),
     })?;
-    let tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let tls = match client_cert {
+        Some((chain, key)) => tls
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("the client certificate: {e}"))?,
+        None => tls.with_no_client_auth(),
+    };
     let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
     let builder = match settings.scheme {
         HttpScheme::Https => builder.https_only(),

@@ -74,6 +74,10 @@ pub struct ConnectionConfig {
     /// HTTP: scheme, host names, a held header and body limits (`[connections.http]`).
     #[serde(default)]
     pub http: Option<super::HttpSettings>,
+    /// Kubernetes: the held token or client certificate, impersonation, host names
+    /// (`[connections.kube]`).
+    #[serde(default)]
+    pub kube: Option<super::KubeSettings>,
 }
 
 /// `[connections.oauth]`: the OAuth 2.0 client-credentials grant the gateway uses to obtain

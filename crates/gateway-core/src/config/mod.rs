@@ -349,14 +349,18 @@ impl Config {
             }
             if !matches!(
                 l.protocol,
-                Protocol::Postgres | Protocol::Ssh | Protocol::Tds | Protocol::Http
+                Protocol::Postgres
+                    | Protocol::Ssh
+                    | Protocol::Tds
+                    | Protocol::Http
+                    | Protocol::Kube
             ) {
                 errs.push(format!(
                     "{p}.protocol: `{}` is not supported by this build yet",
                     l.protocol.as_str()
                 ));
             }
-            if l.protocol == Protocol::Http
+            if matches!(l.protocol, Protocol::Http | Protocol::Kube)
                 && l.tls.is_none()
                 && !l
                     .listen
@@ -364,8 +368,9 @@ impl Config {
                     .is_ok_and(|a| a.ip().is_loopback())
             {
                 errs.push(format!(
-                    "{p}.tls: an http listener off loopback needs tls (callers send their \
-                     tokens in it)"
+                    "{p}.tls: an {} listener off loopback needs tls (callers send their \
+                     tokens in it)",
+                    l.protocol.as_str()
                 ));
             }
             if l.protocol == Protocol::Ssh && l.tls.is_some() {
@@ -404,15 +409,23 @@ impl Config {
                 if c.sslmode.is_some() {
                     errs.push(format!("{p}.sslmode: only for postgres connections"));
                 }
-                if c.sslrootcert.is_some() && !matches!(c.protocol, Protocol::Tds | Protocol::Http)
+                if c.sslrootcert.is_some()
+                    && !matches!(c.protocol, Protocol::Tds | Protocol::Http | Protocol::Kube)
                 {
                     errs.push(format!(
-                        "{p}.sslrootcert: only for postgres, tds and http connections"
+                        "{p}.sslrootcert: only for postgres, tds, http and kube connections"
                     ));
                 }
             }
-            if !matches!(c.protocol, Protocol::Tds | Protocol::Http) && c.oauth.is_some() {
-                errs.push(format!("{p}.oauth: only for tds and http connections"));
+            if !matches!(c.protocol, Protocol::Tds | Protocol::Http | Protocol::Kube)
+                && c.oauth.is_some()
+            {
+                errs.push(format!(
+                    "{p}.oauth: only for tds, http and kube connections"
+                ));
+            }
+            if c.protocol != Protocol::Kube && c.kube.is_some() {
+                errs.push(format!("{p}.kube: only for kube connections"));
             }
             if c.protocol != Protocol::Http && c.http.is_some() {
                 errs.push(format!("{p}.http: only for http connections"));
@@ -463,12 +476,14 @@ mod approvals;
 mod connection;
 mod http;
 mod identity;
+mod kube;
 mod masking;
 
 pub use approvals::*;
 pub use connection::*;
 pub use http::*;
 pub use identity::*;
+pub use kube::*;
 pub use masking::*;
 
 #[cfg(test)]

@@ -195,6 +195,11 @@ impl SessionGate {
         &self.identity
     }
 
+    /// The session's id, as its events carry it.
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
     pub fn credential(&self) -> &CredentialWatch {
         &self.credential
     }

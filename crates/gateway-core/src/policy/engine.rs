@@ -450,6 +450,8 @@ pub(super) fn context_for(action: &Action) -> Result<Context, String> {
                 ("namespace", &r.namespace),
                 ("name", &r.name),
                 ("group", &r.group),
+                ("path", &r.path),
+                ("command", &r.command),
             ];
             Context::from_pairs(fields.into_iter().filter_map(|(k, v)| {
                 v.as_ref()

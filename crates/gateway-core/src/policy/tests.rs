@@ -373,6 +373,8 @@ fn built_contexts_match_the_schema() {
             namespace: Some("prod".into()),
             name: Some("db".into()),
             group: Some(String::new()),
+            path: None,
+            command: None,
         })),
         Action::Kube(Arc::new(KubeRequest {
             verb: KubeVerb::List,
@@ -381,6 +383,8 @@ fn built_contexts_match_the_schema() {
             namespace: None,
             name: None,
             group: None,
+            path: None,
+            command: None,
         })),
         Action::Http(Arc::new(HttpRequest {
             kind: HttpKind::of_method("delete"),

@@ -246,6 +246,8 @@ when { context.host == "management.azure.com" && context.path like "/subscriptio
             namespace: ns.map(Into::into),
             name: None,
             group: None,
+            path: None,
+            command: None,
         }))
     };
     let cluster = ConnectionRef {

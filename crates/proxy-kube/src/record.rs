@@ -1,0 +1,131 @@
+//! The recording of one `kubectl exec` or `attach`: its WebSocket streams read as they pass
+//! ([`crate::ws`]) and written as asciicast v2 — stdout and stderr as output, stdin as
+//! input, resize messages as resizes, the final status as a marker — plus the exit code the
+//! status names, for the command's end event.
+
+use gateway_core::recording::{Asciicast, Header};
+use proxy_http::dialect::{Tap, UpgradeContext};
+
+use crate::ws::{Event, Frames};
+
+/// Records an exec/attach WebSocket session.
+pub struct ExecTap {
+    cast: Option<Asciicast>,
+    from_client: Frames,
+    from_target: Frames,
+    exit_code: Option<i64>,
+    status: Option<String>,
+}
+
+impl ExecTap {
+    /// Open the recording for command number `ctx.number` of session `ctx.session_id`;
+    /// `title` says what ran. `None` when it cannot be created (logged).
+    pub fn open(ctx: &UpgradeContext<'_>, title: &str, marker: &str) -> ExecTap {
+        let name = format!("{}-{}", ctx.session_id, ctx.number);
+        let header = Header {
+            width: 80,
+            height: 24,
+            term: "xterm",
+            title,
+        };
+        let cast = match Asciicast::create(ctx.state_dir, &name, &header) {
+            Ok(mut c) => {
+                c.marker(marker);
+                Some(c)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not open the exec recording");
+                None
+            }
+        };
+        ExecTap {
+            cast,
+            from_client: Frames::default(),
+            from_target: Frames::default(),
+            exit_code: None,
+            status: None,
+        }
+    }
+}
+
+impl Tap for ExecTap {
+    fn client(&mut self, data: &[u8]) {
+        let cast = &mut self.cast;
+        self.from_client.feed(data, &mut |e| match e {
+            Event::Data { channel: 0, data } => {
+                if let Some(c) = cast.as_mut() {
+                    c.input(data);
+                }
+            }
+            Event::Control {
+                channel: 4,
+                message,
+            } => {
+                let size: serde_json::Value = serde_json::from_slice(&message).unwrap_or_default();
+                let w = size["Width"].as_u64().unwrap_or(0) as u32;
+                let h = size["Height"].as_u64().unwrap_or(0) as u32;
+                if let (Some(c), true) = (cast.as_mut(), w > 0 && h > 0) {
+                    c.resize(w, h);
+                }
+            }
+            _ => {}
+        });
+    }
+
+    fn target(&mut self, data: &[u8]) {
+        let cast = &mut self.cast;
+        let (code, status) = (&mut self.exit_code, &mut self.status);
+        self.from_target.feed(data, &mut |e| match e {
+            Event::Data {
+                channel: 1 | 2,
+                data,
+            } => {
+                if let Some(c) = cast.as_mut() {
+                    c.output(data);
+                }
+            }
+            Event::Control {
+                channel: 3,
+                message,
+            } => {
+                let s: serde_json::Value = serde_json::from_slice(&message).unwrap_or_default();
+                *status = s["status"].as_str().map(str::to_string);
+                *code = match s["status"].as_str() {
+                    Some("Success") => Some(0),
+                    _ => s["details"]["causes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|c| c["reason"] == "ExitCode")
+                        .and_then(|c| c["message"].as_str())
+                        .and_then(|m| m.parse().ok()),
+                };
+                if let Some(c) = cast.as_mut() {
+                    c.marker(&format!(
+                        "status {}",
+                        String::from_utf8_lossy(&message).trim()
+                    ));
+                }
+            }
+            _ => {}
+        });
+    }
+
+    fn finish(self: Box<Self>) -> serde_json::Value {
+        let mut detail = serde_json::json!({});
+        if let Some(c) = self.cast {
+            let rel = c.relative.clone();
+            if !c.finish() {
+                tracing::warn!(recording = %rel, "the exec recording could not be written completely");
+            }
+            detail["recording"] = rel.into();
+        }
+        if let Some(code) = self.exit_code {
+            detail["exit_status"] = code.into();
+        }
+        if let Some(s) = self.status {
+            detail["exec_status"] = s.into();
+        }
+        detail
+    }
+}
