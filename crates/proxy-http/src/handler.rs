@@ -91,9 +91,9 @@ pub(crate) async fn handle(
         Err(r) => return d.error(r.status, r.reason, &r.message),
     };
     if let Some(kind) = &upgrade
-        && let Err(why) = d.upgrade_allowed(&action, kind, req.headers())
+        && let Err(r) = d.upgrade_allowed(&action, kind, req.headers())
     {
-        return d.error(StatusCode::FORBIDDEN, "UpgradeRefused", &why);
+        return d.error(r.status, r.reason, &r.message);
     }
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let mut cmd = Command::new(action.clone(), text);

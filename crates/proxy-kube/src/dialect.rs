@@ -104,26 +104,30 @@ impl Dialect for KubeApi {
                 h.append(HeaderName::from_static("impersonate-group"), v);
             }
         }
-        if p.masked {
+        // Discovery, OpenAPI and version documents hold no cluster data: asked for as the
+        // client likes. Resource requests of a masked session are asked for in JSON.
+        let resource = matches!(p.action, Action::Kube(r) if r.path.is_none());
+        if p.masked && resource {
             json_only(h);
         }
         Ok(())
     }
 
-    fn upgrade_allowed(&self, action: &Action, kind: &str, _h: &HeaderMap) -> Result<(), String> {
+    fn upgrade_allowed(&self, action: &Action, kind: &str, _h: &HeaderMap) -> Result<(), Refused> {
+        let refuse = |why: String| Err(Refused::new(StatusCode::FORBIDDEN, "UpgradeRefused", why));
         let Action::Kube(r) = action else {
-            return Err("not a Kubernetes request".into());
+            return refuse("not a Kubernetes request".into());
         };
         let websocket = kind.eq_ignore_ascii_case("websocket");
         match r.verb {
             KubeVerb::Exec | KubeVerb::Attach if websocket => Ok(()),
-            KubeVerb::Exec | KubeVerb::Attach => Err(format!(
+            KubeVerb::Exec | KubeVerb::Attach => refuse(format!(
                 "{} over {kind} cannot be recorded; use a kubectl that speaks WebSocket \
                  (1.30 or later)",
                 r.verb.cedar_id()
             )),
             KubeVerb::PortForward | KubeVerb::Proxy => Ok(()),
-            _ => Err(format!("{} requests cannot upgrade", r.verb.cedar_id())),
+            _ => refuse(format!("{} requests cannot upgrade", r.verb.cedar_id())),
         }
     }
 
@@ -148,6 +152,9 @@ impl Dialect for KubeApi {
     }
 
     fn mask_mode(&self, action: &Action, h: &HeaderMap) -> MaskMode {
+        if matches!(action, Action::Kube(r) if r.path.is_some()) {
+            return MaskMode::Pass;
+        }
         let ct = h
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
