@@ -10,7 +10,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::kube::{ApiServer, HELD_TOKEN, start};
+use support::kube::{ApiServer, HELD_TOKEN, start, start_holding};
 
 pub const POLICY: &str = r#"
 @id("connect")
@@ -262,6 +262,49 @@ fn impersonation_is_the_gateways_and_paths_cannot_be_spelled_around() {
         api.requests()
             .iter()
             .all(|r| !r["path"].as_str().unwrap_or("").contains("secrets"))
+    );
+}
+
+/// A connection may hold a client certificate instead of a token: the API server sees the
+/// certificate's user, and no bearer token at all. Port-forwarding is refused unless policy
+/// allows it.
+#[test]
+fn a_held_client_certificate_reaches_the_api_server() {
+    let api = ApiServer::start_with(true);
+    let (crt, key) = api.client_cert("portcullis-gateway", "gateways");
+    let kube = format!(
+        "client_cert = \"{}\"\nclient_key = \"{}\"",
+        crt.display(),
+        key.display()
+    );
+    let gw = start_holding(&api, POLICY, &kube, "");
+    let ci = gw.gw.token("pipeline-7", &["ci"]);
+    let r = gw.kubectl(&ci, &["get", "pods"]);
+    assert!(
+        r.ok && r.stdout.contains("web-0"),
+        "{} {}",
+        r.stdout,
+        r.stderr
+    );
+    let reqs = api.requests();
+    assert!(!reqs.is_empty());
+    for r in &reqs {
+        assert_eq!(r["client_cert"], "CN=portcullis-gateway,O=gateways", "{r}");
+        assert!(ApiServer::header(r, "authorization").is_empty(), "{r}");
+        assert_eq!(r["user"], "portcullis-gateway", "{r}");
+    }
+    let before = reqs.len();
+    let r = gw.kubectl(&ci, &["port-forward", "pod/web-0", "18080:8080"]);
+    assert!(!r.ok);
+    assert!(
+        r.stderr.contains("portcullis: kube.portforward denied"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        api.requests()[before..]
+            .iter()
+            .all(|r| !r["path"].as_str().unwrap_or("").contains("portforward"))
     );
 }
 

@@ -263,5 +263,53 @@ fn exec_runs_over_websocket_and_is_recorded() {
     assert!(r.ok, "{}", r.stderr);
     assert!(r.stdout.contains("hi-from-exec"), "{}", r.stdout);
     assert!(r.stdout.contains("/pods/web-0/exec?"), "{}", r.stdout);
+
+    // With a terminal (`-it`, under `script`'s pseudo-terminal of 100x30): kubectl sends
+    // the terminal's size, and the recording has the keystrokes, the echo and the size.
+    let line = format!(
+        "stty cols 100 rows 30; {} --kubeconfig {} exec -it web-0 -- sh",
+        kubectl_bin().display(),
+        gw.kubeconfig.display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("PORTCULLIS_TOKEN", &op)
+        .env("HOME", &gw.gw.scratch.0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        stdin.write_all(b"echo typed-in-a-tty\r").unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        stdin.write_all(b"exit\r").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("typed-in-a-tty"), "{shown}");
+    let ends = gw.gw.audit_until(&["--kind", "command_end"], |e| {
+        e.iter()
+            .filter(|e| e["detail"]["recording"].is_string())
+            .count()
+            >= 3
+    });
+    let rel = ends
+        .iter()
+        .filter_map(|e| e["detail"]["recording"].as_str())
+        .last()
+        .unwrap()
+        .to_string();
+    let cast = std::fs::read_to_string(gw.gw.scratch.0.join("state").join(&rel)).unwrap();
+    assert!(cast.contains(r#""r", "100x30""#), "{cast}");
+    assert!(cast.contains("typed-in-a-tty"), "{cast}");
+    assert!(
+        cast.lines()
+            .any(|l| l.contains(r#""i", "echo typed-in-a-tty"#)),
+        "{cast}"
+    );
     assert!(r.stdout.contains("exit status 3"), "{}", r.stdout);
 }

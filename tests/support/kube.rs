@@ -30,12 +30,21 @@ pub struct ApiServer {
 
 impl ApiServer {
     pub fn start() -> ApiServer {
+        ApiServer::start_with(false)
+    }
+
+    /// The API server, also accepting client certificates signed by its CA when `certs`.
+    pub fn start_with(certs: bool) -> ApiServer {
         let dir = Scratch::new("kube-api");
         let tls = super::http::tls_files(&dir.0);
         let port = free_port();
         let log = dir.0.join("requests.jsonl");
-        let child = Command::new("python3")
-            .arg(root().join("tests/kube/apiserver.py"))
+        let mut cmd = Command::new("python3");
+        cmd.arg(root().join("tests/kube/apiserver.py"));
+        if certs {
+            cmd.arg("--client-ca").arg(tls.join("ca.crt"));
+        }
+        let child = cmd
             .args(["--port", &port.to_string(), "--token", HELD_TOKEN])
             .arg("--log")
             .arg(&log)
@@ -74,6 +83,58 @@ impl ApiServer {
     }
 
     /// The values of header `name` (lower case) on logged request `r`.
+    /// A client certificate for `cn` in group `o`, signed by the API server's CA: the
+    /// certificate and key files.
+    pub fn client_cert(&self, cn: &str, o: &str) -> (PathBuf, PathBuf) {
+        let (crt, key) = (self.tls.join("client.crt"), self.tls.join("client.key"));
+        let csr = self.tls.join("client.csr");
+        let run = |args: &[&str]| {
+            let ok = Command::new("openssl")
+                .args(args)
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl")
+                .success();
+            assert!(ok, "openssl {args:?} failed");
+        };
+        let p = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+        let subj = format!("/CN={cn}/O={o}");
+        let ext = self.tls.join("client.ext");
+        std::fs::write(&ext, "extendedKeyUsage=clientAuth\n").expect("client.ext");
+        run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &subj,
+            "-keyout",
+            &p(&key),
+            "-out",
+            &p(&csr),
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &p(&csr),
+            "-CA",
+            &p(&self.tls.join("ca.crt")),
+            "-CAkey",
+            &p(&self.tls.join("ca.key")),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &p(&ext),
+            "-out",
+            &p(&crt),
+        ]);
+        (crt, key)
+    }
+
     pub fn header(r: &serde_json::Value, name: &str) -> Vec<String> {
         r["headers"][name]
             .as_array()
@@ -106,6 +167,13 @@ pub struct KubeGw {
 /// Start a gateway whose connection `prod` reaches `api` holding [`HELD_TOKEN`], with the
 /// `[connections.kube]` lines `kube` added, `policy`, and `extra` config appended.
 pub fn start(api: &ApiServer, policy: &str, kube: &str, extra: &str) -> KubeGw {
+    let kube = format!("token_file = \"sa.token\"\n{kube}");
+    start_holding(api, policy, &kube, extra)
+}
+
+/// [`start`] holding what the `[connections.kube]` lines `kube` say (a client certificate,
+/// say) instead of the token.
+pub fn start_holding(api: &ApiServer, policy: &str, kube: &str, extra: &str) -> KubeGw {
     let port = free_port();
     let tls = api.tls.clone();
     let target = api.port;
@@ -132,7 +200,6 @@ protocol = "kube"
 target = "127.0.0.1:{target}"
 sslrootcert = "{ca}"
 [connections.kube]
-token_file = "sa.token"
 server_name = "localhost"
 {kube}
 
