@@ -55,6 +55,8 @@ start_gateway() {
 
 stop_gateway() {
   [ -n "${gw_pid:-}" ] && kill "$gw_pid" 2>/dev/null || true
+  # Its state directory is removed next: let it finish writing first.
+  [ -n "${gw_pid:-}" ] && wait "$gw_pid" 2>/dev/null || true
 }
 
 # A two-hour token from the built-in issuer: issue_token --sub NAME --group G...

@@ -167,85 +167,122 @@ pub(crate) async fn forward(
     headers::strip_hop_by_hop(&mut parts.headers);
     let status = parts.status;
     let counts = Arc::new(Mutex::new(MaskCounts::new()));
-    if status.is_success() && d.rewrites(&action) {
-        let limit = masked_limit(&session);
-        let rewritten = rewrite(d.as_ref(), &action, prefix, &mut parts, incoming, limit).await;
-        let mut bytes = match rewritten {
-            Ok(b) => b,
-            Err(why) => {
-                let code = StatusCode::BAD_GATEWAY;
-                return end_early(proxy, &session, number, started, code, &why);
-            }
-        };
-        if let Some(masks) = &session.masks {
-            let mut n = MaskCounts::new();
-            bytes = match crate::mask::mask_body(masks, TypeHint::Json, bytes, &mut n, Some(&**d)) {
-                Ok(b) => b,
-                Err(why) => {
-                    let code = StatusCode::BAD_GATEWAY;
-                    return end_early(proxy, &session, number, started, code, &why);
-                }
-            };
-            if let Ok(mut c) = counts.lock() {
-                c.merge(&n);
-            }
+    let shaped = Shape {
+        dialect: d,
+        session: &session,
+        action: &action,
+        prefix,
+        counts: &counts,
+    };
+    let out = match shaped.body(&mut parts, incoming).await {
+        Ok(b) => b,
+        Err(why) => {
+            let code = StatusCode::BAD_GATEWAY;
+            return end_early(proxy, &session, number, started, code, &why);
         }
-        parts
-            .headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-        let out = body::full(bytes);
-        return Response::from_parts(
-            parts,
-            body::boxed(Counted::new(
-                out,
-                finish(session.clone(), number, started, status, counts),
-            )),
-        );
-    }
-    let out = match &session.masks {
-        None => body::boxed(incoming),
-        Some(masks) => match d.mask_mode(&action, &parts.headers) {
-            MaskMode::Pass => body::boxed(incoming),
-            MaskMode::Withhold(why) => {
-                let code = StatusCode::BAD_GATEWAY;
-                return end_early(proxy, &session, number, started, code, &why);
-            }
-            MaskMode::Lines(hint) => {
-                if parts.headers.contains_key(header::CONTENT_ENCODING) {
-                    let why = "a streamed response that must be masked arrived compressed; it \
-                               is withheld";
-                    let code = StatusCode::BAD_GATEWAY;
-                    return end_early(proxy, &session, number, started, code, why);
-                }
-                parts.headers.remove(header::CONTENT_LENGTH);
-                body::boxed(MaskedLines::new(
-                    body::boxed(incoming),
-                    hint,
-                    masked_limit(&session),
-                    masks.clone(),
-                    d.clone(),
-                    counts.clone(),
-                ))
-            }
-            MaskMode::Whole(hint) => {
-                let masked = mask_whole(d.as_ref(), &session, masks, hint, &mut parts, incoming);
-                match masked.await {
-                    Ok((bytes, n)) => {
-                        if let Ok(mut c) = counts.lock() {
-                            c.merge(&n);
-                        }
-                        body::full(bytes)
-                    }
-                    Err(why) => {
-                        let code = StatusCode::BAD_GATEWAY;
-                        return end_early(proxy, &session, number, started, code, &why);
-                    }
-                }
-            }
-        },
     };
     let done = finish(session, number, started, status, counts);
     Response::from_parts(parts, body::boxed(Counted::new(out, done)))
+}
+
+/// What shapes a response's body for the client: rewritten where the dialect rewrites it,
+/// masked as the dialect says for a masked session, else passed as it streams.
+struct Shape<'a> {
+    dialect: &'a Arc<dyn crate::dialect::Dialect>,
+    session: &'a Session,
+    action: &'a gateway_core::action::Action,
+    prefix: &'a str,
+    counts: &'a Arc<Mutex<MaskCounts>>,
+}
+
+impl Shape<'_> {
+    /// The body to send; `Err` is why the response is withheld.
+    async fn body(
+        &self,
+        parts: &mut hyper::http::response::Parts,
+        incoming: hyper::body::Incoming,
+    ) -> Result<Body, String> {
+        let mode = match &self.session.masks {
+            None => MaskMode::Pass,
+            Some(_) => self.dialect.mask_mode(self.action, &parts.headers),
+        };
+        let limit = masked_limit(self.session);
+        if parts.status.is_success() && self.dialect.rewrites(self.action) {
+            let bytes = rewrite(
+                self.dialect.as_ref(),
+                self.action,
+                self.prefix,
+                parts,
+                incoming,
+                limit,
+            )
+            .await?;
+            let bytes = match (&self.session.masks, mode) {
+                (_, MaskMode::Withhold(why)) => return Err(why),
+                (Some(masks), MaskMode::Whole(hint) | MaskMode::Lines(hint)) => {
+                    let mut n = MaskCounts::new();
+                    let b = crate::mask::mask_body(
+                        masks,
+                        hint,
+                        bytes,
+                        &mut n,
+                        Some(self.dialect.as_ref()),
+                    )?;
+                    self.count(&n);
+                    b
+                }
+                _ => bytes,
+            };
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            return Ok(body::full(bytes));
+        }
+        let Some(masks) = &self.session.masks else {
+            return Ok(body::boxed(incoming));
+        };
+        match mode {
+            MaskMode::Pass => Ok(body::boxed(incoming)),
+            MaskMode::Withhold(why) => Err(why),
+            MaskMode::Lines(hint) => {
+                if parts.headers.contains_key(header::CONTENT_ENCODING) {
+                    return Err(
+                        "a streamed response that must be masked arrived compressed; \
+                                it is withheld"
+                            .into(),
+                    );
+                }
+                parts.headers.remove(header::CONTENT_LENGTH);
+                Ok(body::boxed(MaskedLines::new(
+                    body::boxed(incoming),
+                    hint,
+                    limit,
+                    masks.clone(),
+                    self.dialect.clone(),
+                    self.counts.clone(),
+                )))
+            }
+            MaskMode::Whole(hint) => {
+                let (bytes, n) = mask_whole(
+                    self.dialect.as_ref(),
+                    self.session,
+                    masks,
+                    hint,
+                    parts,
+                    incoming,
+                )
+                .await?;
+                self.count(&n);
+                Ok(body::full(bytes))
+            }
+        }
+    }
+
+    fn count(&self, n: &MaskCounts) {
+        if let Ok(mut c) = self.counts.lock() {
+            c.merge(n);
+        }
+    }
 }
 
 /// What writes a forwarded request's `command_end` once its response body is done.
