@@ -300,7 +300,7 @@ fn exec_runs_over_websocket_and_is_recorded() {
     let rel = ends
         .iter()
         .filter_map(|e| e["detail"]["recording"].as_str())
-        .last()
+        .next_back()
         .unwrap()
         .to_string();
     let cast = std::fs::read_to_string(gw.gw.scratch.0.join("state").join(&rel)).unwrap();

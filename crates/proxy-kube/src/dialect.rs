@@ -25,6 +25,15 @@ use crate::status::status;
 /// The OpenAPI v3 index, whose links are server-relative.
 const OPENAPI_V3: &str = "/openapi/v3";
 
+/// The exec/attach WebSocket subprotocols whose messages the recorder reads.
+const BINARY_CHANNELS: &[&str] = &[
+    "v5.channel.k8s.io",
+    "v4.channel.k8s.io",
+    "v3.channel.k8s.io",
+    "v2.channel.k8s.io",
+    "channel.k8s.io",
+];
+
 /// Headers that ask the API server to act as someone else.
 const IMPERSONATE_PREFIX: &str = "impersonate-";
 
@@ -37,6 +46,15 @@ impl Dialect for KubeApi {
     }
 
     fn describe(&self, req: &RequestView<'_>) -> Result<Described, Refused> {
+        // Go's query parsing drops a parameter holding `;`, so the API server would read
+        // other parameters than policy did: refused.
+        if req.query.is_some_and(|q| q.contains(';')) {
+            return Err(Refused::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidQuery",
+                "a query holding `;` is read differently by the API server; it is refused",
+            ));
+        }
         let query = proxy_http::path::query_pairs(req.query.unwrap_or(""))
             .map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "InvalidQuery", e.to_string()))?;
         let info = request_info(req.method, req.decoded, &query).map_err(|e| {
@@ -60,6 +78,18 @@ impl Dialect for KubeApi {
                 "ImpersonationRefused",
                 "impersonation headers (kubectl --as, --as-group) are not accepted: requests \
                  run as the identity of the token",
+            ));
+        }
+        // A node's proxy reaches the kubelet's own exec and run endpoints, which the gateway
+        // could neither decide as exec nor record.
+        if info.resource.as_deref() == Some("nodes")
+            && (info.verb == KubeVerb::Proxy || info.subresource.as_deref() == Some("proxy"))
+        {
+            return Err(Refused::new(
+                StatusCode::FORBIDDEN,
+                "NodeProxyRefused",
+                "the node proxy reaches the kubelet's exec and run endpoints, which cannot be \
+                 decided or recorded here; it is refused",
             ));
         }
         let mut text = format!("{} {}", req.method, req.encoded);
@@ -95,6 +125,16 @@ impl Dialect for KubeApi {
             h.remove(k);
         }
         if p.conn.kube.as_ref().is_some_and(|k| k.impersonate) {
+            // `system:` names are the cluster's own (`system:masters` is cluster-admin): an
+            // identity provider's group of that name must not become one.
+            let reserved = std::iter::once(&p.identity.subject)
+                .chain(&p.identity.groups)
+                .find(|n| n.starts_with("system:"));
+            if let Some(n) = reserved {
+                return Err(format!(
+                    "`{n}` is a name reserved by Kubernetes and is not impersonated"
+                ));
+            }
             let user = HeaderValue::from_str(&p.identity.subject)
                 .map_err(|_| "the caller's subject cannot be sent as Impersonate-User")?;
             h.insert(HeaderName::from_static("impersonate-user"), user);
@@ -113,14 +153,33 @@ impl Dialect for KubeApi {
         Ok(())
     }
 
-    fn upgrade_allowed(&self, action: &Action, kind: &str, _h: &HeaderMap) -> Result<(), Refused> {
+    fn upgrade_allowed(&self, action: &Action, kind: &str, h: &HeaderMap) -> Result<(), Refused> {
         let refuse = |why: String| Err(Refused::new(StatusCode::FORBIDDEN, "UpgradeRefused", why));
         let Action::Kube(r) = action else {
             return refuse("not a Kubernetes request".into());
         };
         let websocket = kind.eq_ignore_ascii_case("websocket");
         match r.verb {
-            KubeVerb::Exec | KubeVerb::Attach if websocket => Ok(()),
+            KubeVerb::Exec | KubeVerb::Attach if websocket => {
+                // Only the binary channel protocols are read (and recorded); base64 ones and
+                // protocols carrying a token are refused.
+                let offered = h
+                    .get_all("sec-websocket-protocol")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(','))
+                    .map(str::trim);
+                match offered
+                    .filter(|p| !p.is_empty())
+                    .find(|p| !BINARY_CHANNELS.contains(p))
+                {
+                    Some(p) => refuse(format!(
+                        "the WebSocket subprotocol `{p}` cannot be recorded; offer \
+                         v5.channel.k8s.io"
+                    )),
+                    None => Ok(()),
+                }
+            }
             KubeVerb::Exec | KubeVerb::Attach => refuse(format!(
                 "{} over {kind} cannot be recorded; use a kubectl that speaks WebSocket \
                  (1.30 or later)",
@@ -166,15 +225,23 @@ impl Dialect for KubeApi {
                     .into(),
             );
         }
+        let hint = proxy_http::mask::hint(h);
         if let Action::Kube(r) = action {
-            if r.verb == KubeVerb::Watch {
-                return MaskMode::Lines(TypeHint::Json);
-            }
             if r.subresource.as_deref() == Some("log") {
                 return MaskMode::Lines(TypeHint::Text);
             }
+            if hint != Some(TypeHint::Json) {
+                // YAML, CBOR, no type at all: nothing the masking reads, so nothing passes.
+                return MaskMode::Withhold(format!(
+                    "the API server answered `{ct}`, which cannot be masked; the response is \
+                     withheld"
+                ));
+            }
+            if r.verb == KubeVerb::Watch {
+                return MaskMode::Lines(TypeHint::Json);
+            }
         }
-        proxy_http::mask::hint(h).map_or(MaskMode::Pass, MaskMode::Whole)
+        hint.map_or(MaskMode::Pass, MaskMode::Whole)
     }
 
     fn rewrites(&self, action: &Action) -> bool {
@@ -215,18 +282,22 @@ impl Dialect for KubeApi {
     }
 }
 
-/// Ask for JSON where the client would take protobuf: masking reads JSON.
+/// Ask for JSON only: masking reads JSON. JSON media ranges the client named (with their
+/// `as=Table` parameters) are kept; anything else (protobuf, YAML, CBOR, `*/*`) goes.
 fn json_only(h: &mut HeaderMap) {
-    let Some(accept) = h.get(ACCEPT).and_then(|v| v.to_str().ok()) else {
-        return;
-    };
-    if !accept.contains("protobuf") {
-        return;
-    }
+    let accept = h
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
     let kept: Vec<&str> = accept
         .split(',')
         .map(str::trim)
-        .filter(|t| !t.contains("protobuf"))
+        .filter(|t| {
+            let essence = t.split(';').next().unwrap_or("").trim();
+            essence.eq_ignore_ascii_case("application/json")
+        })
         .collect();
     let value = if kept.is_empty() {
         "application/json".to_string()
@@ -257,6 +328,17 @@ mod tests {
             ACCEPT,
             HeaderValue::from_static("application/vnd.kubernetes.protobuf"),
         );
+        json_only(&mut h);
+        assert_eq!(h[ACCEPT], "application/json");
+        h.insert(
+            ACCEPT,
+            HeaderValue::from_static(
+                "application/yaml, application/json;as=Table;v=v1;g=meta.k8s.io",
+            ),
+        );
+        json_only(&mut h);
+        assert_eq!(h[ACCEPT], "application/json;as=Table;v=v1;g=meta.k8s.io");
+        h.remove(ACCEPT);
         json_only(&mut h);
         assert_eq!(h[ACCEPT], "application/json");
     }

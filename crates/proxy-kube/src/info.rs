@@ -171,9 +171,10 @@ fn first<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// A boolean as Go's `strconv.ParseBool` reads it (true only for its true spellings).
+/// A query boolean as the API server's parameter conversion reads it: false only for `0`
+/// and `false` (any case); anything else, an empty value included, is true.
 fn go_bool(v: &str) -> bool {
-    matches!(v, "1" | "t" | "T" | "true" | "TRUE" | "True")
+    !(v == "0" || v.eq_ignore_ascii_case("false"))
 }
 
 /// The name a field selector requires exactly (`metadata.name=x` or `metadata.name==x`), when

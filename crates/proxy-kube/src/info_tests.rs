@@ -53,7 +53,7 @@ fn resource_requests_read_as_the_api_server_reads_them() {
             "GET",
             "/api/v1/namespaces/default/pods",
             "watch=yes",
-            "kube.list  default pods - -",
+            "kube.watch  default pods - -",
         ),
         (
             "GET",

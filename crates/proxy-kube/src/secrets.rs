@@ -41,6 +41,10 @@ fn visit(
     let is_secret_list = kind == "SecretList";
     if is_secret {
         mask_secret(masks, obj, counts, out);
+    } else {
+        // Metadata-only shapes (a Table row's PartialObjectMetadata, say) carry a Secret's
+        // last-applied copy without saying they are a Secret.
+        mask_applied_secret(masks, obj, counts, out);
     }
     if let Some(Value::Array(items)) = obj.get_mut("items") {
         for item in items {
@@ -94,6 +98,30 @@ fn mask_secret(
         let raw = value.as_str().unwrap_or("").as_bytes().to_vec();
         let masked = render(masks, &raw, counts, out);
         *value = Value::String(String::from_utf8_lossy(masked).into_owned());
+    }
+}
+
+/// Mask a last-applied annotation that holds a Secret, whatever object carries it.
+fn mask_applied_secret(
+    masks: &SessionMasks,
+    obj: &mut serde_json::Map<String, Value>,
+    counts: &mut MaskCounts,
+    out: &mut Vec<u8>,
+) {
+    let annotation = obj
+        .get_mut("metadata")
+        .and_then(|m| m.get_mut("annotations"))
+        .and_then(|a| a.get_mut(LAST_APPLIED));
+    if let Some(value) = annotation {
+        let holds_secret = value
+            .as_str()
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+            .is_some_and(|v| v["kind"] == "Secret");
+        if holds_secret {
+            let raw = value.as_str().unwrap_or("").as_bytes().to_vec();
+            let masked = render(masks, &raw, counts, out);
+            *value = Value::String(String::from_utf8_lossy(masked).into_owned());
+        }
     }
 }
 

@@ -83,3 +83,16 @@ fn other_objects_are_left_alone() {
     mask_document(&m, &mut doc, &mut MaskCounts::new());
     assert_eq!(doc, before);
 }
+
+#[test]
+fn a_metadata_only_secret_loses_its_last_applied_copy() {
+    let m = masks();
+    let applied =
+        r#"{"apiVersion":"v1","kind":"Secret","data":{"password":"aHVudGVyMi1zM2NyZXQ="}}"#;
+    let mut doc = json!({ "kind": "Table", "rows": [ { "object": {
+        "kind": "PartialObjectMetadata",
+        "metadata": { "name": "db", "annotations": { LAST_APPLIED: applied } }
+    } } ] });
+    mask_document(&m, &mut doc, &mut MaskCounts::new());
+    assert_clean(&doc);
+}
