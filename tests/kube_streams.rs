@@ -311,5 +311,18 @@ fn exec_runs_over_websocket_and_is_recorded() {
             .any(|l| l.contains(r#""i", "echo typed-in-a-tty"#)),
         "{cast}"
     );
+
+    // No recording, no exec: with the recordings directory unusable, exec is refused.
+    let recordings = gw.gw.scratch.0.join("state/recordings");
+    std::fs::remove_dir_all(&recordings).unwrap();
+    std::fs::write(&recordings, "not a directory").unwrap();
+    let refused = gw.kubectl(&op, &["exec", "web-0", "--", "echo", "unrecorded"]);
+    assert!(!refused.ok, "{}", refused.stdout);
+    assert!(!refused.stdout.contains("unrecorded"), "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("cannot be recorded"),
+        "{}",
+        refused.stderr
+    );
     assert!(r.stdout.contains("exit status 3"), "{}", r.stdout);
 }

@@ -149,9 +149,15 @@ pub trait Dialect: Send + Sync + 'static {
         ))
     }
 
-    /// What watches an admitted upgrade's bytes (to record them), if anything does.
-    fn tap(&self, _action: &Action, _ctx: &UpgradeContext<'_>) -> Option<Box<dyn Tap>> {
-        None
+    /// What watches an admitted upgrade's bytes (to record them), if anything does. `Err`:
+    /// it must be watched and cannot be (its recording cannot be created), so the upgrade is
+    /// refused and the target's side closed.
+    fn tap(
+        &self,
+        _action: &Action,
+        _ctx: &UpgradeContext<'_>,
+    ) -> Result<Option<Box<dyn Tap>>, String> {
+        Ok(None)
     }
 
     /// How the response to `action` with headers `h` is masked in a masked session.

@@ -71,6 +71,14 @@ impl MaskedLines {
             return Ok(None);
         }
         let chunk = self.buf.split_to(end).freeze();
+        if let Some(long) = chunk.split(|&b| b == b'\n').find(|l| l.len() > self.limit) {
+            return Err(format!(
+                "a streamed line of {} bytes is longer than {} and cannot be masked",
+                long.len(),
+                self.limit
+            )
+            .into());
+        }
         let mut out = BytesMut::with_capacity(chunk.len() + 64);
         let mut counts = self.counts.lock().map_err(|_| "mask counts unavailable")?;
         for line in chunk.split_inclusive(|&b| b == b'\n') {

@@ -38,6 +38,27 @@ pub(crate) fn switch(
     up: Switch<'_>,
     mut resp: Response<Incoming>,
 ) -> Response<Body> {
+    let state_dir = proxy.services.config.state_dir();
+    let tap = proxy.dialect.tap(
+        up.action,
+        &UpgradeContext {
+            identity: session.gate.identity(),
+            connection: &session.conn.name,
+            state_dir: &state_dir,
+            session_id: session.gate.session_id(),
+            number: up.number,
+        },
+    );
+    let tap = match tap {
+        Ok(t) => t,
+        Err(why) => {
+            // Fail closed: the client never gets the stream; dropping the target's response
+            // closes its side.
+            let why = format!("the session cannot be recorded: {why}");
+            let code = StatusCode::SERVICE_UNAVAILABLE;
+            return crate::forward::end_early(proxy, &session, up.number, up.started, code, &why);
+        }
+    };
     let target = hyper::upgrade::on(&mut resp);
     let kind = resp.headers().get(header::UPGRADE).cloned();
     let mut headers = resp.headers().clone();
@@ -50,17 +71,6 @@ pub(crate) fn switch(
     if let Some(k) = kind {
         out.headers_mut().insert(header::UPGRADE, k);
     }
-    let state_dir = proxy.services.config.state_dir();
-    let tap = proxy.dialect.tap(
-        up.action,
-        &UpgradeContext {
-            identity: session.gate.identity(),
-            connection: &session.conn.name,
-            state_dir: &state_dir,
-            session_id: session.gate.session_id(),
-            number: up.number,
-        },
-    );
     let (number, started, client) = (up.number, up.started, up.client);
     tokio::spawn(async move {
         let relayed = match (client.await, target.await) {

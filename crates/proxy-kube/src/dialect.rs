@@ -116,9 +116,14 @@ impl Dialect for KubeApi {
     }
 
     fn prepare(&self, p: &Prepare<'_>, h: &mut HeaderMap) -> Result<(), String> {
+        // The caller's impersonation, and the front-proxy identity headers an API server
+        // trusts from an authenticating proxy, are never passed on.
         let callers: Vec<HeaderName> = h
             .keys()
-            .filter(|k| k.as_str().starts_with(IMPERSONATE_PREFIX))
+            .filter(|k| {
+                let k = k.as_str();
+                k.starts_with(IMPERSONATE_PREFIX) || k.starts_with("x-remote-")
+            })
             .cloned()
             .collect();
         for k in callers {
@@ -190,12 +195,16 @@ impl Dialect for KubeApi {
         }
     }
 
-    fn tap(&self, action: &Action, ctx: &UpgradeContext<'_>) -> Option<Box<dyn Tap>> {
+    fn tap(
+        &self,
+        action: &Action,
+        ctx: &UpgradeContext<'_>,
+    ) -> Result<Option<Box<dyn Tap>>, String> {
         let Action::Kube(r) = action else {
-            return None;
+            return Ok(None);
         };
         if !matches!(r.verb, KubeVerb::Exec | KubeVerb::Attach) {
-            return None;
+            return Ok(None);
         }
         let target = format!(
             "{}/{}",
@@ -207,7 +216,8 @@ impl Dialect for KubeApi {
             None => format!("attach {target} by {}", ctx.identity.principal()),
         };
         let marker = format!("{} on {}", r.verb.cedar_id(), ctx.connection);
-        Some(Box::new(ExecTap::open(ctx, &title, &marker)))
+        let tap = ExecTap::open(ctx, &title, &marker)?;
+        Ok(Some(Box::new(tap)))
     }
 
     fn mask_mode(&self, action: &Action, h: &HeaderMap) -> MaskMode {

@@ -19,8 +19,8 @@ pub struct ExecTap {
 
 impl ExecTap {
     /// Open the recording for command number `ctx.number` of session `ctx.session_id`;
-    /// `title` says what ran. `None` when it cannot be created (logged).
-    pub fn open(ctx: &UpgradeContext<'_>, title: &str, marker: &str) -> ExecTap {
+    /// `title` says what ran. `Err` when it cannot be created.
+    pub fn open(ctx: &UpgradeContext<'_>, title: &str, marker: &str) -> Result<ExecTap, String> {
         let name = format!("{}-{}", ctx.session_id, ctx.number);
         let header = Header {
             width: 80,
@@ -28,23 +28,19 @@ impl ExecTap {
             term: "xterm",
             title,
         };
-        let cast = match Asciicast::create(ctx.state_dir, &name, &header) {
-            Ok(mut c) => {
-                c.marker(marker);
-                Some(c)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not open the exec recording");
-                None
-            }
-        };
-        ExecTap {
+        let mut cast = Asciicast::create(ctx.state_dir, &name, &header).map_err(|e| {
+            tracing::error!(error = %e, "could not open the exec recording");
+            e.to_string()
+        })?;
+        cast.marker(marker);
+        let cast = Some(cast);
+        Ok(ExecTap {
             cast,
             from_client: Frames::default(),
             from_target: Frames::default(),
             exit_code: None,
             status: None,
-        }
+        })
     }
 }
 
