@@ -221,20 +221,12 @@ fn a_real_cluster_through_the_gateway() {
     };
     let dir = support::Scratch::new("real-kube");
     let decode = |field: &serde_json::Value, file: &str| -> Option<PathBuf> {
-        let text = field.as_str()?.to_string();
-        let out = std::process::Command::new("base64")
-            .arg("-d")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write as _;
-                c.stdin.take().unwrap().write_all(text.as_bytes())?;
-                c.wait_with_output()
-            })
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(field.as_str()?)
             .ok()?;
         let p = dir.0.join(file);
-        std::fs::write(&p, out.stdout).ok()?;
+        std::fs::write(&p, bytes).ok()?;
         Some(p)
     };
     let mut kube = format!("server_name = \"{host}\"\n");
@@ -263,12 +255,7 @@ fn a_real_cluster_through_the_gateway() {
     let gw = support::Gateway::start_config(port, POLICY, |_, admin| {
         format!(
             r#"
-[gateway]
-state_dir = "state"
-admin_listen = "127.0.0.1:{admin}"
-policy = "policy.cedar"
-[[identity.issuers]]
-name = "builtin"
+{head}
 [[listeners]]
 protocol = "kube"
 listen = "127.0.0.1:{port}"
@@ -283,6 +270,7 @@ target = "{target}"
 "#,
             crt = tls.join("server.crt").display(),
             key = tls.join("server.key").display(),
+            head = support::gateway_section(admin),
         )
     });
     let ci = gw.token("pipeline-7", &["ci"]);

@@ -7,6 +7,7 @@
 
 mod support;
 
+use base64::Engine as _;
 use std::io::{BufRead as _, BufReader};
 use std::process::Stdio;
 use std::sync::mpsc;
@@ -113,7 +114,10 @@ fn secrets_are_masked_in_objects_lists_and_tables() {
             "jsonpath={.data.password}",
         ],
     );
-    let decoded = String::from_utf8(base64_decode(r.stdout.trim())).unwrap();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(r.stdout.trim())
+        .unwrap();
+    let decoded = String::from_utf8(decoded).unwrap();
     assert!(decoded.contains("REDACTED"), "{decoded}");
     // The Table view still counts the keys.
     let r = gw.kubectl(&ci, &["get", "secret", "db-creds"]);
@@ -139,21 +143,6 @@ fn secrets_are_masked_in_objects_lists_and_tables() {
         ends.iter().any(|e| !e["detail"]["masked"].is_null()),
         "{ends:?}"
     );
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    let out = std::process::Command::new("base64")
-        .arg("-d")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write as _;
-            c.stdin.take().unwrap().write_all(s.as_bytes())?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    out.stdout
 }
 
 #[test]

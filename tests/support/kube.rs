@@ -181,13 +181,7 @@ pub fn start_holding(api: &ApiServer, policy: &str, kube: &str, extra: &str) -> 
         std::fs::write(dir.join("sa.token"), HELD_TOKEN).expect("token file");
         format!(
             r#"
-[gateway]
-state_dir = "state"
-admin_listen = "127.0.0.1:{admin}"
-policy = "policy.cedar"
-
-[[identity.issuers]]
-name = "builtin"
+{head}
 
 [[listeners]]
 protocol = "kube"
@@ -213,6 +207,7 @@ jsonl = "audit.jsonl"
             crt = tls.join("server.crt").display(),
             key = tls.join("server.key").display(),
             ca = tls.join("ca.crt").display(),
+            head = super::gateway_section(admin),
         )
     });
     let kubeconfig = gw.scratch.0.join("kubeconfig");

@@ -560,3 +560,12 @@ impl Gateway {
         gw
     }
 }
+
+/// The `[gateway]` section (state in `state`, policy in `policy.cedar`, admin on `admin`) and
+/// the built-in issuer, as every test gateway's config starts.
+pub fn gateway_section(admin: u16) -> String {
+    format!(
+        "[gateway]\nstate_dir = \"state\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
+         policy = \"policy.cedar\"\n\n[[identity.issuers]]\nname = \"builtin\"\n"
+    )
+}

@@ -84,6 +84,21 @@ pub struct KubeRequest {
     pub command: Option<String>,
 }
 
+impl KubeRequest {
+    /// The policy context's fields (`context.resource` …) and their values.
+    pub fn fields(&self) -> [(&'static str, &Option<String>); 7] {
+        [
+            ("resource", &self.resource),
+            ("subresource", &self.subresource),
+            ("namespace", &self.namespace),
+            ("name", &self.name),
+            ("group", &self.group),
+            ("path", &self.path),
+            ("command", &self.command),
+        ]
+    }
+}
+
 /// The effect class of an HTTP request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HttpKind {

@@ -268,15 +268,7 @@ fn kube_request(req: &str) -> anyhow::Result<(String, serde_json::Value)> {
     let r = proxy_kube::info::request_info(&method, &n.decoded, &pairs)
         .map_err(|e| anyhow::anyhow!("--kube: {e}"))?;
     let mut context = serde_json::Map::new();
-    for (k, v) in [
-        ("resource", &r.resource),
-        ("subresource", &r.subresource),
-        ("namespace", &r.namespace),
-        ("name", &r.name),
-        ("group", &r.group),
-        ("path", &r.path),
-        ("command", &r.command),
-    ] {
+    for (k, v) in r.fields() {
         if let Some(v) = v {
             context.insert(k.to_string(), v.clone().into());
         }

@@ -70,21 +70,13 @@ pub fn connection_problems(cfg: &Config, c: &ConnectionConfig, p: &str) -> Vec<S
             _ => {}
         }
     }
-    for (i, h) in settings.hosts.iter().enumerate() {
-        if h.is_empty() || h.contains([':', '/', ' ']) {
-            errs.push(format!(
-                "{p}.http.hosts[{i}]: `{h}` is not a host name (no port, no path)"
-            ));
-        }
-    }
-    if let Some(o) = &c.oauth {
-        errs.extend(o.problems(p, |f| cfg.resolve(f)));
-        if o.scope.is_none() && o.resource.is_none() {
-            errs.push(format!(
-                "{p}.oauth: set scope (e.g. https://management.azure.com/.default) or resource"
-            ));
-        }
-    }
+    errs.extend(hosts_problems(&settings.hosts, &format!("{p}.http.hosts")));
+    errs.extend(oauth_problems(
+        cfg,
+        c,
+        p,
+        "https://management.azure.com/.default",
+    ));
     if let Some(f) = &c.sslrootcert
         && !cfg.resolve(f).is_file()
     {
@@ -92,6 +84,30 @@ pub fn connection_problems(cfg: &Config, c: &ConnectionConfig, p: &str) -> Vec<S
             "{p}.sslrootcert: {} does not exist",
             cfg.resolve(f).display()
         ));
+    }
+    errs
+}
+
+/// Problems with host names listed at `at` (e.g. `connections[0].http.hosts`): each must
+/// be a bare host name.
+pub fn hosts_problems(hosts: &[String], at: &str) -> Vec<String> {
+    hosts
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.is_empty() || h.contains([':', '/', ' ']))
+        .map(|(i, h)| format!("{at}[{i}]: `{h}` is not a host name (no port, no path)"))
+        .collect()
+}
+
+/// Problems with the `oauth` of API connection `c` at `p`: the client settings, and a scope
+/// or resource (the default scope is Azure SQL's, no API's); `example` is a scope to suggest.
+pub fn oauth_problems(cfg: &Config, c: &ConnectionConfig, p: &str, example: &str) -> Vec<String> {
+    let Some(o) = &c.oauth else {
+        return Vec::new();
+    };
+    let mut errs = o.problems(p, |f| cfg.resolve(f));
+    if o.scope.is_none() && o.resource.is_none() {
+        errs.push(format!("{p}.oauth: set scope (e.g. {example}) or resource"));
     }
     errs
 }

@@ -263,15 +263,8 @@ impl Shape<'_> {
                 )))
             }
             MaskMode::Whole(hint) => {
-                let (bytes, n) = mask_whole(
-                    self.dialect.as_ref(),
-                    self.session,
-                    masks,
-                    hint,
-                    parts,
-                    incoming,
-                )
-                .await?;
+                let (bytes, n) =
+                    mask_whole(self.dialect.as_ref(), masks, hint, parts, incoming, limit).await?;
                 self.count(&n);
                 Ok(body::full(bytes))
             }
@@ -303,21 +296,14 @@ fn finish(
                 .unwrap_or_default();
             serde_json::json!(counts.render(&names))
         });
-        let mut end = session2.gate.complete(number);
-        end.duration_us = Some(started.elapsed().as_micros() as u64);
-        end.detail = Some(serde_json::json!({
+        let detail = serde_json::json!({
             "status": status.as_u16(),
             "response_bytes": carried.bytes,
             "complete": carried.complete,
             "masked": masked,
-        }));
-        if !carried.complete {
-            end.error = Some("the response was cut off".into());
-        }
-        let audit = session2.services().audit.clone();
-        tokio::spawn(async move {
-            let _ = audit.record_later(end).await;
         });
+        let error = (!carried.complete).then(|| "the response was cut off".to_string());
+        session2.record_end(number, started, error, detail);
     }
 }
 
@@ -331,15 +317,7 @@ async fn rewrite(
     incoming: hyper::body::Incoming,
     limit: usize,
 ) -> Result<bytes::Bytes, String> {
-    let coding = crate::coding::coding(&parts.headers)
-        .map_err(|e| format!("{e}; a body that must be rewritten is withheld"))?;
-    let whole = body::collect_bounded(incoming, limit)
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|b| crate::coding::decode(coding, b, limit))
-        .map_err(|e| format!("the response must be rewritten and cannot be: {e}"))?;
-    parts.headers.remove(header::CONTENT_ENCODING);
-    parts.headers.remove(header::CONTENT_LENGTH);
+    let whole = read_whole(parts, incoming, limit, "rewritten").await?;
     let mut doc: serde_json::Value = serde_json::from_slice(&whole)
         .map_err(|e| format!("the response is not JSON ({e}); it is withheld"))?;
     d.rewrite(action, prefix, &mut doc);
@@ -355,29 +333,41 @@ fn masked_limit(session: &Session) -> usize {
     http.or(kube).unwrap_or(MAX_MASKED_BODY)
 }
 
-/// Read a response whole (bounded, decoded) and mask it; the masked body and what fired.
-async fn mask_whole(
-    d: &dyn crate::dialect::Dialect,
-    session: &Session,
-    masks: &SessionMasks,
-    hint: TypeHint,
+/// Read a response body whole, at most `limit` bytes, decoded (asked for identity, a
+/// target may compress anyway: gzip and deflate are decoded, anything else is withheld);
+/// its `Content-Encoding` and `Content-Length` go. `what` says why it is read: `masked`,
+/// `rewritten`.
+async fn read_whole(
     parts: &mut hyper::http::response::Parts,
     incoming: hyper::body::Incoming,
-) -> Result<(bytes::Bytes, MaskCounts), String> {
-    // Asked for identity, a target may compress anyway: gzip and deflate are decoded,
-    // anything else is withheld.
+    limit: usize,
+    what: &str,
+) -> Result<bytes::Bytes, String> {
     let coding = crate::coding::coding(&parts.headers)
-        .map_err(|e| format!("{e}; a body that must be masked is withheld"))?;
-    let limit = masked_limit(session);
+        .map_err(|e| format!("{e}; a body that must be {what} is withheld"))?;
     let whole = body::collect_bounded(incoming, limit)
         .await
         .map_err(|e| e.to_string())
         .and_then(|b| crate::coding::decode(coding, b, limit))
-        .map_err(|e| format!("the response must be masked and cannot be: {e}"))?;
+        .map_err(|e| format!("the response must be {what} and cannot be: {e}"))?;
     parts.headers.remove(header::CONTENT_ENCODING);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Ok(whole)
+}
+
+/// Read a response whole (bounded by `limit`, decoded) and mask it; the masked body and
+/// what fired.
+async fn mask_whole(
+    d: &dyn crate::dialect::Dialect,
+    masks: &SessionMasks,
+    hint: TypeHint,
+    parts: &mut hyper::http::response::Parts,
+    incoming: hyper::body::Incoming,
+    limit: usize,
+) -> Result<(bytes::Bytes, MaskCounts), String> {
+    let whole = read_whole(parts, incoming, limit, "masked").await?;
     let mut counts = MaskCounts::new();
     let bytes = crate::mask::mask_body(masks, hint, whole, &mut counts, Some(d))?;
-    parts.headers.remove(header::CONTENT_LENGTH);
     parts
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
@@ -393,14 +383,8 @@ pub(crate) fn end_early(
     status: StatusCode,
     why: &str,
 ) -> Response<Body> {
-    let mut end = session.gate.complete(number);
-    end.duration_us = Some(started.elapsed().as_micros() as u64);
-    end.error = Some(why.to_string());
-    end.detail = Some(serde_json::json!({ "status": status.as_u16() }));
-    let audit = session.services().audit.clone();
-    tokio::spawn(async move {
-        let _ = audit.record_later(end).await;
-    });
+    let detail = serde_json::json!({ "status": status.as_u16() });
+    session.record_end(number, started, Some(why.to_string()), detail);
     let code = if status == StatusCode::GATEWAY_TIMEOUT {
         "TargetTimeout"
     } else {

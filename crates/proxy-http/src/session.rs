@@ -30,8 +30,25 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub fn services(&self) -> &Arc<Services> {
-        &self.services
+    /// Write the `command_end` of command `number` (started at `started`), with `error` if
+    /// it failed and `detail`, in the background.
+    pub fn record_end(
+        &self,
+        number: u64,
+        started: Instant,
+        error: Option<String>,
+        detail: serde_json::Value,
+    ) {
+        let mut end = self.gate.complete(number);
+        end.duration_us = Some(started.elapsed().as_micros() as u64);
+        end.error = error;
+        end.detail = Some(detail);
+        let audit = self.services.audit.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = audit.record_later(end).await;
+            });
+        }
     }
 }
 

@@ -81,9 +81,6 @@ pub(crate) fn switch(
                 ..Relayed::default()
             },
         };
-        let mut end = session.gate.complete(number);
-        end.duration_us = Some(started.elapsed().as_micros() as u64);
-        end.error = relayed.error;
         let mut detail = serde_json::json!({
             "status": 101,
             "client_bytes": relayed.from_client,
@@ -94,8 +91,7 @@ pub(crate) fn switch(
         {
             obj.extend(extra);
         }
-        end.detail = Some(detail);
-        let _ = session.services().audit.record_later(end).await;
+        session.record_end(number, started, relayed.error, detail);
     });
     out
 }

@@ -53,16 +53,13 @@ pub fn connection_problems(cfg: &Config, c: &ConnectionConfig, p: &str) -> Vec<S
     if token && c.oauth.is_some() {
         errs.push(format!("{p}: set a kube token or oauth, not both"));
     }
-    if let Some(o) = &c.oauth {
-        errs.extend(o.problems(p, |f| cfg.resolve(f)));
-    }
-    for (i, h) in k.hosts.iter().enumerate() {
-        if h.is_empty() || h.contains([':', '/', ' ']) {
-            errs.push(format!(
-                "{p}.kube.hosts[{i}]: `{h}` is not a host name (no port, no path)"
-            ));
-        }
-    }
+    // AKS with Entra ID: the Azure Kubernetes Service AAD server's scope.
+    let aks = "6dae42f8-4368-4678-94ff-3960e28e3630/.default";
+    errs.extend(proxy_http::check::oauth_problems(cfg, c, p, aks));
+    errs.extend(proxy_http::check::hosts_problems(
+        &k.hosts,
+        &format!("{p}.kube.hosts"),
+    ));
     errs
 }
 
@@ -91,6 +88,11 @@ name = "c"
 protocol = "kube"
 target = "127.0.0.1:6443"
 kube = { token_env = "T", token_file = "t", client_cert = "c.pem", hosts = ["k:6443"] }
+[[connections]]
+name = "d"
+protocol = "kube"
+target = "aks.example:443"
+oauth = { tenant = "contoso.onmicrosoft.com", client_id = "app", client_secret_env = "S" }
 "#;
         let cfg: Config = toml::from_str(text).unwrap_or_else(|e| panic!("{e}"));
         let errs: Vec<String> = cfg
@@ -116,5 +118,6 @@ kube = { token_env = "T", token_file = "t", client_cert = "c.pem", hosts = ["k:6
         );
         assert!(has("connections[2].kube.token_file"), "{errs:?}");
         assert!(has("connections[2].kube.hosts[0]"), "{errs:?}");
+        assert!(has("connections[3].oauth: set scope"), "{errs:?}");
     }
 }

@@ -444,15 +444,7 @@ pub(super) fn context_for(action: &Action) -> Result<Context, String> {
                 .map_err(|e| format!("policy context could not be built: {e}"))
         }
         Action::Kube(r) => {
-            let fields = [
-                ("resource", &r.resource),
-                ("subresource", &r.subresource),
-                ("namespace", &r.namespace),
-                ("name", &r.name),
-                ("group", &r.group),
-                ("path", &r.path),
-                ("command", &r.command),
-            ];
+            let fields = r.fields();
             Context::from_pairs(fields.into_iter().filter_map(|(k, v)| {
                 v.as_ref()
                     .map(|v| (k.to_string(), RestrictedExpression::new_string(v.clone())))
