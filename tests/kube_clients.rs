@@ -94,20 +94,37 @@ fn every_kubectl_version_on_the_machine_works_through_the_gateway() {
         );
         let r = run(&["delete", "configmap", &name], None);
         assert!(!r.ok && r.stderr.contains("Forbidden"), "{v}: {}", r.stderr);
-        // Exec over WebSocket from 1.30 on; older kubectl speaks only SPDY, which the
-        // gateway refuses for exec (it could not record it), with a message saying so.
+        // Exec over WebSocket from 1.30 on, over SPDY before: both recorded.
         let r = run(&["exec", "web-0", "--", "echo", "hello"], None);
-        if minor(v) >= 30 {
-            assert!(
-                r.ok && r.stdout.trim() == "hello",
-                "{v}: {} {}",
-                r.stdout,
-                r.stderr
-            );
+        assert!(
+            r.ok && r.stdout.trim() == "hello",
+            "{v}: {} {}",
+            r.stdout,
+            r.stderr
+        );
+        let want = if minor(v) >= 30 {
+            "websocket"
         } else {
-            assert!(!r.ok, "{v}: {}", r.stdout);
-        }
+            "SPDY/3.1"
+        };
+        let upgrade = api
+            .requests()
+            .into_iter()
+            .rfind(|r| r["status"] == 101)
+            .map(|r| ApiServer::header(&r, "upgrade"));
+        assert_eq!(upgrade, Some(vec![want.to_string()]), "{v}");
     }
+    let ends = gw.gw.audit_until(&["--kind", "command_end"], |e| {
+        e.iter()
+            .filter(|e| e["detail"]["recording"].is_string())
+            .count()
+            >= vs.len()
+    });
+    let recorded = ends
+        .iter()
+        .filter(|e| e["detail"]["recording"].is_string() && e["detail"]["exit_status"] == 0)
+        .count();
+    assert_eq!(recorded, vs.len(), "{ends:?}");
     let held = format!("Bearer {}", support::kube::HELD_TOKEN);
     for r in api.requests() {
         assert_eq!(

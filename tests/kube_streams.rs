@@ -1,8 +1,9 @@
 //! Streams through the Kubernetes API gateway with real kubectl: `get -w` and `logs -f`
 //! arrive event by event (not when the stream ends), Secrets are masked in every shape the
-//! API returns them in (object, list, Table, watch events), and `kubectl exec` runs over
-//! WebSocket, recorded as a terminal session `portcullis replay` plays back. The API server
-//! is the test API server (`tests/support/kube.rs` says why).
+//! API returns them in (object, list, Table, watch events), and `kubectl exec` and `attach`
+//! run over WebSocket or SPDY, recorded as terminal sessions `portcullis replay` plays back;
+//! an allowed port-forward carries bytes. The API server is the test API server
+//! (`tests/support/kube.rs` says why).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -13,7 +14,10 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use support::kube::{ApiServer, KubeGw, kubectl_bin, start};
+use std::path::PathBuf;
+
+use support::Run;
+use support::kube::{ApiServer, KubeGw, kubectl_bin, kubectl_versions, start};
 
 const POLICY: &str = r#"
 @id("connect")
@@ -28,7 +32,9 @@ permit(principal, action in [Action::"kube.create", Action::"kube.patch"], resou
 when { context has namespace && context.namespace == "default" };
 
 @id("exec")
-permit(principal in Group::"operators", action == Action::"kube.exec", resource);
+permit(principal in Group::"operators",
+       action in [Action::"kube.exec", Action::"kube.attach", Action::"kube.portforward"],
+       resource);
 "#;
 
 /// Secret values are masked for everyone but the `security` group.
@@ -212,21 +218,67 @@ fn watches_and_followed_logs_arrive_as_they_happen() {
     let _ = logs.wait();
 }
 
-#[test]
-fn exec_runs_over_websocket_and_is_recorded() {
-    let (_api, gw) = gateway();
-    let ci = gw.gw.token("pipeline-7", &["ci"]);
-    let r = gw.kubectl(&ci, &["exec", "web-0", "--", "echo", "hello"]);
-    assert!(!r.ok);
-    assert!(r.stderr.contains("Forbidden"), "{}", r.stderr);
+/// A kubectl and the environment it runs with.
+struct Kubectl {
+    bin: PathBuf,
+    env: Vec<(&'static str, &'static str)>,
+}
 
-    let op = gw.gw.token("oncall", &["operators"]);
-    let r = gw.kubectl(&op, &["exec", "web-0", "--", "echo", "hello"]);
-    assert!(r.ok, "{}", r.stderr);
-    assert_eq!(r.stdout.trim(), "hello");
-    let r = gw.kubectl_with(
-        &kubectl_bin(),
-        &op,
+impl Kubectl {
+    /// The default kubectl (1.30 or later: exec over WebSocket).
+    fn websocket() -> Kubectl {
+        Kubectl {
+            bin: kubectl_bin(),
+            env: Vec::new(),
+        }
+    }
+
+    /// A kubectl that execs over SPDY/3.1: 1.27 where the machine has it, else the default
+    /// one with its WebSocket feature gate off.
+    fn spdy() -> Kubectl {
+        match kubectl_versions().into_iter().find(|(v, _)| v == "1.27") {
+            Some((_, bin)) => Kubectl {
+                bin,
+                env: Vec::new(),
+            },
+            None => Kubectl {
+                bin: kubectl_bin(),
+                env: vec![("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")],
+            },
+        }
+    }
+
+    fn run(&self, gw: &KubeGw, token: &str, args: &[&str], stdin: Option<&str>) -> Run {
+        gw.kubectl_env(&self.bin, &self.env, token, args, stdin)
+    }
+}
+
+/// The last command_end with a recording once `n` such ends were written: the event and
+/// the recording's text.
+fn nth_recording(gw: &KubeGw, n: usize) -> (serde_json::Value, String) {
+    let ends = gw.gw.audit_until(&["--kind", "command_end"], |e| {
+        e.iter()
+            .filter(|e| e["detail"]["recording"].is_string())
+            .count()
+            >= n
+    });
+    let end = ends
+        .iter()
+        .filter(|e| e["detail"]["recording"].is_string())
+        .nth(n - 1)
+        .unwrap_or_else(|| panic!("{ends:?}"))
+        .clone();
+    let rel = end["detail"]["recording"].as_str().unwrap();
+    let cast = std::fs::read_to_string(gw.gw.scratch.0.join("state").join(rel)).unwrap();
+    (end, cast)
+}
+
+/// `exec -i sh` exiting 3, then `exec -it sh` under a 100x30 pseudo-terminal, with
+/// `kubectl`: both recorded (the `n`th and `n+1`th recordings), the first replayable.
+fn exec_sessions_are_recorded(gw: &KubeGw, kubectl: &Kubectl, op: &str, n: usize) {
+    let r = kubectl.run(
+        gw,
+        op,
         &["exec", "-i", "web-0", "--", "sh"],
         Some("echo hi-from-exec\nexit 3\n"),
     );
@@ -238,31 +290,32 @@ fn exec_runs_over_websocket_and_is_recorded() {
         r.stderr
     );
     assert!(r.stderr.contains("exit code 3"), "{}", r.stderr);
-
-    let ends = gw.gw.audit_until(&["--kind", "command_end"], |e| {
-        e.iter().any(|e| e["detail"]["exit_status"] == 3)
-    });
-    let end = ends
-        .iter()
-        .find(|e| e["detail"]["exit_status"] == 3)
-        .unwrap_or_else(|| panic!("{ends:?}"));
-    assert!(end["detail"]["recording"].is_string(), "{end}");
+    let (end, cast) = nth_recording(gw, n);
+    assert_eq!(end["detail"]["exit_status"], 3, "{end}");
+    assert!(cast.contains("hi-from-exec"), "{cast}");
+    assert!(
+        cast.lines()
+            .any(|l| l.contains(r#""i", "echo hi-from-exec"#)),
+        "{cast}"
+    );
     let session = end["session"].as_str().unwrap();
     let r = gw.gw.cli(&["replay", session, "--no-wait"]);
     assert!(r.ok, "{}", r.stderr);
     assert!(r.stdout.contains("hi-from-exec"), "{}", r.stdout);
     assert!(r.stdout.contains("/pods/web-0/exec?"), "{}", r.stdout);
+    assert!(r.stdout.contains("exit status 3"), "{}", r.stdout);
 
     // With a terminal (`-it`, under `script`'s pseudo-terminal of 100x30): kubectl sends
     // the terminal's size, and the recording has the keystrokes, the echo and the size.
     let line = format!(
         "stty cols 100 rows 30; {} --kubeconfig {} exec -it web-0 -- sh",
-        kubectl_bin().display(),
+        kubectl.bin.display(),
         gw.kubeconfig.display()
     );
     let mut child = std::process::Command::new("script")
         .args(["-qec", &line, "/dev/null"])
-        .env("PORTCULLIS_TOKEN", &op)
+        .envs(kubectl.env.iter().copied())
+        .env("PORTCULLIS_TOKEN", op)
         .env("HOME", &gw.gw.scratch.0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -280,19 +333,8 @@ fn exec_runs_over_websocket_and_is_recorded() {
     let out = child.wait_with_output().unwrap();
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains("typed-in-a-tty"), "{shown}");
-    let ends = gw.gw.audit_until(&["--kind", "command_end"], |e| {
-        e.iter()
-            .filter(|e| e["detail"]["recording"].is_string())
-            .count()
-            >= 3
-    });
-    let rel = ends
-        .iter()
-        .filter_map(|e| e["detail"]["recording"].as_str())
-        .next_back()
-        .unwrap()
-        .to_string();
-    let cast = std::fs::read_to_string(gw.gw.scratch.0.join("state").join(&rel)).unwrap();
+    let (end, cast) = nth_recording(gw, n + 1);
+    assert_eq!(end["detail"]["exit_status"], 0, "{end}");
     assert!(cast.contains(r#""r", "100x30""#), "{cast}");
     assert!(cast.contains("typed-in-a-tty"), "{cast}");
     assert!(
@@ -300,6 +342,29 @@ fn exec_runs_over_websocket_and_is_recorded() {
             .any(|l| l.contains(r#""i", "echo typed-in-a-tty"#)),
         "{cast}"
     );
+}
+
+#[test]
+fn exec_runs_over_websocket_and_is_recorded() {
+    let (api, gw) = gateway();
+    let ci = gw.gw.token("pipeline-7", &["ci"]);
+    let r = gw.kubectl(&ci, &["exec", "web-0", "--", "echo", "hello"]);
+    assert!(!r.ok);
+    assert!(r.stderr.contains("Forbidden"), "{}", r.stderr);
+
+    let op = gw.gw.token("oncall", &["operators"]);
+    let r = gw.kubectl(&op, &["exec", "web-0", "--", "echo", "hello"]);
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(r.stdout.trim(), "hello");
+    exec_sessions_are_recorded(&gw, &Kubectl::websocket(), &op, 2);
+    let upgrades: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r["status"] == 101)
+        .map(|r| ApiServer::header(&r, "upgrade"))
+        .collect();
+    assert_eq!(upgrades.len(), 3, "{upgrades:?}");
+    assert!(upgrades.iter().all(|u| u == &["websocket"]), "{upgrades:?}");
 
     // No recording, no exec: with the recordings directory unusable, exec is refused.
     let recordings = gw.gw.scratch.0.join("state/recordings");
@@ -313,5 +378,109 @@ fn exec_runs_over_websocket_and_is_recorded() {
         "{}",
         refused.stderr
     );
-    assert!(r.stdout.contains("exit status 3"), "{}", r.stdout);
+}
+
+/// kubectl before 1.30 (and later ones with WebSocket turned off) exec over SPDY/3.1: the
+/// gateway reads the SPDY streams and records them the same way. Attach is recorded too,
+/// and an allowed port-forward carries bytes both ways.
+#[test]
+fn exec_over_spdy_attach_and_port_forward() {
+    let (api, gw) = gateway();
+    let op = gw.gw.token("oncall", &["operators"]);
+    let spdy = Kubectl::spdy();
+    let r = spdy.run(&gw, &op, &["exec", "web-0", "--", "echo", "hello"], None);
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(r.stdout.trim(), "hello");
+    let (end, cast) = nth_recording(&gw, 1);
+    assert_eq!(end["detail"]["exit_status"], 0, "{end}");
+    assert!(cast.contains("hello"), "{cast}");
+    exec_sessions_are_recorded(&gw, &spdy, &op, 2);
+    let upgrades: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r["status"] == 101)
+        .map(|r| ApiServer::header(&r, "upgrade"))
+        .collect();
+    assert_eq!(upgrades.len(), 3, "{upgrades:?}");
+    assert!(upgrades.iter().all(|u| u == &["SPDY/3.1"]), "{upgrades:?}");
+
+    // A stream protocol the recorder does not read is refused before the API server.
+    let (body, status) = gw.curl_with(
+        &op,
+        "POST",
+        "/c/prod/api/v1/namespaces/default/pods/web-0/exec?command=sh&stdout=true",
+        &[
+            "--http1.1",
+            "-H",
+            "Connection: Upgrade",
+            "-H",
+            "Upgrade: SPDY/3.1",
+            "-H",
+            "X-Stream-Protocol-Version: base64.channel.k8s.io",
+        ],
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("cannot be recorded"), "{body}");
+    assert_eq!(
+        api.requests().iter().filter(|r| r["status"] == 101).count(),
+        3
+    );
+
+    // Attach (the stand-in attaches to a fresh shell) is decided as kube.attach and recorded.
+    let r = gw.kubectl_with(
+        &kubectl_bin(),
+        &op,
+        &["attach", "-i", "web-0"],
+        Some("echo attached-here\nexit 0\n"),
+    );
+    assert!(
+        r.stdout.contains("attached-here"),
+        "{} {}",
+        r.stdout,
+        r.stderr
+    );
+    let (end, cast) = nth_recording(&gw, 4);
+    assert!(cast.contains("attach default/web-0"), "{cast}");
+    assert!(cast.contains("attached-here"), "{cast}");
+    assert_eq!(end["detail"]["exit_status"], 0, "{end}");
+
+    // Port-forward, allowed for operators: bytes reach the pod's port and come back.
+    let mut pf = gw
+        .kubectl_cmd(&kubectl_bin(), &op, &["port-forward", "pod/web-0", ":80"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(&mut pf);
+    let seen = wait_for(&lines, "Forwarding from 127.0.0.1:", 30).unwrap_or_else(|s| {
+        let _ = pf.kill();
+        panic!("port-forward did not start: {s:?}")
+    });
+    let port: u16 = seen
+        .last()
+        .and_then(|l| l.split("127.0.0.1:").nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    let answer = {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(b"through the gateway").unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let _ = pf.kill();
+    let _ = pf.wait();
+    assert_eq!(answer, "THROUGH THE GATEWAY");
+    let decided = gw.gw.audit_until(&["--kind", "command"], |e| {
+        e.iter().any(|e| e["action"] == "kube.portforward")
+    });
+    assert!(
+        decided
+            .iter()
+            .any(|e| e["action"] == "kube.portforward" && e["verdict"] == "allow"),
+        "{decided:?}"
+    );
 }

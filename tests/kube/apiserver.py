@@ -19,8 +19,8 @@ goes out, so a stream's line is there while it still runs):
                  "x-stream-protocol-version": [...]}}
 Every header value is a list (empty when absent), since some of them repeat.
 
-Served, for namespaces, nodes (read-only), pods (log, exec, status), secrets, configmaps,
-services and apps/v1 deployments (scale, status):
+Served, for namespaces, nodes (read-only), pods (log, exec, attach, portforward, status),
+secrets, configmaps, services and apps/v1 deployments (scale, status):
 - /version; /api and /apis as legacy APIVersions/APIGroupList or aggregated discovery
   (apidiscovery.k8s.io v2 or v2beta1, whichever the Accept header prefers: kubectl 1.27-1.29
   ask for v2beta1 only, 1.30+ for v2 then v2beta1); /api/v1, /apis/apps/v1 resource lists.
@@ -37,15 +37,16 @@ services and apps/v1 deployments (scale, status):
   with includeObject=Object); watch (`?watch=true` and /watch/ paths) streaming one
   JSON event per chunk as it happens, Table-shaped when asked, until timeoutSeconds.
 - Pod logs: `line 1` .. `line 10`; follow=true adds a line every 200 ms up to `line 100`.
-- Pod exec over WebSocket (RFC 6455, v5.channel.k8s.io or v4.channel.k8s.io) with a tiny
-  shell; see exec_ws.py.
+- Pod exec and attach over WebSocket (RFC 6455, v5.channel.k8s.io or v4.channel.k8s.io;
+  see exec_ws.py) or SPDY/3.1 (v4 down to channel.k8s.io; see spdy.py), with a tiny shell;
+  attach reaches a fresh `sh` standing in for the container's main process.
+- Pod port-forward over SPDY/3.1 (portforward.k8s.io) to port 80, an upper-case echo.
 - POST .../selfsubjectreviews (authentication.k8s.io v1, v1beta1, v1alpha1).
 Seeded with namespaces default, kube-system and prod, node node-1, pod default/web-0,
 secret default/db-creds, configmap default/app-config and service default/kubernetes.
 
-Exec speaks WebSocket only: an `Upgrade: SPDY/3.1` request gets a 400 Status. kubectl 1.30
-and later try WebSocket first and work. kubectl 1.27 to 1.29 speak only SPDY for exec and
-fail with that Status (1.29 works with KUBECTL_REMOTE_COMMAND_WEBSOCKETS=true).
+kubectl 1.30 and later exec over WebSocket; 1.27 to 1.29 over SPDY. Port-forward tunnelled
+through a WebSocket gets a 400 Status, so kubectl 1.31 and later fall back to SPDY.
 """
 import argparse
 import base64
@@ -74,6 +75,7 @@ except ImportError:
 MAX_BODY = 16 << 20
 LOG_HEADERS = ["authorization", "impersonate-user", "impersonate-group", "accept",
                "content-type", "upgrade", "sec-websocket-protocol", "x-stream-protocol-version"]
+STREAMED = ("exec", "attach", "portforward")
 PATCH_TYPES = {"application/json-patch+json": "json", "application/merge-patch+json": "merge",
                "application/strategic-merge-patch+json": "strategic",
                "application/apply-patch+yaml": "apply"}
@@ -368,14 +370,17 @@ class Handler(Streams, BaseHTTPRequestHandler):
                 "POST": "create", "PUT": "update", "PATCH": "patch",
                 "DELETE": "delete" if name else "deletecollection"}.get(self.command)
         verbs = kind.subresource(sub)[4] if sub else kind.verbs
-        if verb is None or verb not in verbs or (verb == "create" and name and sub != "exec") \
+        if verb is None or verb not in verbs or (verb == "create" and name
+                                                        and sub not in STREAMED) \
                 or (watch and sub):
             raise self.not_allowed()
         dry = self.q.get("dryRun") == "All"
         if sub == "log":
             return self.pod_log(ns, name)
-        if sub == "exec":
-            return self.pod_exec(ns, name)
+        if sub in ("exec", "attach"):
+            return self.pod_exec(ns, name, attach=sub == "attach")
+        if sub == "portforward":
+            return self.pod_portforward(ns, name)
         if sub == "scale":
             ptype = {"GET": None, "PUT": "update"}.get(self.command)
             if self.command == "PATCH":

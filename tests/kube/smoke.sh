@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # smoke.sh: drive the test API server (apiserver.py) with a real kubectl and check that every
 # path the gateway will carry works: discovery, tables, CRUD, client- and server-side apply,
-# watch, logs, exec, impersonation, client certificates, and the server's error answers.
+# watch, logs, exec, attach, port-forward, impersonation, client certificates, and the server's error answers.
 #
 #   KUBECTL=/usr/lib/google-cloud-sdk/bin/kubectl.1.33 bash tests/kube/smoke.sh
 #
-# KUBECTL defaults to /usr/bin/kubectl. Clients older than 1.30 speak only SPDY for exec,
-# which the server refuses: their exec checks are reported as expected failures. Exits
-# non-zero, listing what failed, if any other check fails.
+# KUBECTL defaults to /usr/bin/kubectl. Clients older than 1.30 exec over SPDY/3.1, later
+# ones over WebSocket; port-forward goes over SPDY for all. Exits non-zero, listing what
+# failed, if any check fails.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 KUBECTL=${KUBECTL:-/usr/bin/kubectl}
@@ -71,7 +71,6 @@ minor=$("$KUBECTL" version --client -o json 2>/dev/null \
 print(int(json.load(sys.stdin)["clientVersion"]["minor"].rstrip("+")))')
 echo "kubectl: $KUBECTL (1.$minor), server on port $port"
 failed=()
-expected=()
 out=$tmp/out
 
 # check NAME WANT_RC PATTERN CMD...: CMD exits WANT_RC ("any" for any) and its output
@@ -83,9 +82,6 @@ check() {
   rc=$?
   if { [ "$want" = any ] || [ "$rc" = "$want" ]; } && grep -Eq -- "$pattern" "$out"; then
     echo "ok    $name"
-  elif [[ $name == exec* ]] && [ "$minor" -lt 30 ]; then
-    echo "xfail $name (SPDY-only client): $(tr '\n' ' ' <"$out" | cut -c1-120)"
-    expected+=("$name")
   else
     echo "FAIL  $name (rc $rc, wanted $want; /$pattern/):"
     sed 's/^/      /' "$out" | head -20
@@ -193,6 +189,21 @@ _, status = os.waitpid(pid, 0)
 print(out.decode(errors="replace").replace("\r\n", " "))
 sys.exit(os.WEXITSTATUS(status))
 EOF
+printf 'echo attached\nexit 0\n' >"$tmp/attach.in"
+check "attach -i" 0 '^attached$' sh -c "\"$KUBECTL\" attach -i web-0 <\"$tmp/attach.in\""
+check "port-forward" 0 '^HELLO POD$' python3 - "$KUBECTL" <<'EOF'
+import re, socket, subprocess, sys, time
+pf = subprocess.Popen([sys.argv[1], "port-forward", "pod/web-0", ":80"],
+                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+try:
+    line = pf.stdout.readline()
+    port = int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"hello pod\n")
+        print(s.recv(100).decode().strip())
+finally:
+    pf.terminate()
+EOF
 
 check "auth whoami" 0 'token-user' k auth whoami
 check "auth whoami --as" 0 'Username +alice' k auth whoami --as alice --as-group devs
@@ -224,13 +235,12 @@ assert any(l["headers"]["impersonate-user"] == ["alice"]
 assert any(l["client_cert"] == "CN=carol,O=ops" and l["user"] == "carol" for l in lines)
 print("ok")
 EOF
-if [ "$minor" -ge 30 ]; then
-  check "log: exec upgrade" 0 'ok' python3 -c '
+check "log: exec upgrade" 0 'ok' python3 -c '
 import json, sys
 lines = [json.loads(l) for l in open(sys.argv[1])]
-assert any(l["status"] == 101 and l["headers"]["upgrade"] == ["websocket"] for l in lines)
-print("ok")' "$log"
-fi
+want = ["websocket"] if int(sys.argv[2]) >= 30 else ["SPDY/3.1"]
+assert any(l["status"] == 101 and l["headers"]["upgrade"] == want for l in lines)
+print("ok")' "$log" "$minor"
 
 # The server's own error answers: Status objects, never a traceback; and it survives a
 # client that vanishes mid-stream.
@@ -249,9 +259,6 @@ check "alive after vanished clients" 0 'web-0' k get pods
 refute "no traceback" 'Traceback' "$tmp/server.err"
 
 echo
-if [ ${#expected[@]} -gt 0 ]; then
-  echo "expected failures (exec needs WebSocket, kubectl 1.$minor speaks SPDY): ${expected[*]}"
-fi
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAILED with kubectl 1.$minor: ${failed[*]}"
   exit 1

@@ -11,6 +11,7 @@ import uuid
 
 import catalog
 import exec_ws
+import spdy
 import objects
 from store import ApiError, bad_request, fields_match, labels_match, parse_field_selector, \
     parse_label_selector
@@ -152,21 +153,25 @@ class Streams:
             self.chunk(line(i))
         self.chunk(b"")
 
-    def pod_exec(self, ns, name):
+    def pod_exec(self, ns, name, attach=False):
+        """Exec (or attach: the stand-in attaches to a fresh `sh`, the pod's "main process")
+        over a WebSocket or SPDY/3.1, whichever the client asks to upgrade to."""
         pod = self.server.store.get(catalog.find_kind("", "v1", "pods"), ns, name)
         upgrade = self.headers.get("Upgrade", "").lower()
-        if "spdy" in upgrade:
-            raise bad_request("SPDY/3.1 is not supported by this server: exec needs a "
-                              "WebSocket upgrade (v5.channel.k8s.io or v4.channel.k8s.io)")
-        if upgrade != "websocket" or self.command != "GET":
-            raise bad_request("Upgrade request required")
-        command = self.q_all.get("command") or []
+        command = ["sh"] if attach else self.q_all.get("command") or []
         if not command:
             raise bad_request("you must specify at least 1 command")
         self.container_of(pod)
         flags = {k: self.q.get(k) in ("true", "1") for k in ("stdin", "stdout", "stderr", "tty")}
         if not (flags["stdin"] or flags["stdout"] or flags["stderr"]):
             raise bad_request("you must specify at least one of stdin, stdout, stderr")
+        program = exec_ws.Program(command, name, flags["tty"])
+        if upgrade.startswith("spdy/3.1"):
+            protocol = self.switch_to_spdy(spdy.EXEC_PROTOCOLS)
+            conn = spdy.Connection(self.rfile, self.wfile)
+            return spdy.serve_exec(conn, program, flags, protocol, self.connection)
+        if upgrade != "websocket" or self.command != "GET":
+            raise bad_request("Upgrade request required")
         key = self.headers.get("Sec-WebSocket-Key", "")
         if self.headers.get("Sec-WebSocket-Version") != "13" or not key:
             raise bad_request("WebSocket version 13 and a Sec-WebSocket-Key are required")
@@ -183,5 +188,31 @@ class Streams:
         self.close_connection = True
         self.connection.settimeout(None)
         ws = exec_ws.WebSocket(self.rfile, self.wfile, self.connection)
-        program = exec_ws.Program(command, name, flags["tty"])
         exec_ws.serve(ws, program, protocol)
+
+    def pod_portforward(self, ns, name):
+        """Port-forward over SPDY/3.1 to the pod's one open port, 80, where an "upper-case
+        echo" answers every read with the same bytes upper-cased. SPDY tunnelled through a
+        WebSocket (kubectl 1.31+ try it first) is refused, as by an API server without that
+        feature, and kubectl falls back to SPDY."""
+        self.server.store.get(catalog.find_kind("", "v1", "pods"), ns, name)
+        if not self.headers.get("Upgrade", "").lower().startswith("spdy/3.1"):
+            raise bad_request("Upgrade request required: port-forward speaks SPDY/3.1 here")
+        self.switch_to_spdy([spdy.PORTFORWARD_PROTOCOL])
+        conn = spdy.Connection(self.rfile, self.wfile)
+        spdy.serve_portforward(conn, {80: bytes.upper}, self.connection)
+
+    def switch_to_spdy(self, supported):
+        """Answer 101 to an `Upgrade: SPDY/3.1` request; the stream protocol chosen."""
+        protocol = spdy.choose_protocol(self.header_list("X-Stream-Protocol-Version"), supported)
+        if protocol is None:
+            raise bad_request("none of the offered stream protocols is supported; this server "
+                              "speaks " + ", ".join(supported))
+        self.send_response(101)
+        self.send_header("Upgrade", "SPDY/3.1")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("X-Stream-Protocol-Version", protocol)
+        self.end_headers()
+        self.close_connection = True
+        self.connection.settimeout(None)
+        return protocol

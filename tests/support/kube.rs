@@ -280,14 +280,27 @@ impl KubeGw {
 
     /// Run kubectl `bin` with `args`, feeding `stdin` if given.
     pub fn kubectl_with(&self, bin: &Path, token: &str, args: &[&str], stdin: Option<&str>) -> Run {
+        self.kubectl_env(bin, &[], token, args, stdin)
+    }
+
+    /// Run kubectl `bin` with `args` and environment `env`, feeding `stdin` if given.
+    pub fn kubectl_env(
+        &self,
+        bin: &Path,
+        env: &[(&str, &str)],
+        token: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Run {
         let mut cmd = self.kubectl_cmd(bin, token, args);
-        cmd.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        cmd.envs(env.iter().copied())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("kubectl");
         if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
             pipe.write_all(text.as_bytes()).expect("kubectl stdin");
@@ -305,6 +318,11 @@ impl KubeGw {
     /// curl to the gateway's `path` (sent as written) as the holder of `token`; the body
     /// and status.
     pub fn curl(&self, token: &str, method: &str, path: &str) -> (String, u16) {
+        self.curl_with(token, method, path, &[])
+    }
+
+    /// [`KubeGw::curl`] with more curl arguments (`-H` headers, `--http1.1`).
+    pub fn curl_with(&self, token: &str, method: &str, path: &str, more: &[&str]) -> (String, u16) {
         let out = Command::new("curl")
             .args([
                 "-sS",
@@ -320,6 +338,7 @@ impl KubeGw {
             .arg(&self.ca)
             .arg("-H")
             .arg(format!("Authorization: Bearer {token}"))
+            .args(more)
             .arg(format!("https://localhost:{}{path}", self.port))
             .output()
             .expect("curl");

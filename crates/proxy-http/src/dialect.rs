@@ -82,12 +82,13 @@ pub struct Prepare<'a> {
 }
 
 /// Watches an upgraded connection's bytes both ways (to record them). Called in order, from
-/// one task.
+/// one task, before the bytes are passed on. `Err` means the tap cannot follow the stream:
+/// the connection is closed rather than relayed unrecorded.
 pub trait Tap: Send {
     /// Bytes the client sent.
-    fn client(&mut self, data: &[u8]);
+    fn client(&mut self, data: &[u8]) -> Result<(), String>;
     /// Bytes the target sent.
-    fn target(&mut self, data: &[u8]);
+    fn target(&mut self, data: &[u8]) -> Result<(), String>;
     /// The connection ended; what to add to the command's end event.
     fn finish(self: Box<Self>) -> serde_json::Value;
 }
@@ -197,6 +198,8 @@ pub struct UpgradeContext<'a> {
     pub state_dir: &'a std::path::Path,
     pub session_id: &'a str,
     pub number: u64,
+    /// The protocol the target switched to (its `Upgrade` header: `websocket`, `SPDY/3.1`).
+    pub upgrade: &'a str,
 }
 
 /// HTTPS APIs (Azure Resource Manager, Key Vault, Storage …): `http.read|write|delete` on

@@ -39,6 +39,7 @@ pub(crate) fn switch(
     mut resp: Response<Incoming>,
 ) -> Response<Body> {
     let state_dir = proxy.services.config.state_dir();
+    let kind = resp.headers().get(header::UPGRADE).cloned();
     let tap = proxy.dialect.tap(
         up.action,
         &UpgradeContext {
@@ -47,6 +48,7 @@ pub(crate) fn switch(
             state_dir: &state_dir,
             session_id: session.gate.session_id(),
             number: up.number,
+            upgrade: kind.as_ref().and_then(|k| k.to_str().ok()).unwrap_or(""),
         },
     );
     let tap = match tap {
@@ -60,7 +62,6 @@ pub(crate) fn switch(
         }
     };
     let target = hyper::upgrade::on(&mut resp);
-    let kind = resp.headers().get(header::UPGRADE).cloned();
     let mut headers = resp.headers().clone();
     crate::headers::strip_hop_by_hop(&mut headers);
     let mut out = Response::new(body::full(bytes::Bytes::new()));
@@ -104,7 +105,8 @@ struct Relayed {
     detail: Option<serde_json::Value>,
 }
 
-/// Copy both ways until either side closes; the tap sees every chunk in order.
+/// Copy both ways until either side closes; the tap sees every chunk in order, before it is
+/// passed on, and a chunk it cannot follow ends the relay.
 async fn relay<C, T>(mut c: C, mut t: T, mut tap: Option<Box<dyn Tap>>) -> Relayed
 where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -118,8 +120,9 @@ where
             n = c.read(&mut cbuf) => match n {
                 Ok(0) => break,
                 Ok(n) => {
-                    if let Some(tap) = tap.as_mut() {
-                        tap.client(&cbuf[..n]);
+                    if let Some(Err(e)) = tap.as_mut().map(|tap| tap.client(&cbuf[..n])) {
+                        r.error = Some(format!("the recording cannot follow the client: {e}"));
+                        break;
                     }
                     r.from_client += n as u64;
                     if let Err(e) = t.write_all(&cbuf[..n]).await {
@@ -135,8 +138,9 @@ where
             n = t.read(&mut tbuf) => match n {
                 Ok(0) => break,
                 Ok(n) => {
-                    if let Some(tap) = tap.as_mut() {
-                        tap.target(&tbuf[..n]);
+                    if let Some(Err(e)) = tap.as_mut().map(|tap| tap.target(&tbuf[..n])) {
+                        r.error = Some(format!("the recording cannot follow the target: {e}"));
+                        break;
                     }
                     r.from_target += n as u64;
                     if let Err(e) = c.write_all(&tbuf[..n]).await {

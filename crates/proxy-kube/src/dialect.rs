@@ -25,7 +25,8 @@ use crate::status::status;
 /// The OpenAPI v3 index, whose links are server-relative.
 const OPENAPI_V3: &str = "/openapi/v3";
 
-/// The exec/attach WebSocket subprotocols whose messages the recorder reads.
+/// The exec/attach stream protocols (WebSocket subprotocols, SPDY X-Stream-Protocol-Version)
+/// whose channels the recorder reads.
 const BINARY_CHANNELS: &[&str] = &[
     "v5.channel.k8s.io",
     "v4.channel.k8s.io",
@@ -164,20 +165,22 @@ impl Dialect for KubeApi {
             return refuse("not a Kubernetes request".into());
         };
         let websocket = kind.eq_ignore_ascii_case("websocket");
+        let spdy = kind.eq_ignore_ascii_case("SPDY/3.1");
+        // Only the binary channel protocols are read (and recorded): base64 ones, protocols
+        // carrying a token and anything unknown are refused.
+        let offered = |name: &str| {
+            h.get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .find(|p| !BINARY_CHANNELS.contains(p))
+                .map(str::to_string)
+        };
         match r.verb {
             KubeVerb::Exec | KubeVerb::Attach if websocket => {
-                // Only the binary channel protocols are read (and recorded); base64 ones and
-                // protocols carrying a token are refused.
-                let offered = h
-                    .get_all("sec-websocket-protocol")
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .flat_map(|v| v.split(','))
-                    .map(str::trim);
-                match offered
-                    .filter(|p| !p.is_empty())
-                    .find(|p| !BINARY_CHANNELS.contains(p))
-                {
+                match offered("sec-websocket-protocol") {
                     Some(p) => refuse(format!(
                         "the WebSocket subprotocol `{p}` cannot be recorded; offer \
                          v5.channel.k8s.io"
@@ -185,9 +188,16 @@ impl Dialect for KubeApi {
                     None => Ok(()),
                 }
             }
+            KubeVerb::Exec | KubeVerb::Attach if spdy => {
+                match offered("x-stream-protocol-version") {
+                    Some(p) => refuse(format!(
+                        "the stream protocol `{p}` cannot be recorded; offer v4.channel.k8s.io"
+                    )),
+                    None => Ok(()),
+                }
+            }
             KubeVerb::Exec | KubeVerb::Attach => refuse(format!(
-                "{} over {kind} cannot be recorded; use a kubectl that speaks WebSocket \
-                 (1.30 or later)",
+                "{} over {kind} cannot be recorded; use WebSocket or SPDY/3.1",
                 r.verb.cedar_id()
             )),
             KubeVerb::PortForward | KubeVerb::Proxy => Ok(()),

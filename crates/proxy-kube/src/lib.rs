@@ -17,6 +17,7 @@ pub mod info;
 pub mod kubeconfig;
 mod record;
 pub mod secrets;
+pub mod spdy;
 pub mod status;
 pub mod ws;
 
