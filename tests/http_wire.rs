@@ -332,3 +332,33 @@ fn expect_continue_is_answered_only_after_the_decision() {
         "no refused body reached the target"
     );
 }
+
+/// A client that leaves while the target has not answered yet: the command still ends in the
+/// audit trail, at once, with why.
+#[test]
+fn a_client_that_leaves_before_the_answer_still_ends_its_command() {
+    use std::io::Write as _;
+    let (_backend, gw) = gateway();
+    let t = gw.gw.token("pipeline-7", &["ci"]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    let head = format!("GET /c/arm/slow HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {t}\r\n\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    gw.gw.audit_until(&["--kind", "command"], |e| !e.is_empty());
+    let left = std::time::Instant::now();
+    drop(s);
+    let ends = gw
+        .gw
+        .audit_until(&["--kind", "command_end"], |e| !e.is_empty());
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    assert_eq!(
+        ends[0]["error"], "the client left before the response",
+        "{ends:?}"
+    );
+    assert_eq!(ends[0]["detail"]["complete"], false, "{ends:?}");
+    // Written when the client left, not when the target answered (3 s later).
+    assert!(
+        left.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        left.elapsed()
+    );
+}

@@ -10,7 +10,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::kube::{ApiServer, HELD_TOKEN, start, start_holding};
+use support::kube::{ApiServer, HELD_TOKEN, ROTATED_TOKEN, start, start_holding};
 
 pub const POLICY: &str = r#"
 @id("connect")
@@ -320,6 +320,33 @@ fn a_held_client_certificate_reaches_the_api_server() {
             .iter()
             .all(|r| !r["path"].as_str().unwrap_or("").contains("portforward"))
     );
+}
+
+/// The held token file is rotated in place (as a projected service-account token is): the
+/// next requests carry the new token, without a restart.
+#[test]
+fn a_rotated_token_file_is_picked_up() {
+    let api = ApiServer::start();
+    let gw = start(&api, POLICY, "", "");
+    let ci = gw.gw.token("pipeline-7", &["ci"]);
+    let held = |r: &serde_json::Value| ApiServer::header(r, "authorization");
+    assert!(gw.kubectl(&ci, &["get", "pods"]).ok);
+    let before = api.requests().len();
+    assert_eq!(
+        held(&api.requests()[before - 1]),
+        [format!("Bearer {HELD_TOKEN}")]
+    );
+    let file = gw.gw.scratch.0.join("sa.token");
+    std::fs::write(file.with_extension("new"), format!("{ROTATED_TOKEN}\n")).unwrap();
+    std::fs::rename(file.with_extension("new"), &file).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let r = gw.kubectl(&ci, &["get", "pods"]);
+    assert!(r.ok, "{}", r.stderr);
+    let after = api.requests();
+    assert!(after.len() > before);
+    for r in &after[before..] {
+        assert_eq!(held(r), [format!("Bearer {ROTATED_TOKEN}")], "{r}");
+    }
 }
 
 /// Deleting in prod waits, with kubectl, for a second person; it runs once approved.

@@ -95,6 +95,10 @@ class Handler(BaseHTTPRequestHandler):
         body = self.read_body()
         self.record(body)
         path = self.path.split("?")[0]
+        if path == "/slow":
+            # An answer that takes its time: a client may leave before it comes.
+            time.sleep(3)
+            return self.send_json(200, {"slow": True})
         if path == "/stream":
             # Chunks with pauses: a client that sees the first before the last proves the
             # response was streamed, not buffered.

@@ -6,7 +6,7 @@
 
 Serves HTTPS (HTTP/1.1, keep-alive) on 127.0.0.1:P. A request is authenticated by a client
 certificate signed by --client-ca (CN = user, O = groups) or by `Authorization: Bearer
-TOKEN` (user "token-user"); anything else gets a 401 Status. Impersonate-User and
+TOKEN` (user "token-user"; --token may be given more than once); anything else gets a 401 Status. Impersonate-User and
 Impersonate-Group are honoured, and `kubectl auth whoami` reports the effective user.
 
 Each response appends one JSON line to LOG (flushed at once, written when the status line
@@ -222,7 +222,8 @@ class Handler(Streams, BaseHTTPRequestHandler):
             cn = [v for k, v in rdns if k == "commonName"]
             if cn:
                 subject = (cn[0], [v for k, v in rdns if k == "organizationName"])
-        if subject is None and self.headers.get("Authorization", "") == "Bearer " + args.token:
+        if subject is None and self.headers.get("Authorization", "") in \
+                ["Bearer " + t for t in args.token]:
             subject = ("token-user", [])
         if subject is None:
             raise ApiError(401, "Unauthorized", "Unauthorized")
@@ -545,7 +546,7 @@ def main():
     p.add_argument("--log", required=True)
     p.add_argument("--cert", required=True)
     p.add_argument("--key", required=True)
-    p.add_argument("--token", required=True)
+    p.add_argument("--token", required=True, action="append")
     p.add_argument("--client-ca")
     args = p.parse_args()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -17,6 +17,8 @@ use super::{Gateway, Run, Scratch, free_port, root};
 
 /// The token the gateway holds for the API server (never a caller's).
 pub const HELD_TOKEN: &str = "held-sa-token-5f0c2e9a";
+/// The held token after a rotation (the API server accepts both).
+pub const ROTATED_TOKEN: &str = "held-sa-token-rotated-77d1";
 
 /// The test API server; stopped on drop.
 pub struct ApiServer {
@@ -46,6 +48,7 @@ impl ApiServer {
         }
         let child = cmd
             .args(["--port", &port.to_string(), "--token", HELD_TOKEN])
+            .args(["--token", ROTATED_TOKEN])
             .arg("--log")
             .arg(&log)
             .arg("--cert")

@@ -41,6 +41,49 @@ pub(crate) async fn forward(
     proxy: &HttpProxy,
     session: Arc<Session>,
     admitted: Admitted,
+    req: Request<Body>,
+    sent: Sent<'_>,
+) -> Response<Body> {
+    // A client that leaves before the response head drops this future mid-way: the guard
+    // still writes the command's end. Once a response exists, its body (or the upgrade, or
+    // the early answer) writes it.
+    let guard = Unanswered {
+        session: Some(session.clone()),
+        number: admitted.number(),
+        started: sent.started,
+    };
+    let resp = send(proxy, session, admitted, req, sent).await;
+    guard.answered();
+    resp
+}
+
+/// The end of a command no response was made for yet.
+struct Unanswered {
+    session: Option<Arc<Session>>,
+    number: u64,
+    started: Instant,
+}
+
+impl Unanswered {
+    fn answered(mut self) {
+        self.session = None;
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            let why = "the client left before the response".to_string();
+            let detail = serde_json::json!({ "complete": false });
+            session.record_end(self.number, self.started, Some(why), detail);
+        }
+    }
+}
+
+async fn send(
+    proxy: &HttpProxy,
+    session: Arc<Session>,
+    admitted: Admitted,
     mut req: Request<Body>,
     sent: Sent<'_>,
 ) -> Response<Body> {

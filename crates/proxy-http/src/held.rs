@@ -1,11 +1,15 @@
 //! The credential the gateway holds for each HTTP connection and adds to every request it
-//! forwards: a static header read once from its environment variable or file, or an OAuth 2.0
-//! client-credentials access token (`Authorization: Bearer …`) from a token source shared by
-//! every request of the connection (fetched once, refreshed before it expires), or an Azure
-//! Storage account key that signs each request (Shared Key).
+//! forwards: a static header read once from its environment variable or file, a bearer token
+//! file read again when it changes (a Kubernetes service account's projected token is
+//! rotated in place), an OAuth 2.0 client-credentials access token (`Authorization: Bearer
+//! …`) from a token source shared by every request of the connection (fetched once,
+//! refreshed before it expires), or an Azure Storage account key that signs each request
+//! (Shared Key).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use gateway_core::config::{Config, ConnectionConfig};
 use gateway_core::oauth::TokenSource;
@@ -18,6 +22,7 @@ use crate::sharedkey::SharedKey;
 enum Holder {
     Nothing,
     Header(HeaderName, HeaderValue),
+    TokenFile(TokenFile),
     OAuth(Arc<TokenSource>),
     SharedKey(Box<SharedKey>),
 }
@@ -45,6 +50,9 @@ impl HeldCredentials {
             Holder::Nothing => {}
             Holder::Header(n, v) => {
                 headers.insert(n.clone(), v.clone());
+            }
+            Holder::TokenFile(file) => {
+                headers.insert(AUTHORIZATION, file.current());
             }
             Holder::OAuth(source) => {
                 let token = source.token().await?;
@@ -75,13 +83,14 @@ impl HeldCredentials {
             Some(k) => k.token(&cfg.base_dir)?,
             None => None,
         };
+        let token_file = conn.kube.as_ref().and_then(|k| k.token_file.as_ref());
         let holder = match (&conn.oauth, header) {
+            _ if token_file.is_some() && kube_token.is_some() => {
+                let path = cfg.base_dir.join(token_file.ok_or("no token file")?);
+                Holder::TokenFile(TokenFile::new(path, &kube_token.unwrap_or_default())?)
+            }
             _ if kube_token.is_some() => {
-                let token = kube_token.unwrap_or_default();
-                let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
-                    .map_err(|_| "the held token is not a valid header value")?;
-                value.set_sensitive(true);
-                Holder::Header(AUTHORIZATION, value)
+                Holder::Header(AUTHORIZATION, bearer(&kube_token.unwrap_or_default())?)
             }
             _ if shared.is_some() => {
                 let k = shared.ok_or("no shared key")?;
@@ -105,4 +114,81 @@ impl HeldCredentials {
         holders.insert(conn.name.clone(), holder.clone());
         Ok(holder)
     }
+}
+
+/// How often a token file is looked at for a change.
+const TOKEN_FILE_CHECK: Duration = Duration::from_secs(1);
+
+/// A bearer token file, looked at (its modification time) at most once a second and read
+/// again when it changed. A file that cannot be read keeps the last token (the API server
+/// refuses it once it expires), with a warning.
+struct TokenFile {
+    path: PathBuf,
+    state: Mutex<TokenState>,
+}
+
+struct TokenState {
+    value: HeaderValue,
+    modified: Option<SystemTime>,
+    checked: Instant,
+}
+
+impl TokenFile {
+    fn new(path: PathBuf, token: &str) -> Result<TokenFile, String> {
+        let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        Ok(TokenFile {
+            state: Mutex::new(TokenState {
+                value: bearer(token)?,
+                modified,
+                checked: Instant::now(),
+            }),
+            path,
+        })
+    }
+
+    /// The `Authorization` value to send now.
+    fn current(&self) -> HeaderValue {
+        let mut st = match self.state.lock() {
+            Ok(st) => st,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if st.checked.elapsed() >= TOKEN_FILE_CHECK {
+            st.checked = Instant::now();
+            let modified = std::fs::metadata(&self.path).and_then(|m| m.modified());
+            match modified {
+                Ok(m) if Some(m) != st.modified => match self.read() {
+                    Ok(v) => {
+                        st.value = v;
+                        st.modified = Some(m);
+                        tracing::info!(file = %self.path.display(), "the held token file changed; using the new token");
+                    }
+                    Err(e) => {
+                        tracing::warn!(file = %self.path.display(), error = %e, "the held token file changed but cannot be read; keeping the last token")
+                    }
+                },
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(file = %self.path.display(), error = %e, "the held token file cannot be read; keeping the last token")
+                }
+            }
+        }
+        st.value.clone()
+    }
+
+    fn read(&self) -> Result<HeaderValue, String> {
+        let text = std::fs::read_to_string(&self.path).map_err(|e| e.to_string())?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err("the file is empty".into());
+        }
+        bearer(token)
+    }
+}
+
+/// `Bearer <token>`, marked sensitive.
+fn bearer(token: &str) -> Result<HeaderValue, String> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| "the held token is not a valid header value")?;
+    value.set_sensitive(true);
+    Ok(value)
 }

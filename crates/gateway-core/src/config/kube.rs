@@ -13,7 +13,8 @@ pub struct KubeSettings {
     /// account's token, say).
     #[serde(default)]
     pub token_env: Option<String>,
-    /// File holding that token (read once, when the connection is first used).
+    /// File holding that token (read when the connection is first used, and again whenever
+    /// it changes: a projected service-account token is rotated in place).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
     /// Client certificate (PEM) the gateway presents instead of, or besides, a token.
