@@ -527,7 +527,7 @@ fn the_kube_example_checks_and_decides_as_documented() {
     let out = decide(
         "operators",
         "kube.exec",
-        r#"{"resource":"pods","namespace":"prod","name":"web-0","subresource":"exec","command":"sh -c rm -rf /"}"#,
+        r#"{"resource":"pods","namespace":"prod","name":"web-0","subresource":"exec","command":"sh -c 'rm -rf /'"}"#,
     );
     assert!(out.contains("DENY kube.exec"), "{out}");
 }

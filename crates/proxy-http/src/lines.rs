@@ -50,13 +50,15 @@ impl MaskedLines {
     }
 
     /// Mask every complete line in the buffer (all of it when `last`); `None` when there is
-    /// none yet.
-    fn drain(&mut self, last: bool) -> Result<Option<Bytes>, BoxError> {
+    /// none yet. Only the `fresh` bytes just added are searched for the last line end: the
+    /// rest held none, so a long line arriving in small pieces is not rescanned.
+    fn drain(&mut self, last: bool, fresh: usize) -> Result<Option<Bytes>, BoxError> {
         let end = if last {
             self.buf.len()
         } else {
-            match memchr::memrchr(b'\n', &self.buf) {
-                Some(i) => i + 1,
+            let from = self.buf.len() - fresh.min(self.buf.len());
+            match memchr::memrchr(b'\n', &self.buf[from..]) {
+                Some(i) => from + i + 1,
                 None if self.buf.len() > self.limit => {
                     return Err(format!(
                         "a streamed line is longer than {} bytes and cannot be masked",
@@ -127,7 +129,7 @@ impl http_body::Body for MaskedLines {
                         continue;
                     };
                     self.buf.extend_from_slice(&data);
-                    match self.drain(false) {
+                    match self.drain(false, data.len()) {
                         Ok(Some(b)) => return Poll::Ready(Some(Ok(Frame::data(b)))),
                         Ok(None) => continue,
                         Err(e) => {
@@ -138,7 +140,7 @@ impl http_body::Body for MaskedLines {
                 }
                 Poll::Ready(None) => {
                     self.done = true;
-                    return match self.drain(true) {
+                    return match self.drain(true, 0) {
                         Ok(Some(b)) => Poll::Ready(Some(Ok(Frame::data(b)))),
                         Ok(None) => Poll::Ready(None),
                         Err(e) => Poll::Ready(Some(Err(e))),

@@ -127,12 +127,11 @@ pub fn request_info(
     match subresource.as_deref() {
         Some("exec") => {
             verb = KubeVerb::Exec;
-            let argv: Vec<&str> = query
+            let argv = query
                 .iter()
                 .filter(|(k, _)| k == "command")
-                .map(|(_, v)| v.as_str())
-                .collect();
-            command = Some(argv.join(" "));
+                .map(|(_, v)| v.as_str());
+            command = Some(shell_join(argv));
         }
         Some("attach") => verb = KubeVerb::Attach,
         Some("portforward") => verb = KubeVerb::PortForward,
@@ -202,3 +201,27 @@ fn exact_name(sel: &str) -> Option<String> {
 #[cfg(test)]
 #[path = "info_tests.rs"]
 mod tests;
+
+/// An argv as a shell would read it back: words joined by spaces, a word holding anything
+/// but letters, digits and `-_./=:,@%+` single-quoted (so `sh -c 'rm -rf /'` is not read as
+/// five words).
+fn shell_join<'a>(argv: impl Iterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for word in argv {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        let plain = !word.is_empty()
+            && word
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b));
+        if plain {
+            out.push_str(word);
+        } else {
+            out.push('\'');
+            out.push_str(&word.replace('\'', "'\\''"));
+            out.push('\'');
+        }
+    }
+    out
+}

@@ -213,7 +213,13 @@ fn exec_names_its_command_and_odd_requests_are_refused() {
         "/api/v1/namespaces/default/pods/web-0/exec",
         "command=sh&command=-c&command=rm+-rf+%2Ftmp&stdin=true",
     );
-    assert_eq!(r.command.as_deref(), Some("sh -c rm -rf /tmp"));
+    assert_eq!(r.command.as_deref(), Some("sh -c 'rm -rf /tmp'"));
+    let r = info(
+        "GET",
+        "/api/v1/namespaces/default/pods/web-0/exec",
+        "command=echo&command=it%27s&command=&command=a=b",
+    );
+    assert_eq!(r.command.as_deref(), Some(r"echo 'it'\''s' '' a=b"));
     assert_eq!(
         request_info("GET", "/api/v1/watch", &[]),
         Err(InfoError::MissingResource("watch"))
