@@ -139,3 +139,91 @@ fn compressed_bodies_are_decoded_to_be_masked_or_withheld() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("kv-db-password-s3cr3t-value"), "{body}");
 }
+
+/// With `record_headers` and `record_body_bytes`, each exchange's headers and the first bytes
+/// of its bodies are in its `command_end`: credentials redacted, values masked as the
+/// caller's response is (a value the cut falls in masked whole); `portcullis replay` prints
+/// them. The caller's token and the held key are in no recording.
+#[test]
+fn exchanges_are_recorded_masked_and_replayed() {
+    let backend = Backend::start();
+    let policy = format!(
+        "{POLICY}\n@id(\"writes\")\npermit(principal in Group::\"ci\", \
+         action == Action::\"http.write\", resource);"
+    );
+    let http = format!(
+        "{}\nrecord_headers = true\nrecord_body_bytes = 40",
+        api_key()
+    );
+    let gw = start(&backend, &policy, &http, MASKING);
+    let ci = gw.gw.token("pipeline-7", &["ci"]);
+    let kv = get(&gw, &ci, "/secrets/db-password");
+    assert!(redacted(&kv["value"]), "{kv}");
+    // The e-mail straddles the 40-byte cut.
+    let note = r#"{"note":"call the owner at ada@example.com","n":1}"#;
+    let r = gw.curl(
+        &ci,
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            note,
+        ],
+        &format!("{RG}/tags/default"),
+    );
+    assert!(r.stdout.ends_with("200"), "{}", r.stdout);
+
+    let ends = gw
+        .gw
+        .audit_until(&["--kind", "command_end"], |e| e.len() >= 2);
+    let all = serde_json::to_string(&ends).unwrap();
+    for leak in [
+        &ci[..],
+        "s3cr3t",
+        "ada@",
+        "example.com",
+        support::http::HELD_KEY,
+    ] {
+        assert!(!all.contains(leak), "{leak} recorded: {all}");
+    }
+    let x = &ends[0]["detail"]["exchange"];
+    let has = |side: &str, name: &str, value: &str| {
+        x[side]["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h[0] == name && h[1].as_str().unwrap().contains(value))
+    };
+    assert!(has("request", "authorization", "[REDACTED]"), "{x}");
+    assert!(has("request", "user-agent", "curl/"), "{x}");
+    assert!(has("response", "content-type", "application/json"), "{x}");
+    let resp = x["response"]["body"]["text"].as_str().unwrap();
+    assert!(resp.starts_with("{\"value\":\"[REDACTED"), "{resp}");
+    assert!(resp.len() <= 40, "{resp}");
+    let put = &ends[1]["detail"]["exchange"]["request"]["body"];
+    let text = put["text"].as_str().unwrap();
+    assert!(text.starts_with(r#"{"note":"call the owner at "#), "{put}");
+    assert!(text.len() <= 40, "{put}");
+    assert_eq!(put["truncated"], true, "{put}");
+
+    let mut shown = String::new();
+    for end in &ends {
+        let r = gw
+            .gw
+            .cli(&["replay", end["session"].as_str().unwrap(), "--no-wait"]);
+        assert!(r.ok, "{}", r.stderr);
+        shown.push_str(&r.stdout);
+    }
+    assert!(shown.contains("> authorization: [REDACTED]"), "{shown}");
+    assert!(
+        shown.contains("< content-type: application/json"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("> {\"note\":\"call the owner at "),
+        "{shown}"
+    );
+    assert!(!shown.contains(&ci), "{shown}");
+}

@@ -414,6 +414,10 @@ pub fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                     s.push_str(&format!(", exit status {code}"));
                 }
                 println!("{s}");
+                // An HTTP exchange, recorded: headers and the heads of its bodies.
+                if let Some(x) = ev.detail.as_ref().and_then(|d| d.get("exchange")) {
+                    print_exchange(x);
+                }
                 // An exec's terminal, recorded: its output, as it was shown.
                 let rec = ev.detail.as_ref().and_then(|d| d.get("recording"));
                 if let Some(rel) = rec.and_then(|r| r.as_str()) {
@@ -434,6 +438,39 @@ pub fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Print a recorded HTTP exchange: `>` lines for the request, `<` for the response.
+fn print_exchange(x: &serde_json::Value) {
+    for (side, mark) in [("request", '>'), ("response", '<')] {
+        let part = &x[side];
+        for h in part["headers"].as_array().into_iter().flatten() {
+            println!(
+                "{:>14} {mark} {}: {}",
+                "",
+                h[0].as_str().unwrap_or(""),
+                h[1].as_str().unwrap_or("")
+            );
+        }
+        let body = &part["body"];
+        let cut = if body["truncated"] == true {
+            " …"
+        } else {
+            ""
+        };
+        if let Some(t) = body["text"].as_str().filter(|t| !t.is_empty()) {
+            for line in t.lines() {
+                println!("{:>14} {mark} {line}", "");
+            }
+            if !cut.is_empty() {
+                println!("{:>14} {mark}{cut}", "");
+            }
+        } else if let Some(b) = body["base64"].as_str().filter(|b| !b.is_empty()) {
+            println!("{:>14} {mark} (binary, base64) {b}{cut}", "");
+        } else if let Some(w) = body["withheld"].as_str() {
+            println!("{:>14} {mark} ({w})", "");
+        }
+    }
 }
 
 /// Replay an SSH session: each exec with its exit status, each recorded terminal with its

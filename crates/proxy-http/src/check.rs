@@ -19,6 +19,12 @@ pub fn connection_problems(cfg: &Config, c: &ConnectionConfig, p: &str) -> Vec<S
         }
     }
     let settings = c.http.clone().unwrap_or_default();
+    if settings.record_body_bytes > crate::exchange::MAX_RECORDED_BODY {
+        errs.push(format!(
+            "{p}.http.record_body_bytes: at most {} (a recording sits in each audit event)",
+            crate::exchange::MAX_RECORDED_BODY
+        ));
+    }
     if settings.scheme == HttpScheme::Http && !gateway_core::util::is_loopback_target(&c.target) {
         errs.push(format!(
             "{p}.http.scheme: `http` sends the held credential in clear; it is allowed for \
@@ -144,6 +150,12 @@ name = "d"
 protocol = "http"
 target = "management.azure.com:443"
 oauth = { tenant = "contoso.onmicrosoft.com", client_id = "app", client_secret_env = "S", scope = "https://management.azure.com/.default" }
+http = { record_headers = true, record_body_bytes = 65536 }
+[[connections]]
+name = "e"
+protocol = "http"
+target = "127.0.0.1:8080"
+http = { scheme = "http", record_body_bytes = 65537, header = { name = "k", value_env = "K" } }
 "#;
         let cfg: Config = toml::from_str(text).unwrap_or_else(|e| panic!("{e}"));
         let errs: Vec<String> = cfg
@@ -161,5 +173,9 @@ oauth = { tenant = "contoso.onmicrosoft.com", client_id = "app", client_secret_e
         assert!(has("connections[2].http.header.name"), "{errs:?}");
         assert!(has("connections[2].oauth: set scope"), "{errs:?}");
         assert!(!has("connections[3]"), "{errs:?}");
+        assert!(
+            has("connections[4].http.record_body_bytes: at most"),
+            "{errs:?}"
+        );
     }
 }

@@ -14,6 +14,7 @@ use hyper::{Request, Response, StatusCode, Uri};
 
 use crate::body::{self, Body, Carried, Counted};
 use crate::dialect::{MaskMode, Prepare};
+use crate::exchange::Exchange;
 use crate::headers;
 use crate::lines::MaskedLines;
 use crate::server::HttpProxy;
@@ -34,6 +35,8 @@ pub(crate) struct Sent<'a> {
     /// The protocol upgrade asked for, and the client side of it.
     pub upgrade: Option<(&'a str, OnUpgrade)>,
     pub started: Instant,
+    /// The exchange's recording, when the connection records exchanges.
+    pub exchange: Option<Exchange>,
 }
 
 /// Send `req` (admitted as `admitted`) to the session's target, and its answer back.
@@ -94,6 +97,7 @@ async fn send(
         query,
         upgrade,
         started,
+        exchange,
     } = sent;
     let d = &proxy.dialect;
     let number = admitted.number();
@@ -224,7 +228,11 @@ async fn send(
             return end_early(proxy, &session, number, started, code, &why);
         }
     };
-    let done = finish(session, number, started, status, counts);
+    let (out, exchange) = match exchange {
+        Some(mut x) => (x.response(&parts.headers, out), Some(x)),
+        None => (out, None),
+    };
+    let done = finish(session, number, started, status, counts, exchange);
     Response::from_parts(parts, body::boxed(Counted::new(out, done)))
 }
 
@@ -328,6 +336,7 @@ fn finish(
     started: Instant,
     status: StatusCode,
     counts: Arc<Mutex<MaskCounts>>,
+    exchange: Option<Exchange>,
 ) -> impl FnOnce(Carried) + Send + Sync + Unpin + 'static {
     move |carried: Carried| {
         let counts = counts.lock().map(|c| c.clone()).unwrap_or_default();
@@ -339,12 +348,15 @@ fn finish(
                 .unwrap_or_default();
             serde_json::json!(counts.render(&names))
         });
-        let detail = serde_json::json!({
+        let mut detail = serde_json::json!({
             "status": status.as_u16(),
             "response_bytes": carried.bytes,
             "complete": carried.complete,
             "masked": masked,
         });
+        if let Some(x) = exchange {
+            detail["exchange"] = x.finish();
+        }
         let error = (!carried.complete).then(|| "the response was cut off".to_string());
         session2.record_end(number, started, error, detail);
     }

@@ -10,6 +10,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::body::{self, Body};
 use crate::dialect::{Described, RequestView};
+use crate::exchange::{Exchange, Recording};
 use crate::forward;
 use crate::path;
 use crate::route;
@@ -178,6 +179,14 @@ pub(crate) async fn handle(
             }
         }
     };
+    // The exchange's recording starts from the request as the client sent it.
+    let (exchange, body) = match Recording::of(&session.conn) {
+        Some(rec) => {
+            let (x, b) = Exchange::request(rec, session.masks.clone(), &parts.headers, body);
+            (Some(x), b)
+        }
+        None => (None, body),
+    };
     let req = Request::from_parts(parts, body.map_err(Into::into).boxed());
     let sent = forward::Sent {
         action,
@@ -186,6 +195,7 @@ pub(crate) async fn handle(
         query: query.as_deref(),
         upgrade: upgrade.as_deref().zip(client_upgrade),
         started,
+        exchange,
     };
     forward::forward(proxy, session, admitted, req, sent).await
 }

@@ -10,6 +10,7 @@ pub mod body;
 pub mod check;
 pub mod coding;
 pub mod dialect;
+pub mod exchange;
 mod forward;
 mod handler;
 pub mod headers;

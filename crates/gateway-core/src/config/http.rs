@@ -35,6 +35,14 @@ pub struct HttpSettings {
     /// Largest request body read to bind an approval to it (bytes). Default 1 MiB.
     #[serde(default)]
     pub max_review_body: Option<usize>,
+    /// Record each exchange's request and response headers in its `command_end`
+    /// (credentials redacted, values masked as the session's responses are).
+    #[serde(default)]
+    pub record_headers: bool,
+    /// Also record the first this many bytes of each request and response body (masked
+    /// likewise). Default 0: no bodies. At most 65536.
+    #[serde(default)]
+    pub record_body_bytes: usize,
 }
 
 /// `https` or `http` to the target.
