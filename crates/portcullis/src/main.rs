@@ -16,6 +16,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Identity-aware access gateway for databases, hosts, clusters and APIs.
 #[derive(Parser)]
 #[command(name = "portcullis", version, about)]

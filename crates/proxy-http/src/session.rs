@@ -43,11 +43,8 @@ impl Session {
         end.duration_us = Some(started.elapsed().as_micros() as u64);
         end.error = error;
         end.detail = Some(detail);
-        let audit = self.services.audit.clone();
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = audit.record_later(end).await;
-            });
+        if let Err(e) = self.services.audit.stage_later(end) {
+            tracing::error!(error = %e, "a command's end could not be recorded");
         }
     }
 }

@@ -305,6 +305,12 @@ impl AuditLog {
     /// write, within a few milliseconds. While the journal cannot be written such events are
     /// still kept, up to a bound.
     pub async fn record_later(&self, ev: AuditEvent) -> Result<()> {
+        self.stage_later(ev)
+    }
+
+    /// [`record_later`](Self::record_later) from synchronous code: staging never waits, so
+    /// a caller need not spawn a task for it.
+    pub fn stage_later(&self, ev: AuditEvent) -> Result<()> {
         self.inner.stage(vec![ev], false).map(|_| ())
     }
 
