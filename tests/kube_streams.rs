@@ -404,6 +404,43 @@ fn exec_over_spdy_attach_and_port_forward() {
     assert_eq!(upgrades.len(), 3, "{upgrades:?}");
     assert!(upgrades.iter().all(|u| u == &["SPDY/3.1"]), "{upgrades:?}");
 
+    // kubectl 1.30+ against a node that refuses WebSocket (400) falls back to SPDY: the
+    // fallback goes through the gateway and is recorded like any exec.
+    let legacy = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: legacy-0\n  namespace: default\n  \
+                  annotations:\n    test.portcullis.dev/spdy-only: \"true\"\nspec:\n  \
+                  containers:\n  - name: app\n    image: busybox\n";
+    let r = gw.apply(&op, legacy, &[]);
+    assert!(r.ok, "{} {}", r.stdout, r.stderr);
+    let r = gw.kubectl(&op, &["exec", "legacy-0", "--", "echo", "fell-back"]);
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(r.stdout.trim(), "fell-back");
+    let tried: Vec<(u64, Vec<String>)> = api
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r["path"]
+                .as_str()
+                .unwrap_or("")
+                .contains("/pods/legacy-0/exec")
+        })
+        .map(|r| {
+            (
+                r["status"].as_u64().unwrap_or(0),
+                ApiServer::header(&r, "upgrade"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tried,
+        [
+            (400, vec!["websocket".to_string()]),
+            (101, vec!["SPDY/3.1".to_string()])
+        ]
+    );
+    let (end, cast) = nth_recording(&gw, 4);
+    assert_eq!(end["detail"]["exit_status"], 0, "{end}");
+    assert!(cast.contains("fell-back"), "{cast}");
+
     // A stream protocol the recorder does not read is refused before the API server.
     let (body, status) = gw.curl_with(
         &op,
@@ -423,7 +460,7 @@ fn exec_over_spdy_attach_and_port_forward() {
     assert!(body.contains("cannot be recorded"), "{body}");
     assert_eq!(
         api.requests().iter().filter(|r| r["status"] == 101).count(),
-        3
+        4
     );
 
     // Attach (the stand-in attaches to a fresh shell) is decided as kube.attach and recorded.
@@ -439,7 +476,7 @@ fn exec_over_spdy_attach_and_port_forward() {
         r.stdout,
         r.stderr
     );
-    let (end, cast) = nth_recording(&gw, 4);
+    let (end, cast) = nth_recording(&gw, 5);
     assert!(cast.contains("attach default/web-0"), "{cast}");
     assert!(cast.contains("attached-here"), "{cast}");
     assert_eq!(end["detail"]["exit_status"], 0, "{end}");

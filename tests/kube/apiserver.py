@@ -39,7 +39,9 @@ secrets, configmaps, services and apps/v1 deployments (scale, status):
 - Pod logs: `line 1` .. `line 10`; follow=true adds a line every 200 ms up to `line 100`.
 - Pod exec and attach over WebSocket (RFC 6455, v5.channel.k8s.io or v4.channel.k8s.io;
   see exec_ws.py) or SPDY/3.1 (v4 down to channel.k8s.io; see spdy.py), with a tiny shell;
-  attach reaches a fresh `sh` standing in for the container's main process.
+  attach reaches a fresh `sh` standing in for the container's main process. A pod annotated
+  `test.portcullis.dev/spdy-only: "true"` refuses the WebSocket upgrade (400), as a server
+  from before WebSocket exec does, so kubectl 1.30+ fall back to SPDY.
 - Pod port-forward over SPDY/3.1 (portforward.k8s.io) to port 80, an upper-case echo.
 - POST .../selfsubjectreviews (authentication.k8s.io v1, v1beta1, v1alpha1).
 Seeded with namespaces default, kube-system and prod, node node-1, pod default/web-0,

@@ -16,7 +16,9 @@ import objects
 from store import ApiError, bad_request, fields_match, labels_match, parse_field_selector, \
     parse_label_selector
 
-LOG_HISTORY, LOG_MAX = 10, 100   # lines a pod "has written"; follow goes on up to LOG_MAX
+LOG_HISTORY, LOG_MAX = 10, 100
+# A pod annotated so is exec'd and attached over SPDY only (a WebSocket upgrade gets 400).
+SPDY_ONLY = "test.portcullis.dev/spdy-only"   # lines a pod "has written"; follow goes on up to LOG_MAX
 
 
 class Streams:
@@ -166,6 +168,11 @@ class Streams:
         if not (flags["stdin"] or flags["stdout"] or flags["stderr"]):
             raise bad_request("you must specify at least one of stdin, stdout, stderr")
         program = exec_ws.Program(command, name, flags["tty"])
+        annotations = pod.get("metadata", {}).get("annotations") or {}
+        if upgrade == "websocket" and annotations.get(SPDY_ONLY) == "true":
+            # As an API server or kubelet from before WebSocket exec answers: the upgrade
+            # fails, and kubectl 1.30+ fall back to SPDY.
+            raise bad_request("Upgrade request required: this pod's node speaks SPDY/3.1 only")
         if upgrade.startswith("spdy/3.1"):
             protocol = self.switch_to_spdy(spdy.EXEC_PROTOCOLS)
             conn = spdy.Connection(self.rfile, self.wfile)
