@@ -198,7 +198,8 @@ pub struct UpgradeContext<'a> {
     pub state_dir: &'a std::path::Path,
     pub session_id: &'a str,
     pub number: u64,
-    /// The protocol the target switched to (its `Upgrade` header: `websocket`, `SPDY/3.1`).
+    /// The protocol switched to (`websocket`, `SPDY/3.1`): the one the client asked for and
+    /// policy admitted; a target answering with another is not relayed.
     pub upgrade: &'a str,
 }
 

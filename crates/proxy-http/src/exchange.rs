@@ -16,6 +16,7 @@ use hyper::HeaderMap;
 use serde_json::{Value, json};
 
 use crate::body::{Body, BoxError};
+use crate::dialect::Dialect;
 
 /// Most body bytes a connection may record per direction.
 pub const MAX_RECORDED_BODY: usize = 64 * 1024;
@@ -41,21 +42,27 @@ impl Recording {
     }
 }
 
-/// Header names whose values are never recorded: credentials, cookies, keys, signatures.
-fn secret_header(name: &str) -> bool {
-    matches!(
-        name,
-        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
-    ) || [
+/// Headers whose values are never recorded: any name that speaks of authentication,
+/// sessions, cookies, tokens, secrets, passwords, signatures, credentials or keys, and any
+/// value in an authentication scheme's form (`Bearer …`, `Basic …`, `Digest …`).
+fn secret_header(name: &str, value: &[u8]) -> bool {
+    const WORDS: [&str; 10] = [
+        "auth",
+        "session",
+        "cookie",
         "token",
         "secret",
         "password",
         "signature",
         "credential",
         "key",
-    ]
-    .iter()
-    .any(|w| name.contains(w))
+        "dpop",
+    ];
+    const SCHEMES: [&[u8]; 3] = [b"bearer ", b"basic ", b"digest "];
+    WORDS.iter().any(|w| name.contains(w))
+        || SCHEMES
+            .iter()
+            .any(|s| value.len() >= s.len() && value[..s.len()].eq_ignore_ascii_case(s))
 }
 
 /// The first bytes of a body, as it passed (up to the recorded length and a margin).
@@ -70,6 +77,9 @@ struct Sample {
 pub(crate) struct Exchange {
     rec: Recording,
     masks: Option<Arc<SessionMasks>>,
+    dialect: Arc<dyn Dialect>,
+    /// The request body's type, as its `Content-Type` says.
+    request_hint: Option<TypeHint>,
     request_headers: Option<Value>,
     request_body: Option<Arc<Mutex<Sample>>>,
     response_headers: Option<Value>,
@@ -82,11 +92,14 @@ impl Exchange {
     pub fn request(
         rec: Recording,
         masks: Option<Arc<SessionMasks>>,
+        dialect: Arc<dyn Dialect>,
         h: &HeaderMap,
         body: Body,
     ) -> (Exchange, Body) {
         let mut x = Exchange {
             rec,
+            dialect,
+            request_hint: crate::mask::hint(h),
             request_headers: None,
             request_body: None,
             response_headers: None,
@@ -109,22 +122,22 @@ impl Exchange {
 
     /// The recording, for the `command_end` detail.
     pub fn finish(&self) -> Value {
-        let side = |headers: &Option<Value>, body: &Option<Arc<Mutex<Sample>>>| {
+        let side = |headers: &Option<Value>, body: &Option<Arc<Mutex<Sample>>>, request| {
             let mut v = json!({});
             if let Some(h) = headers {
                 v["headers"] = h.clone();
             }
             if let Some(b) = body {
                 v["body"] = match b.lock() {
-                    Ok(s) => self.body(&s),
+                    Ok(s) => self.body(&s, request),
                     Err(_) => Value::Null,
                 };
             }
             v
         };
         json!({
-            "request": side(&self.request_headers, &self.request_body),
-            "response": side(&self.response_headers, &self.response_body),
+            "request": side(&self.request_headers, &self.request_body, true),
+            "response": side(&self.response_headers, &self.response_body, false),
         })
     }
 
@@ -135,7 +148,7 @@ impl Exchange {
             .iter()
             .map(|(name, value)| {
                 let n = name.as_str();
-                let v = if secret_header(n) {
+                let v = if secret_header(n, value.as_bytes()) {
                     "[REDACTED]".to_string()
                 } else {
                     String::from_utf8_lossy(&self.mask(value.as_bytes(), &mut counts)).into_owned()
@@ -148,10 +161,18 @@ impl Exchange {
 
     /// A body's recorded head: masked whole (margin included), then cut to the recorded
     /// length; text when it is UTF-8, else base64 — binary bodies are not read by the text
-    /// detectors, so a masked session does not record them.
-    fn body(&self, s: &Sample) -> Value {
+    /// detectors, so a masked session does not record them. A request body is masked as a
+    /// response would be (the dialect's documents, JSON paths, detectors); one cut short
+    /// where JSON paths or documents would apply cannot be, and is not recorded.
+    fn body(&self, s: &Sample, request: bool) -> Value {
         let mut counts = MaskCounts::new();
-        let mut head = self.mask(&s.head, &mut counts);
+        let mut head = match (&self.masks, request) {
+            (Some(m), true) => match self.mask_request(m, s, &mut counts) {
+                Ok(h) => h,
+                Err(why) => return json!({ "withheld": why }),
+            },
+            _ => self.mask(&s.head, &mut counts),
+        };
         let limit = self.rec.body_bytes;
         let truncated = s.truncated || s.head.len() > limit;
         if truncated {
@@ -173,6 +194,30 @@ impl Exchange {
             }),
             (None, Some(_)) => json!({ "withheld": "binary, not recorded in a masked session" }),
         }
+    }
+
+    /// A request body's head, masked as the session's responses are.
+    fn mask_request(
+        &self,
+        masks: &SessionMasks,
+        s: &Sample,
+        counts: &mut MaskCounts,
+    ) -> Result<Vec<u8>, String> {
+        let json = self.request_hint == Some(TypeHint::Json);
+        if !json || s.head.is_empty() {
+            return Ok(self.mask(&s.head, counts));
+        }
+        let structured = self.dialect.reads_documents() || masks.has_json_paths();
+        if s.truncated && structured {
+            return Err("JSON cut short, which path rules cannot mask".into());
+        }
+        if s.truncated {
+            return Ok(self.mask(&s.head, counts));
+        }
+        let whole = Bytes::copy_from_slice(&s.head);
+        crate::mask::mask_body(masks, TypeHint::Json, whole, counts, Some(&*self.dialect))
+            .map(|b| b.to_vec())
+            .map_err(|e| format!("not masked: {e}"))
     }
 
     /// `value` with the session's detectors applied (as is without masking).
@@ -258,6 +303,10 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt as _;
 
+    fn api() -> Arc<dyn Dialect> {
+        Arc::new(crate::dialect::HttpApi)
+    }
+
     fn rec(headers: bool, body_bytes: usize) -> Recording {
         Recording {
             headers,
@@ -271,9 +320,10 @@ mod tests {
         h.insert("authorization", "Bearer caller-token".parse().unwrap());
         h.insert("x-ms-copy-source-authorization", "x".parse().unwrap());
         h.insert("ocp-apim-subscription-key", "k".parse().unwrap());
+        h.insert("x-upstream", "Basic dXNlcjpwdw==".parse().unwrap());
         h.insert("content-type", "application/json".parse().unwrap());
         let body = crate::body::full(Bytes::from_static("{\"é\":\"0123456789\"}".as_bytes()));
-        let (mut x, body) = Exchange::request(rec(true, 6), None, &h, body);
+        let (mut x, body) = Exchange::request(rec(true, 6), None, api(), &h, body);
         let sent = body.collect().await.unwrap().to_bytes();
         assert_eq!(sent.len(), 19, "the body passes whole");
         let resp = x.response(&HeaderMap::new(), crate::body::full(&b"\xff\xfe"[..]));
@@ -282,6 +332,9 @@ mod tests {
         let req = &v["request"];
         let heads = req["headers"].to_string();
         assert!(!heads.contains("caller-token"), "{heads}");
+        assert!(!heads.contains("\"x\""), "{heads}");
+        assert!(!heads.contains("dXNlcjpwdw"), "{heads}");
+        assert_eq!(heads.matches("[REDACTED]").count(), 4, "{heads}");
         assert!(!heads.contains("\"k\""), "{heads}");
         assert!(heads.contains("application/json"), "{heads}");
         // Six bytes: `{"é":`, whole characters.
@@ -289,7 +342,7 @@ mod tests {
         assert_eq!(req["body"]["truncated"], true);
         // Three: the cut falls inside `é`, which is dropped.
         let body = crate::body::full(Bytes::from_static("{\"é\":1}".as_bytes()));
-        let (x5, body) = Exchange::request(rec(false, 3), None, &HeaderMap::new(), body);
+        let (x5, body) = Exchange::request(rec(false, 3), None, api(), &HeaderMap::new(), body);
         body.collect().await.unwrap();
         assert_eq!(x5.finish()["request"]["body"]["text"], "{\"");
         assert_eq!(v["response"]["body"]["base64"], "//4=");
@@ -299,7 +352,7 @@ mod tests {
     #[tokio::test]
     async fn nothing_is_kept_when_bodies_are_not_recorded() {
         let body = crate::body::full(Bytes::from_static(b"abc"));
-        let (x, body) = Exchange::request(rec(true, 0), None, &HeaderMap::new(), body);
+        let (x, body) = Exchange::request(rec(true, 0), None, api(), &HeaderMap::new(), body);
         body.collect().await.unwrap();
         let v = x.finish();
         assert!(v["request"].get("body").is_none(), "{v}");
@@ -321,7 +374,7 @@ mod tests {
             .for_session("arm", &[]);
         let text = "note: pay with 4111 1111 1111 1111 or mail ada@example.com today";
         let body = crate::body::full(Bytes::from_static(text.as_bytes()));
-        let (x, body) = Exchange::request(rec(false, 22), masks, &HeaderMap::new(), body);
+        let (x, body) = Exchange::request(rec(false, 22), masks, api(), &HeaderMap::new(), body);
         body.collect().await.unwrap();
         let v = x.finish();
         let got = v["request"]["body"]["text"].as_str().unwrap();
@@ -329,5 +382,43 @@ mod tests {
         assert!(!got.contains("4111"), "{got}");
         assert!(got.len() <= 22, "{got}");
         assert_eq!(v["request"]["body"]["truncated"], true);
+    }
+
+    /// A request body is masked as a response would be: JSON path rules apply to it; JSON
+    /// cut short, where they cannot, is not recorded.
+    #[tokio::test]
+    async fn request_json_is_masked_by_path_or_withheld() {
+        use gateway_core::config::MaskingConfig;
+        use gateway_core::masking::MaskingEngine;
+        let block = MaskingConfig {
+            connections: vec!["arm".into()],
+            json_paths: vec!["$.value".into()],
+            ..Default::default()
+        };
+        let masks = MaskingEngine::new(&[block], [3; 32])
+            .unwrap()
+            .for_session("arm", &[]);
+        let mut h = HeaderMap::new();
+        h.insert("content-type", "application/json".parse().unwrap());
+        let record = |doc: String| {
+            let (masks, h) = (masks.clone(), h.clone());
+            async move {
+                let body = crate::body::full(Bytes::from(doc));
+                let (x, body) = Exchange::request(rec(false, 64), masks, api(), &h, body);
+                body.collect().await.unwrap();
+                x.finish()["request"]["body"].clone()
+            }
+        };
+        let got = record(r#"{"value":"plain-secret-value","id":7}"#.to_string()).await;
+        let text = got["text"].as_str().unwrap();
+        assert!(!text.contains("plain-secret-value"), "{got}");
+        assert!(text.contains("\"id\":7"), "{got}");
+        let long = format!(
+            r#"{{"value":"plain-secret-value","pad":"{}"}}"#,
+            "x".repeat(400)
+        );
+        let got = record(long).await;
+        assert!(got["withheld"].is_string(), "{got}");
+        assert!(got.get("text").is_none(), "{got}");
     }
 }

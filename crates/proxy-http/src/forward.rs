@@ -199,13 +199,14 @@ async fn send(
             return end_early(proxy, &session, number, started, code, &why);
         }
     };
-    if let Some((_, client)) = upgrade
+    if let Some((asked, client)) = upgrade
         && resp.status() == StatusCode::SWITCHING_PROTOCOLS
     {
         let up = crate::upgrade::Switch {
             action: &action,
             number,
             started,
+            asked,
             client,
         };
         return crate::upgrade::switch(proxy, session, up, resp);

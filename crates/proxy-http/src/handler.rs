@@ -182,7 +182,8 @@ pub(crate) async fn handle(
     // The exchange's recording starts from the request as the client sent it.
     let (exchange, body) = match Recording::of(&session.conn) {
         Some(rec) => {
-            let (x, b) = Exchange::request(rec, session.masks.clone(), &parts.headers, body);
+            let masks = session.masks.clone();
+            let (x, b) = Exchange::request(rec, masks, d.clone(), &parts.headers, body);
             (Some(x), b)
         }
         None => (None, body),

@@ -79,15 +79,15 @@ impl HeldCredentials {
         }
         let header = conn.http.as_ref().and_then(|h| h.header.as_ref());
         let shared = conn.http.as_ref().and_then(|h| h.shared_key.as_ref());
-        let kube_token = match &conn.kube {
-            Some(k) => k.token(&cfg.base_dir)?,
-            None => None,
-        };
         let token_file = conn.kube.as_ref().and_then(|k| k.token_file.as_ref());
+        let kube_token = match &conn.kube {
+            Some(k) if token_file.is_none() => k.token(&cfg.base_dir)?,
+            _ => None,
+        };
         let holder = match (&conn.oauth, header) {
-            _ if token_file.is_some() && kube_token.is_some() => {
+            _ if token_file.is_some() => {
                 let path = cfg.base_dir.join(token_file.ok_or("no token file")?);
-                Holder::TokenFile(TokenFile::new(path, &kube_token.unwrap_or_default())?)
+                Holder::TokenFile(TokenFile::open(path)?)
             }
             _ if kube_token.is_some() => {
                 Holder::Header(AUTHORIZATION, bearer(&kube_token.unwrap_or_default())?)
@@ -119,9 +119,11 @@ impl HeldCredentials {
 /// How often a token file is looked at for a change.
 const TOKEN_FILE_CHECK: Duration = Duration::from_secs(1);
 
-/// A bearer token file, looked at (its modification time) at most once a second and read
-/// again when it changed. A file that cannot be read keeps the last token (the API server
-/// refuses it once it expires), with a warning.
+/// A bearer token file, looked at (its modification time and length) at most once a second
+/// and read again when either changed. Looked at before it is read, so a change that lands
+/// in between is read at the next look. A file that cannot be read keeps the last token
+/// (the API server refuses it once it expires), with a warning. The look is a `stat` on the
+/// request's thread, once a second at most.
 struct TokenFile {
     path: PathBuf,
     state: Mutex<TokenState>,
@@ -129,17 +131,24 @@ struct TokenFile {
 
 struct TokenState {
     value: HeaderValue,
-    modified: Option<SystemTime>,
+    seen: Option<(SystemTime, u64)>,
     checked: Instant,
 }
 
+/// What says a file changed: its modification time and length.
+fn looked_at(path: &std::path::Path) -> std::io::Result<(SystemTime, u64)> {
+    let m = std::fs::metadata(path)?;
+    Ok((m.modified()?, m.len()))
+}
+
 impl TokenFile {
-    fn new(path: PathBuf, token: &str) -> Result<TokenFile, String> {
-        let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    fn open(path: PathBuf) -> Result<TokenFile, String> {
+        let seen = looked_at(&path).ok();
+        let value = read_token(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(TokenFile {
             state: Mutex::new(TokenState {
-                value: bearer(token)?,
-                modified,
+                value,
+                seen,
                 checked: Instant::now(),
             }),
             path,
@@ -154,12 +163,11 @@ impl TokenFile {
         };
         if st.checked.elapsed() >= TOKEN_FILE_CHECK {
             st.checked = Instant::now();
-            let modified = std::fs::metadata(&self.path).and_then(|m| m.modified());
-            match modified {
-                Ok(m) if Some(m) != st.modified => match self.read() {
+            match looked_at(&self.path) {
+                Ok(now) if Some(now) != st.seen => match read_token(&self.path) {
                     Ok(v) => {
                         st.value = v;
-                        st.modified = Some(m);
+                        st.seen = Some(now);
                         tracing::info!(file = %self.path.display(), "the held token file changed; using the new token");
                     }
                     Err(e) => {
@@ -174,15 +182,16 @@ impl TokenFile {
         }
         st.value.clone()
     }
+}
 
-    fn read(&self) -> Result<HeaderValue, String> {
-        let text = std::fs::read_to_string(&self.path).map_err(|e| e.to_string())?;
-        let token = text.trim();
-        if token.is_empty() {
-            return Err("the file is empty".into());
-        }
-        bearer(token)
+/// `Bearer <the file's token>`.
+fn read_token(path: &std::path::Path) -> Result<HeaderValue, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err("the file is empty".into());
     }
+    bearer(token)
 }
 
 /// `Bearer <token>`, marked sensitive.

@@ -27,6 +27,8 @@ pub(crate) struct Switch<'a> {
     pub action: &'a Action,
     pub number: u64,
     pub started: Instant,
+    /// The protocol the client asked to switch to (and policy admitted).
+    pub asked: &'a str,
     /// The client's side of the upgrade.
     pub client: OnUpgrade,
 }
@@ -40,6 +42,22 @@ pub(crate) fn switch(
 ) -> Response<Body> {
     let state_dir = proxy.services.config.state_dir();
     let kind = resp.headers().get(header::UPGRADE).cloned();
+    // The stream is read (and recorded) as the protocol that was admitted: a target that
+    // switches to another one is not relayed.
+    let same = kind
+        .as_ref()
+        .and_then(|k| k.to_str().ok())
+        .is_some_and(|k| k.trim().eq_ignore_ascii_case(up.asked));
+    if !same {
+        let why = format!(
+            "the target switched to {:?}, not to the `{}` that was asked for",
+            kind.as_ref()
+                .map(|k| String::from_utf8_lossy(k.as_bytes()).into_owned()),
+            up.asked
+        );
+        let code = StatusCode::BAD_GATEWAY;
+        return crate::forward::end_early(proxy, &session, up.number, up.started, code, &why);
+    }
     let tap = proxy.dialect.tap(
         up.action,
         &UpgradeContext {
@@ -48,7 +66,7 @@ pub(crate) fn switch(
             state_dir: &state_dir,
             session_id: session.gate.session_id(),
             number: up.number,
-            upgrade: kind.as_ref().and_then(|k| k.to_str().ok()).unwrap_or(""),
+            upgrade: up.asked,
         },
     );
     let tap = match tap {

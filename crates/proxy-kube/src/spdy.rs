@@ -232,12 +232,14 @@ impl Frames {
             // SETTINGS, PING, GOAWAY, WINDOW_UPDATE: nothing to record.
             _ => return Ok(()),
         };
-        // Every block is inflated, so the direction's compression context stays in step.
+        // Every block is inflated, so the direction's compression context stays in step, and
+        // read whole: a block must hold exactly its pairs, as the peer reads it.
         let headers = self.inflate_block(block)?;
+        let stream_kind = stream_type(headers)?;
         if kind == SYN_STREAM {
             f(Frame::Open {
                 stream: id,
-                kind: stream_type(headers)?,
+                kind: stream_kind,
             });
         }
         if flags & FLAG_FIN != 0 {
@@ -283,7 +285,9 @@ impl Frames {
     }
 }
 
-/// The `streamtype` header of an inflated header block.
+/// The `streamtype` header of an inflated header block, which must hold exactly its pairs.
+/// A block naming the stream type twice, or with a NUL in it (several values), is refused:
+/// the API server reads the first value, and the recording must read what it reads.
 fn stream_type(mut raw: &[u8]) -> Result<Option<String>, String> {
     fn take<'a>(raw: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
         if raw.len() < n {
@@ -306,9 +310,14 @@ fn stream_type(mut raw: &[u8]) -> Result<Option<String>, String> {
         let value_len = len(&mut raw)?;
         let value = take(&mut raw, value_len)?;
         if name.eq_ignore_ascii_case(b"streamtype") {
-            let first = value.split(|b| *b == 0).next().unwrap_or_default();
-            kind = Some(String::from_utf8_lossy(first).into_owned());
+            if kind.is_some() || value.contains(&0) {
+                return Err("a SPDY stream names its type more than once".into());
+            }
+            kind = Some(String::from_utf8_lossy(value).into_owned());
         }
+    }
+    if !raw.is_empty() {
+        return Err("a SPDY header block holds more than its pairs".into());
     }
     Ok(kind)
 }
@@ -320,6 +329,11 @@ pub struct Channels {
     from_client: Frames,
     from_target: Frames,
     channels: HashMap<u32, u8>,
+    /// The highest stream id the client opened: ids only grow (the server refuses a lower
+    /// or repeated one, so the recording must not take it either).
+    last_opened: u32,
+    /// Client streams the client has ended: later data on them is not run, so not recorded.
+    client_ended: Vec<u32>,
     status: Vec<u8>,
     resize: Vec<u8>,
 }
@@ -330,50 +344,66 @@ impl Channels {
         let Channels {
             from_client,
             channels,
+            last_opened,
+            client_ended,
             resize,
             ..
         } = self;
-        let mut too_many = false;
-        from_client.feed(data, &mut |frame| match frame {
-            Frame::Open { stream, kind } => {
-                if channels.len() == MAX_STREAMS {
-                    too_many = true;
-                    return;
-                }
-                let channel = match kind.as_deref() {
-                    Some("stdin") => 0,
-                    Some("stdout") => 1,
-                    Some("stderr") => 2,
-                    Some("error") => 3,
-                    Some("resize") => 4,
-                    _ => u8::MAX,
-                };
-                channels.insert(stream, channel);
+        let mut broken: Option<String> = None;
+        from_client.feed(data, &mut |frame| {
+            if broken.is_some() {
+                return;
             }
-            Frame::Data { stream, data } => match channels.get(&stream) {
-                Some(0) => f(Event::Data { channel: 0, data }),
-                Some(4) => {
-                    // Resize messages are JSON objects, one per line.
-                    for piece in data.split_inclusive(|b| *b == b'\n') {
-                        if resize.len() + piece.len() <= MAX_CONTROL_MESSAGE {
+            match frame {
+                Frame::Open { stream, kind } => {
+                    if stream <= *last_opened {
+                        broken = Some(format!("SPDY stream {stream} opened out of order"));
+                        return;
+                    }
+                    if channels.len() == MAX_STREAMS {
+                        broken = Some(format!("more than {MAX_STREAMS} SPDY streams in one exec"));
+                        return;
+                    }
+                    *last_opened = stream;
+                    let channel = match kind.as_deref() {
+                        Some("stdin") => 0,
+                        Some("stdout") => 1,
+                        Some("stderr") => 2,
+                        Some("error") => 3,
+                        Some("resize") => 4,
+                        _ => u8::MAX,
+                    };
+                    channels.insert(stream, channel);
+                }
+                Frame::Data { stream, .. } if client_ended.contains(&stream) => {}
+                Frame::Data { stream, data } => match channels.get(&stream) {
+                    Some(0) => f(Event::Data { channel: 0, data }),
+                    Some(4) => {
+                        // Resize messages are JSON objects, one per line.
+                        for piece in data.split_inclusive(|b| *b == b'\n') {
+                            if resize.len() + piece.len() > MAX_CONTROL_MESSAGE {
+                                broken = Some("a resize message is too long".into());
+                                return;
+                            }
                             resize.extend_from_slice(piece);
-                        }
-                        if piece.ends_with(b"\n") {
-                            f(Event::Control {
-                                channel: 4,
-                                message: std::mem::take(resize),
-                            });
+                            if piece.ends_with(b"\n") {
+                                f(Event::Control {
+                                    channel: 4,
+                                    message: std::mem::take(resize),
+                                });
+                            }
                         }
                     }
+                    _ => {}
+                },
+                Frame::End { stream } => {
+                    if client_ended.len() < MAX_STREAMS && !client_ended.contains(&stream) {
+                        client_ended.push(stream);
+                    }
                 }
-                _ => {}
-            },
-            Frame::End { .. } => {}
+            }
         })?;
-        if too_many {
-            return Err(format!("more than {MAX_STREAMS} SPDY streams in one exec"));
-        }
-        Ok(())
+        broken.map_or(Ok(()), Err)
     }
 
     /// Bytes the target sent; `f` sees stdout and stderr data and the final status.
@@ -384,12 +414,12 @@ impl Channels {
             status,
             ..
         } = self;
+        let mut broken = false;
         from_target.feed(data, &mut |frame| match frame {
             Frame::Data { stream, data } => match channels.get(&stream) {
                 Some(&channel @ (1 | 2)) => f(Event::Data { channel, data }),
-                Some(3) if status.len() + data.len() <= MAX_CONTROL_MESSAGE => {
-                    status.extend_from_slice(data);
-                }
+                Some(3) if status.len() + data.len() > MAX_CONTROL_MESSAGE => broken = true,
+                Some(3) => status.extend_from_slice(data),
                 _ => {}
             },
             Frame::End { stream } if channels.get(&stream) == Some(&3) && !status.is_empty() => {
@@ -399,7 +429,13 @@ impl Channels {
                 });
             }
             _ => {}
-        })
+        })?;
+        if broken {
+            return Err(format!(
+                "the exec's status is longer than {MAX_CONTROL_MESSAGE} bytes"
+            ));
+        }
+        Ok(())
     }
 
     /// A status the target sent but never ended (the connection closed first).

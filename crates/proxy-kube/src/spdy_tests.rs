@@ -233,3 +233,71 @@ fn the_dictionary_is_the_one_kubectl_primes_with() {
     let id = c.set_dictionary(DICTIONARY).expect("dictionary");
     assert_eq!(id, 0xe3c6_a7c2);
 }
+
+/// A client cannot make the recording read a stream differently from the API server:
+/// streams relabelled, opened out of order or named twice, blocks with trailing bytes, and
+/// messages too long to read whole all end the recording (and so the connection).
+#[test]
+fn a_client_cannot_relabel_or_hide_a_stream() {
+    let client = |bytes: &[u8]| Channels::default().client(bytes, &mut |_| {});
+    let mut w = Writer::new();
+    let mut twice = w.syn(3, "stdin");
+    twice.extend(w.syn(3, "bogus"));
+    assert!(client(&twice).unwrap_err().contains("out of order"));
+    let mut w = Writer::new();
+    let mut backwards = w.syn(5, "stdout");
+    backwards.extend(w.syn(3, "stdin"));
+    assert!(client(&backwards).unwrap_err().contains("out of order"));
+
+    let mut w = Writer::new();
+    let mut body = 1u32.to_be_bytes().to_vec();
+    body.extend_from_slice(&[0; 6]);
+    body.extend(w.block(&[("streamtype", "stdin"), ("streamtype", "bogus")]));
+    let dup = Writer::control(SYN_STREAM, 0, &body);
+    assert!(client(&dup).unwrap_err().contains("more than once"));
+
+    let mut w = Writer::new();
+    let mut raw = 0u32.to_be_bytes().to_vec();
+    raw.extend_from_slice(b"\0\0\0\x0astreamtype\0\0\0\x05stdin");
+    let mut block = Vec::with_capacity(128);
+    w.deflate
+        .compress_vec(&raw, &mut block, FlushCompress::Sync)
+        .expect("compress");
+    let mut body = 1u32.to_be_bytes().to_vec();
+    body.extend(block);
+    let trailing = Writer::control(SYN_REPLY, 0, &body);
+    assert!(
+        client(&trailing)
+            .unwrap_err()
+            .contains("more than its pairs")
+    );
+
+    let mut w = Writer::new();
+    let mut long = w.syn(1, "resize");
+    long.extend(data(1, false, &[b'{'; MAX_CONTROL_MESSAGE + 1]));
+    assert!(client(&long).unwrap_err().contains("too long"));
+
+    let mut ch = Channels::default();
+    let mut c = Writer::new();
+    ch.client(&c.syn(1, "error"), &mut |_| {}).expect("client");
+    let big = data(1, false, &[b' '; MAX_CONTROL_MESSAGE + 1]);
+    assert!(ch.target(&big, &mut |_| {}).unwrap_err().contains("status"));
+}
+
+/// Input the client sends on a stream it already ended is not run, so not recorded.
+#[test]
+fn data_after_a_streams_end_is_not_recorded() {
+    let mut c = Writer::new();
+    let mut bytes = c.syn(1, "stdin");
+    bytes.extend(data(1, true, b"echo real\r"));
+    bytes.extend(data(1, false, b"rm -rf /\r"));
+    let mut seen = Vec::new();
+    Channels::default()
+        .client(&bytes, &mut |e| {
+            if let Event::Data { data, .. } = e {
+                seen.extend_from_slice(data);
+            }
+        })
+        .expect("client");
+    assert_eq!(seen, b"echo real\r");
+}
