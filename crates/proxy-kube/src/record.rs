@@ -85,10 +85,7 @@ impl Tap for ExecTap {
             _ => {}
         };
         match &mut self.wire {
-            Wire::WebSocket { from_client, .. } => {
-                from_client.feed(data, &mut on);
-                Ok(())
-            }
+            Wire::WebSocket { from_client, .. } => from_client.feed(data, &mut on),
             Wire::Spdy(ch) => ch.client(data, &mut on),
         }
     }
@@ -112,10 +109,7 @@ impl Tap for ExecTap {
             _ => {}
         };
         match &mut self.wire {
-            Wire::WebSocket { from_target, .. } => {
-                from_target.feed(data, &mut on);
-                Ok(())
-            }
+            Wire::WebSocket { from_target, .. } => from_target.feed(data, &mut on),
             Wire::Spdy(ch) => ch.target(data, &mut on),
         }
     }

@@ -1,8 +1,9 @@
 //! Reading the WebSocket streams of `kubectl exec`/`attach` as they pass, to record them:
 //! RFC 6455 frames (client frames masked), each message's first byte naming its channel
 //! (0 stdin, 1 stdout, 2 stderr, 3 status, 4 resize; `v5.channel.k8s.io` adds 255, close
-//! a channel). Payloads are not buffered beyond the small control messages (resize, status);
-//! a frame's length is bounded before anything is kept of it.
+//! a channel). Payloads are not buffered beyond the small control messages (resize, status),
+//! and a control message too long to keep ends the reading (the recording could not say what
+//! it held).
 
 /// Largest resize or status message kept to be read.
 const MAX_CONTROL: usize = 4096;
@@ -35,11 +36,14 @@ pub struct Frames {
     fin: bool,
     control: Vec<u8>,
     scratch: Vec<u8>,
+    /// A control message outgrew [`MAX_CONTROL`].
+    overlong: bool,
 }
 
 impl Frames {
-    /// Feed bytes; `f` sees every event they complete, in order.
-    pub fn feed(&mut self, mut input: &[u8], f: &mut dyn FnMut(Event<'_>)) {
+    /// Feed bytes; `f` sees every event they complete, in order. `Err` once a status or
+    /// resize message is longer than can be kept.
+    pub fn feed(&mut self, mut input: &[u8], f: &mut dyn FnMut(Event<'_>)) -> Result<(), String> {
         while !input.is_empty() {
             if !self.in_payload {
                 let need = self.head_len();
@@ -66,6 +70,12 @@ impl Frames {
                 self.end_frame(f);
             }
         }
+        if self.overlong {
+            return Err(format!(
+                "an exec status or resize message is longer than {MAX_CONTROL} bytes"
+            ));
+        }
+        Ok(())
     }
 
     /// The size of the frame header being read, as far as its first two bytes tell.
@@ -131,6 +141,8 @@ impl Frames {
         if matches!(channel, 3 | 4) {
             if self.control.len() + data.len() <= MAX_CONTROL {
                 self.control.extend_from_slice(data);
+            } else {
+                self.overlong = true;
             }
         } else if !data.is_empty() {
             f(Event::Data { channel, data });

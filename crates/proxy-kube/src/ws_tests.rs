@@ -35,13 +35,15 @@ fn events(stream: &[u8], chunk: usize) -> (Messages, Messages) {
     let mut data: Messages = Vec::new();
     let mut control = Vec::new();
     for piece in stream.chunks(chunk) {
-        frames.feed(piece, &mut |e| match e {
-            Event::Data { channel, data: d } => match data.last_mut() {
-                Some((c, buf)) if *c == channel => buf.extend_from_slice(d),
-                _ => data.push((channel, d.to_vec())),
-            },
-            Event::Control { channel, message } => control.push((channel, message)),
-        });
+        frames
+            .feed(piece, &mut |e| match e {
+                Event::Data { channel, data: d } => match data.last_mut() {
+                    Some((c, buf)) if *c == channel => buf.extend_from_slice(d),
+                    _ => data.push((channel, d.to_vec())),
+                },
+                Event::Control { channel, message } => control.push((channel, message)),
+            })
+            .expect("frames");
     }
     (data, control)
 }
@@ -94,4 +96,25 @@ fn client_frames_are_unmasked_and_resize_is_a_control_message() {
         assert_eq!(control[0].1, br#"{"Width":120,"Height":40}"#.to_vec());
         assert_eq!(data.last(), Some(&(255, vec![0])));
     }
+}
+
+/// A status or resize message too long to keep ends the reading: the recording could not
+/// say what it held.
+#[test]
+fn an_overlong_control_message_is_an_error() {
+    let status = frame(
+        2,
+        true,
+        &[&[3u8][..], &[b' '; MAX_CONTROL + 1][..]].concat(),
+        None,
+    );
+    let mut frames = Frames::default();
+    assert!(frames.feed(&status, &mut |_| {}).is_err());
+    let fits = frame(
+        2,
+        true,
+        &[&[3u8][..], &[b' '; MAX_CONTROL][..]].concat(),
+        None,
+    );
+    assert!(Frames::default().feed(&fits, &mut |_| {}).is_ok());
 }
