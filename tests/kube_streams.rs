@@ -357,12 +357,7 @@ fn exec_runs_over_websocket_and_is_recorded() {
     assert!(r.ok, "{}", r.stderr);
     assert_eq!(r.stdout.trim(), "hello");
     exec_sessions_are_recorded(&gw, &Kubectl::websocket(), &op, 2);
-    let upgrades: Vec<_> = api
-        .requests()
-        .into_iter()
-        .filter(|r| r["status"] == 101)
-        .map(|r| ApiServer::header(&r, "upgrade"))
-        .collect();
+    let upgrades = api.upgrades();
     assert_eq!(upgrades.len(), 3, "{upgrades:?}");
     assert!(upgrades.iter().all(|u| u == &["websocket"]), "{upgrades:?}");
 
@@ -395,12 +390,7 @@ fn exec_over_spdy_attach_and_port_forward() {
     assert_eq!(end["detail"]["exit_status"], 0, "{end}");
     assert!(cast.contains("hello"), "{cast}");
     exec_sessions_are_recorded(&gw, &spdy, &op, 2);
-    let upgrades: Vec<_> = api
-        .requests()
-        .into_iter()
-        .filter(|r| r["status"] == 101)
-        .map(|r| ApiServer::header(&r, "upgrade"))
-        .collect();
+    let upgrades = api.upgrades();
     assert_eq!(upgrades.len(), 3, "{upgrades:?}");
     assert!(upgrades.iter().all(|u| u == &["SPDY/3.1"]), "{upgrades:?}");
 
@@ -458,10 +448,7 @@ fn exec_over_spdy_attach_and_port_forward() {
     );
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("cannot be recorded"), "{body}");
-    assert_eq!(
-        api.requests().iter().filter(|r| r["status"] == 101).count(),
-        4
-    );
+    assert_eq!(api.upgrades().len(), 4);
 
     // Attach (the stand-in attaches to a fresh shell) is decided as kube.attach and recorded.
     let r = gw.kubectl_with(

@@ -76,6 +76,16 @@ impl ApiServer {
         }
     }
 
+    /// The `Upgrade` header of every request the API server switched protocols for (101),
+    /// in order.
+    pub fn upgrades(&self) -> Vec<Vec<String>> {
+        self.requests()
+            .iter()
+            .filter(|r| r["status"] == 101)
+            .map(|r| ApiServer::header(r, "upgrade"))
+            .collect()
+    }
+
     /// Every request the API server has answered, in order.
     pub fn requests(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.log)

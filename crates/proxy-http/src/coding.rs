@@ -43,21 +43,17 @@ pub fn coding(h: &hyper::HeaderMap) -> Result<Coding, String> {
 
 /// Decode `body` into at most `limit` bytes.
 pub fn decode(c: Coding, body: Bytes, limit: usize) -> Result<Bytes, String> {
-    let mut out = Vec::new();
-    let cap = limit as u64 + 1;
-    let read = match c {
+    let decoder: Box<dyn std::io::Read + '_> = match c {
         Coding::Identity => return Ok(body),
-        Coding::Gzip => flate2::read::MultiGzDecoder::new(&body[..])
-            .take(cap)
-            .read_to_end(&mut out),
-        Coding::Deflate => flate2::read::ZlibDecoder::new(&body[..])
-            .take(cap)
-            .read_to_end(&mut out),
-        Coding::Brotli => brotli_decompressor::Decompressor::new(&body[..], 8192)
-            .take(cap)
-            .read_to_end(&mut out),
+        Coding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&body[..])),
+        Coding::Deflate => Box::new(flate2::read::ZlibDecoder::new(&body[..])),
+        Coding::Brotli => Box::new(brotli_decompressor::Decompressor::new(&body[..], 8192)),
     };
-    read.map_err(|e| format!("the body does not decode: {e}"))?;
+    let mut out = Vec::new();
+    decoder
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("the body does not decode: {e}"))?;
     if out.len() > limit {
         return Err(format!(
             "the body is larger than {limit} bytes once decoded"

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use base64::Engine as _;
 use bytes::Bytes;
 use gateway_core::config::ConnectionConfig;
-use gateway_core::masking::{MaskCounts, Masked, SessionMasks, TypeHint};
+use gateway_core::masking::{MaskCounts, SessionMasks, TypeHint};
 use http_body::{Frame, SizeHint};
 use hyper::HeaderMap;
 use serde_json::{Value, json};
@@ -222,14 +222,12 @@ impl Exchange {
 
     /// `value` with the session's detectors applied (as is without masking).
     fn mask(&self, value: &[u8], counts: &mut MaskCounts) -> Vec<u8> {
-        let Some(m) = &self.masks else {
-            return value.to_vec();
-        };
-        let mut out = Vec::new();
-        match m.mask_value(value, TypeHint::Text, &mut out, counts) {
-            Masked::Unchanged => value.to_vec(),
-            Masked::Replaced => out,
-            Masked::Null => Vec::new(),
+        match &self.masks {
+            Some(m) => {
+                let text = Bytes::copy_from_slice(value);
+                crate::mask::detect(m, TypeHint::Text, text, counts).to_vec()
+            }
+            None => value.to_vec(),
         }
     }
 

@@ -78,7 +78,12 @@ fn serialise(doc: &serde_json::Value, newline: bool) -> Result<Bytes, String> {
 }
 
 /// The detectors and key rules over `text`.
-fn detect(masks: &SessionMasks, hint: TypeHint, text: Bytes, counts: &mut MaskCounts) -> Bytes {
+pub(crate) fn detect(
+    masks: &SessionMasks,
+    hint: TypeHint,
+    text: Bytes,
+    counts: &mut MaskCounts,
+) -> Bytes {
     let mut out = Vec::new();
     match masks.mask_value(&text, hint, &mut out, counts) {
         Masked::Unchanged => text,

@@ -30,8 +30,8 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// Write the `command_end` of command `number` (started at `started`), with `error` if
-    /// it failed and `detail`, in the background.
+    /// Stage the `command_end` of command `number` (started at `started`), with `error` if
+    /// it failed and `detail`; it is written with the next journal write.
     pub fn record_end(
         &self,
         number: u64,

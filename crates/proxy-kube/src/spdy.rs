@@ -71,12 +71,10 @@ enum Reading {
     Data {
         stream: u32,
         fin: bool,
-        left: usize,
     },
     Control {
         kind: u16,
         flags: u8,
-        left: usize,
     },
 }
 
@@ -85,6 +83,8 @@ pub struct Frames {
     head: [u8; 8],
     have: usize,
     reading: Reading,
+    /// Bytes of the current frame's body still to come.
+    left: usize,
     control: Vec<u8>,
     inflate: Decompress,
     inflated: Vec<u8>,
@@ -96,6 +96,7 @@ impl Default for Frames {
             head: [0; 8],
             have: 0,
             reading: Reading::Head,
+            left: 0,
             control: Vec::new(),
             inflate: Decompress::new(true),
             inflated: Vec::new(),
@@ -119,30 +120,19 @@ impl Frames {
                         self.start_frame(f)?;
                     }
                 }
-                Reading::Data { stream, fin, left } => {
-                    let n = left.min(input.len());
-                    let (data, rest) = input.split_at(n);
+                body => {
+                    let n = self.left.min(input.len());
+                    let (chunk, rest) = input.split_at(n);
                     input = rest;
-                    f(Frame::Data { stream, data });
-                    self.reading = Reading::Data {
-                        stream,
-                        fin,
-                        left: left - n,
-                    };
-                    if left == n {
-                        self.end_frame(f)?;
+                    match body {
+                        Reading::Data { stream, .. } => f(Frame::Data {
+                            stream,
+                            data: chunk,
+                        }),
+                        _ => self.control.extend_from_slice(chunk),
                     }
-                }
-                Reading::Control { kind, flags, left } => {
-                    let n = left.min(input.len());
-                    self.control.extend_from_slice(&input[..n]);
-                    input = &input[n..];
-                    self.reading = Reading::Control {
-                        kind,
-                        flags,
-                        left: left - n,
-                    };
-                    if left == n {
+                    self.left -= n;
+                    if self.left == 0 {
                         self.end_frame(f)?;
                     }
                 }
@@ -160,11 +150,7 @@ impl Frames {
         if word & 0x8000_0000 == 0 {
             let stream = word & 0x7fff_ffff;
             let fin = flags & FLAG_FIN != 0;
-            self.reading = Reading::Data {
-                stream,
-                fin,
-                left: len,
-            };
+            self.reading = Reading::Data { stream, fin };
         } else {
             let version = (word >> 16) & 0x7fff;
             if version != 3 {
@@ -180,9 +166,9 @@ impl Frames {
             self.reading = Reading::Control {
                 kind: word as u16,
                 flags,
-                left: len,
             };
         }
+        self.left = len;
         if len == 0 {
             self.end_frame(f)?;
         }
