@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
@@ -52,11 +53,11 @@ pub(crate) struct Indexer {
     store: Arc<dyn Store>,
     sink: Option<JsonlSink>,
     counters: Arc<Counters>,
-    /// Journaled, not yet stored, in order, and their lines.
-    pending: Vec<AuditEvent>,
-    pending_lines: Vec<u8>,
-    /// The pending lines as runs that lie contiguously in one segment, in order.
-    runs: VecDeque<Run>,
+    /// Batches journaled and not wholly stored, in order, as the writer handed them over:
+    /// kept, not concatenated, so no event or line is copied on its way to the store.
+    pending: VecDeque<Part>,
+    /// Events in `pending` not yet stored.
+    queued: usize,
     /// Seq of the last stored event.
     stored_seq: u64,
     /// After a failure: when to try again, and the delay after that.
@@ -88,9 +89,8 @@ impl Indexer {
             store,
             sink,
             counters,
-            pending: Vec::new(),
-            pending_lines: Vec::new(),
-            runs: VecDeque::new(),
+            pending: VecDeque::new(),
+            queued: 0,
             stored_seq,
             retry_at: None,
             backoff: FIRST_RETRY,
@@ -103,7 +103,7 @@ impl Indexer {
             let first = match self.next_wait() {
                 None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
                 Some(d) if d.is_zero() => Err(RecvTimeoutError::Timeout),
-                Some(d) if self.pending.len() >= MAX_PENDING => {
+                Some(d) if self.queued >= MAX_PENDING => {
                     std::thread::sleep(d);
                     Err(RecvTimeoutError::Timeout)
                 }
@@ -118,7 +118,7 @@ impl Indexer {
             // a SQLite commit rewrites whole pages, so fewer, larger ones are far cheaper,
             // and the events are durable in the journal meanwhile.
             let window_end = Instant::now() + COALESCE;
-            while matches!(flow, Flow::Go) && self.pending.len() < MAX_TXN {
+            while matches!(flow, Flow::Go) && self.queued < MAX_TXN {
                 flow = match rx.try_recv() {
                     Ok(msg) => self.take(msg),
                     Err(TryRecvError::Disconnected) => Flow::Stop,
@@ -140,10 +140,10 @@ impl Indexer {
                     }
                 }
                 Flow::Stop => {
-                    while !self.pending.is_empty() && self.index() {}
-                    if !self.pending.is_empty() {
+                    while self.queued > 0 && self.index() {}
+                    if self.queued > 0 {
                         tracing::error!(
-                            events = self.pending.len(),
+                            events = self.queued,
                             "audit events not stored at shutdown; they are in the journal and will be stored at the next start"
                         );
                     }
@@ -158,7 +158,7 @@ impl Indexer {
     /// How long to wait for the next message: `None` for as long as it takes (nothing to
     /// store), zero to store now.
     fn next_wait(&self) -> Option<Duration> {
-        if self.pending.is_empty() {
+        if self.queued == 0 {
             return None;
         }
         Some(self.retry_at.map_or(Duration::ZERO, |t| {
@@ -180,25 +180,14 @@ impl Indexer {
                         "audit events recorded but not written to the JSON-lines file"
                     );
                 }
-                let run = Run {
-                    events: events.len(),
-                    bytes: lines.len(),
+                self.queued += events.len();
+                self.pending.push_back(Part {
+                    events,
+                    lines,
                     at,
-                };
-                match self.runs.back_mut() {
-                    Some(last) if last.continued_by(&run) => {
-                        last.events += run.events;
-                        last.bytes += run.bytes;
-                    }
-                    _ => self.runs.push_back(run),
-                }
-                if self.pending.is_empty() {
-                    self.pending = events;
-                    self.pending_lines = lines;
-                } else {
-                    self.pending.extend(events);
-                    self.pending_lines.extend_from_slice(&lines);
-                }
+                    stored: 0,
+                    stored_bytes: 0,
+                });
                 Flow::Go
             }
             IndexMsg::Stop => Flow::Stop,
@@ -207,49 +196,94 @@ impl Indexer {
         }
     }
 
-    /// Store up to [`MAX_TXN`] pending events of one run in one transaction; false if the
-    /// store failed.
+    /// Store up to [`MAX_TXN`] pending events whose lines lie one after the other in one
+    /// segment (or have no place), in one transaction; false if the store failed.
     fn index(&mut self) -> bool {
-        let Some(run) = self.runs.front() else {
-            return true;
-        };
-        let n = run.events.min(MAX_TXN).min(self.pending.len());
-        if n == 0 {
-            self.runs.pop_front();
+        if self.pending.is_empty() {
             return true;
         }
-        // Where the n-th line ends: lines hold no raw newline, one per event.
-        let cut = if n == run.events {
-            run.bytes.min(self.pending_lines.len())
-        } else {
-            self.pending_lines
+        let mut events: Vec<&AuditEvent> = Vec::new();
+        let mut lines: Vec<&str> = Vec::new();
+        // Events and line bytes taken from each leading part.
+        let mut taken: Vec<(usize, usize)> = Vec::new();
+        let mut at: Option<SegmentAt<'_>> = None;
+        // Where the lines taken so far end: the next part must start there.
+        let mut end: Option<(&Path, u64)> = None;
+        let mut unreadable = None;
+        for (i, part) in self.pending.iter().enumerate() {
+            if events.len() >= MAX_TXN {
+                break;
+            }
+            let start = part
+                .at
+                .as_ref()
+                .map(|w| (&*w.path, w.offset + part.stored_bytes as u64));
+            if i > 0 && start != end {
+                break;
+            }
+            if i == 0 {
+                at = start.map(|(path, offset)| SegmentAt { path, offset });
+            }
+            let rest = &part.lines[part.stored_bytes..];
+            let left = part.events.len() - part.stored;
+            let text = std::str::from_utf8(rest).ok().filter(|t| {
+                // One whole line per event, or the store would index them wrongly.
+                memchr::memchr_iter(b'\n', t.as_bytes()).count() == left
+                    && t.ends_with('\n') == (left > 0)
+            });
+            let Some(text) = text else {
+                unreadable = Some(format!(
+                    "{left} audit events came with lines that do not match them"
+                ));
+                break;
+            };
+            let room = MAX_TXN - events.len();
+            let (mut n, mut bytes) = (0, 0);
+            for (ev, line) in part.events[part.stored..]
                 .iter()
-                .enumerate()
-                .filter(|(_, b)| **b == b'\n')
-                .nth(n - 1)
-                .map_or(self.pending_lines.len(), |(i, _)| i + 1)
+                .zip(text.split_terminator('\n'))
+                .take(room)
+            {
+                events.push(ev);
+                lines.push(line);
+                n += 1;
+                bytes += line.len() + 1;
+            }
+            taken.push((n, bytes));
+            end = start.map(|(path, offset)| (path, offset + bytes as u64));
+            if n < left {
+                break;
+            }
+        }
+        let store = &self.store;
+        let stored: Result<()> = match unreadable {
+            Some(why) if events.is_empty() => Err(Error::Store(why)),
+            _ => catch_unwind(AssertUnwindSafe(|| {
+                store.insert_chained(&events, &lines, at)
+            }))
+            .unwrap_or_else(|_| Err(Error::Store("store failed while inserting".to_string()))),
         };
-        let batch = &self.pending[..n];
-        let lines = &self.pending_lines[..cut];
-        let at = run.at.as_ref().map(|w| SegmentAt {
-            path: &w.path,
-            offset: w.offset,
-        });
-        let stored: Result<()> = catch_unwind(AssertUnwindSafe(|| {
-            self.store.insert_chained(batch, lines, at)
-        }))
-        .unwrap_or_else(|_| Err(Error::Store("store failed while inserting".to_string())));
+        let n = events.len();
+        let last = events.last().map(|e| e.seq);
+        drop(events);
+        drop(lines);
         match stored {
             Ok(()) => {
-                self.stored_seq = batch[n - 1].seq;
-                self.pending.drain(..n);
-                self.pending_lines.drain(..cut);
-                if let Some(run) = self.runs.front_mut() {
-                    run.advance(n, cut);
-                    if run.events == 0 {
-                        self.runs.pop_front();
-                    }
+                if let Some(seq) = last {
+                    self.stored_seq = seq;
                 }
+                for (n, bytes) in taken {
+                    let Some(part) = self.pending.front_mut() else {
+                        break;
+                    };
+                    part.stored += n;
+                    part.stored_bytes += bytes;
+                    if part.stored < part.events.len() {
+                        break;
+                    }
+                    self.pending.pop_front();
+                }
+                self.queued -= n.min(self.queued);
                 self.retry_at = None;
                 self.backoff = FIRST_RETRY;
                 let c = &self.counters;
@@ -273,30 +307,12 @@ impl Indexer {
     }
 }
 
-/// Pending events whose lines lie one after the other in one segment (or have no place).
-#[derive(Debug)]
-struct Run {
-    events: usize,
-    bytes: usize,
+/// A batch the writer handed over: its events, their lines, where those lie, and how much
+/// of it is stored.
+struct Part {
+    events: Vec<AuditEvent>,
+    lines: Vec<u8>,
     at: Option<Written>,
-}
-
-impl Run {
-    /// Whether `next` continues this run in the same segment, right after it.
-    fn continued_by(&self, next: &Run) -> bool {
-        match (&self.at, &next.at) {
-            (Some(a), Some(b)) => a.path == b.path && a.offset + self.bytes as u64 == b.offset,
-            (None, None) => true,
-            _ => false,
-        }
-    }
-
-    /// Drop the first `events` events (`bytes` bytes of lines), now stored.
-    fn advance(&mut self, events: usize, bytes: usize) {
-        self.events -= events;
-        self.bytes -= bytes;
-        if let Some(at) = &mut self.at {
-            at.offset += bytes as u64;
-        }
-    }
+    stored: usize,
+    stored_bytes: usize,
 }

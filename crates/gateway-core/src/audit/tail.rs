@@ -124,8 +124,8 @@ impl<S: Store> Store for WithJournal<S> {
 
     fn insert_chained(
         &self,
-        events: &[AuditEvent],
-        lines: &[u8],
+        events: &[&AuditEvent],
+        lines: &[&str],
         at: Option<crate::store::SegmentAt<'_>>,
     ) -> Result<()> {
         self.store.insert_chained(events, lines, at)

@@ -62,7 +62,7 @@ pub trait Store: Send + Sync + 'static {
     fn append_events(&self, events: &mut [AuditEvent], fsync: bool) -> Result<()>;
     /// Insert events that already carry their place in the chain (`seq`, `prev_hash`, `hash`
     /// set by the audit journal), atomically, in order. `lines` holds their journal lines,
-    /// one per event in the same order, each ending in a newline: that text is what the store
+    /// one per event in the same order, without their newlines: that text is what the store
     /// keeps, so events are not serialised again. Events whose `seq` the store already holds
     /// are skipped (the one at the store's last `seq` must have the same hash); the rest must
     /// continue the stored chain exactly (`seq` one higher, `prev_hash` equal to the previous
@@ -70,8 +70,8 @@ pub trait Store: Send + Sync + 'static {
     /// segment that stays where it is: the store keeps their position, not a copy.
     fn insert_chained(
         &self,
-        events: &[AuditEvent],
-        lines: &[u8],
+        events: &[&AuditEvent],
+        lines: &[&str],
         at: Option<SegmentAt<'_>>,
     ) -> Result<()> {
         let _ = (events, lines, at);

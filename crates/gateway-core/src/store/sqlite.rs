@@ -271,8 +271,8 @@ impl Store for SqliteStore {
 
     fn insert_chained(
         &self,
-        events: &[AuditEvent],
-        lines: &[u8],
+        events: &[&AuditEvent],
+        lines: &[&str],
         at: Option<SegmentAt<'_>>,
     ) -> Result<()> {
         if events.is_empty() {

@@ -53,7 +53,7 @@ pub(crate) fn recover(store: &dyn Store, dir: &Path) -> Result<Recovered> {
         let data = std::fs::read(path)?;
         // Events to index from this segment, their lines, and where the first line starts.
         let mut pending: Vec<AuditEvent> = Vec::new();
-        let mut lines: Vec<u8> = Vec::new();
+        let mut lines: Vec<&str> = Vec::new();
         let mut run_at = 0u64;
         let mut offset = 0u64;
         let complete = data.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
@@ -78,6 +78,8 @@ pub(crate) fn recover(store: &dyn Store, dir: &Path) -> Result<Recovered> {
                 continue;
             }
             let ev = super::parse_line(line).map_err(|e| bad(format!("line {}: {e}", n + 1)))?;
+            let line =
+                std::str::from_utf8(line).map_err(|e| bad(format!("line {}: {e}", n + 1)))?;
             if ev.seq <= stored_head.seq {
                 if ev.seq == stored_head.seq && ev.hash != stored_head.hash {
                     return Err(bad(format!(
@@ -101,14 +103,14 @@ pub(crate) fn recover(store: &dyn Store, dir: &Path) -> Result<Recovered> {
                 run_at = line_at;
             }
             pending.push(ev);
-            lines.extend_from_slice(line);
-            lines.push(b'\n');
+            lines.push(line);
             if pending.len() >= RECOVER_BATCH {
                 let at = SegmentAt {
                     path,
                     offset: run_at,
                 };
-                store.insert_chained(&pending, &lines, Some(at))?;
+                let events: Vec<&AuditEvent> = pending.iter().collect();
+                store.insert_chained(&events, &lines, Some(at))?;
                 stored += pending.len() as u64;
                 pending.clear();
                 lines.clear();
@@ -119,7 +121,8 @@ pub(crate) fn recover(store: &dyn Store, dir: &Path) -> Result<Recovered> {
                 path,
                 offset: run_at,
             };
-            store.insert_chained(&pending, &lines, Some(at))?;
+            let events: Vec<&AuditEvent> = pending.iter().collect();
+            store.insert_chained(&events, &lines, Some(at))?;
             stored += pending.len() as u64;
         }
     }

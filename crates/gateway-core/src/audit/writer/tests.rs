@@ -45,8 +45,8 @@ impl Store for FlakyStore {
     }
     fn insert_chained(
         &self,
-        events: &[AuditEvent],
-        lines: &[u8],
+        events: &[&AuditEvent],
+        lines: &[&str],
         at: Option<crate::store::SegmentAt<'_>>,
     ) -> Result<()> {
         if self.broken.load(Ordering::SeqCst) {
@@ -394,6 +394,40 @@ async fn segments_rotate_and_stay_as_the_archive_the_store_points_into() {
     assert_eq!((at, report.events), (3, 2), "{what}");
     assert!(what.contains("removed?"), "{what}");
     assert!(store.query_events(&EventFilter::default()).is_err());
+}
+
+#[tokio::test]
+async fn batches_kept_while_the_store_fails_are_stored_in_order_across_transactions() {
+    let dir = TempDir::new("writer-parts");
+    let store = FlakyStore::new(SqliteStore::open(&db(&dir)).unwrap(), true);
+    let log = AuditLog::start(store.clone(), Durability::Process, jdir(&dir), None).unwrap();
+    // Two batches that together exceed one store transaction, then small ones: the first
+    // transaction ends inside the second batch, the next takes up where it ended.
+    let batch = |from: u64, n: u64| {
+        (from..from + n)
+            .map(|i| command_event("s", "a", i))
+            .collect()
+    };
+    log.record_all(batch(1, 6_000)).await.unwrap();
+    log.record_all(batch(6_001, 6_000)).await.unwrap();
+    for i in 12_001..=12_005 {
+        log.record(command_event("s", "a", i)).await.unwrap();
+    }
+    until(&log, |s| s.index_failures > 0).await;
+    store.broken.store(false, Ordering::SeqCst);
+    until(&log, |s| s.indexed == 12_005).await;
+    log.shutdown().await;
+    assert_eq!(store.verify_chain().unwrap(), intact(12_005));
+    let stored = store.query_events(&EventFilter::default()).unwrap();
+    assert_eq!(stored.len(), 12_005);
+    for (i, ev) in stored.iter().enumerate() {
+        let n = i as u64 + 1;
+        assert_eq!(ev.seq, n);
+        assert_eq!(
+            ev.statement.as_deref(),
+            Some(format!("select {n}").as_str())
+        );
+    }
 }
 
 #[tokio::test]

@@ -106,27 +106,6 @@ pub(super) fn head(conn: &Connection) -> Result<(u64, String)> {
     }
 }
 
-/// The journal lines in `lines`, each without its newline; an error unless there is exactly
-/// one per event.
-fn split_lines(lines: &[u8], events: usize) -> Result<Vec<&str>> {
-    let text = std::str::from_utf8(lines)
-        .map_err(|_| Error::Store("audit event lines are not UTF-8".to_string()))?;
-    let text = text.strip_suffix('\n').unwrap_or(text);
-    let split: Vec<&str> = if text.is_empty() {
-        Vec::new()
-    } else {
-        text.split('\n').collect()
-    };
-    if split.len() != events {
-        return Err(Error::Store(format!(
-            "{} audit events came with {} lines",
-            events,
-            split.len()
-        )));
-    }
-    Ok(split)
-}
-
 /// Insert chained events (with their lines) that continue the chain at `head`, in blocks.
 /// Events at or before the head are skipped; the one at the head must have its hash. With
 /// `check` unset the events are taken as they are (a migration copies what it finds, and
@@ -134,12 +113,18 @@ fn split_lines(lines: &[u8], events: usize) -> Result<Vec<&str>> {
 pub(super) fn insert(
     tx: &Transaction<'_>,
     head: (u64, &str),
-    events: &[AuditEvent],
-    lines: &[u8],
+    events: &[&AuditEvent],
+    lines: &[&str],
     check: bool,
     at: Option<(i64, u64)>,
 ) -> Result<()> {
-    let lines = split_lines(lines, events.len())?;
+    if lines.len() != events.len() {
+        return Err(Error::Store(format!(
+            "{} audit events came with {} lines",
+            events.len(),
+            lines.len()
+        )));
+    }
     let (last_seq, last_hash) = head;
     let mut prev: (u64, &str) = (last_seq, last_hash);
     let mut start = None;
@@ -216,6 +201,21 @@ pub(super) fn insert(
     Ok(())
 }
 
+/// [`insert`] for owned events and their lines in one buffer, each ending in a newline.
+fn insert_owned(
+    tx: &Transaction<'_>,
+    head: (u64, &str),
+    events: &[AuditEvent],
+    lines: &[u8],
+    check: bool,
+) -> Result<()> {
+    let text = std::str::from_utf8(lines)
+        .map_err(|_| Error::Store("audit event lines are not UTF-8".to_string()))?;
+    let lines: Vec<&str> = text.split_terminator('\n').collect();
+    let events: Vec<&AuditEvent> = events.iter().collect();
+    insert(tx, head, &events, &lines, check, None)
+}
+
 /// Chain `events` after the store's head, in `tx`; sets their `seq`, `prev_hash` and `hash`
 /// only once the inserts succeeded.
 pub(super) fn append(tx: &Transaction<'_>, events: &mut [AuditEvent]) -> Result<()> {
@@ -235,7 +235,7 @@ pub(super) fn append(tx: &Transaction<'_>, events: &mut [AuditEvent]) -> Result<
         ev.prev_hash = std::mem::replace(&mut prev, ev.hash.clone());
         push_line(&mut lines, ev, body)?;
     }
-    insert(tx, (head_seq, &head_hash), &chained, &lines, true, None)?;
+    insert_owned(tx, (head_seq, &head_hash), &chained, &lines, true)?;
     for (ev, c) in events.iter_mut().zip(chained) {
         ev.seq = c.seq;
         ev.prev_hash = c.prev_hash;
@@ -467,7 +467,7 @@ pub(super) fn migrate_from_rows(tx: &Transaction<'_>) -> Result<u64> {
             push_line(&mut lines, &ev, &body)?;
             events.push(ev);
         }
-        insert(tx, (head_seq, &head_hash), &events, &lines, false, None)?;
+        insert_owned(tx, (head_seq, &head_hash), &events, &lines, false)?;
         moved += events.len() as u64;
         if let Some(last) = events.last() {
             (head_seq, head_hash) = (last.seq, last.hash.clone());

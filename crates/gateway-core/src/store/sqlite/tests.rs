@@ -540,6 +540,16 @@ fn chained_after(seq: u64, hash: &str, n: u64) -> (Vec<AuditEvent>, Vec<Vec<u8>>
         .unzip()
 }
 
+/// `insert_chained` with `events` and their journal `lines` (each ending in a newline).
+fn insert(store: &SqliteStore, events: &[AuditEvent], lines: &[Vec<u8>]) -> Result<()> {
+    let events: Vec<&AuditEvent> = events.iter().collect();
+    let lines: Vec<&str> = lines
+        .iter()
+        .map(|l| std::str::from_utf8(l).unwrap().trim_end_matches('\n'))
+        .collect();
+    store.insert_chained(&events, &lines, None)
+}
+
 #[test]
 fn insert_chained_continues_the_chain_and_refuses_gaps() {
     let dir = TempDir::new("chained");
@@ -547,23 +557,20 @@ fn insert_chained_continues_the_chain_and_refuses_gaps() {
     let (seq, hash) = store.last_event().unwrap().unwrap();
     assert_eq!(seq, 3);
     let (batch, lines) = chained_after(seq, &hash, 5);
-    let all = |from: usize, to: usize| lines[from..to].concat();
     // A gap (the first event missing) is refused and nothing is inserted.
-    let err = store
-        .insert_chained(&batch[1..], &all(1, 5), None)
-        .unwrap_err();
+    let err = insert(&store, &batch[1..], &lines[1..5]).unwrap_err();
     assert!(err.to_string().contains("does not continue"), "{err}");
     // A wrong link is refused too.
     let mut forged = batch.clone();
     forged[0].prev_hash = "00".repeat(32);
-    assert!(store.insert_chained(&forged, &all(0, 5), None).is_err());
+    assert!(insert(&store, &forged, &lines).is_err());
     // Lines that do not match the events in number are refused.
-    assert!(store.insert_chained(&batch, &all(0, 4), None).is_err());
+    assert!(insert(&store, &batch, &lines[0..4]).is_err());
     assert_eq!(store.last_event().unwrap().unwrap().0, 3);
 
-    store.insert_chained(&batch[..2], &all(0, 2), None).unwrap();
+    insert(&store, &batch[..2], &lines[..2]).unwrap();
     // Already stored events are skipped, so a retry after an unclear failure is harmless.
-    store.insert_chained(&batch, &all(0, 5), None).unwrap();
+    insert(&store, &batch, &lines).unwrap();
     assert_eq!(
         store.verify_chain().unwrap(),
         ChainReport {
@@ -575,9 +582,5 @@ fn insert_chained_continues_the_chain_and_refuses_gaps() {
     assert_eq!(stored[7], batch[4]);
     // An event the store holds under another hash is refused.
     let (other, other_lines) = chained_after(7, &"11".repeat(32), 1);
-    assert!(
-        store
-            .insert_chained(&other, &other_lines.concat(), None)
-            .is_err()
-    );
+    assert!(insert(&store, &other, &other_lines).is_err());
 }
