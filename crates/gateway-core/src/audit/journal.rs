@@ -15,6 +15,7 @@
 //! `lock` file that the running gateway holds (an advisory exclusive lock) so that only one
 //! process appends to, or recovers from, a journal at a time.
 
+mod mapped;
 mod recover;
 
 use std::fs::{File, OpenOptions, TryLockError};
@@ -27,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::store::Store;
 
 pub(crate) use crate::event::line::{parse_line, push_line};
+pub(crate) use mapped::{MappedJournal, written};
 pub(crate) use recover::recover;
 
 /// The journal's directory name under the state directory.

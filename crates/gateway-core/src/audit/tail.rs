@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::event::{AuditEvent, EventFilter};
-use super::journal::{list_segments, parse_line};
+use super::journal::{list_segments, parse_line, written};
 use crate::error::Result;
 use crate::store::{ChainReport, Store};
 
@@ -30,7 +30,7 @@ pub fn journal_tail(dir: &Path, after_seq: u64) -> Result<Vec<AuditEvent>> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e.into()),
         };
-        for line in data.split_inclusive(|b| *b == b'\n') {
+        for line in written(&data).split_inclusive(|b| *b == b'\n') {
             let Some(line) = line.strip_suffix(b"\n") else {
                 break;
             };

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::audit::anchor::{Anchor, key_id};
 use crate::audit::chain::GENESIS_HASH;
-use crate::audit::journal::{list_segments, parse_line};
+use crate::audit::journal::{list_segments, parse_line, written};
 use crate::error::Result;
 use crate::store::{ChainReport, Probed};
 use crate::timefmt::rfc3339_micros;
@@ -222,7 +222,8 @@ fn read_journal(dir: &Path, after: u64) -> Result<(Vec<Read>, Option<String>)> {
         let first = *first;
         let data = std::fs::read(path)?;
         let mut at = first.saturating_sub(1);
-        for line in data.split_inclusive(|b| *b == b'\n') {
+        // A segment still open (or left open by a crash) is zero-filled after its last line.
+        for line in written(&data).split_inclusive(|b| *b == b'\n') {
             let Some(line) = line.strip_suffix(b"\n") else {
                 torn = Some(format!(
                     "{}: a torn last line (a write cut short) is not part of the chain",

@@ -27,7 +27,7 @@ use crate::audit::anchor;
 use crate::audit::chain::{canonical_body, chain_hash};
 use crate::audit::event::AuditEvent;
 use crate::audit::indexer::{INDEX_QUEUE, IndexMsg, Indexer};
-use crate::audit::journal::{self, JournalWriter, SEGMENT_BYTES};
+use crate::audit::journal::{self, JournalWriter, MappedJournal, SEGMENT_BYTES};
 use crate::audit::jsonl::JsonlSink;
 use crate::config::Durability;
 use crate::error::{Error, Result};
@@ -142,6 +142,13 @@ struct Chain {
     closed: bool,
     /// Stopped as a crash would stop it (tests): nothing more is written or stored.
     abandoned: bool,
+    /// With `durability = "process"`: the journal written through a map when events are
+    /// staged (see [`mapped`]); the first `on_map` events (`on_map_bytes` of lines) are in it.
+    mapped: Option<MappedJournal>,
+    on_map: usize,
+    on_map_bytes: usize,
+    /// Where the mapped events lie: each run starts at an event index and line byte.
+    runs: Vec<mapped::Run>,
 }
 
 impl AuditLog {
@@ -234,6 +241,10 @@ impl AuditLog {
                 failure: None,
                 closed: false,
                 abandoned: false,
+                mapped: (!fsync).then(|| MappedJournal::new(&journal_dir, options.segment_bytes)),
+                on_map: 0,
+                on_map_bytes: 0,
+                runs: Vec::new(),
             }),
             io: Mutex::new(Io {
                 journal: JournalWriter::new(&journal_dir, options.segment_bytes, fsync),
@@ -241,6 +252,7 @@ impl AuditLog {
                 index_tx,
                 indexer: Some(indexer),
                 lock: Some(lock),
+                mapped_files: Vec::new(),
             }),
             durable: AtomicU64::new(head.seq),
             counters,
@@ -334,6 +346,11 @@ impl AuditLog {
                 chain.abandoned = true;
                 chain.events.clear();
                 chain.lines.clear();
+                // A crash leaves the open segment as it is: full size, zero-filled after
+                // its last line, not cut.
+                if let Some(j) = chain.mapped.take() {
+                    std::mem::forget(j);
+                }
             }
             let _ = io.index_tx.send(IndexMsg::Abandon);
             io.join_indexer();
@@ -399,32 +416,33 @@ impl Shared {
         if chain.closed {
             return Err(stopped());
         }
-        if let Some(why) = &chain.failure
+        // Written through a map, a stage is tried on its own (it opens a segment if need be);
+        // written by `write`, nothing is accepted while the last write failed.
+        if chain.mapped.is_none()
+            && let Some(why) = &chain.failure
             && (strict || chain.events.len() >= MAX_STAGED)
         {
             return Err(Error::Audit(why.clone()));
         }
         let chain = &mut *chain;
         // Lines are appended in place; on a serialisation failure (which the derived
-        // serialiser cannot produce) the buffer is cut back so the stage stays whole.
-        let (mark, count, seq, prev) = (
-            chain.lines.len(),
-            chain.events.len(),
-            chain.seq,
-            chain.prev.clone(),
-        );
+        // serialiser cannot produce) or a journal that cannot take them, the stage is undone.
+        let (mark, count, seq) = (chain.lines.len(), chain.events.len(), chain.seq);
         for (mut ev, body) in evs.into_iter().zip(bodies) {
             chain.seq += 1;
             ev.seq = chain.seq;
             ev.hash = chain_hash(&chain.prev, chain.seq, &body);
             ev.prev_hash = std::mem::replace(&mut chain.prev, ev.hash.clone());
             if let Err(e) = journal::push_line(&mut chain.lines, &ev, &body) {
-                chain.lines.truncate(mark);
-                chain.events.truncate(count);
-                (chain.seq, chain.prev) = (seq, prev);
+                chain.prev = ev.prev_hash;
+                chain.unstage(mark, count, seq);
                 return Err(e);
             }
             chain.events.push(ev);
+        }
+        if let Err(e) = self.map_staged(chain, strict) {
+            chain.unstage(mark, count, seq);
+            return Err(e);
         }
         if chain.events.len() >= MAX_BATCH {
             self.wake.notify_one();
@@ -436,6 +454,17 @@ impl Shared {
     fn flush(&self, seq: u64) -> Result<()> {
         if self.durable.load(Ordering::Acquire) >= seq {
             return Ok(());
+        }
+        {
+            let mut chain = self.chain();
+            if chain.mapped.is_some() {
+                self.map_staged(&mut chain, true)?;
+                return if self.durable.load(Ordering::Acquire) >= seq {
+                    Ok(())
+                } else {
+                    Err(Error::Audit(format!("audit event {seq} was never staged")))
+                };
+            }
         }
         let mut io = self.io();
         // Another writer may have taken it along while this one waited.
@@ -515,66 +544,14 @@ const MAX_REUSE: usize = 1 << 20;
 /// How often staged events are written when no session needs them written sooner.
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// The flusher thread: writes staged events, retries after a failed write, signs the head
-/// at its interval, and at shutdown writes the rest, signs the final head, then stops the
-/// indexer.
-fn flush_loop(shared: &Shared, mut anchored: Option<AnchorState>) {
-    loop {
-        if let Some(a) = anchored.as_mut() {
-            a.tick(shared, false);
-        }
-        let (staged, closed) = {
-            let chain = shared.chain();
-            if chain.abandoned {
-                return;
-            }
-            if chain.events.is_empty() && !chain.closed {
-                let (chain, _) = shared
-                    .wake
-                    .wait_timeout(chain, FLUSH_EVERY)
-                    .unwrap_or_else(|e| e.into_inner());
-                if chain.abandoned {
-                    return;
-                }
-                (chain.events.last().map(|e| e.seq), chain.closed)
-            } else {
-                (chain.events.last().map(|e| e.seq), chain.closed)
-            }
-        };
-        if let Some(seq) = staged
-            && let Err(e) = shared.flush(seq)
-        {
-            if closed {
-                tracing::error!(error = %e, "audit events staged at shutdown could not be written");
-                break;
-            }
-            // Retried at the next tick.
-            std::thread::sleep(FLUSH_EVERY);
-            continue;
-        }
-        if closed {
-            if let Some(a) = anchored.as_mut() {
-                a.tick(shared, true);
-            }
-            break;
-        }
-        if staged.is_some() {
-            // Let a few more events gather before the next write.
-            std::thread::sleep(FLUSH_EVERY);
-        }
-    }
-    let mut io = shared.io();
-    io.to_indexer(IndexMsg::Stop);
-    io.join_indexer();
-    // The journal is free for the next writer or a recovery.
-    io.lock = None;
-}
-
 mod anchoring;
+mod flusher;
 mod io;
+mod mapped;
 #[cfg(test)]
 mod tests;
 
 use anchoring::AnchorState;
 pub use anchoring::Anchoring;
+use flusher::flush_loop;
 use io::Io;

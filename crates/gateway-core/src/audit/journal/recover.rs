@@ -50,7 +50,9 @@ pub(crate) fn recover(store: &dyn Store, dir: &Path) -> Result<Recovered> {
             continue;
         }
         let bad = |what: String| Error::Audit(format!("audit journal {}: {what}", path.display()));
-        let data = std::fs::read(path)?;
+        let raw = std::fs::read(path)?;
+        // A segment a crash left open is zero-filled after its last line.
+        let data = super::written(&raw);
         // Events to index from this segment, their lines, and where the first line starts.
         let mut pending: Vec<AuditEvent> = Vec::new();
         let mut lines: Vec<&str> = Vec::new();
@@ -66,6 +68,8 @@ pub(crate) fn recover(store: &dyn Store, dir: &Path) -> Result<Recovered> {
                 bytes = data.len() - complete,
                 "cutting an incomplete audit journal line (a write cut short, never acknowledged)"
             );
+        }
+        if complete < raw.len() {
             std::fs::OpenOptions::new()
                 .write(true)
                 .open(path)?

@@ -214,6 +214,8 @@ async fn a_cut_journal_tail_is_reported_and_the_gateway_will_not_start_on_it() {
     // Cut the last line.
     let (_, seg) = list_segments(&s.journal()).unwrap().pop().unwrap();
     let data = std::fs::read(&seg).unwrap();
+    // A crash leaves the open segment zero-filled after its last line.
+    let data = crate::audit::journal::written(&data);
     let cut = data[..data.len() - 1]
         .iter()
         .rposition(|b| *b == b'\n')

@@ -38,7 +38,7 @@ impl AnchorState {
                 return;
             }
             // What the anchor vouches for is on disk before the anchor is.
-            if let Err(e) = io.journal.sync() {
+            if let Err(e) = io.sync() {
                 shared
                     .counters
                     .anchor_failures

@@ -19,6 +19,9 @@ pub(super) struct Io {
     pub(super) indexer: Option<JoinHandle<()>>,
     /// Held while the writer runs: no other process recovers or appends meanwhile.
     pub(super) lock: Option<Arc<File>>,
+    /// With a mapped journal: the segments holding the events up to `head` that may not be
+    /// on disk yet (the last is the open one).
+    pub(super) mapped_files: Vec<Arc<File>>,
 }
 
 impl Io {
@@ -37,6 +40,20 @@ impl Io {
                 "audit indexer is gone; events stay in the journal until the next start"
             );
         }
+    }
+
+    /// Sync what holds the events up to `head` to disk.
+    pub(super) fn sync(&mut self) -> Result<()> {
+        self.journal.sync()?;
+        for f in &self.mapped_files {
+            f.sync_data().map_err(|e| {
+                crate::error::Error::Audit(format!("cannot sync the audit journal: {e}"))
+            })?;
+        }
+        // Closed segments are on disk now; the open one is synced again next time.
+        let keep = self.mapped_files.len().saturating_sub(1);
+        self.mapped_files.drain(..keep);
+        Ok(())
     }
 
     /// Append the lines of events from `first` on with one write; where they lie.

@@ -134,14 +134,9 @@ async fn events_queued_together_share_one_write_in_order() {
         start_gate: Some(gate_rx),
         ..Options::default()
     };
-    let log = AuditLog::start_with(
-        store.clone(),
-        Durability::Process,
-        jdir(&dir),
-        None,
-        options,
-    )
-    .unwrap();
+    // Group commit is the `write` journal's (fsync mode); a mapped one writes as it stages.
+    let log =
+        AuditLog::start_with(store.clone(), Durability::Fsync, jdir(&dir), None, options).unwrap();
     // The flusher is held at its gate: queued events wait for the next waited-for write,
     // which takes them along, in order, in the same append.
     for i in 0..=100 {
@@ -166,7 +161,9 @@ async fn record_returns_only_once_the_event_is_in_the_journal() {
     let store = FlakyStore::new(SqliteStore::open_in_memory().unwrap(), true);
     let log = AuditLog::start(store, Durability::Process, jdir(&dir), None).unwrap();
     let seq = log.record(command_event("s", "a", 42)).await.unwrap();
-    let text = std::fs::read_to_string(segment_path(&jdir(&dir), 1)).unwrap();
+    // The open segment is zero-filled after its last line.
+    let data = std::fs::read(segment_path(&jdir(&dir), 1)).unwrap();
+    let text = std::str::from_utf8(crate::audit::journal::written(&data)).unwrap();
     let ev: AuditEvent = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!((ev.seq, ev.statement.as_deref()), (seq, Some("select 42")));
     log.abandon().await;
@@ -199,20 +196,14 @@ async fn store_failure_does_not_fail_records_and_events_are_stored_later() {
 async fn journal_write_failure_fails_the_waiters_and_the_writer_recovers() {
     let dir = TempDir::new("writer-jfail");
     let store = Arc::new(SqliteStore::open(&db(&dir)).unwrap());
-    // One batch per segment, so the second record opens `seg-…2`: a directory there makes
+    // The `write` journal (fsync mode). One batch per segment, so the second record opens `seg-…2`: a directory there makes
     // that fail, whoever runs the test.
     let options = Options {
         segment_bytes: 1,
         ..Options::default()
     };
-    let log = AuditLog::start_with(
-        store.clone(),
-        Durability::Process,
-        jdir(&dir),
-        None,
-        options,
-    )
-    .unwrap();
+    let log =
+        AuditLog::start_with(store.clone(), Durability::Fsync, jdir(&dir), None, options).unwrap();
     assert_eq!(log.record(command_event("s", "a", 1)).await.unwrap(), 1);
     let blocker = segment_path(&jdir(&dir), 2);
     std::fs::create_dir(&blocker).unwrap();
@@ -248,6 +239,60 @@ async fn journal_write_failure_fails_the_waiters_and_the_writer_recovers() {
 }
 
 #[tokio::test]
+async fn a_mapped_journal_that_cannot_open_a_segment_refuses_commands_and_recovers() {
+    let dir = TempDir::new("writer-mfail");
+    let store = Arc::new(SqliteStore::open(&db(&dir)).unwrap());
+    // One stage per segment, so the second record opens `seg-…2`: a directory there makes
+    // that fail, whoever runs the test.
+    let options = Options {
+        segment_bytes: 1,
+        ..Options::default()
+    };
+    let log = AuditLog::start_with(
+        store.clone(),
+        Durability::Process,
+        jdir(&dir),
+        None,
+        options,
+    )
+    .unwrap();
+    assert_eq!(log.record(command_event("s", "a", 1)).await.unwrap(), 1);
+    let blocker = segment_path(&jdir(&dir), 2);
+    std::fs::create_dir(&blocker).unwrap();
+    let err = log.record(command_event("s", "a", 2)).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Audit(ref m) if m.contains("audit journal")),
+        "{err}"
+    );
+    // A command whose event cannot be written is refused, and its event is not kept: it
+    // never ran. Each stage tries again.
+    let err = log
+        .record_all(vec![command_event("s", "a", 3), command_event("s", "a", 4)])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("audit is unavailable"), "{err}");
+    assert!(log.stage(vec![command_event("s", "a", 3)]).is_err());
+    // Events nobody waits for are kept until the journal takes them.
+    log.record_later(command_event("s", "a", 6)).await.unwrap();
+    assert_eq!(log.stats().events, 1);
+    std::fs::remove_dir(&blocker).unwrap();
+    // The flusher retries; the kept event goes in its place in the chain.
+    until(&log, |s| s.events == 2).await;
+    assert_eq!(log.record(command_event("s", "a", 5)).await.unwrap(), 3);
+    log.shutdown().await;
+    let stats = log.stats();
+    assert_eq!(stats.events, 3, "{stats:?}");
+    assert!(stats.failed_batches >= 1, "{stats:?}");
+    assert_eq!(store.verify_chain().unwrap(), intact(3));
+    let stored = store.query_events(&EventFilter::default()).unwrap();
+    let statements: Vec<&str> = stored
+        .iter()
+        .filter_map(|e| e.statement.as_deref())
+        .collect();
+    assert_eq!(statements, ["select 1", "select 6", "select 5"]);
+}
+
+#[tokio::test]
 async fn staged_events_are_written_together_by_the_first_flush() {
     let dir = TempDir::new("writer-stage");
     let (gate_tx, gate_rx) = std_mpsc::channel();
@@ -256,7 +301,8 @@ async fn staged_events_are_written_together_by_the_first_flush() {
         start_gate: Some(gate_rx),
         ..Options::default()
     };
-    let log = AuditLog::start_with(store, Durability::Process, jdir(&dir), None, options).unwrap();
+    // The `write` journal (fsync mode): staging does not write, the first flush does.
+    let log = AuditLog::start_with(store, Durability::Fsync, jdir(&dir), None, options).unwrap();
     // Two sessions stage their commands; neither is written yet.
     let a = log.stage(vec![command_event("s1", "a", 1)]).unwrap();
     let b = log

@@ -172,7 +172,7 @@ pub(super) fn insert(
             text.push('\n');
         }
         bytes += lines[i].len() + 1;
-        keys_of(&events[i], &mut keys);
+        keys_of(events[i], &mut keys);
         let full = i + 1 - from >= BLOCK_EVENTS || bytes >= BLOCK_BYTES;
         if full || i + 1 == events.len() {
             let (first, last) = (&events[from], &events[i]);
