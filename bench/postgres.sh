@@ -177,10 +177,11 @@ if [ "${SPLIT:-1}" != 0 ] && command -v perf >/dev/null 2>&1; then
     function share(pat,   m) { m = 0; for (i = 1; i <= n; i++) if (index(sym[i], pat) && pct[i] > m) m = pct[i]; return m }
     /^ +[0-9.]+%/ { n++; pct[n] = $1 + 0; sym[n] = $0 }
     END {
-      split("decide (classify, policy, gate)|audit staging (serialise, chain)|journal write|indexing (store)", names, "|")
+      split("decide (classify, policy, gate)|audit staging (serialise, chain, map)|journal (write, hand-over)|indexing (store)", names, "|")
       part[1] = share("relay::upstream::Upstream::decide ")
+      # With durability = "process" staging copies each line into the mapped journal.
       part[2] = share("audit::writer::Shared::stage")
-      part[3] = share("audit::writer::Shared::flush")
+      part[3] = share("audit::writer::Shared::flush") + share("audit::writer::Shared::hand_over")
       part[4] = share("audit::indexer::Indexer::index")
       rest = 100
       for (k = 1; k <= 4; k++) { rest -= part[k]; printf "  %-36s %5.1f%%  %6.1f us/tx\n", names[k], part[k], part[k] * us / 100 }

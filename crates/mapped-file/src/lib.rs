@@ -57,6 +57,28 @@ impl MappedFile {
         })
     }
 
+    /// Whether files in `dir` can have their blocks reserved (some network and FUSE file
+    /// systems cannot): creates, reserves and removes a small probe file there.
+    pub fn supported_in(dir: &std::path::Path) -> io::Result<bool> {
+        let probe = dir.join(".mapped-file-probe");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&probe)?;
+        let reserved = rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, 4096);
+        drop(file);
+        std::fs::remove_file(&probe)?;
+        match reserved {
+            Ok(()) => Ok(true),
+            Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Bytes the file can hold.
     pub fn capacity(&self) -> usize {
         self.map.len()
@@ -138,6 +160,18 @@ mod tests {
         m.write_at(6, b"0123456789").unwrap();
         m.finish(16).unwrap();
         assert_eq!(&std::fs::read(&path).unwrap()[6..], b"0123456789");
+    }
+
+    #[test]
+    fn a_local_directory_supports_reserved_files() {
+        let path = temp("probe");
+        let dir = path.parent().unwrap();
+        assert!(MappedFile::supported_in(dir).unwrap());
+        assert_eq!(
+            std::fs::read_dir(dir).unwrap().count(),
+            0,
+            "the probe is removed"
+        );
     }
 
     #[test]

@@ -241,7 +241,8 @@ impl AuditLog {
                 failure: None,
                 closed: false,
                 abandoned: false,
-                mapped: (!fsync).then(|| MappedJournal::new(&journal_dir, options.segment_bytes)),
+                mapped: (!fsync && mapped_journal_supported(&journal_dir))
+                    .then(|| MappedJournal::new(&journal_dir, options.segment_bytes)),
                 on_map: 0,
                 on_map_bytes: 0,
                 runs: Vec::new(),
@@ -534,6 +535,23 @@ impl Shared {
                 chain.failure = Some(why.clone());
                 Err(Error::Audit(why))
             }
+        }
+    }
+}
+
+/// Whether the journal directory takes the mapped journal: its blocks must be reservable, or
+/// a full disk would fault a store into the map. Where they are not, events are written with
+/// `write`, as with fsync (group commit, without the fsync).
+fn mapped_journal_supported(dir: &std::path::Path) -> bool {
+    match mapped_file::MappedFile::supported_in(dir) {
+        Ok(true) => true,
+        Ok(false) => {
+            tracing::warn!(dir = %dir.display(), "the audit journal's file system cannot reserve blocks; events are written with write() instead of through a map");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot probe the audit journal's file system; events are written with write() instead of through a map");
+            false
         }
     }
 }
