@@ -3,8 +3,8 @@
 //! each.
 //!
 //! [`MappedFile::create`] reserves the file's blocks up front (`fallocate`), so a store into
-//! the map can never meet a full disk (which would raise `SIGBUS` rather than return an
-//! error), then maps it shared. [`MappedFile::write_at`] copies bytes into the map: once it
+//! the map does not meet a full disk (which would raise `SIGBUS` rather than return an
+//! error; copy-on-write file systems can still, see `create`), then maps it shared. [`MappedFile::write_at`] copies bytes into the map: once it
 //! returns they are in the file's pages in the page cache, exactly as after a `write`, and
 //! the kernel writes them back as it does any dirty page. [`MappedFile::finish`] unmaps the
 //! file and cuts it to the bytes written. A file that was never finished (the process died)
@@ -46,9 +46,12 @@ impl MappedFile {
         // SAFETY: `map_mut` is unsafe because the mapped bytes can change underneath the
         // program if another process writes or truncates the file. This type never reads the
         // mapping and never hands out a reference to it: its only access is `write_at`, a
-        // bounds-checked copy into the map, so no Rust value's validity depends on the
-        // mapped bytes. The blocks are reserved above, so a store cannot fault for lack of
-        // space; the caller owns the file exclusively (see the module's documentation).
+        // bounds-checked copy into the map, so no Rust value's validity depends on the mapped
+        // bytes, and another writer can only change what the file holds. What remains is a
+        // store that faults: a file truncated underneath the map, or a full disk on a
+        // copy-on-write file system (where the reservation above does not cover a rewrite),
+        // raises SIGBUS and the process ends; it is never undefined behaviour in this
+        // program. Callers keep other writers out (see the module's documentation).
         #[allow(unsafe_code)]
         let map = unsafe { MmapMut::map_mut(&file)? };
         Ok(MappedFile {

@@ -81,6 +81,8 @@ struct Shared {
     io: Mutex<Io>,
     /// Seq of the last event written to the journal.
     durable: AtomicU64,
+    /// With a mapped journal: events journaled and not yet taken by the indexer.
+    backlog: std::sync::atomic::AtomicUsize,
     counters: Arc<Counters>,
     /// Wakes the flusher early (shutdown, many staged events); paired with `chain`.
     wake: std::sync::Condvar,
@@ -256,6 +258,7 @@ impl AuditLog {
                 mapped_files: Vec::new(),
             }),
             durable: AtomicU64::new(head.seq),
+            backlog: std::sync::atomic::AtomicUsize::new(0),
             counters,
             wake: std::sync::Condvar::new(),
             thread: Mutex::new(None),
@@ -454,6 +457,7 @@ impl Shared {
     /// Write everything staged if `seq` is not written yet.
     fn flush(&self, seq: u64) -> Result<()> {
         if self.durable.load(Ordering::Acquire) >= seq {
+            self.wait_for_indexer();
             return Ok(());
         }
         {

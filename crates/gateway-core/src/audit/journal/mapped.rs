@@ -102,15 +102,13 @@ impl MappedJournal {
             .read(true)
             .write(true)
             .create(true)
-            .truncate(false)
+            // Its events are not journaled yet (the name is that of the first one), so whatever
+            // the name holds is not part of the chain: an attempt that failed part way left it.
+            .truncate(true)
             .open(&path)
             .and_then(|file| {
-                // A segment of that name holds nothing newer than the recovered chain; what it
-                // holds (nothing, normally) stays in front.
-                let start = usize::try_from(file.metadata()?.len())
-                    .map_err(|_| std::io::Error::other("segment too large"))?;
-                let capacity = self.segment_bytes.max((start + need) as u64);
-                Ok((MappedFile::create(file, capacity)?, start))
+                let capacity = self.segment_bytes.max(need as u64);
+                Ok((MappedFile::create(file, capacity)?, 0))
             });
         let (map, len) = opened.map_err(|e| {
             Error::Audit(format!(
@@ -132,11 +130,13 @@ impl Drop for MappedJournal {
     }
 }
 
-/// The written part of a segment's bytes: a segment left by a crash is zero-filled after
-/// its last line (journal lines never hold a NUL byte).
+/// The written part of a segment's bytes: everything before the first NUL. A segment left
+/// open by a crash is zero-filled after its last line, and a copy the crash cut short may
+/// have stored its end before its start (memcpy does not go front to back), leaving zeros
+/// inside it; journal lines never hold a NUL, and nothing past the first one was
+/// acknowledged (an event is durable only once its whole copy is done).
 pub(crate) fn written(data: &[u8]) -> &[u8] {
-    let end = data.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
-    &data[..end]
+    &data[..memchr::memchr(0, data).unwrap_or(data.len())]
 }
 
 #[cfg(test)]
@@ -181,5 +181,7 @@ mod tests {
         assert_eq!(written(b"ab\nc\0\0"), b"ab\nc");
         assert_eq!(written(b"\0\0"), b"");
         assert_eq!(written(b"ab\n"), b"ab\n");
+        // A copy cut short with its end stored before its start.
+        assert_eq!(written(b"ab\n\0\0d\n\0\0"), b"ab\n");
     }
 }

@@ -75,7 +75,12 @@ impl Shared {
                 Ok(())
             }
             Err(e) => {
-                self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+                let c = &self.counters;
+                c.failed_batches.fetch_add(1, Ordering::Relaxed);
+                c.failed_events.fetch_add(
+                    (chain.events.len() - chain.on_map) as u64,
+                    Ordering::Relaxed,
+                );
                 if chain.failure.is_none() {
                     tracing::error!(error = %e, "the audit journal cannot be written; no command runs until it can");
                 }
@@ -91,8 +96,8 @@ impl Shared {
     }
 
     /// Retry what could not be mapped, then hand what is journaled to the indexer, a message
-    /// per run, and note the new head for anchoring.
-    fn hand_over(&self) {
+    /// per run, and note the new head (and, for anchoring, the files holding it).
+    fn hand_over(&self, keep_files: bool) {
         let (mut events, mut lines, runs, files) = {
             let mut chain = self.chain();
             if chain.abandoned {
@@ -118,11 +123,15 @@ impl Shared {
             chain.on_map = 0;
             chain.on_map_bytes = 0;
             let runs = std::mem::take(&mut chain.runs);
-            let files = chain
+            // Kept only to be synced for an anchor; otherwise closed segments are let go.
+            let mut files = chain
                 .mapped
                 .as_mut()
                 .map(|j| j.unsynced())
                 .unwrap_or_default();
+            if !keep_files {
+                files.clear();
+            }
             (events, lines, runs, files)
         };
         let mut io = self.io();
@@ -141,12 +150,26 @@ impl Shared {
             let li = lines.split_off(run.byte.min(lines.len()));
             parts.push((ev, li, run.at));
         }
+        let handed = parts.iter().map(|(e, _, _)| e.len()).sum::<usize>();
         for (events, lines, at) in parts.into_iter().rev() {
             io.to_indexer(IndexMsg::Batch {
                 events,
                 lines,
                 at: Some(at),
             });
+        }
+        self.backlog.fetch_sub(
+            handed.min(self.backlog.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Backpressure: while more than [`MAX_STAGED`] journaled events wait for the indexer,
+    /// wait for the hand-over in progress (it holds the I/O lock while the indexer's queue is
+    /// full), as a session waited for the journal write with `write`.
+    pub(super) fn wait_for_indexer(&self) {
+        if self.backlog.load(Ordering::Relaxed) > MAX_STAGED {
+            drop(self.io());
         }
     }
 }
@@ -166,7 +189,7 @@ pub(super) fn hand_over_loop(shared: &Shared, anchored: &mut Option<AnchorState>
             }
             chain.closed
         };
-        shared.hand_over();
+        shared.hand_over(anchored.is_some());
         if closed {
             if let Some(a) = anchored.as_mut() {
                 a.tick(shared, true);
@@ -185,7 +208,8 @@ pub(super) fn hand_over_loop(shared: &Shared, anchored: &mut Option<AnchorState>
             "audit events staged at shutdown could not be written"
         );
     }
-    if let Some(j) = chain.mapped.as_mut() {
+    // Nothing more is mapped: a later flush finds the journal closed.
+    if let Some(mut j) = chain.mapped.take() {
         j.close();
     }
     true

@@ -362,6 +362,39 @@ async fn acked_events_survive_a_crash_and_the_chain_continues() {
 }
 
 #[tokio::test]
+async fn a_copy_into_the_map_cut_short_end_first_is_cut_at_start() {
+    let dir = TempDir::new("writer-torn-map");
+    let store = FlakyStore::new(SqliteStore::open(&db(&dir)).unwrap(), true);
+    let log = AuditLog::start(store.clone(), Durability::Process, jdir(&dir), None).unwrap();
+    for i in 1..=3 {
+        log.record(command_event("s", "a", i)).await.unwrap();
+    }
+    log.abandon().await;
+    // The crash stopped a copy that had stored the end of its line (and a newline) but not
+    // its start: zeros, then the rest of a line, inside the segment's zero fill.
+    let seg = segment_path(&jdir(&dir), 1);
+    let data = std::fs::read(&seg).unwrap();
+    let end = crate::audit::journal::written(&data).len();
+    assert!(data.len() > end + 100, "the open segment is zero-filled");
+    let mut f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(end as u64 + 40)).unwrap();
+    std::io::Write::write_all(&mut f, b"\"prev_hash\":\"ab\",\"hash\":\"cd\"}\n").unwrap();
+    drop(f);
+
+    store.broken.store(false, Ordering::SeqCst);
+    let log = AuditLog::start(store.clone(), Durability::Process, jdir(&dir), None).unwrap();
+    assert_eq!(store.verify_chain().unwrap(), intact(3));
+    assert_eq!(
+        std::fs::metadata(&seg).unwrap().len(),
+        end as u64,
+        "cut at the zero fill"
+    );
+    assert_eq!(log.record(command_event("s", "a", 4)).await.unwrap(), 4);
+    log.shutdown().await;
+    assert_eq!(store.verify_chain().unwrap(), intact(4));
+}
+
+#[tokio::test]
 async fn start_recovers_the_journal_and_cuts_a_torn_line() {
     let dir = TempDir::new("writer-torn");
     let store = FlakyStore::new(SqliteStore::open(&db(&dir)).unwrap(), true);
