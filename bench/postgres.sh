@@ -181,7 +181,7 @@ if [ "${SPLIT:-1}" != 0 ] && command -v perf >/dev/null 2>&1; then
       part[1] = share("relay::upstream::Upstream::decide ")
       # With durability = "process" staging copies each line into the mapped journal.
       part[2] = share("audit::writer::Shared::stage")
-      part[3] = share("audit::writer::Shared::flush") + share("audit::writer::Shared::hand_over")
+      part[3] = share("audit::writer::Shared::flush") + share("audit::writer::mapped::hand_over_loop")
       part[4] = share("audit::indexer::Indexer::index")
       rest = 100
       for (k = 1; k <= 4; k++) { rest -= part[k]; printf "  %-36s %5.1f%%  %6.1f us/tx\n", names[k], part[k], part[k] * us / 100 }
