@@ -98,7 +98,7 @@ impl MappedJournal {
 
     fn open(&self, first_seq: u64, need: usize) -> Result<Current> {
         let path = segment_path(&self.dir, first_seq);
-        let opened = OpenOptions::new()
+        let map = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -106,20 +106,17 @@ impl MappedJournal {
             // the name holds is not part of the chain: an attempt that failed part way left it.
             .truncate(true)
             .open(&path)
-            .and_then(|file| {
-                let capacity = self.segment_bytes.max(need as u64);
-                Ok((MappedFile::create(file, capacity)?, 0))
-            });
-        let (map, len) = opened.map_err(|e| {
-            Error::Audit(format!(
-                "cannot open the audit journal {}: {e}",
-                path.display()
-            ))
-        })?;
+            .and_then(|file| MappedFile::create(file, self.segment_bytes.max(need as u64)))
+            .map_err(|e| {
+                Error::Audit(format!(
+                    "cannot open the audit journal {}: {e}",
+                    path.display()
+                ))
+            })?;
         Ok(Current {
             map,
             path: path.into(),
-            len,
+            len: 0,
         })
     }
 }
@@ -142,13 +139,13 @@ pub(crate) fn written(data: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::sqlite::tests::TempDir;
 
     #[test]
     fn appends_rotate_when_a_chunk_does_not_fit_and_closed_segments_are_cut() {
-        let dir = std::env::temp_dir().join(format!("pc-mapped-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut j = MappedJournal::new(&dir, 16);
+        let tmp = TempDir::new("journal-mapped");
+        let dir = tmp.path();
+        let mut j = MappedJournal::new(dir, 16);
         let a = j.append(1, b"{\"a\":1}\n").unwrap();
         let b = j.append(2, b"{\"b\":2}\n").unwrap();
         assert_eq!((a.offset, b.offset), (0, 8));
@@ -156,23 +153,19 @@ mod tests {
         // Does not fit in what is left: a new segment, named after its first event.
         let c = j.append(3, b"{\"c\":3}\n").unwrap();
         assert_eq!(c.offset, 0);
-        assert_eq!(&*c.path, segment_path(&dir, 3));
+        assert_eq!(&*c.path, segment_path(dir, 3));
         assert_eq!(std::fs::read(&a.path).unwrap(), b"{\"a\":1}\n{\"b\":2}\n");
         // A chunk larger than a segment gets a segment of its own size.
         let big = vec![b'x'; 40];
         let d = j.append(4, &big).unwrap();
         assert_eq!(d.offset, 0);
         // The open segment is zero-filled after its last line until it is closed.
-        let live = std::fs::read(segment_path(&dir, 4)).unwrap();
+        let live = std::fs::read(segment_path(dir, 4)).unwrap();
         assert_eq!(written(&live), &big[..]);
         assert_eq!(j.unsynced().len(), 3);
         drop(j);
-        assert_eq!(std::fs::read(segment_path(&dir, 4)).unwrap(), big);
-        assert_eq!(
-            std::fs::read(segment_path(&dir, 3)).unwrap(),
-            b"{\"c\":3}\n"
-        );
-        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(std::fs::read(segment_path(dir, 4)).unwrap(), big);
+        assert_eq!(std::fs::read(segment_path(dir, 3)).unwrap(), b"{\"c\":3}\n");
     }
 
     #[test]

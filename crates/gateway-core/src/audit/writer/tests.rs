@@ -192,26 +192,35 @@ async fn store_failure_does_not_fail_records_and_events_are_stored_later() {
     assert_eq!(store.verify_chain().unwrap(), intact(5));
 }
 
-#[tokio::test]
-async fn journal_write_failure_fails_the_waiters_and_the_writer_recovers() {
-    let dir = TempDir::new("writer-jfail");
-    let store = Arc::new(SqliteStore::open(&db(&dir)).unwrap());
-    // The `write` journal (fsync mode). One batch per segment, so the second record opens `seg-…2`: a directory there makes
-    // that fail, whoever runs the test.
+/// A writer on `durability` with one batch per segment whose first record is written and
+/// whose second segment cannot be created (a directory holds its name, whoever runs the
+/// test), so the second record fails; the blocker's path, to remove it.
+async fn second_segment_blocked(
+    dir: &TempDir,
+    durability: Durability,
+) -> (Arc<SqliteStore>, AuditLog, PathBuf) {
+    let store = Arc::new(SqliteStore::open(&db(dir)).unwrap());
     let options = Options {
         segment_bytes: 1,
         ..Options::default()
     };
-    let log =
-        AuditLog::start_with(store.clone(), Durability::Fsync, jdir(&dir), None, options).unwrap();
+    let log = AuditLog::start_with(store.clone(), durability, jdir(dir), None, options).unwrap();
     assert_eq!(log.record(command_event("s", "a", 1)).await.unwrap(), 1);
-    let blocker = segment_path(&jdir(&dir), 2);
+    let blocker = segment_path(&jdir(dir), 2);
     std::fs::create_dir(&blocker).unwrap();
     let err = log.record(command_event("s", "a", 2)).await.unwrap_err();
     assert!(
         matches!(err, Error::Audit(ref m) if m.contains("audit journal")),
         "{err}"
     );
+    (store, log, blocker)
+}
+
+#[tokio::test]
+async fn journal_write_failure_fails_the_waiters_and_the_writer_recovers() {
+    let dir = TempDir::new("writer-jfail");
+    // The `write` journal (fsync mode).
+    let (store, log, blocker) = second_segment_blocked(&dir, Durability::Fsync).await;
     // Until a write succeeds no new command is staged: it would run unrecorded.
     let err = log
         .record_all(vec![command_event("s", "a", 3), command_event("s", "a", 4)])
@@ -241,29 +250,7 @@ async fn journal_write_failure_fails_the_waiters_and_the_writer_recovers() {
 #[tokio::test]
 async fn a_mapped_journal_that_cannot_open_a_segment_refuses_commands_and_recovers() {
     let dir = TempDir::new("writer-mfail");
-    let store = Arc::new(SqliteStore::open(&db(&dir)).unwrap());
-    // One stage per segment, so the second record opens `seg-…2`: a directory there makes
-    // that fail, whoever runs the test.
-    let options = Options {
-        segment_bytes: 1,
-        ..Options::default()
-    };
-    let log = AuditLog::start_with(
-        store.clone(),
-        Durability::Process,
-        jdir(&dir),
-        None,
-        options,
-    )
-    .unwrap();
-    assert_eq!(log.record(command_event("s", "a", 1)).await.unwrap(), 1);
-    let blocker = segment_path(&jdir(&dir), 2);
-    std::fs::create_dir(&blocker).unwrap();
-    let err = log.record(command_event("s", "a", 2)).await.unwrap_err();
-    assert!(
-        matches!(err, Error::Audit(ref m) if m.contains("audit journal")),
-        "{err}"
-    );
+    let (store, log, blocker) = second_segment_blocked(&dir, Durability::Process).await;
     // A command whose event cannot be written is refused, and its event is not kept: it
     // never ran. Each stage tries again.
     let err = log
